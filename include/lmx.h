@@ -1,0 +1,181 @@
+/*
+ * lmx.h - the one public header of liblmx.
+ *
+ * lmx loads Hugging Face / mlx-community model folders and GGUF files, tokenizes,
+ * renders chat templates and generates text, in C, on the CPU (CUDA later).
+ *
+ * Conventions
+ *   - Every object is an opaque handle with a paired create/free.
+ *   - Actions return an lmx_status; results come back through out-pointers.
+ *     On failure the out-pointer is left NULL/unchanged and lmx_last_error()
+ *     holds a one-line message naming the file/field at fault.
+ *   - Memory returned through a `char **` or `int32_t **` belongs to the caller
+ *     and is released with lmx_free().
+ *   - The library never exits or aborts on bad input.
+ *
+ * Minimal use:
+ *
+ *     lmx_model *m;
+ *     if (lmx_load("path/to/model", NULL, &m) != LMX_OK) {
+ *         fprintf(stderr, "%s\n", lmx_last_error()); return 1;
+ *     }
+ *     lmx_generate_options o; lmx_generate_options_init(&o);
+ *     char *text;
+ *     lmx_generate(m, "Once upon a time", &o, &text);
+ *     puts(text); lmx_free(text); lmx_model_free(m);
+ */
+#ifndef LMX_H
+#define LMX_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- status ------------------------------------------------------------- */
+
+typedef enum lmx_status {
+    LMX_OK = 0,
+    LMX_ERR_INVALID_ARG = 1, /* a caller-supplied value is out of range */
+    LMX_ERR_IO = 2,          /* a file could not be opened, read or written */
+    LMX_ERR_FORMAT = 3,      /* a file's content is malformed or lies about itself */
+    LMX_ERR_UNSUPPORTED = 4, /* valid input lmx does not handle (yet) */
+    LMX_ERR_NOMEM = 5,
+    LMX_ERR_NOT_FOUND = 6, /* a required file, tensor or key is missing */
+    LMX_ERR_SHAPE = 7,     /* tensor shapes disagree */
+    LMX_ERR_TEMPLATE = 8,  /* chat-template syntax or runtime error */
+    LMX_ERR_ABORTED = 9,   /* the caller's callback asked to stop */
+    LMX_ERR_INTERNAL = 10,
+} lmx_status;
+
+/* Short name of a status ("format error", ...). Static storage. */
+const char *lmx_status_str(lmx_status s);
+/* Message of the last failure on the calling thread (thread-local, like
+ * errno; the only process-wide state lmx keeps besides the default thread
+ * pool). Valid until the next failing call on this thread. */
+const char *lmx_last_error(void);
+/* Version string "MAJOR.MINOR.PATCH". */
+const char *lmx_version(void);
+/* Releases memory the library handed to the caller. */
+void lmx_free(void *p);
+
+/* ---- models ------------------------------------------------------------- */
+
+typedef struct lmx_model lmx_model;
+typedef struct lmx_tokenizer lmx_tokenizer;
+
+typedef struct lmx_load_options {
+    int n_threads;       /* 0 = one per core */
+    const char *device;  /* "cpu" (default) or "cuda" */
+    bool no_tokenizer;   /* load weights only (e.g. for `lmx logits`) */
+} lmx_load_options;
+
+void lmx_load_options_init(lmx_load_options *o);
+
+/* Loads a model from a folder (config.json + *.safetensors, HF or MLX layout)
+ * or from a .gguf file. Weights are memory-mapped. opts may be NULL. */
+lmx_status lmx_load(const char *path, const lmx_load_options *opts, lmx_model **out);
+void lmx_model_free(lmx_model *m);
+
+int lmx_model_vocab_size(const lmx_model *m);
+int lmx_model_context_length(const lmx_model *m);
+/* The architecture name after remapping ("llama", "qwen3", ...). Owned by m. */
+const char *lmx_model_type(const lmx_model *m);
+/* The model's tokenizer, or NULL when it has none. Owned by m. */
+const lmx_tokenizer *lmx_model_tokenizer(const lmx_model *m);
+
+/* Runs the model over tokens[0..n) from an empty cache and writes the f32
+ * logits of every position into out[n * vocab]. */
+lmx_status lmx_logits(lmx_model *m, const int32_t *tokens, size_t n, float *out);
+
+/* ---- tokenizer ---------------------------------------------------------- */
+
+/* path: a model folder, a tokenizer.json file or a .gguf file. */
+lmx_status lmx_tokenizer_load(const char *path, lmx_tokenizer **out);
+void lmx_tokenizer_free(lmx_tokenizer *t);
+
+int lmx_tokenizer_vocab_size(const lmx_tokenizer *t);
+int32_t lmx_tokenizer_bos(const lmx_tokenizer *t); /* -1 when none */
+int32_t lmx_tokenizer_eos(const lmx_tokenizer *t); /* -1 when none */
+/* Token id of a vocabulary string (added tokens included), -1 when absent. */
+int32_t lmx_tokenizer_token_id(const lmx_tokenizer *t, const char *piece);
+
+/* Encodes UTF-8 text. add_special: apply BOS/EOS/post-processor as the
+ * tokenizer is configured. Special tokens written in the text are
+ * recognised. Invalid UTF-8 bytes are replaced by U+FFFD before encoding.
+ * *ids is caller-owned (lmx_free). */
+lmx_status lmx_tokenize(const lmx_tokenizer *t, const char *text, size_t len, bool add_special,
+                        int32_t **ids, size_t *n_ids);
+/* Decodes ids to UTF-8 text (special tokens kept). *text is caller-owned. */
+lmx_status lmx_detokenize(const lmx_tokenizer *t, const int32_t *ids, size_t n, char **text);
+
+/* Renders the tokenizer's chat template.
+ * messages_json: a JSON array of {"role":..., "content":...} objects.
+ * extra_json: NULL or a JSON object of extra template variables (e.g.
+ * {"enable_thinking": false}, "tools": [...]). *out is caller-owned. */
+lmx_status lmx_apply_chat_template(const lmx_tokenizer *t, const char *messages_json,
+                                   bool add_generation_prompt, const char *extra_json,
+                                   char **out);
+bool lmx_tokenizer_has_chat_template(const lmx_tokenizer *t);
+
+/* ---- generation --------------------------------------------------------- */
+
+typedef enum lmx_finish_reason {
+    LMX_FINISH_NONE = 0,   /* more tokens follow */
+    LMX_FINISH_STOP = 1,   /* an EOS token was sampled */
+    LMX_FINISH_LENGTH = 2, /* max_tokens reached */
+} lmx_finish_reason;
+
+typedef struct lmx_generate_options {
+    int max_tokens;              /* default 100 */
+    float temp;                  /* 0 = greedy (default) */
+    float top_p;                 /* 1.0 = off */
+    int top_k;                   /* 0 = off */
+    float min_p;                 /* 0 = off */
+    int min_tokens_to_keep;      /* for min-p, default 1 */
+    float repetition_penalty;    /* 0 or 1 = off */
+    int repetition_context_size; /* default 20 */
+    uint64_t seed;
+    bool has_seed;               /* false: seed from the clock */
+    int prefill_step_size;       /* default 2048 */
+    const int32_t *extra_eos;    /* extra stop token ids */
+    size_t n_extra_eos;
+} lmx_generate_options;
+
+void lmx_generate_options_init(lmx_generate_options *o);
+
+/* One streamed step. text is the newly completed UTF-8 segment (may be
+ * empty, never ends inside a UTF-8 sequence); valid only during the call. */
+typedef struct lmx_response {
+    const char *text;
+    size_t text_len;
+    int32_t token;
+    float logprob; /* log-probability of token under the processed logits */
+    int prompt_tokens;
+    double prompt_tps;
+    int generation_tokens;
+    double generation_tps;
+    double peak_memory_gb; /* peak resident set size, GB = bytes / 1e9 */
+    lmx_finish_reason finish_reason;
+} lmx_response;
+
+/* Return non-zero to stop generation (lmx_generate_stream then returns
+ * LMX_ERR_ABORTED). */
+typedef int (*lmx_stream_fn)(const lmx_response *r, void *user);
+
+/* Generates from a tokenized prompt, calling cb once per token and once more
+ * with the finish reason and any remaining text. */
+lmx_status lmx_generate_stream(lmx_model *m, const int32_t *prompt, size_t n_prompt,
+                               const lmx_generate_options *o, lmx_stream_fn cb, void *user);
+
+/* Encodes prompt (special tokens added) and returns the generated text. */
+lmx_status lmx_generate(lmx_model *m, const char *prompt, const lmx_generate_options *o,
+                        char **text);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* LMX_H */

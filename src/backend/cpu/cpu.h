@@ -1,0 +1,44 @@
+/*
+ * cpu.h - the CPU backend's kernels (plain C11 reference versions).
+ *
+ * These are the oracle every optimized kernel (AVX2/AVX-512, CUDA) is tested
+ * against. Work is split across the pool by output rows/features (ith, nth),
+ * each output element computed by exactly one thread in a fixed order, so
+ * results do not depend on the thread count.
+ */
+#ifndef LMX_BACKEND_CPU_H
+#define LMX_BACKEND_CPU_H
+
+#include "core/backend.h"
+
+lmx_status lmx_cpu_get_rows(const lmx_node *n, lmx_pool *pool);
+lmx_status lmx_cpu_matmul(const lmx_node *n, lmx_pool *pool);
+lmx_status lmx_cpu_rms_norm(const lmx_node *n, lmx_pool *pool);
+lmx_status lmx_cpu_layer_norm(const lmx_node *n, lmx_pool *pool);
+lmx_status lmx_cpu_rope(const lmx_node *n, lmx_pool *pool);
+lmx_status lmx_cpu_attention(const lmx_node *n, lmx_pool *pool);
+lmx_status lmx_cpu_add(const lmx_node *n, lmx_pool *pool);
+lmx_status lmx_cpu_mul(const lmx_node *n, lmx_pool *pool);
+lmx_status lmx_cpu_scale(const lmx_node *n, lmx_pool *pool);
+lmx_status lmx_cpu_act(const lmx_node *n, lmx_pool *pool);
+lmx_status lmx_cpu_softcap(const lmx_node *n, lmx_pool *pool);
+lmx_status lmx_cpu_copy(const lmx_node *n, lmx_pool *pool);
+lmx_status lmx_cpu_softmax(const lmx_node *n, lmx_pool *pool);
+
+lmx_status lmx_cpu_backend_create(int n_threads, lmx_backend **out);
+
+/* Row helpers shared by kernels. */
+static inline int64_t cpu_rows(const lmx_array *a) {
+    return a->ndim ? lmx_array_numel(a) / a->shape[a->ndim - 1] : 1;
+}
+static inline int64_t cpu_cols(const lmx_array *a) { return a->ndim ? a->shape[a->ndim - 1] : 1; }
+/* Row stride in elements of the last-but-one dimension (contiguous or a
+ * column view). */
+static inline int64_t cpu_row_stride(const lmx_array *a) {
+    return a->ndim >= 2 ? a->strides[a->ndim - 2] : cpu_cols(a);
+}
+float lmx_cpu_dot_f32(const float *a, const float *b, int64_t n);
+/* Per-thread scratch of at least n floats (grown on demand, reused). */
+float *lmx_cpu_scratch(int64_t n);
+
+#endif

@@ -1,0 +1,19 @@
+/* registry.c - the only file that knows which backends are compiled in. */
+#include "backend/cpu/cpu.h"
+#include "backend/cuda/cuda.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+lmx_status lmx_backend_create(const char *name, int n_threads, lmx_backend **out) {
+    *out = NULL;
+    if (!name || !strcmp(name, "cpu")) return lmx_cpu_backend_create(n_threads, out);
+    if (!strcmp(name, "cuda")) return lmx_cuda_backend_create(out);
+    return lmx_err(LMX_ERR_INVALID_ARG, "device: unknown device '%s' (expected cpu or cuda)", name);
+}
+
+void lmx_backend_free(lmx_backend *b) {
+    if (!b) return;
+    if (!strcmp(b->name, "cpu") && b->ctx) lmx_pool_free(b->ctx);
+    free(b);
+}

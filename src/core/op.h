@@ -1,0 +1,67 @@
+/*
+ * op.h - the op table: every operation the models use, as data.
+ *
+ * An op is recorded as an lmx_node (op id, output, up to 4 inputs, integer
+ * and float parameters, like ggml's op_params). lmx_exec_node() validates
+ * nothing; the typed constructors in ops.h do (shapes, dtypes) and return
+ * LMX_ERR_SHAPE with a message. Each backend supplies one kernel table indexed
+ * by lmx_op (NULL = unsupported), so adding an op is one enum entry, one
+ * lmx_op_defs row and one kernel per backend. The vjp slot is filled by the
+ * autograd work (LoRA issue); the tape in lmx_exec records nodes for it.
+ *
+ * Legend: T = tokens in the step, D = hidden size, H = query heads,
+ * Hkv = key/value heads, hd = head dim, S = cache length, N/K = matmul out/in.
+ */
+#ifndef LMX_CORE_OP_H
+#define LMX_CORE_OP_H
+
+#include "core/array.h"
+
+typedef enum lmx_op {
+    LMX_OP_GET_ROWS = 0, /* out[T,D] f32 = table[ids[t], :]          src: table, ids(i32) */
+    LMX_OP_MATMUL,       /* out[M,N] f32 = x[M,K] · w[N,K]ᵀ (+ b[N])   src: x, w, b? */
+    LMX_OP_RMS_NORM,     /* out = x·rsqrt(mean(x²)+eps)·(w or 1+w)   src: x, w?; f: eps; i: add_one */
+    LMX_OP_LAYER_NORM,   /* out = (x-μ)/σ·w + b                       src: x, w?, b?; f: eps */
+    LMX_OP_ROPE,         /* in place ok: x[T,H,hd]; src: x, inv_freq[dims/2]; i: pos0, dims, traditional; f: mscale */
+    LMX_OP_ATTENTION,    /* out[T,H,hd]; src: q[T,H,hd], k[S,Hkv,hd], v[S,Hkv,hd]; i: pos0, window; f: scale, softcap */
+    LMX_OP_ADD,          /* out = a + b (b same shape, or one row broadcast) */
+    LMX_OP_MUL,          /* out = a * b (same shape, or one row broadcast) */
+    LMX_OP_SCALE,        /* out = a * s; f: s */
+    LMX_OP_ACT,          /* out = act(a) (* b if b given: gated); i: act */
+    LMX_OP_SOFTCAP,      /* out = c·tanh(a/c); f: c */
+    LMX_OP_COPY,         /* out = a, converting dtype; both 2-D, rows may be strided */
+    LMX_OP_SOFTMAX,      /* out[M,N] = softmax over each row of a */
+    LMX_OP_COUNT
+} lmx_op;
+
+typedef enum lmx_act {
+    LMX_ACT_SILU = 0,
+    LMX_ACT_GELU_ERF = 1,  /* exact GELU: x·Φ(x) */
+    LMX_ACT_GELU_TANH = 2, /* tanh approximation ("gelu_pytorch_tanh", "gelu_new") */
+    LMX_ACT_RELU = 3,
+} lmx_act;
+
+#define LMX_MAX_SRC 4
+
+typedef struct lmx_node {
+    lmx_op op;
+    lmx_array *out;
+    const lmx_array *src[LMX_MAX_SRC];
+    int32_t ip[8];
+    float fp[4];
+} lmx_node;
+
+struct lmx_backend;
+typedef lmx_status (*lmx_kernel_fn)(const lmx_node *n, lmx_pool *pool);
+/* vjp(node, grad_out, grads_in[]) - reserved for autograd. */
+typedef lmx_status (*lmx_vjp_fn)(const lmx_node *n, const lmx_array *dout, lmx_array *dsrc[]);
+
+typedef struct lmx_op_def {
+    const char *name;
+    int n_src_min, n_src_max;
+    lmx_vjp_fn vjp; /* NULL until the autograd issue */
+} lmx_op_def;
+
+extern const lmx_op_def lmx_op_defs[LMX_OP_COUNT];
+
+#endif

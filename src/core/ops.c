@@ -1,0 +1,178 @@
+/* ops.c - validation for each op constructor, then dispatch to the backend. */
+#include "core/ops.h"
+
+#include <stdio.h>
+
+const lmx_op_def lmx_op_defs[LMX_OP_COUNT] = {
+    [LMX_OP_GET_ROWS] = {"get_rows", 2, 2, NULL},
+    [LMX_OP_MATMUL] = {"matmul", 2, 3, NULL},
+    [LMX_OP_RMS_NORM] = {"rms_norm", 1, 2, NULL},
+    [LMX_OP_LAYER_NORM] = {"layer_norm", 1, 3, NULL},
+    [LMX_OP_ROPE] = {"rope", 2, 2, NULL},
+    [LMX_OP_ATTENTION] = {"attention", 3, 3, NULL},
+    [LMX_OP_ADD] = {"add", 2, 2, NULL},
+    [LMX_OP_MUL] = {"mul", 2, 2, NULL},
+    [LMX_OP_SCALE] = {"scale", 1, 1, NULL},
+    [LMX_OP_ACT] = {"act", 1, 2, NULL},
+    [LMX_OP_SOFTCAP] = {"softcap", 1, 1, NULL},
+    [LMX_OP_COPY] = {"copy", 1, 1, NULL},
+    [LMX_OP_SOFTMAX] = {"softmax", 1, 1, NULL},
+};
+
+static lmx_status shape_err(const char *op, const char *what, const lmx_array *a, const lmx_array *b) {
+    char sa[64], sb[64];
+    return lmx_err(LMX_ERR_SHAPE, "%s: %s: %s vs %s", op, what, lmx_shape_str(a, sa, sizeof sa),
+                   b ? lmx_shape_str(b, sb, sizeof sb) : "-");
+}
+
+static int64_t rows_of(const lmx_array *a) { return a->ndim ? lmx_array_numel(a) / a->shape[a->ndim - 1] : 1; }
+static int64_t cols_of(const lmx_array *a) { return a->ndim ? a->shape[a->ndim - 1] : 1; }
+
+static lmx_node node(lmx_op op, lmx_array *out, const lmx_array *a, const lmx_array *b, const lmx_array *c) {
+    lmx_node n;
+    memset(&n, 0, sizeof n);
+    n.op = op;
+    n.out = out;
+    n.src[0] = a;
+    n.src[1] = b;
+    n.src[2] = c;
+    return n;
+}
+
+lmx_status lmx_get_rows(lmx_exec *ex, lmx_array *out, const lmx_array *table, const lmx_array *ids) {
+    if (table->ndim != 2 || ids->dtype != LMX_I32 || out->dtype != LMX_F32 ||
+        lmx_array_numel(ids) != rows_of(out) || cols_of(out) != table->shape[1])
+        return shape_err("get_rows", "table/ids/out", table, out);
+    lmx_node n = node(LMX_OP_GET_ROWS, out, table, ids, NULL);
+    return lmx_exec_node(ex, &n);
+}
+
+lmx_status lmx_matmul(lmx_exec *ex, lmx_array *out, const lmx_array *x, const lmx_array *w,
+                      const lmx_array *bias) {
+    if (w->ndim != 2 || cols_of(x) != w->shape[1] || rows_of(out) != rows_of(x) ||
+        cols_of(out) != w->shape[0] || x->dtype != LMX_F32 || out->dtype != LMX_F32)
+        return shape_err("matmul", "x vs w", x, w);
+    if (bias && lmx_array_numel(bias) != w->shape[0]) return shape_err("matmul", "bias", bias, w);
+    lmx_node n = node(LMX_OP_MATMUL, out, x, w, bias);
+    return lmx_exec_node(ex, &n);
+}
+
+lmx_status lmx_rms_norm(lmx_exec *ex, lmx_array *out, const lmx_array *x, const lmx_array *w,
+                        float eps, bool add_one) {
+    if (lmx_array_numel(out) != lmx_array_numel(x) || (w && lmx_array_numel(w) != cols_of(x)))
+        return shape_err("rms_norm", "x vs weight", x, w);
+    lmx_node n = node(LMX_OP_RMS_NORM, out, x, w, NULL);
+    n.fp[0] = eps;
+    n.ip[0] = add_one;
+    return lmx_exec_node(ex, &n);
+}
+
+lmx_status lmx_layer_norm(lmx_exec *ex, lmx_array *out, const lmx_array *x, const lmx_array *w,
+                          const lmx_array *b, float eps) {
+    if (lmx_array_numel(out) != lmx_array_numel(x) || (w && lmx_array_numel(w) != cols_of(x)) ||
+        (b && lmx_array_numel(b) != cols_of(x)))
+        return shape_err("layer_norm", "x vs weight", x, w);
+    lmx_node n = node(LMX_OP_LAYER_NORM, out, x, w, b);
+    n.fp[0] = eps;
+    return lmx_exec_node(ex, &n);
+}
+
+lmx_status lmx_rope(lmx_exec *ex, lmx_array *out, const lmx_array *x, const lmx_array *inv_freq,
+                    int64_t pos0, int dims, bool traditional, float mscale) {
+    if (x->ndim != 3 || dims <= 0 || dims > x->shape[2] || dims % 2 ||
+        lmx_array_numel(inv_freq) != dims / 2 || lmx_array_numel(out) != lmx_array_numel(x))
+        return shape_err("rope", "x vs inv_freq", x, inv_freq);
+    lmx_node n = node(LMX_OP_ROPE, out, x, inv_freq, NULL);
+    n.ip[0] = (int32_t)pos0;
+    n.ip[1] = dims;
+    n.ip[2] = traditional;
+    n.fp[0] = mscale;
+    return lmx_exec_node(ex, &n);
+}
+
+lmx_status lmx_attention(lmx_exec *ex, lmx_array *out, const lmx_array *q, const lmx_array *k,
+                         const lmx_array *v, int64_t pos0, float scale, float softcap, int window) {
+    if (q->ndim != 3 || k->ndim != 3 || v->ndim != 3 || k->shape[2] != q->shape[2] ||
+        k->shape[1] == 0 || q->shape[1] % k->shape[1] || v->shape[1] != k->shape[1] ||
+        pos0 + q->shape[0] > k->shape[0] || v->shape[0] != k->shape[0] ||
+        rows_of(out) != q->shape[0] || cols_of(out) != q->shape[1] * v->shape[2])
+        return shape_err("attention", "q vs k cache", q, k);
+    lmx_node n = node(LMX_OP_ATTENTION, out, q, k, v);
+    n.ip[0] = (int32_t)pos0;
+    n.ip[1] = window;
+    n.fp[0] = scale;
+    n.fp[1] = softcap;
+    return lmx_exec_node(ex, &n);
+}
+
+static lmx_status binary(lmx_exec *ex, lmx_op op, const char *name, lmx_array *out,
+                         const lmx_array *a, const lmx_array *b) {
+    int64_t na = lmx_array_numel(a), nb = lmx_array_numel(b);
+    if (lmx_array_numel(out) != na || (nb != na && nb != cols_of(a)))
+        return shape_err(name, "a vs b", a, b);
+    lmx_node n = node(op, out, a, b, NULL);
+    return lmx_exec_node(ex, &n);
+}
+
+lmx_status lmx_add(lmx_exec *ex, lmx_array *out, const lmx_array *a, const lmx_array *b) {
+    return binary(ex, LMX_OP_ADD, "add", out, a, b);
+}
+
+lmx_status lmx_mul(lmx_exec *ex, lmx_array *out, const lmx_array *a, const lmx_array *b) {
+    return binary(ex, LMX_OP_MUL, "mul", out, a, b);
+}
+
+lmx_status lmx_scale(lmx_exec *ex, lmx_array *out, const lmx_array *a, float s) {
+    if (lmx_array_numel(out) != lmx_array_numel(a)) return shape_err("scale", "a vs out", a, out);
+    lmx_node n = node(LMX_OP_SCALE, out, a, NULL, NULL);
+    n.fp[0] = s;
+    return lmx_exec_node(ex, &n);
+}
+
+lmx_status lmx_act(lmx_exec *ex, lmx_array *out, const lmx_array *a, const lmx_array *b, lmx_act act) {
+    if (a->ndim != 2 || rows_of(out) != a->shape[0] || cols_of(out) != a->shape[1] ||
+        (b && (b->ndim != 2 || b->shape[0] != a->shape[0] || b->shape[1] != a->shape[1])))
+        return shape_err("act", "a vs b", a, b);
+    lmx_node n = node(LMX_OP_ACT, out, a, b, NULL);
+    n.ip[0] = act;
+    return lmx_exec_node(ex, &n);
+}
+
+lmx_status lmx_softcap(lmx_exec *ex, lmx_array *out, const lmx_array *a, float cap) {
+    if (lmx_array_numel(out) != lmx_array_numel(a) || !(cap > 0)) return shape_err("softcap", "a vs out", a, out);
+    lmx_node n = node(LMX_OP_SOFTCAP, out, a, NULL, NULL);
+    n.fp[0] = cap;
+    return lmx_exec_node(ex, &n);
+}
+
+lmx_status lmx_copy(lmx_exec *ex, lmx_array *out, const lmx_array *a) {
+    if (rows_of(out) != rows_of(a) || cols_of(out) != cols_of(a)) return shape_err("copy", "a vs out", a, out);
+    lmx_node n = node(LMX_OP_COPY, out, a, NULL, NULL);
+    return lmx_exec_node(ex, &n);
+}
+
+lmx_status lmx_softmax(lmx_exec *ex, lmx_array *out, const lmx_array *a) {
+    if (lmx_array_numel(out) != lmx_array_numel(a) || a->dtype != LMX_F32) return shape_err("softmax", "a vs out", a, out);
+    lmx_node n = node(LMX_OP_SOFTMAX, out, a, NULL, NULL);
+    return lmx_exec_node(ex, &n);
+}
+
+void lmx_array_cols(lmx_array *dst, const lmx_array *src, int64_t c0, int64_t n) {
+    *dst = *src;
+    dst->buf = NULL; /* borrowed view: valid while src lives */
+    dst->ndim = 2;
+    dst->shape[0] = src->ndim == 2 ? src->shape[0] : lmx_array_numel(src) / src->shape[src->ndim - 1];
+    dst->shape[1] = n;
+    dst->strides[0] = src->strides[src->ndim - 2 < 0 ? 0 : src->ndim - 2];
+    dst->strides[1] = 1;
+    dst->data = (uint8_t *)src->data + lmx_dtype_bytes(src->dtype, c0);
+}
+
+lmx_status lmx_exec_node(lmx_exec *ex, const lmx_node *n) {
+    lmx_backend *b = ex->backend;
+    lmx_kernel_fn k = b->kernels[n->op];
+    if (!k || (b->supports && !b->supports(b, n)))
+        return lmx_err(LMX_ERR_UNSUPPORTED, "%s: op %s not supported for these dtypes", b->name,
+                       lmx_op_defs[n->op].name);
+    return k(n, b->pool);
+}

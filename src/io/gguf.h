@@ -1,0 +1,100 @@
+/*
+ * gguf.h - GGUF reader (versions 1, 2, 3), memory-mapped, strictly validated.
+ *
+ * Byte layout (little-endian):
+ *   "GGUF" u32 version
+ *   v1: u32 n_tensors, u32 n_kv; v2/v3: u64 n_tensors, u64 n_kv
+ *   n_kv  × { string key; u32 type; value }          (string = len + bytes;
+ *                                                     len is u32 in v1, u64 in v2+)
+ *   n_tensors × { string name; u32 n_dims; n_dims × dim (u32 v1 / u64 v2+);
+ *                 u32 ggml_type; u64 offset }
+ *   padding to `general.alignment` (default 32), then tensor data; each
+ *   tensor's offset is relative to the data start and aligned.
+ * ne[0] is the innermost (fastest-varying) dimension, as in ggml.
+ *
+ * Every count, length and offset is checked against the file size before use;
+ * a bad file gives LMX_ERR_FORMAT with "path: field: problem".
+ */
+#ifndef LMX_IO_GGUF_H
+#define LMX_IO_GGUF_H
+
+#include "base/base.h"
+
+typedef enum lmx_gguf_type {
+    LMX_GGUF_UINT8 = 0,
+    LMX_GGUF_INT8 = 1,
+    LMX_GGUF_UINT16 = 2,
+    LMX_GGUF_INT16 = 3,
+    LMX_GGUF_UINT32 = 4,
+    LMX_GGUF_INT32 = 5,
+    LMX_GGUF_FLOAT32 = 6,
+    LMX_GGUF_BOOL = 7,
+    LMX_GGUF_STRING = 8,
+    LMX_GGUF_ARRAY = 9,
+    LMX_GGUF_UINT64 = 10,
+    LMX_GGUF_INT64 = 11,
+    LMX_GGUF_FLOAT64 = 12,
+} lmx_gguf_type;
+
+/* ggml tensor types that lmx knows by number (quantized ones are read as
+ * opaque blocks until the quantization issue lands). */
+enum {
+    LMX_GGML_F32 = 0, LMX_GGML_F16 = 1, LMX_GGML_Q4_0 = 2, LMX_GGML_Q4_1 = 3,
+    LMX_GGML_Q5_0 = 6, LMX_GGML_Q5_1 = 7, LMX_GGML_Q8_0 = 8, LMX_GGML_Q8_1 = 9,
+    LMX_GGML_Q2_K = 10, LMX_GGML_Q3_K = 11, LMX_GGML_Q4_K = 12, LMX_GGML_Q5_K = 13,
+    LMX_GGML_Q6_K = 14, LMX_GGML_Q8_K = 15, LMX_GGML_I8 = 24, LMX_GGML_I16 = 25,
+    LMX_GGML_I32 = 26, LMX_GGML_I64 = 27, LMX_GGML_F64 = 28, LMX_GGML_BF16 = 30,
+};
+
+typedef struct lmx_gguf_str {
+    const char *ptr; /* points into the map: NOT NUL-terminated */
+    uint64_t len;
+} lmx_gguf_str;
+
+typedef struct lmx_gguf_tensor {
+    char *name;          /* NUL-terminated copy */
+    uint32_t ggml_type;
+    int n_dims;
+    int64_t ne[4];       /* ne[0] innermost */
+    uint64_t offset;     /* relative to the data section */
+    uint64_t size;       /* bytes */
+    const uint8_t *data; /* into the map */
+} lmx_gguf_tensor;
+
+typedef struct lmx_gguf lmx_gguf;
+
+lmx_status lmx_gguf_open(const char *path, lmx_gguf **out);
+void lmx_gguf_close(lmx_gguf *g);
+
+uint32_t lmx_gguf_version(const lmx_gguf *g);
+lmx_file_map *lmx_gguf_map(const lmx_gguf *g); /* borrowed; retain to keep */
+const char *lmx_gguf_path(const lmx_gguf *g);
+
+/* Key/value metadata. Index-based access; -1 when the key is absent. */
+int64_t lmx_gguf_n_kv(const lmx_gguf *g);
+int64_t lmx_gguf_find_key(const lmx_gguf *g, const char *key);
+const char *lmx_gguf_key(const lmx_gguf *g, int64_t i); /* NUL-terminated */
+lmx_gguf_type lmx_gguf_kv_type(const lmx_gguf *g, int64_t i);
+
+/* Typed getters by key. Integers convert between widths when the value fits;
+ * floats accept f32/f64. Return false when the key is absent or the type is
+ * wrong (no error is set; callers decide whether absence is an error). */
+bool lmx_gguf_get_i64(const lmx_gguf *g, const char *key, int64_t *out);
+bool lmx_gguf_get_f32(const lmx_gguf *g, const char *key, float *out);
+bool lmx_gguf_get_bool(const lmx_gguf *g, const char *key, bool *out);
+bool lmx_gguf_get_str(const lmx_gguf *g, const char *key, lmx_gguf_str *out);
+
+/* Arrays: element type, length, and element access. Numeric arrays are
+ * returned as a pointer to the raw little-endian elements in the map (may be
+ * unaligned: read with memcpy). */
+bool lmx_gguf_get_arr(const lmx_gguf *g, const char *key, lmx_gguf_type *elem_type, uint64_t *len);
+const void *lmx_gguf_arr_data(const lmx_gguf *g, const char *key);
+/* String element j of a string array (validated at open time). */
+lmx_gguf_str lmx_gguf_arr_str(const lmx_gguf *g, const char *key, uint64_t j);
+
+/* Tensors. */
+int64_t lmx_gguf_n_tensors(const lmx_gguf *g);
+const lmx_gguf_tensor *lmx_gguf_tensor_at(const lmx_gguf *g, int64_t i);
+const lmx_gguf_tensor *lmx_gguf_find_tensor(const lmx_gguf *g, const char *name);
+
+#endif

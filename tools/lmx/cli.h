@@ -1,0 +1,60 @@
+/*
+ * cli.h - shared helpers for the lmx command-line tool.
+ *
+ * Each subcommand lives in its own cmd_<name>.c and exports
+ * `int cmd_<name>(int argc, char **argv)` (argv[0] is the subcommand name),
+ * registered in the table in main.c. The CLI is the only code that exits; it
+ * talks to the library through include/lmx.h, plus internal headers only where
+ * a command is a thin view of an internal module.
+ *
+ * Flag parsing: mlx-lm style long flags ("--max-tokens 10" and
+ * "--max-tokens=10"). Numbers are range-checked; a bad value prints
+ * "lmx <cmd>: --flag: <problem>" and returns exit code 2.
+ */
+#ifndef LMX_CLI_H
+#define LMX_CLI_H
+
+#include "lmx.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+/* Iterates argv. For each flag, cli_next() returns its name ("--temp"), and
+ * cli_value() fetches its value (the next arg or the part after '='). */
+typedef struct cli_args {
+    int argc, i;
+    char **argv;
+    const char *cmd;
+    const char *inline_val; /* value after '=' */
+    bool error;
+} cli_args;
+
+void cli_init(cli_args *a, int argc, char **argv);
+/* Returns the next flag or positional argument, NULL at the end. */
+const char *cli_next(cli_args *a);
+/* The value of the current flag; prints an error and returns NULL if missing. */
+const char *cli_value(cli_args *a, const char *flag);
+bool cli_int(cli_args *a, const char *flag, long long lo, long long hi, long long *out);
+bool cli_float(cli_args *a, const char *flag, double lo, double hi, double *out);
+/* Parses "1,2,3" into a malloc'ed id array. */
+bool cli_ids(const char *cmd, const char *flag, const char *s, int32_t **ids, size_t *n);
+
+/* Prints "lmx <cmd>: <message>" to stderr. */
+void cli_fail(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Prints "lmx <cmd>: <lmx_last_error()>" and returns 1. */
+int cli_lib_fail(const char *cmd);
+/* Unknown flag: prints an error pointing at --help; returns 2. */
+int cli_unknown(const char *cmd, const char *flag);
+
+/* The model used when --model is absent: $LMX_DEFAULT_MODEL, else the
+ * stories260K.gguf bundled in the source tree (models/). */
+const char *cli_default_model(void);
+
+/* Subcommands. */
+int cmd_generate(int argc, char **argv);
+int cmd_logits(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
+int cmd_detokenize(int argc, char **argv);
+int cmd_chat_template(int argc, char **argv);
+
+#endif
