@@ -143,6 +143,7 @@ typedef struct lmx_generate_options {
     int prefill_step_size;       /* default 2048 */
     const int32_t *extra_eos;    /* extra stop token ids */
     size_t n_extra_eos;
+    bool ignore_eos;             /* never stop on EOS (benchmarks, tests) */
 } lmx_generate_options;
 
 void lmx_generate_options_init(lmx_generate_options *o);

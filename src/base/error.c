@@ -21,7 +21,14 @@ lmx_status lmx_err_prefix(lmx_status s, const char *fmt, ...) {
     vsnprintf(prefix, sizeof prefix, fmt, ap);
     va_end(ap);
     memcpy(old, err_msg, sizeof old);
-    snprintf(err_msg, sizeof err_msg, "%s: %s", prefix, old);
+    size_t n = strlen(prefix);
+    if (n > sizeof err_msg - 3) n = sizeof err_msg - 3;
+    memcpy(err_msg, prefix, n);
+    memcpy(err_msg + n, ": ", 2);
+    size_t rest = sizeof err_msg - n - 3;
+    size_t k = strnlen(old, rest);
+    memcpy(err_msg + n + 2, old, k);
+    err_msg[n + 2 + k] = 0;
     return s;
 }
 

@@ -39,7 +39,7 @@ typedef enum lmx_act {
     LMX_ACT_GELU_ERF = 1,  /* exact GELU: x·Φ(x) */
     LMX_ACT_GELU_TANH = 2, /* tanh approximation ("gelu_pytorch_tanh", "gelu_new") */
     LMX_ACT_RELU = 3,
-} lmx_act;
+} lmx_act_kind;
 
 #define LMX_MAX_SRC 4
 

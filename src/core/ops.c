@@ -129,7 +129,7 @@ lmx_status lmx_scale(lmx_exec *ex, lmx_array *out, const lmx_array *a, float s) 
     return lmx_exec_node(ex, &n);
 }
 
-lmx_status lmx_act(lmx_exec *ex, lmx_array *out, const lmx_array *a, const lmx_array *b, lmx_act act) {
+lmx_status lmx_act(lmx_exec *ex, lmx_array *out, const lmx_array *a, const lmx_array *b, lmx_act_kind act) {
     if (a->ndim != 2 || rows_of(out) != a->shape[0] || cols_of(out) != a->shape[1] ||
         (b && (b->ndim != 2 || b->shape[0] != a->shape[0] || b->shape[1] != a->shape[1])))
         return shape_err("act", "a vs b", a, b);

@@ -33,7 +33,7 @@ lmx_status lmx_mul(lmx_exec *ex, lmx_array *out, const lmx_array *a, const lmx_a
 lmx_status lmx_scale(lmx_exec *ex, lmx_array *out, const lmx_array *a, float s);
 /* out = act(a) * b when b != NULL (gated MLP), else act(a). a may be a
  * strided 2-D view (columns of a fused gate_up output). */
-lmx_status lmx_act(lmx_exec *ex, lmx_array *out, const lmx_array *a, const lmx_array *b, lmx_act act);
+lmx_status lmx_act(lmx_exec *ex, lmx_array *out, const lmx_array *a, const lmx_array *b, lmx_act_kind act);
 lmx_status lmx_softcap(lmx_exec *ex, lmx_array *out, const lmx_array *a, float cap);
 lmx_status lmx_copy(lmx_exec *ex, lmx_array *out, const lmx_array *a);
 lmx_status lmx_softmax(lmx_exec *ex, lmx_array *out, const lmx_array *a);

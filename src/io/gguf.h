@@ -97,4 +97,29 @@ int64_t lmx_gguf_n_tensors(const lmx_gguf *g);
 const lmx_gguf_tensor *lmx_gguf_tensor_at(const lmx_gguf *g, int64_t i);
 const lmx_gguf_tensor *lmx_gguf_find_tensor(const lmx_gguf *g, const char *name);
 
+/* ---- additions (io engineer) --------------------------------------------- */
+
+/* Parses a GGUF image already in memory (fuzzing, tests). data must outlive
+ * g; name stands for the path in messages (NULL: "<memory>"); lmx_gguf_map()
+ * returns NULL for such a handle. lmx_gguf_open() maps the file and runs
+ * exactly this parser. */
+lmx_status lmx_gguf_open_memory(const void *data, size_t size, const char *name, lmx_gguf **out);
+/* general.alignment (32 when absent) and the data section's offset in the file. */
+uint64_t lmx_gguf_alignment(const lmx_gguf *g);
+uint64_t lmx_gguf_data_offset(const lmx_gguf *g);
+/* Index-based variants of the array getters (no key lookup): for a kv index i
+ * from lmx_gguf_find_key. lmx_gguf_arr_str_at returns {NULL, 0} when i is not
+ * a top-level string array or j is out of range. */
+bool lmx_gguf_arr_at(const lmx_gguf *g, int64_t i, lmx_gguf_type *elem_type, uint64_t *len);
+lmx_gguf_str lmx_gguf_arr_str_at(const lmx_gguf *g, int64_t i, uint64_t j);
+/* The value type's name ("uint32", "string", ...), "?" when unknown. */
+const char *lmx_gguf_type_name(lmx_gguf_type t);
+
+/* ggml tensor-type traits: name ("Q4_K"), elements per block and bytes per
+ * block. False for a type number lmx does not know (block/size untouched).
+ * Known: every type of the ggml spec with a fixed block layout (F32 … BF16,
+ * the legacy, K and IQ quants, TQ1_0/TQ2_0, MXFP4); the quantized ones are
+ * opaque bytes until the quantization issue. */
+bool lmx_ggml_type_info(uint32_t type, const char **name, int64_t *block, size_t *size);
+
 #endif

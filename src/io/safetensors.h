@@ -46,7 +46,7 @@ const char *lmx_st_metadata(const lmx_st_file *f, const char *key);
  * (NULL: "<memory>"). lmx_st_map() returns NULL for such a file.
  * lmx_st_open() maps the file and runs exactly this parser. */
 lmx_status lmx_st_open_memory(const void *data, size_t size, const char *name, lmx_st_file **out);
-/* "__metadata__" entries in file order: *key/*value owned by f. */
+/* "__metadata__" entries in file order; key and value strings owned by f. */
 size_t lmx_st_n_metadata(const lmx_st_file *f);
 bool lmx_st_metadata_at(const lmx_st_file *f, size_t i, const char **key, const char **value);
 /* Offset of the data section from the start of the file (8 + header). */

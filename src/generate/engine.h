@@ -1,0 +1,62 @@
+/*
+ * engine.h - the loaded model behind the public lmx_model handle, and the
+ * pieces of generation (sampler, logits processors).
+ */
+#ifndef LMX_GENERATE_ENGINE_H
+#define LMX_GENERATE_ENGINE_H
+
+#include "models/arch.h"
+#include "tokenizer/tokenizer.h"
+
+struct lmx_model {
+    char *path;
+    lmx_config *cfg;   /* NULL for GGUF */
+    lmx_st_set *st;    /* folder weights */
+    lmx_gguf *gguf;    /* GGUF file */
+    struct lmx_weights_src wsrc;
+    lmx_transformer tf;
+    lmx_tokenizer *tok; /* NULL when the model folder has none */
+    lmx_backend *backend;
+    lmx_exec ex;
+    lmx_scratch *scratch;
+    int32_t *eos; /* stop ids: generation_config > config > tokenizer */
+    size_t n_eos;
+};
+
+/* sampler.c ---------------------------------------------------------------- */
+
+/* xoshiro256** state: fast, good quality, reproducible from a 64-bit seed. */
+typedef struct lmx_rng {
+    uint64_t s[4];
+} lmx_rng;
+void lmx_rng_seed(lmx_rng *r, uint64_t seed);
+double lmx_rng_uniform(lmx_rng *r); /* [0, 1) */
+
+typedef struct lmx_scored {
+    float v;
+    int32_t i;
+} lmx_scored;
+
+typedef struct lmx_sampler {
+    float temp, top_p, min_p;
+    int top_k, min_tokens_to_keep;
+    float repetition_penalty;
+    int repetition_context_size;
+    lmx_rng rng;
+    float *work;   /* V floats */
+    int32_t *idx;  /* V ints */
+    lmx_scored *sorted; /* V pairs */
+    int vocab;
+} lmx_sampler;
+
+lmx_status lmx_sampler_init(lmx_sampler *s, const lmx_generate_options *o, int vocab);
+void lmx_sampler_free(lmx_sampler *s);
+/* Applies the logits processors in mlx-lm's order to logits (in place),
+ * given the recent tokens (last prompt token + generated). */
+void lmx_sampler_process(lmx_sampler *s, float *logits, const int32_t *recent, size_t n_recent);
+/* logits -> logprobs in place (logits - logsumexp). */
+void lmx_log_softmax(float *x, int n);
+/* Picks the next token from logprobs (temp 0 = argmax). */
+int32_t lmx_sampler_sample(lmx_sampler *s, const float *logprobs);
+
+#endif

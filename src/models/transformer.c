@@ -1,0 +1,301 @@
+/* transformer.c - the shared forward pass, KV cache and step scratch.
+ *
+ * Per layer (pre-norm):
+ *   h = norm(x); q,k,v = h·Wqkv (+b); [qk-norm]; rope(q,k); cache ← k,v
+ *   a = attention(q, cache) · Wo (+b); [post-attn norm]
+ *   parallel (phi-2): x = x + a + mlp(h)
+ *   else:             x = x + a; m = mlp(norm(x)); [post-ffn norm]; x = x + m
+ * then final norm, lm_head (+b), [final soft-cap]. Activations are f32. */
+#include "models/model.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+struct lmx_scratch {
+    int64_t cap;
+    lmx_array x, h, q, k, v, attn, o, mlp, gate, up, act, logits, ids, inv_freq, router, probs;
+    lmx_array ex_in, ex_gate, ex_up, ex_act, ex_out;
+};
+
+void lmx_scratch_free(lmx_scratch *s) {
+    if (!s) return;
+    lmx_array *all[] = {&s->x, &s->h, &s->q, &s->k, &s->v, &s->attn, &s->o, &s->mlp, &s->gate, &s->up,
+                        &s->act, &s->logits, &s->ids, &s->inv_freq, &s->router, &s->probs, &s->ex_in,
+                        &s->ex_gate, &s->ex_up, &s->ex_act, &s->ex_out};
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++) lmx_array_release(all[i]);
+    free(s);
+}
+
+static lmx_status alloc2(lmx_array *a, lmx_dtype dt, int64_t r, int64_t c) {
+    int64_t sh[2] = {r, c > 0 ? c : 1};
+    return lmx_array_alloc(a, dt, 2, sh);
+}
+
+static lmx_status scratch_reserve(lmx_scratch **sp, const lmx_hparams *hp, int64_t T) {
+    if (*sp && (*sp)->cap >= T) return LMX_OK;
+    lmx_scratch_free(*sp);
+    *sp = NULL;
+    lmx_scratch *s = calloc(1, sizeof *s);
+    if (!s) return lmx_err(LMX_ERR_NOMEM, "out of memory");
+    int64_t D = hp->n_embd, hd = hp->head_dim, F = hp->n_ff > hp->n_ff_expert ? hp->n_ff : hp->n_ff_expert;
+    lmx_status st = LMX_OK;
+    s->cap = T;
+    if (!st) st = alloc2(&s->x, LMX_F32, T, D);
+    if (!st) st = alloc2(&s->h, LMX_F32, T, D);
+    if (!st) st = alloc2(&s->q, LMX_F32, T, hp->n_head * hd);
+    if (!st) st = alloc2(&s->k, LMX_F32, T, hp->n_kv_head * hd);
+    if (!st) st = alloc2(&s->v, LMX_F32, T, hp->n_kv_head * hd);
+    if (!st) st = alloc2(&s->attn, LMX_F32, T, hp->n_head * hd);
+    if (!st) st = alloc2(&s->o, LMX_F32, T, D);
+    if (!st) st = alloc2(&s->mlp, LMX_F32, T, D);
+    if (!st) st = alloc2(&s->gate, LMX_F32, T, F);
+    if (!st) st = alloc2(&s->up, LMX_F32, T, F);
+    if (!st) st = alloc2(&s->act, LMX_F32, T, F);
+    if (!st) st = alloc2(&s->logits, LMX_F32, T, hp->n_vocab);
+    if (!st) st = alloc2(&s->ids, LMX_I32, 1, T);
+    if (!st) st = alloc2(&s->inv_freq, LMX_F32, 1, hd / 2);
+    if (!st) st = alloc2(&s->router, LMX_F32, T, hp->n_expert);
+    if (!st) st = alloc2(&s->probs, LMX_F32, T, hp->n_expert);
+    if (!st) st = alloc2(&s->ex_in, LMX_F32, 1, D);
+    if (!st) st = alloc2(&s->ex_gate, LMX_F32, 1, hp->n_ff_expert);
+    if (!st) st = alloc2(&s->ex_up, LMX_F32, 1, hp->n_ff_expert);
+    if (!st) st = alloc2(&s->ex_act, LMX_F32, 1, hp->n_ff_expert);
+    if (!st) st = alloc2(&s->ex_out, LMX_F32, 1, D);
+    if (st) {
+        lmx_scratch_free(s);
+        return st;
+    }
+    *sp = s;
+    return LMX_OK;
+}
+
+/* A borrowed view of the first rows of a scratch array with a new shape. */
+static lmx_array tv(const lmx_array *a, int ndim, int64_t d0, int64_t d1, int64_t d2) {
+    lmx_array v;
+    memset(&v, 0, sizeof v);
+    v.dtype = a->dtype;
+    v.ndim = ndim;
+    v.data = a->data;
+    int64_t sh[3] = {d0, d1, d2};
+    int64_t st = 1;
+    for (int i = LMX_MAX_DIMS - 1; i >= 0; i--) {
+        v.shape[i] = i < ndim ? sh[i] : 1;
+        v.strides[i] = i < ndim ? st : 0;
+        if (i < ndim) st *= sh[i];
+    }
+    return v;
+}
+
+static const lmx_array *opt(const lmx_array *a) { return lmx_array_empty(a) ? NULL : a; }
+
+lmx_status lmx_kv_cache_init(lmx_kv_cache *c, const lmx_hparams *hp, int64_t capacity) {
+    memset(c, 0, sizeof *c);
+    c->n_layer = hp->n_layer;
+    c->capacity = capacity;
+    c->k = calloc((size_t)hp->n_layer, sizeof *c->k);
+    c->v = calloc((size_t)hp->n_layer, sizeof *c->v);
+    if (!c->k || !c->v) {
+        lmx_kv_cache_free(c);
+        return lmx_err(LMX_ERR_NOMEM, "out of memory");
+    }
+    int64_t sh[3] = {capacity, hp->n_kv_head, hp->head_dim};
+    for (int l = 0; l < hp->n_layer; l++) {
+        lmx_status s = lmx_array_alloc(&c->k[l], LMX_F32, 3, sh);
+        if (!s) s = lmx_array_alloc(&c->v[l], LMX_F32, 3, sh);
+        if (s) {
+            lmx_kv_cache_free(c);
+            return lmx_err(LMX_ERR_NOMEM, "KV cache: out of memory for %lld tokens", (long long)capacity);
+        }
+    }
+    return LMX_OK;
+}
+
+void lmx_kv_cache_free(lmx_kv_cache *c) {
+    for (int l = 0; l < c->n_layer; l++) {
+        if (c->k) lmx_array_release(&c->k[l]);
+        if (c->v) lmx_array_release(&c->v[l]);
+    }
+    free(c->k);
+    free(c->v);
+    memset(c, 0, sizeof *c);
+}
+
+static lmx_status norm(lmx_exec *ex, const lmx_hparams *hp, lmx_array *out, const lmx_array *x,
+                       const lmx_array *w, const lmx_array *b) {
+    if (hp->norm == LMX_NORM_LAYER) return lmx_layer_norm(ex, out, x, opt(w), opt(b), hp->norm_eps);
+    return lmx_rms_norm(ex, out, x, opt(w), hp->norm_eps, hp->norm_add_one);
+}
+
+static lmx_status mlp_dense(lmx_exec *ex, const lmx_hparams *hp, const lmx_layer *L, lmx_scratch *s,
+                            int64_t T, const lmx_array *in, lmx_array *out) {
+    int64_t F = hp->n_ff;
+    lmx_array up = tv(&s->up, 2, T, F, 0), act = tv(&s->act, 2, T, F, 0);
+    if (hp->mlp_gated) {
+        lmx_array gate = tv(&s->gate, 2, T, F, 0);
+        LMX_TRY(lmx_matmul(ex, &gate, in, &L->w_gate, NULL));
+        LMX_TRY(lmx_matmul(ex, &up, in, &L->w_up, opt(&L->b_up)));
+        LMX_TRY(lmx_act(ex, &act, &gate, &up, hp->act));
+    } else {
+        LMX_TRY(lmx_matmul(ex, &up, in, &L->w_up, opt(&L->b_up)));
+        LMX_TRY(lmx_act(ex, &act, &up, NULL, hp->act));
+    }
+    return lmx_matmul(ex, out, &act, &L->w_down, opt(&L->b_down));
+}
+
+/* Top-k routing: softmax over all experts, keep the k best, optionally
+ * renormalise (mixtral, qwen3_moe with norm_topk_prob). Experts run per token. */
+static lmx_status mlp_moe(lmx_exec *ex, const lmx_hparams *hp, const lmx_layer *L, lmx_scratch *s,
+                          int64_t T, const lmx_array *in, lmx_array *out) {
+    int E = hp->n_expert, K = hp->n_expert_used;
+    int64_t D = hp->n_embd;
+    lmx_array logits = tv(&s->router, 2, T, E, 0), probs = tv(&s->probs, 2, T, E, 0);
+    LMX_TRY(lmx_matmul(ex, &logits, in, &L->router, NULL));
+    LMX_TRY(lmx_softmax(ex, &probs, &logits));
+    float *o = out->data;
+    memset(o, 0, (size_t)(T * D) * sizeof(float));
+    for (int64_t t = 0; t < T; t++) {
+        const float *p = (const float *)probs.data + t * E;
+        int sel[64];
+        float w[64], wsum = 0;
+        bool used[256] = {false};
+        for (int k = 0; k < K; k++) { /* stable arg-max selection: ties keep the lower id */
+            int best = -1;
+            for (int e = 0; e < E; e++)
+                if (!used[e] && (best < 0 || p[e] > p[best])) best = e;
+            used[best] = true;
+            sel[k] = best;
+            w[k] = p[best];
+            wsum += w[k];
+        }
+        lmx_array xin = tv(&s->ex_in, 2, 1, D, 0);
+        memcpy(xin.data, (const float *)in->data + t * D, (size_t)D * sizeof(float));
+        for (int k = 0; k < K; k++) {
+            int e = sel[k];
+            float wk = hp->norm_topk_prob ? w[k] / wsum : w[k];
+            lmx_array g = tv(&s->ex_gate, 2, 1, hp->n_ff_expert, 0), u = tv(&s->ex_up, 2, 1, hp->n_ff_expert, 0);
+            lmx_array a = tv(&s->ex_act, 2, 1, hp->n_ff_expert, 0), y = tv(&s->ex_out, 2, 1, D, 0);
+            LMX_TRY(lmx_matmul(ex, &g, &xin, &L->exp_gate[e], NULL));
+            LMX_TRY(lmx_matmul(ex, &u, &xin, &L->exp_up[e], NULL));
+            LMX_TRY(lmx_act(ex, &a, &g, &u, hp->act));
+            LMX_TRY(lmx_matmul(ex, &y, &a, &L->exp_down[e], NULL));
+            const float *yd = y.data;
+            for (int64_t d = 0; d < D; d++) o[t * D + d] += wk * yd[d];
+        }
+    }
+    return LMX_OK;
+}
+
+static lmx_status attention_block(lmx_exec *ex, const lmx_hparams *hp, const lmx_layer *L, int li,
+                                  lmx_kv_cache *cache, lmx_scratch *s, int64_t T, const lmx_array *h,
+                                  lmx_array *out) {
+    int64_t H = hp->n_head, Hkv = hp->n_kv_head, hd = hp->head_dim, pos0 = cache->offset;
+    lmx_array q = tv(&s->q, 2, T, H * hd, 0), k = tv(&s->k, 2, T, Hkv * hd, 0), v = tv(&s->v, 2, T, Hkv * hd, 0);
+    LMX_TRY(lmx_matmul(ex, &q, h, &L->wq, opt(&L->bq)));
+    LMX_TRY(lmx_matmul(ex, &k, h, &L->wk, opt(&L->bk)));
+    LMX_TRY(lmx_matmul(ex, &v, h, &L->wv, opt(&L->bv)));
+    if (hp->qk_norm) {
+        lmx_array qh = tv(&s->q, 2, T * H, hd, 0), kh = tv(&s->k, 2, T * Hkv, hd, 0);
+        LMX_TRY(lmx_rms_norm(ex, &qh, &qh, &L->q_norm, hp->norm_eps, hp->norm_add_one));
+        LMX_TRY(lmx_rms_norm(ex, &kh, &kh, &L->k_norm, hp->norm_eps, hp->norm_add_one));
+    }
+    const lmx_rope_cfg *r = &hp->rope[hp->rope_idx[li]];
+    float mscale;
+    lmx_array inv = tv(&s->inv_freq, 1, r->dims / 2, 0, 0);
+    lmx_rope_inv_freq(r, pos0 + T, inv.data, &mscale);
+    lmx_array q3 = tv(&s->q, 3, T, H, hd), k3 = tv(&s->k, 3, T, Hkv, hd);
+    LMX_TRY(lmx_rope(ex, &q3, &q3, &inv, pos0, r->dims, r->traditional, mscale));
+    LMX_TRY(lmx_rope(ex, &k3, &k3, &inv, pos0, r->dims, r->traditional, mscale));
+
+    lmx_array kc = tv(&cache->k[li], 2, T, Hkv * hd, 0), vc = tv(&cache->v[li], 2, T, Hkv * hd, 0);
+    kc.data = (float *)cache->k[li].data + pos0 * Hkv * hd;
+    vc.data = (float *)cache->v[li].data + pos0 * Hkv * hd;
+    LMX_TRY(lmx_copy(ex, &kc, &k));
+    LMX_TRY(lmx_copy(ex, &vc, &v));
+
+    lmx_array attn = tv(&s->attn, 2, T, H * hd, 0);
+    LMX_TRY(lmx_attention(ex, &attn, &q3, &cache->k[li], &cache->v[li], pos0, hp->attn_scale,
+                          hp->attn_softcap, hp->window[li]));
+    return lmx_matmul(ex, out, &attn, &L->wo, opt(&L->bo));
+}
+
+lmx_status lmx_transformer_forward(lmx_exec *ex, const lmx_transformer *m, lmx_kv_cache *cache,
+                                   lmx_scratch **sp, const int32_t *tokens, int64_t T, bool all_logits,
+                                   float *logits) {
+    const lmx_hparams *hp = &m->hp;
+    if (T <= 0) return lmx_err(LMX_ERR_INVALID_ARG, "forward: empty token list");
+    if (cache->offset + T > cache->capacity)
+        return lmx_err(LMX_ERR_INVALID_ARG, "context full: %lld + %lld tokens exceed the cache of %lld",
+                       (long long)cache->offset, (long long)T, (long long)cache->capacity);
+    LMX_TRY(scratch_reserve(sp, hp, T));
+    lmx_scratch *s = *sp;
+    int64_t D = hp->n_embd;
+    lmx_array ids = tv(&s->ids, 1, T, 0, 0);
+    memcpy(ids.data, tokens, (size_t)T * sizeof(int32_t));
+    lmx_array x = tv(&s->x, 2, T, D, 0), h = tv(&s->h, 2, T, D, 0), o = tv(&s->o, 2, T, D, 0);
+    lmx_array mo = tv(&s->mlp, 2, T, D, 0);
+    LMX_TRY(lmx_get_rows(ex, &x, &m->tok_embd, &ids));
+    if (hp->embed_scale != 1.0f) LMX_TRY(lmx_scale(ex, &x, &x, hp->embed_scale));
+
+    for (int li = 0; li < hp->n_layer; li++) {
+        const lmx_layer *L = &m->layers[li];
+        LMX_TRY(norm(ex, hp, &h, &x, &L->attn_norm, &L->attn_norm_b));
+        LMX_TRY(attention_block(ex, hp, L, li, cache, s, T, &h, &o));
+        if (hp->sandwich_norm) LMX_TRY(norm(ex, hp, &o, &o, &L->post_attn_norm, NULL));
+        if (hp->parallel_block) {
+            LMX_TRY(mlp_dense(ex, hp, L, s, T, &h, &mo));
+            LMX_TRY(lmx_add(ex, &x, &x, &o));
+            LMX_TRY(lmx_add(ex, &x, &x, &mo));
+            continue;
+        }
+        LMX_TRY(lmx_add(ex, &x, &x, &o));
+        LMX_TRY(norm(ex, hp, &h, &x, &L->ffn_norm, &L->ffn_norm_b));
+        if (hp->n_expert > 0)
+            LMX_TRY(mlp_moe(ex, hp, L, s, T, &h, &mo));
+        else
+            LMX_TRY(mlp_dense(ex, hp, L, s, T, &h, &mo));
+        if (hp->sandwich_norm) LMX_TRY(norm(ex, hp, &mo, &mo, &L->post_ffn_norm, NULL));
+        LMX_TRY(lmx_add(ex, &x, &x, &mo));
+    }
+    cache->offset += T;
+
+    int64_t R = all_logits ? T : 1;
+    lmx_array xl = tv(&s->x, 2, R, D, 0);
+    xl.data = (float *)s->x.data + (T - R) * D;
+    lmx_array hl = tv(&s->h, 2, R, D, 0);
+    LMX_TRY(norm(ex, hp, &hl, &xl, &m->out_norm, &m->out_norm_b));
+    lmx_array lg = tv(&s->logits, 2, R, hp->n_vocab, 0);
+    lg.data = logits; /* write straight into the caller's buffer */
+    LMX_TRY(lmx_matmul(ex, &lg, &hl, &m->lm_head, opt(&m->lm_head_b)));
+    if (hp->final_softcap > 0) LMX_TRY(lmx_softcap(ex, &lg, &lg, hp->final_softcap));
+    return LMX_OK;
+}
+
+void lmx_transformer_free(lmx_transformer *m) {
+    if (!m) return;
+    lmx_array_release(&m->tok_embd);
+    lmx_array_release(&m->out_norm);
+    lmx_array_release(&m->out_norm_b);
+    lmx_array_release(&m->lm_head);
+    lmx_array_release(&m->lm_head_b);
+    if (m->layers) {
+        for (int l = 0; l < m->hp.n_layer; l++) {
+            lmx_layer *L = &m->layers[l];
+            lmx_array *all[] = {&L->attn_norm, &L->attn_norm_b, &L->wq, &L->wk, &L->wv, &L->wo, &L->bq,
+                                &L->bk, &L->bv, &L->bo, &L->q_norm, &L->k_norm, &L->post_attn_norm,
+                                &L->ffn_norm, &L->ffn_norm_b, &L->post_ffn_norm, &L->w_gate, &L->w_up,
+                                &L->w_down, &L->b_up, &L->b_down, &L->router};
+            for (size_t i = 0; i < sizeof all / sizeof *all; i++) lmx_array_release(all[i]);
+            for (int e = 0; e < m->hp.n_expert; e++) {
+                if (L->exp_gate) lmx_array_release(&L->exp_gate[e]);
+                if (L->exp_up) lmx_array_release(&L->exp_up[e]);
+                if (L->exp_down) lmx_array_release(&L->exp_down[e]);
+            }
+            free(L->exp_gate);
+            free(L->exp_up);
+            free(L->exp_down);
+        }
+        free(m->layers);
+    }
+    for (int i = 0; i < 2; i++) lmx_rope_free(&m->hp.rope[i]);
+    memset(m, 0, sizeof *m);
+}
