@@ -252,6 +252,7 @@ static jnode *parse_filter(ps *P, jnode *value) {
     jnode *n = mk(P, N_FILTER, t);
     n->a = value;
     n->name = dotted_name(P);
+    if (!jx_has_filter(n->name->s)) jx_fail(P->c, t->line, t->col, "no filter named '%s'", n->name->s);
     if (is_op(P, "(")) parse_call_args(P, n);
     return n;
 }
@@ -347,7 +348,9 @@ static jnode *parse_filter_expr(ps *P, jnode *n) {
             }
             jnode *tn = mk(P, N_TEST, t);
             tn->a = n;
+            const jtok *nt = cur(P);
             tn->name = dotted_name(P);
+            if (!jx_has_test(tn->name->s)) jx_fail(P->c, nt->line, nt->col, "no test named '%s'", tn->name->s);
             const jtok *c = cur(P);
             if (is_op(P, "(")) {
                 parse_call_args(P, tn);

@@ -122,4 +122,34 @@ const char *lmx_gguf_type_name(lmx_gguf_type t);
  * opaque bytes until the quantization issue. */
 bool lmx_ggml_type_info(uint32_t type, const char **name, int64_t *block, size_t *size);
 
+/* ---- writing (gguf_write.c) ------------------------------------------------ */
+
+/* One metadata value. data points to: a scalar's value (host = little-endian
+ * layout, e.g. a uint32_t for UINT32, a uint8_t 0/1 for BOOL); a STRING's n
+ * bytes; an ARRAY's n elements of arr_type (scalars packed, or n
+ * lmx_gguf_str for STRING elements). Nested arrays are not written. */
+typedef struct lmx_gguf_write_kv {
+    const char *key;
+    lmx_gguf_type type;
+    lmx_gguf_type arr_type; /* ARRAY only */
+    uint64_t n;             /* STRING: bytes; ARRAY: elements */
+    const void *data;
+} lmx_gguf_write_kv;
+
+typedef struct lmx_gguf_write_tensor {
+    const char *name;
+    uint32_t ggml_type;
+    int n_dims;       /* 1..4 */
+    int64_t ne[4];    /* ne[0] innermost */
+    const void *data; /* size bytes */
+    size_t size;      /* must equal the size ne and the type imply */
+} lmx_gguf_write_tensor;
+
+/* Writes a GGUF v3 file: the kvs in order, then the tensor infos and data in
+ * order, each tensor aligned to general.alignment (taken from kvs when given
+ * there as UINT32, else 32). Via a temp file + fsync + rename. Bad arguments
+ * (duplicate names/keys, size mismatch, unknown type) → LMX_ERR_INVALID_ARG. */
+lmx_status lmx_gguf_write(const char *path, const lmx_gguf_write_kv *kvs, size_t n_kv,
+                          const lmx_gguf_write_tensor *tensors, size_t n_tensors);
+
 #endif

@@ -123,7 +123,7 @@ lmx_status lmx_transformer_load_tensors(const lmx_arch *arch, const lmx_config *
             lmx_array_release(&gu);
             LMX_TRY(s);
         } else {
-            if (hp->mlp_gated) LMX_TRY(get(w, pre, nm->gate, 2, F, D, true, &L->w_gate, NULL));
+            if (hp->mlp_gated) LMX_TRY(get(w, pre, nm->gate, 2, F, D, true, &L->w_gate, &L->b_gate));
             LMX_TRY(get(w, pre, nm->up, 2, F, D, true, &L->w_up, &L->b_up));
         }
         if (!moe) LMX_TRY(get(w, pre, nm->down, 2, D, F, true, &L->w_down, &L->b_down));

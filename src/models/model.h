@@ -79,7 +79,7 @@ typedef struct lmx_layer {
     lmx_array ffn_norm, ffn_norm_b;           /* [D] pre-MLP norm */
     lmx_array post_ffn_norm;                  /* [D] gemma2/3 */
     lmx_array w_gate, w_up, w_down;           /* [F, D], [F, D], [D, F] */
-    lmx_array b_up, b_down;
+    lmx_array b_gate, b_up, b_down;
     lmx_array router;                         /* [E, D] */
     lmx_array *exp_gate, *exp_up, *exp_down;  /* E each: [Fe, D], [Fe, D], [D, Fe] */
 } lmx_layer;

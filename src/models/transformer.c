@@ -132,7 +132,7 @@ static lmx_status mlp_dense(lmx_exec *ex, const lmx_hparams *hp, const lmx_layer
     lmx_array up = tv(&s->up, 2, T, F, 0), act = tv(&s->act, 2, T, F, 0);
     if (hp->mlp_gated) {
         lmx_array gate = tv(&s->gate, 2, T, F, 0);
-        LMX_TRY(lmx_matmul(ex, &gate, in, &L->w_gate, NULL));
+        LMX_TRY(lmx_matmul(ex, &gate, in, &L->w_gate, opt(&L->b_gate)));
         LMX_TRY(lmx_matmul(ex, &up, in, &L->w_up, opt(&L->b_up)));
         LMX_TRY(lmx_act(ex, &act, &gate, &up, hp->act));
     } else {
@@ -283,7 +283,7 @@ void lmx_transformer_free(lmx_transformer *m) {
             lmx_array *all[] = {&L->attn_norm, &L->attn_norm_b, &L->wq, &L->wk, &L->wv, &L->wo, &L->bq,
                                 &L->bk, &L->bv, &L->bo, &L->q_norm, &L->k_norm, &L->post_attn_norm,
                                 &L->ffn_norm, &L->ffn_norm_b, &L->post_ffn_norm, &L->w_gate, &L->w_up,
-                                &L->w_down, &L->b_up, &L->b_down, &L->router};
+                                &L->w_down, &L->b_gate, &L->b_up, &L->b_down, &L->router};
             for (size_t i = 0; i < sizeof all / sizeof *all; i++) lmx_array_release(all[i]);
             for (int e = 0; e < m->hp.n_expert; e++) {
                 if (L->exp_gate) lmx_array_release(&L->exp_gate[e]);

@@ -142,6 +142,17 @@ static bool parse_byte_token(const tok_sbuf *b, uint8_t *out) {
     return true;
 }
 
+static const char *find_bytes(const char *h, size_t hn, const char *n, size_t nn) {
+    if (nn == 0 || hn < nn) return NULL;
+    for (size_t i = 0; i + nn <= hn; i++) {
+        const char *p = memchr(h + i, n[0], hn - nn + 1 - i);
+        if (!p) return NULL;
+        if (!memcmp(p, n, nn)) return p;
+        i = (size_t)(p - h);
+    }
+    return NULL;
+}
+
 static void replace_in(const tok_dec *d, tok_sbuf *b) {
     tok_sbuf o = {0};
     const char *s = b->p ? b->p : "";
@@ -157,7 +168,7 @@ static void replace_in(const tok_dec *d, tok_sbuf *b) {
         if (md) pcre2_match_data_free(md);
     } else {
         const char *f;
-        while (pos < n && (f = memmem(s + pos, n - pos, d->pat, d->pat_len))) {
+        while (pos < n && (f = find_bytes(s + pos, n - pos, d->pat, d->pat_len))) {
             tok_sbuf_put(&o, s + pos, (size_t)(f - (s + pos)));
             tok_sbuf_put(&o, d->content, d->content_len);
             pos = (size_t)(f - s) + d->pat_len;

@@ -330,7 +330,7 @@ lmx_status tok_regex_compile(tok_regex *r, const char *pattern, size_t len, bool
                              const char *where) {
     int err;
     PCRE2_SIZE off;
-    uint32_t opts = PCRE2_UTF | PCRE2_UCP | (literal ? PCRE2_LITERAL : 0);
+    uint32_t opts = PCRE2_UTF | (literal ? PCRE2_LITERAL : PCRE2_UCP);
     r->code = pcre2_compile((PCRE2_SPTR)pattern, len, opts, &err, &off, NULL);
     if (!r->code) {
         PCRE2_UCHAR msg[256];

@@ -2,6 +2,7 @@
  * encode/decode entry points and the accessors of tokenizer.h. */
 #include "tokenizer/tok_internal.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 

@@ -541,6 +541,67 @@ static void test_vocab_gguf(void) {
     lmx_gguf_close(g);
 }
 
+static void test_writer_round_trip(void) {
+    const char *path = tmp_path("w.gguf");
+    uint32_t align = 64, blocks = 5;
+    float eps = 1e-5f, scores[3] = {0.f, -1.f, -2.5f};
+    uint8_t yes = 1;
+    lmx_gguf_str toks[3] = {{"<s>", 3}, {"hi", 2}, {"", 0}};
+    lmx_gguf_write_kv kvs[] = {
+        {"general.architecture", LMX_GGUF_STRING, 0, 5, "llama"},
+        {"general.alignment", LMX_GGUF_UINT32, 0, 0, &align},
+        {"llama.block_count", LMX_GGUF_UINT32, 0, 0, &blocks},
+        {"llama.attention.layer_norm_rms_epsilon", LMX_GGUF_FLOAT32, 0, 0, &eps},
+        {"tokenizer.ggml.add_bos_token", LMX_GGUF_BOOL, 0, 0, &yes},
+        {"tokenizer.ggml.tokens", LMX_GGUF_ARRAY, LMX_GGUF_STRING, 3, toks},
+        {"tokenizer.ggml.scores", LMX_GGUF_ARRAY, LMX_GGUF_FLOAT32, 3, scores},
+    };
+    uint8_t q[2 * 18];
+    for (int i = 0; i < 36; i++) q[i] = (uint8_t)(i * 7);
+    uint16_t h[3] = {0x3c00, 0x4000, 0xc000};
+    lmx_gguf_write_tensor ts[] = {
+        {"token_embd.weight", LMX_GGML_F32, 2, {4, 2, 1, 1}, T_A, 32},
+        {"blk.0.ffn_up.weight", LMX_GGML_Q4_0, 1, {64, 1, 1, 1}, q, 36},
+        {"output_norm.weight", LMX_GGML_F16, 1, {3, 1, 1, 1}, h, 6},
+    };
+    CHECK_OK(lmx_gguf_write(path, kvs, 7, ts, 3));
+    lmx_gguf *g = NULL;
+    CHECK_OK(lmx_gguf_open(path, &g));
+    if (g) {
+        CHECK_EQ_INT(lmx_gguf_version(g), 3);
+        CHECK_EQ_INT(lmx_gguf_alignment(g), 64);
+        CHECK_EQ_INT(lmx_gguf_data_offset(g) % 64, 0);
+        int64_t v;
+        float f;
+        bool b;
+        lmx_gguf_str s;
+        CHECK(lmx_gguf_get_i64(g, "llama.block_count", &v) && v == 5);
+        CHECK(lmx_gguf_get_f32(g, "llama.attention.layer_norm_rms_epsilon", &f) && f == eps);
+        CHECK(lmx_gguf_get_bool(g, "tokenizer.ggml.add_bos_token", &b) && b);
+        CHECK(lmx_gguf_get_str(g, "general.architecture", &s) && s.len == 5 && !memcmp(s.ptr, "llama", 5));
+        s = lmx_gguf_arr_str(g, "tokenizer.ggml.tokens", 1);
+        CHECK(s.len == 2 && !memcmp(s.ptr, "hi", 2));
+        CHECK(memcmp(lmx_gguf_arr_data(g, "tokenizer.ggml.scores"), scores, 12) == 0);
+        for (int i = 0; i < 3; i++) {
+            const lmx_gguf_tensor *t = lmx_gguf_tensor_at(g, i);
+            CHECK(t && strcmp(t->name, ts[i].name) == 0 && t->ggml_type == ts[i].ggml_type &&
+                  t->size == ts[i].size && t->offset % 64 == 0 && memcmp(t->data, ts[i].data, t->size) == 0);
+        }
+        lmx_gguf_close(g);
+    }
+    /* bad arguments leave no file */
+    unlink(path);
+    lmx_gguf_write_tensor dup[] = {ts[0], ts[0]};
+    CHECK(lmx_gguf_write(path, kvs, 1, dup, 2) == LMX_ERR_INVALID_ARG);
+    CHECK(strstr(lmx_last_error(), "token_embd.weight") != NULL);
+    lmx_gguf_write_tensor badsize = ts[1];
+    badsize.size = 35;
+    CHECK(lmx_gguf_write(path, kvs, 1, &badsize, 1) == LMX_ERR_INVALID_ARG);
+    lmx_gguf_write_kv dupk[] = {kvs[0], kvs[0]};
+    CHECK(lmx_gguf_write(path, dupk, 2, NULL, 0) == LMX_ERR_INVALID_ARG);
+    CHECK(access(path, F_OK) != 0);
+}
+
 static void test_open_errors(void) {
     lmx_gguf *g = (lmx_gguf *)1;
     CHECK(lmx_gguf_open("/nonexistent/x.gguf", &g) == LMX_ERR_IO && g == NULL);
@@ -561,6 +622,7 @@ void run_tests(void) {
     TEST(test_stories_v3_v1);
     TEST(test_f16_model);
     TEST(test_vocab_gguf);
+    TEST(test_writer_round_trip);
     TEST(test_open_errors);
     if (g_dir[0]) rmdir(g_dir);
 }

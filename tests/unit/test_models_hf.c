@@ -77,6 +77,27 @@ static void check_case(const char *dir, const char *name) {
            maxref, (long long)(worst / V));
     CHECK_MSG(maxd <= REL_TOL * maxref, "%s: logits differ: max|d| %.3g > %.1g * %.3g", name, maxd, REL_TOL, maxref);
 
+    /* Dynamic/longrope cases also carry a shorter prefix, where the RoPE
+     * variant behaves differently (below original_max_position_embeddings). */
+    const lmx_st_tensor *pt = lmx_st_find(gf, "prefix_tokens"), *pl = lmx_st_find(gf, "prefix_logits");
+    if (pt && pl) {
+        int64_t P = pt->shape[0];
+        int32_t *ptok = malloc((size_t)P * sizeof *ptok);
+        float *plg = malloc((size_t)(P * V) * sizeof *plg);
+        memcpy(ptok, pt->data, (size_t)P * sizeof *ptok);
+        CHECK_OK(lmx_logits(m, ptok, (size_t)P, plg));
+        double pmax = 0, pd = 0;
+        for (int64_t i = 0; i < P * V; i++) {
+            float r;
+            memcpy(&r, (const uint8_t *)pl->data + 4 * i, 4);
+            pmax = fmax(pmax, fabs(r));
+            pd = fmax(pd, fabs((double)plg[i] - r));
+        }
+        CHECK_MSG(pd <= REL_TOL * pmax, "%s: prefix logits differ: max|d| %.3g vs max|ref| %.3g", name, pd, pmax);
+        free(ptok);
+        free(plg);
+    }
+
     lmx_generate_options o;
     lmx_generate_options_init(&o);
     o.max_tokens = (int)gt->shape[0];
