@@ -9,6 +9,7 @@
  */
 #include "chat/jinja.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -12,6 +12,7 @@
  */
 #include "chat/jinja.h"
 
+#include <stdio.h>
 #include <string.h>
 
 typedef struct ps {

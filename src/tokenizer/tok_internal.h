@@ -71,9 +71,16 @@ bool tok_utf8_is_valid(const uint8_t *s, size_t n);
 
 uint64_t tok_hash(const void *s, size_t n);
 
-/* String -> id map whose keys are the tokenizer's pieces (id-indexed). */
+/* String -> id map whose keys are the tokenizer's pieces (the strings stay
+ * where t->pieces[id] pointed at insertion time; they never move). */
+typedef struct tok_strslot {
+    const char *p; /* NULL = empty */
+    uint32_t len;
+    int32_t id;
+} tok_strslot;
+
 typedef struct tok_strmap {
-    int32_t *slots; /* id + 1, 0 = empty */
+    tok_strslot *slots;
     uint32_t mask;
     uint32_t count;
 } tok_strmap;
@@ -84,12 +91,17 @@ void tok_strmap_free(tok_strmap *m);
 /* Inserts id (its key is t->pieces[id]); keeps an existing entry. */
 bool tok_strmap_put(tok_strmap *m, const struct lmx_tokenizer *t, int32_t id);
 int32_t tok_strmap_get(const tok_strmap *m, const struct lmx_tokenizer *t, const char *s, size_t n);
+/* Hints the slot of a key that will be looked up soon into the cache. */
+void tok_strmap_prefetch(const tok_strmap *m, const char *s, size_t n);
 
 /* (left id, right id) -> (rank, merged id). */
+typedef struct tok_pairslot {
+    uint64_t key; /* UINT64_MAX = empty */
+    int32_t rank, merged;
+} tok_pairslot;
+
 typedef struct tok_pairmap {
-    uint64_t *keys; /* UINT64_MAX = empty */
-    int32_t *rank;
-    int32_t *merged;
+    tok_pairslot *slots;
     uint32_t mask;
     uint32_t count;
 } tok_pairmap;
@@ -97,20 +109,22 @@ typedef struct tok_pairmap {
 bool tok_pairmap_init(tok_pairmap *m, size_t expected);
 void tok_pairmap_free(tok_pairmap *m);
 void tok_pairmap_put(tok_pairmap *m, int32_t a, int32_t b, int32_t rank, int32_t merged);
+static inline uint32_t tok_pair_slot(const tok_pairmap *m, uint64_t k) {
+    return (uint32_t)((k * 0x9E3779B97F4A7C15ull) >> 32) & m->mask;
+}
 static inline bool tok_pairmap_get(const tok_pairmap *m, int32_t a, int32_t b, int32_t *rank,
                                    int32_t *merged) {
-    if (!m->keys) return false;
+    if (!m->slots) return false;
     uint64_t k = ((uint64_t)(uint32_t)a << 32) | (uint32_t)b;
-    uint64_t h = k * 0x9E3779B97F4A7C15ull;
-    uint32_t i = (uint32_t)(h >> 32) & m->mask;
+    uint32_t i = tok_pair_slot(m, k);
     for (;;) {
-        uint64_t kk = m->keys[i];
-        if (kk == k) {
-            *rank = m->rank[i];
-            *merged = m->merged[i];
+        const tok_pairslot *s = &m->slots[i];
+        if (s->key == k) {
+            *rank = s->rank;
+            *merged = s->merged;
             return true;
         }
-        if (kk == UINT64_MAX) return false;
+        if (s->key == UINT64_MAX) return false;
         i = (i + 1) & m->mask;
     }
 }

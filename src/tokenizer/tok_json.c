@@ -33,61 +33,91 @@ static lmx_status load_vocab(lmx_tokenizer *t, const cJSON *vocab, const char *p
     return LMX_OK;
 }
 
+typedef struct merge_item {
+    const char *a, *b;
+    size_t la, lb;
+    int32_t ia, ib;
+    size_t moff, mlen; /* merged string in the batch buffer */
+} merge_item;
+
+#define MERGE_BATCH 64
+
+/* Looks up a batch of merges with prefetching: vocab lookups are cache misses,
+ * and this is most of the load time of a large tokenizer.json. */
+static lmx_status merge_batch(lmx_tokenizer *t, merge_item *it, size_t n, int32_t rank0, tok_sbuf *buf,
+                              const char *path) {
+    size_t plen = t->cont_prefix ? strlen(t->cont_prefix) : 0;
+    for (size_t i = 0; i < n; i++) {
+        tok_strmap_prefetch(&t->vocab, it[i].a, it[i].la);
+        tok_strmap_prefetch(&t->vocab, it[i].b, it[i].lb);
+    }
+    buf->n = 0;
+    for (size_t i = 0; i < n; i++) {
+        it[i].ia = tok_strmap_get(&t->vocab, t, it[i].a, it[i].la);
+        it[i].ib = tok_strmap_get(&t->vocab, t, it[i].b, it[i].lb);
+        if (it[i].ia < 0 || it[i].ib < 0)
+            return lmx_err(LMX_ERR_FORMAT, "%s: model.merges[%d]: token not in the vocabulary", path, rank0 + (int32_t)i);
+        size_t skip = plen && it[i].lb >= plen && !memcmp(it[i].b, t->cont_prefix, plen) ? plen : 0;
+        it[i].moff = buf->n;
+        tok_sbuf_put(buf, it[i].a, it[i].la);
+        tok_sbuf_put(buf, it[i].b + skip, it[i].lb - skip);
+        it[i].mlen = buf->n - it[i].moff;
+    }
+    if (buf->oom) return lmx_err(LMX_ERR_NOMEM, "%s: out of memory", path);
+    for (size_t i = 0; i < n; i++) {
+        tok_strmap_prefetch(&t->vocab, buf->p + it[i].moff, it[i].mlen);
+        uint64_t k = ((uint64_t)(uint32_t)it[i].ia << 32) | (uint32_t)it[i].ib;
+        __builtin_prefetch(&t->merges.slots[tok_pair_slot(&t->merges, k)]);
+    }
+    for (size_t i = 0; i < n; i++) {
+        int32_t m = tok_strmap_get(&t->vocab, t, buf->p + it[i].moff, it[i].mlen);
+        if (m < 0)
+            return lmx_err(LMX_ERR_FORMAT, "%s: model.merges[%d]: merged token not in the vocabulary", path, rank0 + (int32_t)i);
+        tok_pairmap_put(&t->merges, it[i].ia, it[i].ib, rank0 + (int32_t)i, m);
+    }
+    return LMX_OK;
+}
+
 static lmx_status load_merges(lmx_tokenizer *t, const cJSON *merges, const char *path) {
     if (!merges || cJSON_IsNull(merges)) return LMX_OK;
     if (!cJSON_IsArray(merges)) return lmx_err(LMX_ERR_FORMAT, "%s: model.merges: expected an array", path);
     int n = cJSON_GetArraySize(merges);
     if (!tok_pairmap_init(&t->merges, (size_t)n)) return lmx_err(LMX_ERR_NOMEM, "%s: out of memory", path);
-    size_t plen = t->cont_prefix ? strlen(t->cont_prefix) : 0;
     tok_sbuf buf = {0};
+    merge_item it[MERGE_BATCH];
+    size_t nb = 0;
     int32_t rank = 0;
     const cJSON *e;
     lmx_status st = LMX_OK;
     cJSON_ArrayForEach(e, merges) {
-        const char *a, *b;
-        size_t la, lb;
+        merge_item *m = &it[nb];
         if (cJSON_IsString(e)) {
-            const char *s = e->valuestring, *sp = strchr(s + (s[0] == ' ' ? 1 : 0), ' ');
-            if (s[0] == ' ') sp = strchr(s + 1, ' ');
+            const char *s = e->valuestring, *sp = s[0] ? strchr(s + 1, ' ') : NULL;
             if (!sp) {
-                st = lmx_err(LMX_ERR_FORMAT, "%s: model.merges[%d]: expected \"a b\"", path, rank);
+                st = lmx_err(LMX_ERR_FORMAT, "%s: model.merges[%d]: expected \"a b\"", path, rank + (int32_t)nb);
                 break;
             }
-            a = s;
-            la = (size_t)(sp - s);
-            b = sp + 1;
-            lb = strlen(b);
+            m->a = s;
+            m->la = (size_t)(sp - s);
+            m->b = sp + 1;
+            m->lb = strlen(m->b);
         } else if (cJSON_IsArray(e) && cJSON_GetArraySize(e) == 2 && cJSON_IsString(e->child) &&
                    cJSON_IsString(e->child->next)) {
-            a = e->child->valuestring;
-            la = strlen(a);
-            b = e->child->next->valuestring;
-            lb = strlen(b);
+            m->a = e->child->valuestring;
+            m->la = strlen(m->a);
+            m->b = e->child->next->valuestring;
+            m->lb = strlen(m->b);
         } else {
-            st = lmx_err(LMX_ERR_FORMAT, "%s: model.merges[%d]: expected a string or a pair", path, rank);
+            st = lmx_err(LMX_ERR_FORMAT, "%s: model.merges[%d]: expected a string or a pair", path, rank + (int32_t)nb);
             break;
         }
-        int32_t ia = tok_strmap_get(&t->vocab, t, a, la), ib = tok_strmap_get(&t->vocab, t, b, lb);
-        if (ia < 0 || ib < 0) {
-            st = lmx_err(LMX_ERR_FORMAT, "%s: model.merges[%d]: token not in the vocabulary", path, rank);
-            break;
+        if (++nb == MERGE_BATCH) {
+            if ((st = merge_batch(t, it, nb, rank, &buf, path)) != LMX_OK) break;
+            rank += (int32_t)nb;
+            nb = 0;
         }
-        size_t skip = plen && lb >= plen && !memcmp(b, t->cont_prefix, plen) ? plen : 0;
-        buf.n = 0;
-        tok_sbuf_put(&buf, a, la);
-        tok_sbuf_put(&buf, b + skip, lb - skip);
-        if (buf.oom) {
-            st = lmx_err(LMX_ERR_NOMEM, "%s: out of memory", path);
-            break;
-        }
-        int32_t m = tok_strmap_get(&t->vocab, t, buf.p, buf.n);
-        if (m < 0) {
-            st = lmx_err(LMX_ERR_FORMAT, "%s: model.merges[%d]: merged token not in the vocabulary", path, rank);
-            break;
-        }
-        tok_pairmap_put(&t->merges, ia, ib, rank, m);
-        rank++;
     }
+    if (st == LMX_OK && nb) st = merge_batch(t, it, nb, rank, &buf, path);
     tok_sbuf_free(&buf);
     return st;
 }

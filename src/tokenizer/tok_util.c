@@ -217,78 +217,74 @@ void tok_strmap_free(tok_strmap *m) {
     memset(m, 0, sizeof *m);
 }
 
-static bool strmap_grow(tok_strmap *m, const lmx_tokenizer *t) {
+static void strmap_insert(tok_strmap *m, const char *s, uint32_t n, int32_t id) {
+    uint32_t i = (uint32_t)tok_hash(s, n) & m->mask;
+    while (m->slots[i].p) {
+        if (m->slots[i].len == n && !memcmp(m->slots[i].p, s, n)) return;
+        i = (i + 1) & m->mask;
+    }
+    m->slots[i] = (tok_strslot){s, n, id};
+    m->count++;
+}
+
+static bool strmap_grow(tok_strmap *m) {
     tok_strmap n;
     if (!tok_strmap_init(&n, (size_t)m->count * 2)) return false;
     for (uint32_t i = 0; i <= m->mask; i++)
-        if (m->slots[i]) tok_strmap_put(&n, t, m->slots[i] - 1);
+        if (m->slots[i].p) strmap_insert(&n, m->slots[i].p, m->slots[i].len, m->slots[i].id);
     free(m->slots);
     *m = n;
     return true;
 }
 
 bool tok_strmap_put(tok_strmap *m, const lmx_tokenizer *t, int32_t id) {
-    if ((m->count + 1) * 2 > m->mask + 1 && !strmap_grow(m, t)) return false;
-    const char *s = t->pieces[id];
-    size_t n = t->piece_len[id];
-    uint32_t i = (uint32_t)tok_hash(s, n) & m->mask;
-    while (m->slots[i]) {
-        int32_t o = m->slots[i] - 1;
-        if (t->piece_len[o] == n && !memcmp(t->pieces[o], s, n)) return true;
-        i = (i + 1) & m->mask;
-    }
-    m->slots[i] = id + 1;
-    m->count++;
+    if ((m->count + 1) * 2 > m->mask + 1 && !strmap_grow(m)) return false;
+    if (!t->pieces[id]) return true;
+    strmap_insert(m, t->pieces[id], t->piece_len[id], id);
     return true;
 }
 
 int32_t tok_strmap_get(const tok_strmap *m, const lmx_tokenizer *t, const char *s, size_t n) {
+    (void)t;
     if (!m->slots) return -1;
     uint32_t i = (uint32_t)tok_hash(s, n) & m->mask;
-    while (m->slots[i]) {
-        int32_t o = m->slots[i] - 1;
-        if (t->piece_len[o] == n && !memcmp(t->pieces[o], s, n)) return o;
+    while (m->slots[i].p) {
+        if (m->slots[i].len == n && !memcmp(m->slots[i].p, s, n)) return m->slots[i].id;
         i = (i + 1) & m->mask;
     }
     return -1;
 }
 
+void tok_strmap_prefetch(const tok_strmap *m, const char *s, size_t n) {
+    if (m->slots) __builtin_prefetch(&m->slots[(uint32_t)tok_hash(s, n) & m->mask]);
+}
+
 bool tok_pairmap_init(tok_pairmap *m, size_t expected) {
     uint32_t cap = pow2_for(expected);
-    m->keys = malloc(cap * sizeof *m->keys);
-    m->rank = malloc(cap * sizeof *m->rank);
-    m->merged = malloc(cap * sizeof *m->merged);
+    m->slots = malloc(cap * sizeof *m->slots);
     m->mask = cap - 1;
     m->count = 0;
-    if (!m->keys || !m->rank || !m->merged) {
-        tok_pairmap_free(m);
-        return false;
-    }
-    memset(m->keys, 0xFF, cap * sizeof *m->keys);
+    if (!m->slots) return false;
+    memset(m->slots, 0xFF, cap * sizeof *m->slots);
     return true;
 }
 
 void tok_pairmap_free(tok_pairmap *m) {
-    free(m->keys);
-    free(m->rank);
-    free(m->merged);
+    free(m->slots);
     memset(m, 0, sizeof *m);
 }
 
-/* The table is sized for all merges up front; first insert of a pair wins
- * (lowest rank), as in HF. */
+/* The table is sized for all merges up front; the first insert of a pair
+ * wins (lowest rank), as in HF. */
 void tok_pairmap_put(tok_pairmap *m, int32_t a, int32_t b, int32_t rank, int32_t merged) {
     if ((m->count + 1) * 2 > m->mask + 1) return; /* sized by the caller */
     uint64_t k = ((uint64_t)(uint32_t)a << 32) | (uint32_t)b;
-    uint64_t h = k * 0x9E3779B97F4A7C15ull;
-    uint32_t i = (uint32_t)(h >> 32) & m->mask;
-    while (m->keys[i] != UINT64_MAX) {
-        if (m->keys[i] == k) return;
+    uint32_t i = tok_pair_slot(m, k);
+    while (m->slots[i].key != UINT64_MAX) {
+        if (m->slots[i].key == k) return;
         i = (i + 1) & m->mask;
     }
-    m->keys[i] = k;
-    m->rank[i] = rank;
-    m->merged[i] = merged;
+    m->slots[i] = (tok_pairslot){k, rank, merged};
     m->count++;
 }
 

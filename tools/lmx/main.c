@@ -16,6 +16,7 @@ static const command commands[] = {
     {"tokenize", cmd_tokenize, "encode text (or a jsonl file of strings) to token ids"},
     {"detokenize", cmd_detokenize, "decode token ids to text"},
     {"chat-template", cmd_chat_template, "render a model's chat template over a messages file"},
+    {"bench", cmd_bench, "benchmark prompt and generation speed (mlx_lm.benchmark's output)"},
 };
 
 static void usage(FILE *f) {

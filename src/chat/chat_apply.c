@@ -1,0 +1,77 @@
+/*
+ * chat_apply.c - lmx_apply_chat_template: the tokenizer's chat template with
+ * its BOS/EOS strings, and mlx-lm's enable_thinking default (true when the
+ * vocabulary has a pair of think markers: <think>/</think>,
+ * <longcat_think>/</longcat_think> or Gemma 4's <|channel>/<channel|>).
+ * When extra_json carries non-null "tools" and the tokenizer has a template
+ * named "tool_use", that one is used, as transformers does.
+ */
+#include "chat/chat.h"
+#include "base/base.h"
+
+#include <cjson/cJSON.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__has_include)
+#if __has_include("tokenizer/tokenizer.h")
+#include "tokenizer/tokenizer.h"
+#define LMX_CHAT_HAVE_TOKENIZER 1
+#endif
+#endif
+
+#ifndef LMX_CHAT_HAVE_TOKENIZER
+/* The tokenizer module is written concurrently; until it lands these are weak
+ * so that the library still links, and the calls below report UNSUPPORTED. */
+const char *lmx_tokenizer_chat_template(const lmx_tokenizer *t, const char *name) __attribute__((weak));
+const char *lmx_tokenizer_bos_str(const lmx_tokenizer *t) __attribute__((weak));
+const char *lmx_tokenizer_eos_str(const lmx_tokenizer *t) __attribute__((weak));
+int32_t lmx_tokenizer_token_id(const lmx_tokenizer *t, const char *piece) __attribute__((weak));
+#define TOKENIZER_MISSING() (!lmx_tokenizer_chat_template || !lmx_tokenizer_bos_str || \
+                             !lmx_tokenizer_eos_str || !lmx_tokenizer_token_id)
+#else
+#define TOKENIZER_MISSING() 0
+#endif
+
+static bool has_think_markers(const lmx_tokenizer *t) {
+    static const char *const pairs[][2] = {
+        {"<think>", "</think>"}, {"<longcat_think>", "</longcat_think>"}, {"<|channel>", "<channel|>"}};
+    for (size_t i = 0; i < sizeof pairs / sizeof *pairs; i++)
+        if (lmx_tokenizer_token_id(t, pairs[i][0]) >= 0 && lmx_tokenizer_token_id(t, pairs[i][1]) >= 0) return true;
+    return false;
+}
+
+static bool extra_has_tools(const char *extra_json) {
+    if (!extra_json) return false;
+    cJSON *x = cJSON_Parse(extra_json);
+    const cJSON *tools = x ? cJSON_GetObjectItemCaseSensitive(x, "tools") : NULL;
+    bool r = tools && !cJSON_IsNull(tools);
+    cJSON_Delete(x);
+    return r;
+}
+
+bool lmx_tokenizer_has_chat_template(const lmx_tokenizer *t) {
+    if (!t || TOKENIZER_MISSING()) return false;
+    return lmx_tokenizer_chat_template(t, NULL) != NULL;
+}
+
+lmx_status lmx_apply_chat_template(const lmx_tokenizer *t, const char *messages_json,
+                                   bool add_generation_prompt, const char *extra_json, char **out) {
+    if (!t || !messages_json || !out) return lmx_err(LMX_ERR_INVALID_ARG, "apply_chat_template: NULL argument");
+    if (TOKENIZER_MISSING()) return lmx_err(LMX_ERR_UNSUPPORTED, "apply_chat_template: built without the tokenizer module");
+    const char *tmpl = NULL;
+    if (extra_has_tools(extra_json)) tmpl = lmx_tokenizer_chat_template(t, "tool_use");
+    if (!tmpl) tmpl = lmx_tokenizer_chat_template(t, NULL);
+    if (!tmpl)
+        return lmx_err(LMX_ERR_NOT_FOUND, "the tokenizer has no chat template (no chat_template in "
+                                          "tokenizer_config.json, chat_template.jinja or tokenizer.chat_template)");
+    lmx_chat_inputs in = {
+        .messages_json = messages_json,
+        .extra_json = extra_json,
+        .add_generation_prompt = add_generation_prompt,
+        .bos_token = lmx_tokenizer_bos_str(t),
+        .eos_token = lmx_tokenizer_eos_str(t),
+        .thinking_default = has_think_markers(t),
+    };
+    return lmx_chat_apply_template(tmpl, &in, out);
+}
