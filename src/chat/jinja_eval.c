@@ -73,7 +73,7 @@ jv jx_getattr(jx_ctx *c, const jnode *at, jv obj, jstr *name) {
         if (v) return *v;
     } else {
         jv m = jx_method(c, at, obj, name);
-        if (m.t != JV_UNDEF) return m;
+        if (m.t != JV_UNDEF || m.u.s) return m; /* a method, or a refused (unsafe) one */
         if (obj.t == JV_DICT) {
             jv *v = jd_gets(obj.u.d, name->s);
             if (v) return *v;
