@@ -49,4 +49,11 @@ typedef struct lmx_chat_inputs {
  * then every key of extra_json (overriding). */
 lmx_status lmx_chat_apply_template(const char *template_src, const lmx_chat_inputs *in, char **out);
 
+/* lmx_apply_chat_template with another template source (mlx-lm's
+ * --chat-template): the tokenizer still supplies BOS/EOS and the
+ * enable_thinking default. template_src NULL = the tokenizer's own. */
+lmx_status lmx_chat_apply_template_tok(const lmx_tokenizer *t, const char *template_src,
+                                       const char *messages_json, bool add_generation_prompt,
+                                       const char *extra_json, char **out);
+
 #endif /* LMX_CHAT_H */

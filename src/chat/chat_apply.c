@@ -41,6 +41,9 @@ static bool has_think_markers(const lmx_tokenizer *t) {
     return false;
 }
 
+/* transformers leaves a missing special token out of the variables (undefined) */
+static const char *nonempty(const char *s) { return s && *s ? s : NULL; }
+
 static bool extra_has_tools(const char *extra_json) {
     if (!extra_json) return false;
     cJSON *x = cJSON_Parse(extra_json);
@@ -57,10 +60,16 @@ bool lmx_tokenizer_has_chat_template(const lmx_tokenizer *t) {
 
 lmx_status lmx_apply_chat_template(const lmx_tokenizer *t, const char *messages_json,
                                    bool add_generation_prompt, const char *extra_json, char **out) {
+    return lmx_chat_apply_template_tok(t, NULL, messages_json, add_generation_prompt, extra_json, out);
+}
+
+lmx_status lmx_chat_apply_template_tok(const lmx_tokenizer *t, const char *template_src,
+                                       const char *messages_json, bool add_generation_prompt,
+                                       const char *extra_json, char **out) {
     if (!t || !messages_json || !out) return lmx_err(LMX_ERR_INVALID_ARG, "apply_chat_template: NULL argument");
     if (TOKENIZER_MISSING()) return lmx_err(LMX_ERR_UNSUPPORTED, "apply_chat_template: built without the tokenizer module");
-    const char *tmpl = NULL;
-    if (extra_has_tools(extra_json)) tmpl = lmx_tokenizer_chat_template(t, "tool_use");
+    const char *tmpl = template_src;
+    if (!tmpl && extra_has_tools(extra_json)) tmpl = lmx_tokenizer_chat_template(t, "tool_use");
     if (!tmpl) tmpl = lmx_tokenizer_chat_template(t, NULL);
     if (!tmpl)
         return lmx_err(LMX_ERR_NOT_FOUND, "the tokenizer has no chat template (no chat_template in "
@@ -69,8 +78,8 @@ lmx_status lmx_apply_chat_template(const lmx_tokenizer *t, const char *messages_
         .messages_json = messages_json,
         .extra_json = extra_json,
         .add_generation_prompt = add_generation_prompt,
-        .bos_token = lmx_tokenizer_bos_str(t),
-        .eos_token = lmx_tokenizer_eos_str(t),
+        .bos_token = nonempty(lmx_tokenizer_bos_str(t)),
+        .eos_token = nonempty(lmx_tokenizer_eos_str(t)),
         .thinking_default = has_think_markers(t),
     };
     return lmx_chat_apply_template(tmpl, &in, out);

@@ -117,6 +117,7 @@ struct jx_ctx {
     int depth, max_depth;
     jbuf *out;            /* current output buffer */
     jframe *globals;
+    const jnode *cur;     /* node being evaluated (positions for limit errors) */
     const char *src;      /* normalized source (for positions) */
 };
 

@@ -45,7 +45,7 @@ void *jx_alloc(jx_ctx *c, size_t n) {
     if (n == 0) n = 16;
     if (c->used + n > c->limit || n > c->limit) {
         c->status = LMX_ERR_TEMPLATE;
-        jx_fail(c, 0, 0, "render exceeds the memory limit (%zu MB)", c->limit >> 20);
+        jx_failn(c, c->cur, "render exceeds the memory limit (%zu MB)", c->limit >> 20);
     }
     jchunk *k = c->chunks;
     if (!k || k->cap - k->used < n) {

@@ -33,6 +33,7 @@ static jframe *frame_new(jx_ctx *c, jframe *parent) {
 }
 
 static void step(jx_ctx *c, const jnode *at) {
+    c->cur = at;
     if (++c->steps > c->max_steps) jx_failn(c, at, "render exceeds the step limit (%llu)", (unsigned long long)c->max_steps);
 }
 
@@ -657,7 +658,7 @@ static int exec_stmt(jx_ctx *c, jframe *f, const jnode *n) {
 }
 
 static int exec_body(jx_ctx *c, jframe *f, jnode *const *body, int n) {
-    if (++c->depth > c->max_depth) jx_fail(c, 0, 0, "template nested too deeply");
+    if (++c->depth > c->max_depth) jx_failn(c, c->cur, "recursion too deep");
     for (int i = 0; i < n; i++) {
         int fl = exec_stmt(c, f, body[i]);
         if (fl != FLOW_NEXT) {
