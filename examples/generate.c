@@ -14,7 +14,7 @@ static int on_token(const lmx_response *r, void *user) {
     int *count = user;
     fwrite(r->text, 1, r->text_len, stdout);
     fflush(stdout);
-    if (r->finish_reason == LMX_FINISH_NONE) (*count)++;
+    *count = r->generation_tokens; /* the EOS that stops generation counts, as in mlx-lm */
     return 0; /* keep going */
 }
 
