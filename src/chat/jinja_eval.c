@@ -216,7 +216,7 @@ static jv loop_attr(jx_ctx *c, const jnode *at, jloop *lp, const char *name) {
 
 static bool isnum(jv v) { return v.t == JV_INT || v.t == JV_FLOAT || v.t == JV_BOOL; }
 static double fnum(jv v) { return v.t == JV_FLOAT ? v.u.f : v.t == JV_INT ? (double)v.u.i : v.u.b; }
-static int64_t inum(jv v) { return v.t == JV_INT ? v.u.i : v.u.b; }
+static int64_t inum(jv v) { return v.t == JV_INT ? v.u.i : v.t == JV_BOOL ? v.u.b : (int64_t)0; }
 
 static const char *OPSYM[] = {"", "+", "-", "*", "/", "//", "%", "**"};
 

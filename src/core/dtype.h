@@ -31,6 +31,34 @@ typedef enum lmx_dtype {
     LMX_U32,
     LMX_U64,
     LMX_BOOL,
+    /* GGUF block quants: self-contained blocks (scales inside), to_f32 gives
+     * the weights. Layouts as llama.cpp's ggml-common.h. */
+    LMX_Q4_0,
+    LMX_Q4_1,
+    LMX_Q5_0,
+    LMX_Q5_1,
+    LMX_Q8_0,
+    LMX_Q2_K,
+    LMX_Q3_K,
+    LMX_Q4_K,
+    LMX_Q5_K,
+    LMX_Q6_K,
+    /* MLX packed weights (safetensors U32 reinterpreted; shape = unpacked
+     * [.., out, in]). Blocks of 32 elements in `bits` uint32 words, LSB first.
+     * to_f32 gives the grid values (affine: q in [0, 2^bits); fp modes: the
+     * E2M1/E4M3 element values); w = scale·v (+ bias) per group, with scales
+     * (and affine biases) passed beside the weight (dtype needs_scales). */
+    LMX_MLX_Q2,
+    LMX_MLX_Q3,
+    LMX_MLX_Q4,
+    LMX_MLX_Q5,
+    LMX_MLX_Q6,
+    LMX_MLX_Q8,
+    LMX_MLX_FP4, /* mxfp4/nvfp4 elements: E2M1 codes, 8 per uint32 */
+    LMX_MLX_FP8, /* mxfp8 elements: E4M3 bytes, 4 per uint32 */
+    /* Scale bytes of the fp modes (safetensors U8 reinterpreted). */
+    LMX_E8M0, /* 2^(s-127); s == 0 reads as 2^-127 as MLX does */
+    LMX_E4M3, /* FP8 E4M3 (nvfp4 scales) */
     LMX_DTYPE_COUNT,
     LMX_DTYPE_INVALID = -1,
 } lmx_dtype;
@@ -46,12 +74,20 @@ typedef struct lmx_dtype_traits {
     bool is_float;
     lmx_to_f32_fn to_f32;     /* NULL when not convertible */
     lmx_from_f32_fn from_f32; /* NULL when not convertible */
+    bool is_quant;            /* a block-quantized row (GGUF or MLX) */
+    bool needs_scales;        /* MLX packed: to_f32 gives grid values, see above */
+    int bits;                 /* MLX packed: bits per element; 0 otherwise */
 } lmx_dtype_traits;
 
 const lmx_dtype_traits *lmx_dtype_info(lmx_dtype t);
 lmx_dtype lmx_dtype_from_st_name(const char *st_name); /* LMX_DTYPE_INVALID if unknown */
 /* Bytes for n elements (n must be a multiple of the block). */
 size_t lmx_dtype_bytes(lmx_dtype t, int64_t n);
+/* The row for a ggml type number (F32/F16/BF16 and the GGUF quants above),
+ * LMX_DTYPE_INVALID for any other. */
+lmx_dtype lmx_dtype_from_ggml(uint32_t ggml_type);
+/* The MLX packed row for bits (2,3,4,5,6,8), LMX_DTYPE_INVALID otherwise. */
+lmx_dtype lmx_dtype_mlx_affine(int bits);
 
 /* Scalar conversions. bf16 rounds to nearest even, NaN stays NaN. */
 static inline float lmx_bf16_to_f32(uint16_t h) {

@@ -61,9 +61,13 @@ static bool gguf_name(const char *hf, char *out, size_t cap) {
 static const lmx_st_tensor *st_lookup(const struct lmx_weights_src *w, const char *name,
                                       const lmx_st_file **file) {
     const lmx_st_tensor *t = lmx_st_set_find(w->st, name, file);
-    if (!t) { /* multimodal wrappers keep the text model under language_model. */
-        char alt[512];
+    char alt[512];
+    if (!t) { /* multimodal wrappers (MLX, transformers 4): language_model.model.* */
         snprintf(alt, sizeof alt, "language_model.%s", name);
+        t = lmx_st_set_find(w->st, alt, file);
+    }
+    if (!t && !strncmp(name, "model.", 6)) { /* transformers 5: model.language_model.* */
+        snprintf(alt, sizeof alt, "model.language_model.%s", name + 6);
         t = lmx_st_set_find(w->st, alt, file);
     }
     return t;
