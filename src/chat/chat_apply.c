@@ -13,25 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#if defined(__has_include)
-#if __has_include("tokenizer/tokenizer.h")
 #include "tokenizer/tokenizer.h"
-#define LMX_CHAT_HAVE_TOKENIZER 1
-#endif
-#endif
-
-#ifndef LMX_CHAT_HAVE_TOKENIZER
-/* The tokenizer module is written concurrently; until it lands these are weak
- * so that the library still links, and the calls below report UNSUPPORTED. */
-const char *lmx_tokenizer_chat_template(const lmx_tokenizer *t, const char *name) __attribute__((weak));
-const char *lmx_tokenizer_bos_str(const lmx_tokenizer *t) __attribute__((weak));
-const char *lmx_tokenizer_eos_str(const lmx_tokenizer *t) __attribute__((weak));
-int32_t lmx_tokenizer_token_id(const lmx_tokenizer *t, const char *piece) __attribute__((weak));
-#define TOKENIZER_MISSING() (!lmx_tokenizer_chat_template || !lmx_tokenizer_bos_str || \
-                             !lmx_tokenizer_eos_str || !lmx_tokenizer_token_id)
-#else
-#define TOKENIZER_MISSING() 0
-#endif
 
 static bool has_think_markers(const lmx_tokenizer *t) {
     static const char *const pairs[][2] = {
@@ -54,7 +36,7 @@ static bool extra_has_tools(const char *extra_json) {
 }
 
 bool lmx_tokenizer_has_chat_template(const lmx_tokenizer *t) {
-    if (!t || TOKENIZER_MISSING()) return false;
+    if (!t) return false;
     return lmx_tokenizer_chat_template(t, NULL) != NULL;
 }
 
@@ -67,7 +49,6 @@ lmx_status lmx_chat_apply_template_tok(const lmx_tokenizer *t, const char *templ
                                        const char *messages_json, bool add_generation_prompt,
                                        const char *extra_json, char **out) {
     if (!t || !messages_json || !out) return lmx_err(LMX_ERR_INVALID_ARG, "apply_chat_template: NULL argument");
-    if (TOKENIZER_MISSING()) return lmx_err(LMX_ERR_UNSUPPORTED, "apply_chat_template: built without the tokenizer module");
     const char *tmpl = template_src;
     if (!tmpl && extra_has_tools(extra_json)) tmpl = lmx_tokenizer_chat_template(t, "tool_use");
     if (!tmpl) tmpl = lmx_tokenizer_chat_template(t, NULL);

@@ -389,7 +389,6 @@ lmx_status tok_add_chat_template(lmx_tokenizer *t, const char *name, const char 
 /* Model encoders: append the ids of one pre-tokenized piece. */
 void tok_bpe_encode(const lmx_tokenizer *t, const char *s, size_t len, tok_ids *out);
 void tok_spm_encode(const lmx_tokenizer *t, const char *s, size_t len, tok_ids *out);
-void tok_wordpiece_encode(const lmx_tokenizer *t, const char *s, size_t len, tok_ids *out);
 
 lmx_status tok_load_json(const char *json_path, lmx_tokenizer **out);
 
