@@ -136,8 +136,19 @@ typedef struct lmx_generate_options {
     int top_k;                   /* 0 = off */
     float min_p;                 /* 0 = off */
     int min_tokens_to_keep;      /* for min-p, default 1 */
-    float repetition_penalty;    /* 0 or 1 = off */
+    float repetition_penalty;    /* 0 or 1 = off; x<0 ? x·p : x/p on recent ids */
     int repetition_context_size; /* default 20 */
+    float presence_penalty;      /* 0 = off; subtracted once per distinct recent id */
+    int presence_context_size;   /* default 20 */
+    float frequency_penalty;     /* 0 = off; subtracted per occurrence */
+    int frequency_context_size;  /* default 20 */
+    const int32_t *logit_bias_ids; /* additive bias per token id */
+    const float *logit_bias_values;
+    size_t n_logit_bias;
+    float xtc_probability;       /* 0 = off: chance per step of applying XTC */
+    float xtc_threshold;         /* default 0.1, in [0, 0.5] */
+    const int32_t *xtc_special;  /* ids XTC never removes ("\n", EOS) */
+    size_t n_xtc_special;
     uint64_t seed;
     bool has_seed;               /* false: seed from the clock */
     int prefill_step_size;       /* default 2048 */

@@ -40,11 +40,17 @@ typedef struct lmx_scored {
 typedef struct lmx_sampler {
     float temp, top_p, min_p;
     int top_k, min_tokens_to_keep;
-    float repetition_penalty;
-    int repetition_context_size;
+    float repetition_penalty, presence_penalty, frequency_penalty;
+    int repetition_context_size, presence_context_size, frequency_context_size;
+    const int32_t *bias_ids;
+    const float *bias_values;
+    size_t n_bias;
+    float xtc_probability, xtc_threshold;
+    const int32_t *xtc_special;
+    size_t n_xtc_special;
+    uint8_t *seen; /* V flags, scratch for the penalties */
     lmx_rng rng;
     float *work;   /* V floats */
-    int32_t *idx;  /* V ints */
     lmx_scored *sorted; /* V pairs */
     int vocab;
 } lmx_sampler;

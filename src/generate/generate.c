@@ -13,6 +13,9 @@ void lmx_generate_options_init(lmx_generate_options *o) {
     o->top_p = 1.0f;
     o->min_tokens_to_keep = 1;
     o->repetition_context_size = 20;
+    o->presence_context_size = 20;
+    o->frequency_context_size = 20;
+    o->xtc_threshold = 0.1f;
     o->prefill_step_size = 2048;
 }
 

@@ -1,7 +1,8 @@
 /* sampler.c - logits processors and the sampler, in mlx-lm's order (§8):
- * repetition penalty -> logprobs -> (temp 0: argmax) | top-p -> min-p ->
- * top-k -> categorical sample of logprobs / temp. Filters see the
- * untempered distribution; temperature is applied after truncation. */
+ * logit bias -> repetition -> presence -> frequency penalties -> logprobs ->
+ * (temp 0: argmax) | top-p -> min-p -> XTC -> top-k -> categorical sample of
+ * logprobs / temp. Filters see the untempered distribution; temperature is
+ * applied after truncation, as mlx_lm.sample_utils does. */
 #include "generate/engine.h"
 
 #include <math.h>
@@ -33,9 +34,17 @@ double lmx_rng_uniform(lmx_rng *r) {
 lmx_status lmx_sampler_init(lmx_sampler *s, const lmx_generate_options *o, int vocab) {
     memset(s, 0, sizeof *s);
     if (!(o->temp >= 0) || !(o->top_p >= 0 && o->top_p <= 1) || !(o->min_p >= 0 && o->min_p <= 1) ||
-        o->top_k < 0 || o->repetition_penalty < 0 || o->repetition_context_size < 0)
+        o->top_k < 0 || !(o->repetition_penalty >= 0) || o->repetition_context_size < 0 ||
+        o->presence_context_size < 0 || o->frequency_context_size < 0 || !isfinite(o->presence_penalty) ||
+        !isfinite(o->frequency_penalty))
         return lmx_err(LMX_ERR_INVALID_ARG, "sampling options out of range (temp %g, top_p %g, min_p %g, top_k %d)",
                        o->temp, o->top_p, o->min_p, o->top_k);
+    if (!(o->xtc_probability >= 0 && o->xtc_probability <= 1) || !(o->xtc_threshold >= 0 && o->xtc_threshold <= 0.5))
+        return lmx_err(LMX_ERR_INVALID_ARG, "xtc: probability must be in [0, 1] and threshold in [0, 0.5]");
+    for (size_t i = 0; i < o->n_logit_bias; i++)
+        if (o->logit_bias_ids[i] < 0 || o->logit_bias_ids[i] >= vocab || !isfinite(o->logit_bias_values[i]))
+            return lmx_err(LMX_ERR_INVALID_ARG, "logit_bias: token %d is outside the vocabulary or its bias is not finite",
+                           o->logit_bias_ids[i]);
     s->temp = o->temp;
     s->top_p = o->top_p;
     s->min_p = o->min_p;
@@ -43,13 +52,24 @@ lmx_status lmx_sampler_init(lmx_sampler *s, const lmx_generate_options *o, int v
     s->min_tokens_to_keep = o->min_tokens_to_keep > 0 ? o->min_tokens_to_keep : 1;
     s->repetition_penalty = o->repetition_penalty;
     s->repetition_context_size = o->repetition_context_size > 0 ? o->repetition_context_size : 20;
+    s->presence_penalty = o->presence_penalty;
+    s->presence_context_size = o->presence_context_size > 0 ? o->presence_context_size : 20;
+    s->frequency_penalty = o->frequency_penalty;
+    s->frequency_context_size = o->frequency_context_size > 0 ? o->frequency_context_size : 20;
+    s->bias_ids = o->logit_bias_ids;
+    s->bias_values = o->logit_bias_values;
+    s->n_bias = o->n_logit_bias;
+    s->xtc_probability = o->xtc_probability;
+    s->xtc_threshold = o->xtc_threshold;
+    s->xtc_special = o->xtc_special;
+    s->n_xtc_special = o->n_xtc_special;
     s->vocab = vocab;
     uint64_t seed = o->has_seed ? o->seed : (uint64_t)(lmx_time_s() * 1e9);
     lmx_rng_seed(&s->rng, seed);
     s->work = malloc((size_t)vocab * sizeof *s->work);
-    s->idx = malloc((size_t)vocab * sizeof *s->idx);
     s->sorted = malloc((size_t)vocab * sizeof *s->sorted);
-    if (!s->work || !s->idx || !s->sorted) {
+    s->seen = calloc((size_t)vocab, 1);
+    if (!s->work || !s->sorted || !s->seen) {
         lmx_sampler_free(s);
         return lmx_err(LMX_ERR_NOMEM, "out of memory");
     }
@@ -58,21 +78,44 @@ lmx_status lmx_sampler_init(lmx_sampler *s, const lmx_generate_options *o, int v
 
 void lmx_sampler_free(lmx_sampler *s) {
     free(s->work);
-    free(s->idx);
     free(s->sorted);
+    free(s->seen);
     s->work = NULL;
-    s->idx = NULL;
     s->sorted = NULL;
+    s->seen = NULL;
 }
 
+static size_t window_start(size_t n, int ctx) { return n > (size_t)ctx ? n - (size_t)ctx : 0; }
+
 void lmx_sampler_process(lmx_sampler *s, float *logits, const int32_t *recent, size_t n_recent) {
+    for (size_t i = 0; i < s->n_bias; i++) logits[s->bias_ids[i]] += s->bias_values[i];
+    /* Repetition and presence act once per distinct id (MLX's scatter
+     * assignment), frequency once per occurrence (scatter-add). */
     if (s->repetition_penalty > 0 && s->repetition_penalty != 1.0f) {
-        size_t from = n_recent > (size_t)s->repetition_context_size ? n_recent - (size_t)s->repetition_context_size : 0;
-        for (size_t i = from; i < n_recent; i++) { /* duplicates penalised again, as mlx-lm */
+        size_t from = window_start(n_recent, s->repetition_context_size);
+        for (size_t i = from; i < n_recent; i++) {
             int32_t t = recent[i];
-            if (t < 0 || t >= s->vocab) continue;
+            if (t < 0 || t >= s->vocab || s->seen[t]) continue;
+            s->seen[t] = 1;
             logits[t] = logits[t] < 0 ? logits[t] * s->repetition_penalty : logits[t] / s->repetition_penalty;
         }
+        for (size_t i = from; i < n_recent; i++)
+            if (recent[i] >= 0 && recent[i] < s->vocab) s->seen[recent[i]] = 0;
+    }
+    if (s->presence_penalty != 0) {
+        size_t from = window_start(n_recent, s->presence_context_size);
+        for (size_t i = from; i < n_recent; i++) {
+            int32_t t = recent[i];
+            if (t < 0 || t >= s->vocab || s->seen[t]) continue;
+            s->seen[t] = 1;
+            logits[t] -= s->presence_penalty;
+        }
+        for (size_t i = from; i < n_recent; i++)
+            if (recent[i] >= 0 && recent[i] < s->vocab) s->seen[recent[i]] = 0;
+    }
+    if (s->frequency_penalty != 0) {
+        for (size_t i = window_start(n_recent, s->frequency_context_size); i < n_recent; i++)
+            if (recent[i] >= 0 && recent[i] < s->vocab) logits[recent[i]] -= s->frequency_penalty;
     }
 }
 
@@ -91,6 +134,12 @@ static int cmp_desc(const void *a, const void *b) {
     return x->i - y->i;
 }
 
+static bool is_xtc_special(const lmx_sampler *s, int32_t id) {
+    for (size_t i = 0; i < s->n_xtc_special; i++)
+        if (s->xtc_special[i] == id) return true;
+    return false;
+}
+
 int32_t lmx_sampler_sample(lmx_sampler *s, const float *lp) {
     int V = s->vocab;
     if (s->temp == 0) {
@@ -99,42 +148,52 @@ int32_t lmx_sampler_sample(lmx_sampler *s, const float *lp) {
             if (lp[i] > lp[best]) best = i;
         return best;
     }
-    /* Sort token ids by logprob, descending; filters cut a prefix. */
+    /* Candidates sorted by logprob, descending; a filter either cuts the
+     * list (top-p, min-p, top-k keep a prefix) or removes entries (XTC). */
     for (int i = 0; i < V; i++) {
         s->sorted[i].v = lp[i];
         s->sorted[i].i = i;
     }
     qsort(s->sorted, (size_t)V, sizeof *s->sorted, cmp_desc);
-    for (int i = 0; i < V; i++) s->idx[i] = s->sorted[i].i;
     int keep = V;
     if (s->top_p > 0 && s->top_p < 1) {
-        /* mlx-lm keeps tokens whose ascending cumulative mass > 1 - top_p,
-         * i.e. the descending prefix whose mass before it is < top_p. */
-        double total = 0, cum = 0;
-        for (int i = 0; i < V; i++) total += exp(lp[s->idx[i]]);
+        /* keep a token iff the mass of strictly more likely tokens < top_p·total */
+        double total = 0, above = 0;
+        for (int i = 0; i < V; i++) total += exp(s->sorted[i].v);
         int k = 0;
-        for (; k < keep; k++) {
-            double asc_cum = total - cum; /* mass of this token and all less likely */
-            if (!(asc_cum > 1.0 - s->top_p)) break;
-            cum += exp(lp[s->idx[k]]);
-        }
+        while (k < V && above < s->top_p * total) above += exp(s->sorted[k++].v);
+        float thr = s->sorted[k > 0 ? k - 1 : 0].v; /* ties with the threshold stay */
+        while (k < V && s->sorted[k].v >= thr) k++;
         keep = k > 0 ? k : 1;
     }
     if (s->min_p > 0) {
-        float thr = lp[s->idx[0]] + logf(s->min_p);
+        float thr = s->sorted[0].v + logf(s->min_p);
         int k = 0;
-        while (k < keep && lp[s->idx[k]] >= thr) k++;
+        while (k < keep && s->sorted[k].v >= thr) k++;
         if (k < s->min_tokens_to_keep) k = s->min_tokens_to_keep < keep ? s->min_tokens_to_keep : keep;
         keep = k;
     }
+    if (s->xtc_probability > 0 && lmx_rng_uniform(&s->rng) <= s->xtc_probability) {
+        /* remove every token above the threshold except the least likely of
+         * them; "\n" and EOS are never removed */
+        double lt = log(s->xtc_threshold);
+        int above = 0;
+        while (above < keep && s->sorted[above].v > lt) above++;
+        if (above > 1) {
+            int w = 0;
+            for (int i = 0; i < keep; i++)
+                if (i >= above - 1 || is_xtc_special(s, s->sorted[i].i)) s->sorted[w++] = s->sorted[i];
+            keep = w;
+        }
+    }
     if (s->top_k > 0 && s->top_k < keep) keep = s->top_k;
     /* Categorical over the kept tokens with logits lp / temp. */
-    double mx = lp[s->idx[0]] / s->temp, sum = 0;
-    for (int i = 0; i < keep; i++) sum += (s->work[i] = (float)exp(lp[s->idx[i]] / s->temp - mx));
+    double mx = s->sorted[0].v / s->temp, sum = 0;
+    for (int i = 0; i < keep; i++) sum += (s->work[i] = (float)exp(s->sorted[i].v / s->temp - mx));
     double r = lmx_rng_uniform(&s->rng) * sum, acc = 0;
     for (int i = 0; i < keep; i++) {
         acc += s->work[i];
-        if (r < acc) return s->idx[i];
+        if (r < acc) return s->sorted[i].i;
     }
-    return s->idx[keep - 1];
+    return s->sorted[keep - 1].i;
 }
