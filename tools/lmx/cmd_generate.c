@@ -22,6 +22,10 @@ static const char *usage_text =
     "  --min-tokens-to-keep N    tokens min-p always keeps (default 1)\n"
     "  --repetition-penalty R    penalise the last --repetition-context-size tokens (default off)\n"
     "  --repetition-context-size N  (default 20)\n"
+    "  --presence-penalty P      subtract P once from recent tokens' logits (default off)\n"
+    "  --frequency-penalty P     subtract P per recent occurrence (default off)\n"
+    "  --xtc-probability P       chance per step of XTC sampling (default 0.0)\n"
+    "  --xtc-threshold T         XTC probability threshold in [0, 0.5] (default 0.1)\n"
     "  --seed S                  random seed\n"
     "  --system-prompt TEXT      system message for the chat template\n"
     "  --ignore-chat-template    encode the raw prompt (with BOS)\n"
@@ -159,6 +163,14 @@ int cmd_generate(int argc, char **argv) {
             if (cli_float(&a, f, 0, 1e6, &dv)) o.repetition_penalty = (float)dv;
         } else if (!strcmp(f, "--repetition-context-size")) {
             if (cli_int(&a, f, 1, 1000000, &iv)) o.repetition_context_size = (int)iv;
+        } else if (!strcmp(f, "--presence-penalty")) {
+            if (cli_float(&a, f, -100, 100, &dv)) o.presence_penalty = (float)dv;
+        } else if (!strcmp(f, "--frequency-penalty")) {
+            if (cli_float(&a, f, -100, 100, &dv)) o.frequency_penalty = (float)dv;
+        } else if (!strcmp(f, "--xtc-probability")) {
+            if (cli_float(&a, f, 0, 1, &dv)) o.xtc_probability = (float)dv;
+        } else if (!strcmp(f, "--xtc-threshold")) {
+            if (cli_float(&a, f, 0, 0.5, &dv)) o.xtc_threshold = (float)dv;
         } else if (!strcmp(f, "--seed")) {
             if (cli_int(&a, f, 0, INT64_MAX, &iv)) {
                 o.seed = (uint64_t)iv;
@@ -229,6 +241,16 @@ int cmd_generate(int argc, char **argv) {
     }
     o.extra_eos = extra_ids;
     o.n_extra_eos = (size_t)n_extra;
+    /* XTC never removes "\n" or the end of text (mlx_lm.generate passes the same). */
+    int32_t *nl_ids = NULL, xtc_special[72];
+    size_t n_nl = 0, n_special = 0;
+    if (lmx_tokenize(tok, "\n", 1, false, &nl_ids, &n_nl) == LMX_OK)
+        for (size_t i = 0; i < n_nl && n_special < 8; i++) xtc_special[n_special++] = nl_ids[i];
+    lmx_free(nl_ids);
+    if (lmx_tokenizer_eos(tok) >= 0) xtc_special[n_special++] = lmx_tokenizer_eos(tok);
+    for (int i = 0; i < n_extra; i++) xtc_special[n_special++] = extra_ids[i];
+    o.xtc_special = xtc_special;
+    o.n_xtc_special = n_special;
     prompt = !strcmp(prompt_arg, "-") ? read_stdin() : strdup(prompt_arg);
     if (!prompt) {
         cli_fail(cmd, "out of memory");
