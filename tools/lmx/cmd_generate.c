@@ -242,7 +242,7 @@ int cmd_generate(int argc, char **argv) {
     o.extra_eos = extra_ids;
     o.n_extra_eos = (size_t)n_extra;
     /* XTC never removes "\n" or the end of text (mlx_lm.generate passes the same). */
-    int32_t *nl_ids = NULL, xtc_special[72];
+    int32_t *nl_ids = NULL, xtc_special[80];
     size_t n_nl = 0, n_special = 0;
     if (lmx_tokenize(tok, "\n", 1, false, &nl_ids, &n_nl) == LMX_OK)
         for (size_t i = 0; i < n_nl && n_special < 8; i++) xtc_special[n_special++] = nl_ids[i];
