@@ -5,15 +5,25 @@
 #include <stdlib.h>
 #include <string.h>
 
+extern const lmx_buffer_ops lmx_cpu_buffer_ops; /* cpu_buffers.c */
+
 lmx_status lmx_backend_create(const char *name, int n_threads, lmx_backend **out) {
     *out = NULL;
-    if (!name || !strcmp(name, "cpu")) return lmx_cpu_backend_create(n_threads, out);
+    if (!name || !strcmp(name, "cpu")) {
+        LMX_TRY(lmx_cpu_backend_create(n_threads, out));
+        (*out)->buffers = &lmx_cpu_buffer_ops;
+        return LMX_OK;
+    }
     if (!strcmp(name, "cuda")) return lmx_cuda_backend_create(out);
     return lmx_err(LMX_ERR_INVALID_ARG, "device: unknown device '%s' (expected cpu or cuda)", name);
 }
 
 void lmx_backend_free(lmx_backend *b) {
     if (!b) return;
+    if (b->destroy) {
+        b->destroy(b);
+        return;
+    }
     if (!strcmp(b->name, "cpu") && b->ctx) lmx_pool_free(b->ctx);
     free(b);
 }

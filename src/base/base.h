@@ -72,8 +72,9 @@ lmx_status lmx_atomic_write(const char *path, const void *data, size_t size);
 
 /* ---- threads -------------------------------------------------------------- */
 
-/* A persistent pool: workers sleep on a condition variable between jobs, so a
- * decode step costs no thread creation or allocation. fn(ith, nth, arg) runs
+/* A persistent pool: workers spin briefly on an atomic counter between jobs,
+ * then sleep on a condition variable, so a decode step costs no thread
+ * creation, allocation or lock per op (threadpool.c). fn(ith, nth, arg) runs
  * once per thread (ith in [0, nth)); the caller's thread is worker 0. */
 typedef void (*lmx_pool_fn)(int ith, int nth, void *arg);
 typedef struct lmx_pool lmx_pool;

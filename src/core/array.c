@@ -102,6 +102,8 @@ void lmx_array_release(lmx_array *a) {
     if (b && __atomic_sub_fetch(&b->refcount, 1, __ATOMIC_ACQ_REL) == 0) {
         if (b->kind == LMX_BUFFER_HEAP)
             lmx_aligned_free(b->data);
+        else if (b->kind == LMX_BUFFER_DEVICE)
+            b->dev_free(b->dev_owner, b->data);
         else
             lmx_file_map_release(b->map);
         free(b);

@@ -16,6 +16,7 @@
 typedef enum lmx_buffer_kind {
     LMX_BUFFER_HEAP = 0, /* lmx_aligned_alloc'ed, freed with the last reference */
     LMX_BUFFER_MAP = 1,  /* bytes inside an lmx_file_map (read-only weights) */
+    LMX_BUFFER_DEVICE = 2, /* backend memory (array_device.c), freed through dev_free */
 } lmx_buffer_kind;
 
 typedef struct lmx_buffer {
@@ -24,6 +25,8 @@ typedef struct lmx_buffer {
     int refcount;
     lmx_buffer_kind kind;
     lmx_file_map *map; /* LMX_BUFFER_MAP: the mapping we hold a reference on */
+    void (*dev_free)(void *owner, void *data); /* LMX_BUFFER_DEVICE */
+    void *dev_owner;
 } lmx_buffer;
 
 typedef struct lmx_array {

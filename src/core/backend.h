@@ -11,12 +11,29 @@
 
 #include "core/op.h"
 
+struct lmx_backend;
+
+/* Device memory of a backend whose arrays live outside host memory (CUDA).
+ * Every entry returns lmx_status with a message; none exits. alloc returns
+ * zeroed memory. Copies are ordered with the backend's kernels (one stream);
+ * download returns when the bytes are on the host. NULL ops = host memory. */
+typedef struct lmx_buffer_ops {
+    bool host_visible; /* kernels take plain host pointers (CPU) */
+    lmx_status (*alloc)(struct lmx_backend *b, size_t bytes, void **out);
+    void (*free)(struct lmx_backend *b, void *p);
+    lmx_status (*upload)(struct lmx_backend *b, void *dst, const void *src, size_t bytes);
+    lmx_status (*download)(struct lmx_backend *b, void *dst, const void *src, size_t bytes);
+    lmx_status (*sync)(struct lmx_backend *b); /* waits for all queued work */
+} lmx_buffer_ops;
+
 typedef struct lmx_backend {
     const char *name;
     const lmx_kernel_fn *kernels;                       /* [LMX_OP_COUNT] */
     bool (*supports)(const struct lmx_backend *b, const lmx_node *n); /* optional */
-    lmx_pool *pool;
+    lmx_pool *pool; /* CPU: the thread pool; CUDA: its context (passed to kernels) */
     void *ctx;
+    const lmx_buffer_ops *buffers;               /* NULL: host memory */
+    void (*destroy)(struct lmx_backend *b);      /* NULL: the CPU backend's teardown */
 } lmx_backend;
 
 /* Execution context: which backend runs ops, and (optionally) a tape that
@@ -28,6 +45,23 @@ typedef struct lmx_exec {
 } lmx_exec;
 
 lmx_status lmx_exec_node(lmx_exec *ex, const lmx_node *n);
+
+/* array_device.c: memory on a backend (host malloc/memcpy when the backend
+ * has no buffer ops or host-visible ones). A device array keeps a pointer to
+ * its backend: free the arrays before the backend. */
+bool lmx_backend_is_host(const lmx_backend *b);
+lmx_status lmx_backend_alloc(lmx_backend *b, size_t bytes, void **out);
+void lmx_backend_free_mem(lmx_backend *b, void *p);
+lmx_status lmx_backend_upload(lmx_backend *b, void *dst, const void *src, size_t bytes);
+lmx_status lmx_backend_download(lmx_backend *b, void *dst, const void *src, size_t bytes);
+lmx_status lmx_backend_sync(lmx_backend *b);
+/* A zeroed contiguous array in b's memory (lmx_array_alloc on the host). */
+lmx_status lmx_array_alloc_on(lmx_backend *b, lmx_array *a, lmx_dtype dt, int ndim, const int64_t *shape);
+/* dst = a contiguous copy of host array src in b's memory (weights upload);
+ * on a host backend dst is another reference to src (no copy). */
+lmx_status lmx_array_to_backend(lmx_backend *b, lmx_array *dst, const lmx_array *src);
+/* Copies the bytes of contiguous array a (in b's memory) to host dst. */
+lmx_status lmx_array_download(lmx_backend *b, const lmx_array *a, void *dst);
 
 /* registry.c */
 lmx_status lmx_backend_create(const char *name, int n_threads, lmx_backend **out);

@@ -1,6 +1,8 @@
 /* dtype.c - rows of the dtype trait table and their converters. */
 #include "core/dtype.h"
 
+#include "core/dtype_quant.h"
+
 static void f32_to_f32(const void *s, float *d, int64_t n) { memcpy(d, s, (size_t)n * 4); }
 static void f32_from_f32(const float *s, void *d, int64_t n) { memcpy(d, s, (size_t)n * 4); }
 
@@ -65,6 +67,28 @@ static const lmx_dtype_traits traits[LMX_DTYPE_COUNT] = {
     [LMX_U32] = {"uint32", "U32", 4, 1, false, NULL, NULL},
     [LMX_U64] = {"uint64", "U64", 8, 1, false, NULL, NULL},
     [LMX_BOOL] = {"bool", "BOOL", 1, 1, false, NULL, NULL},
+    /* GGUF blocks (st_name: not a safetensors dtype, "" never matches) */
+    [LMX_Q4_0] = {"q4_0", "", 18, 32, false, lmx_q4_0_to_f32, lmx_q4_0_from_f32, true, false, 0},
+    [LMX_Q4_1] = {"q4_1", "", 20, 32, false, lmx_q4_1_to_f32, lmx_q4_1_from_f32, true, false, 0},
+    [LMX_Q5_0] = {"q5_0", "", 22, 32, false, lmx_q5_0_to_f32, NULL, true, false, 0},
+    [LMX_Q5_1] = {"q5_1", "", 24, 32, false, lmx_q5_1_to_f32, NULL, true, false, 0},
+    [LMX_Q8_0] = {"q8_0", "", 34, 32, false, lmx_q8_0_to_f32, lmx_q8_0_from_f32, true, false, 0},
+    [LMX_Q2_K] = {"q2_k", "", 84, 256, false, lmx_q2_k_to_f32, NULL, true, false, 0},
+    [LMX_Q3_K] = {"q3_k", "", 110, 256, false, lmx_q3_k_to_f32, NULL, true, false, 0},
+    [LMX_Q4_K] = {"q4_k", "", 144, 256, false, lmx_q4_k_to_f32, NULL, true, false, 0},
+    [LMX_Q5_K] = {"q5_k", "", 176, 256, false, lmx_q5_k_to_f32, NULL, true, false, 0},
+    [LMX_Q6_K] = {"q6_k", "", 210, 256, false, lmx_q6_k_to_f32, NULL, true, false, 0},
+    /* MLX packed: 32 elements in `bits` uint32 words */
+    [LMX_MLX_Q2] = {"mlx_q2", "", 8, 32, false, lmx_mlx_q2_to_f32, NULL, true, true, 2},
+    [LMX_MLX_Q3] = {"mlx_q3", "", 12, 32, false, lmx_mlx_q3_to_f32, NULL, true, true, 3},
+    [LMX_MLX_Q4] = {"mlx_q4", "", 16, 32, false, lmx_mlx_q4_to_f32, NULL, true, true, 4},
+    [LMX_MLX_Q5] = {"mlx_q5", "", 20, 32, false, lmx_mlx_q5_to_f32, NULL, true, true, 5},
+    [LMX_MLX_Q6] = {"mlx_q6", "", 24, 32, false, lmx_mlx_q6_to_f32, NULL, true, true, 6},
+    [LMX_MLX_Q8] = {"mlx_q8", "", 32, 32, false, lmx_mlx_q8_to_f32, NULL, true, true, 8},
+    [LMX_MLX_FP4] = {"mlx_fp4", "", 16, 32, false, lmx_mlx_fp4_to_f32, NULL, true, true, 4},
+    [LMX_MLX_FP8] = {"mlx_fp8", "", 32, 32, false, lmx_mlx_fp8_to_f32, NULL, true, true, 8},
+    [LMX_E8M0] = {"e8m0", "", 1, 1, false, lmx_e8m0_to_f32, NULL, false, false, 0},
+    [LMX_E4M3] = {"e4m3", "", 1, 1, false, lmx_e4m3_to_f32, NULL, false, false, 0},
 };
 
 const lmx_dtype_traits *lmx_dtype_info(lmx_dtype t) {
@@ -73,6 +97,7 @@ const lmx_dtype_traits *lmx_dtype_info(lmx_dtype t) {
 }
 
 lmx_dtype lmx_dtype_from_st_name(const char *st_name) {
+    if (!st_name || !*st_name) return LMX_DTYPE_INVALID;
     for (int i = 0; i < LMX_DTYPE_COUNT; i++)
         if (strcmp(traits[i].st_name, st_name) == 0) return (lmx_dtype)i;
     return LMX_DTYPE_INVALID;
@@ -81,6 +106,37 @@ lmx_dtype lmx_dtype_from_st_name(const char *st_name) {
 size_t lmx_dtype_bytes(lmx_dtype t, int64_t n) {
     const lmx_dtype_traits *tr = &traits[t];
     return (size_t)(n / tr->block) * tr->size;
+}
+
+lmx_dtype lmx_dtype_from_ggml(uint32_t t) {
+    switch (t) {
+    case 0: return LMX_F32;
+    case 1: return LMX_F16;
+    case 2: return LMX_Q4_0;
+    case 3: return LMX_Q4_1;
+    case 6: return LMX_Q5_0;
+    case 7: return LMX_Q5_1;
+    case 8: return LMX_Q8_0;
+    case 10: return LMX_Q2_K;
+    case 11: return LMX_Q3_K;
+    case 12: return LMX_Q4_K;
+    case 13: return LMX_Q5_K;
+    case 14: return LMX_Q6_K;
+    case 30: return LMX_BF16;
+    default: return LMX_DTYPE_INVALID;
+    }
+}
+
+lmx_dtype lmx_dtype_mlx_affine(int bits) {
+    switch (bits) {
+    case 2: return LMX_MLX_Q2;
+    case 3: return LMX_MLX_Q3;
+    case 4: return LMX_MLX_Q4;
+    case 5: return LMX_MLX_Q5;
+    case 6: return LMX_MLX_Q6;
+    case 8: return LMX_MLX_Q8;
+    default: return LMX_DTYPE_INVALID;
+    }
 }
 
 /* IEEE half <-> single, handling subnormals, inf and NaN. */

@@ -1,7 +1,7 @@
 /*
  * op.h - the op table: every operation the models use, as data.
  *
- * An op is recorded as an lmx_node (op id, output, up to 4 inputs, integer
+ * An op is recorded as an lmx_node (op id, output, up to 5 inputs, integer
  * and float parameters, like ggml's op_params). lmx_exec_node() validates
  * nothing; the typed constructors in ops.h do (shapes, dtypes) and return
  * LMX_ERR_SHAPE with a message. Each backend supplies one kernel table indexed
@@ -18,8 +18,8 @@
 #include "core/array.h"
 
 typedef enum lmx_op {
-    LMX_OP_GET_ROWS = 0, /* out[T,D] f32 = table[ids[t], :]          src: table, ids(i32) */
-    LMX_OP_MATMUL,       /* out[M,N] f32 = x[M,K] · w[N,K]ᵀ (+ b[N])   src: x, w, b? */
+    LMX_OP_GET_ROWS = 0, /* out[T,D] f32 = table[ids[t], :]          src: table, ids(i32), scales?, biases?; i: group */
+    LMX_OP_MATMUL,       /* out[M,N] f32 = x[M,K] · w[N,K]ᵀ (+ b[N])   src: x, w, b?, scales?, biases?; i: group */
     LMX_OP_RMS_NORM,     /* out = x·rsqrt(mean(x²)+eps)·(w or 1+w)   src: x, w?; f: eps; i: add_one */
     LMX_OP_LAYER_NORM,   /* out = (x-μ)/σ·w + b                       src: x, w?, b?; f: eps */
     LMX_OP_ROPE,         /* in place ok: x[T,H,hd]; src: x, inv_freq[dims/2]; i: pos0, dims, traditional; f: mscale */
@@ -41,7 +41,9 @@ typedef enum lmx_act {
     LMX_ACT_RELU = 3,
 } lmx_act_kind;
 
-#define LMX_MAX_SRC 4
+/* Weights of a dtype with needs_scales (MLX packed) carry their per-group
+ * scales [N, K/group] (and affine biases) as extra sources; ip[0] = group. */
+#define LMX_MAX_SRC 5
 
 typedef struct lmx_node {
     lmx_op op;

@@ -4,8 +4,8 @@
 #include <stdio.h>
 
 const lmx_op_def lmx_op_defs[LMX_OP_COUNT] = {
-    [LMX_OP_GET_ROWS] = {"get_rows", 2, 2, NULL},
-    [LMX_OP_MATMUL] = {"matmul", 2, 3, NULL},
+    [LMX_OP_GET_ROWS] = {"get_rows", 2, 4, NULL},
+    [LMX_OP_MATMUL] = {"matmul", 2, 5, NULL},
     [LMX_OP_RMS_NORM] = {"rms_norm", 1, 2, NULL},
     [LMX_OP_LAYER_NORM] = {"layer_norm", 1, 3, NULL},
     [LMX_OP_ROPE] = {"rope", 2, 2, NULL},
@@ -39,22 +39,58 @@ static lmx_node node(lmx_op op, lmx_array *out, const lmx_array *a, const lmx_ar
     return n;
 }
 
-lmx_status lmx_get_rows(lmx_exec *ex, lmx_array *out, const lmx_array *table, const lmx_array *ids) {
+/* Checks the scales/biases of a quantized 2-D weight w [N, K]. */
+static lmx_status check_qparams(const char *op, const lmx_array *w, const lmx_array *scales,
+                                const lmx_array *biases, int group) {
+    const lmx_dtype_traits *wt = lmx_dtype_info(w->dtype);
+    if (!wt->needs_scales) {
+        if (scales || biases) return shape_err(op, "scales given for a self-contained weight dtype", w, scales);
+        return LMX_OK;
+    }
+    if (!scales) return lmx_err(LMX_ERR_SHAPE, "%s: weight of dtype %s needs scales", op, wt->name);
+    if (group <= 0 || w->shape[1] % group || scales->ndim != 2 || scales->shape[0] != w->shape[0] ||
+        scales->shape[1] != w->shape[1] / group || !lmx_array_is_contiguous(scales))
+        return shape_err(op, "scales vs weight/group", scales, w);
+    if (biases && (biases->ndim != 2 || biases->shape[0] != scales->shape[0] ||
+                   biases->shape[1] != scales->shape[1] || !lmx_array_is_contiguous(biases)))
+        return shape_err(op, "biases vs scales", biases, scales);
+    return LMX_OK;
+}
+
+lmx_status lmx_get_rows_q(lmx_exec *ex, lmx_array *out, const lmx_array *table, const lmx_array *ids,
+                          const lmx_array *scales, const lmx_array *biases, int group_size) {
     if (table->ndim != 2 || ids->dtype != LMX_I32 || out->dtype != LMX_F32 ||
         lmx_array_numel(ids) != rows_of(out) || cols_of(out) != table->shape[1])
         return shape_err("get_rows", "table/ids/out", table, out);
-    lmx_node n = node(LMX_OP_GET_ROWS, out, table, ids, NULL);
+    LMX_TRY(check_qparams("get_rows", table, scales, biases, group_size));
+    lmx_node n = node(LMX_OP_GET_ROWS, out, table, ids, scales);
+    n.src[3] = biases;
+    n.ip[0] = group_size;
+    return lmx_exec_node(ex, &n);
+}
+
+lmx_status lmx_get_rows(lmx_exec *ex, lmx_array *out, const lmx_array *table, const lmx_array *ids) {
+    return lmx_get_rows_q(ex, out, table, ids, NULL, NULL, 0);
+}
+
+lmx_status lmx_matmul_q(lmx_exec *ex, lmx_array *out, const lmx_array *x, const lmx_array *w,
+                        const lmx_array *bias, const lmx_array *scales, const lmx_array *biases,
+                        int group_size) {
+    if (w->ndim != 2 || cols_of(x) != w->shape[1] || rows_of(out) != rows_of(x) ||
+        cols_of(out) != w->shape[0] || x->dtype != LMX_F32 || out->dtype != LMX_F32)
+        return shape_err("matmul", "x vs w", x, w);
+    if (bias && lmx_array_numel(bias) != w->shape[0]) return shape_err("matmul", "bias", bias, w);
+    LMX_TRY(check_qparams("matmul", w, scales, biases, group_size));
+    lmx_node n = node(LMX_OP_MATMUL, out, x, w, bias);
+    n.src[3] = scales;
+    n.src[4] = biases;
+    n.ip[0] = group_size;
     return lmx_exec_node(ex, &n);
 }
 
 lmx_status lmx_matmul(lmx_exec *ex, lmx_array *out, const lmx_array *x, const lmx_array *w,
                       const lmx_array *bias) {
-    if (w->ndim != 2 || cols_of(x) != w->shape[1] || rows_of(out) != rows_of(x) ||
-        cols_of(out) != w->shape[0] || x->dtype != LMX_F32 || out->dtype != LMX_F32)
-        return shape_err("matmul", "x vs w", x, w);
-    if (bias && lmx_array_numel(bias) != w->shape[0]) return shape_err("matmul", "bias", bias, w);
-    lmx_node n = node(LMX_OP_MATMUL, out, x, w, bias);
-    return lmx_exec_node(ex, &n);
+    return lmx_matmul_q(ex, out, x, w, bias, NULL, NULL, 0);
 }
 
 lmx_status lmx_rms_norm(lmx_exec *ex, lmx_array *out, const lmx_array *x, const lmx_array *w,

@@ -15,6 +15,15 @@
 lmx_status lmx_get_rows(lmx_exec *ex, lmx_array *out, const lmx_array *table, const lmx_array *ids);
 lmx_status lmx_matmul(lmx_exec *ex, lmx_array *out, const lmx_array *x, const lmx_array *w,
                       const lmx_array *bias /* NULL */);
+/* Quantized forms: w (or table) of an MLX packed dtype dequantizes per group
+ * of group_size elements as scales·v + biases (biases NULL for fp modes);
+ * with scales NULL they are lmx_matmul / lmx_get_rows. GGUF block dtypes
+ * need no scales. */
+lmx_status lmx_matmul_q(lmx_exec *ex, lmx_array *out, const lmx_array *x, const lmx_array *w,
+                        const lmx_array *bias, const lmx_array *scales, const lmx_array *biases,
+                        int group_size);
+lmx_status lmx_get_rows_q(lmx_exec *ex, lmx_array *out, const lmx_array *table, const lmx_array *ids,
+                          const lmx_array *scales, const lmx_array *biases, int group_size);
 lmx_status lmx_rms_norm(lmx_exec *ex, lmx_array *out, const lmx_array *x, const lmx_array *w,
                         float eps, bool add_one);
 lmx_status lmx_layer_norm(lmx_exec *ex, lmx_array *out, const lmx_array *x, const lmx_array *w,

@@ -30,6 +30,7 @@ static lmx_status load_folder(lmx_model *m, const char *dir, bool want_tok) {
     LMX_TRY(lmx_st_set_open(dir, &m->st));
     m->wsrc.path = m->path;
     m->wsrc.st = m->st;
+    m->wsrc.cfg = m->cfg;
     LMX_TRY(lmx_transformer_load_hf(dir, m->cfg, &m->wsrc, &m->tf));
     LMX_TRY(lmx_config_eos(m->cfg, dir, &m->eos, &m->n_eos));
     if (want_tok) {

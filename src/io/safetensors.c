@@ -79,6 +79,7 @@ static int span_cmp(const void *a, const void *b) {
 static lmx_status parse_metadata(lmx_st_file *f, const cJSON *m) {
     const char *path = f->path;
     if (f->meta) return lmx_err(LMX_ERR_FORMAT, "%s: header: __metadata__: appears twice", path);
+    if (cJSON_IsNull(m)) return LMX_OK; /* mx.save_safetensors without metadata writes null */
     if (!cJSON_IsObject(m))
         return lmx_err(LMX_ERR_FORMAT, "%s: header: __metadata__: not a JSON object", path);
     size_t n = 0;

@@ -76,6 +76,11 @@ lmx_status lmx_st_write(const char *path, const lmx_st_write_tensor *tensors, si
 typedef struct lmx_st_writer lmx_st_writer;
 lmx_status lmx_st_writer_open(const char *path, const lmx_st_write_tensor *tensors, size_t n,
                               const char *const *meta_kv, lmx_st_writer **out);
+/* The same with mx.save_safetensors' header layout (byte-identical files for
+ * the same tensors): fields data_offsets, dtype, shape; no padding. The
+ * caller gives tensors sorted by name and the metadata MLX would write. */
+lmx_status lmx_st_writer_open_mlx(const char *path, const lmx_st_write_tensor *tensors, size_t n,
+                                  const char *const *meta_kv, lmx_st_writer **out);
 lmx_status lmx_st_writer_write(lmx_st_writer *w, const void *data, size_t size);
 lmx_status lmx_st_writer_finish(lmx_st_writer *w);
 void lmx_st_writer_abort(lmx_st_writer *w);

@@ -79,7 +79,7 @@ static void sb_json_str(sbuf *b, const char *s) {
 /* Validates the tensor list and builds the padded header (8-byte length
  * prefix included) into *hdr; *total = bytes of the whole file. */
 static lmx_status build_header(const char *path, const lmx_st_write_tensor *ts, size_t n,
-                               const char *const *meta_kv, bool need_data, sbuf *hdr, uint64_t *total) {
+                               const char *const *meta_kv, bool need_data, bool mlx, sbuf *hdr, uint64_t *total) {
     lmx_strmap names;
     if (!lmx_strmap_init(&names, n)) return lmx_err(LMX_ERR_NOMEM, "%s: out of memory", path);
     sbuf b = {0};
@@ -145,25 +145,42 @@ static lmx_status build_header(const char *path, const lmx_st_write_tensor *ts, 
         if (!first) sb_put(&b, ",", 1);
         first = false;
         sb_json_str(&b, t->name);
-        sb_str(&b, ":{\"dtype\":\"");
-        sb_str(&b, tr->st_name);
-        sb_str(&b, "\",\"shape\":[");
+        uint64_t end;
+        if (__builtin_add_overflow(off, bytes, &end)) {
+            st = lmx_err(LMX_ERR_INVALID_ARG, "%s: total size overflows", path);
+            goto fail;
+        }
+        if (mlx) { /* MLX's field order: data_offsets, dtype, shape */
+            sb_str(&b, ":{\"data_offsets\":[");
+            sb_u64(&b, off);
+            sb_put(&b, ",", 1);
+            sb_u64(&b, end);
+            sb_str(&b, "],\"dtype\":\"");
+            sb_str(&b, tr->st_name);
+            sb_str(&b, "\",\"shape\":[");
+        } else {
+            sb_str(&b, ":{\"dtype\":\"");
+            sb_str(&b, tr->st_name);
+            sb_str(&b, "\",\"shape\":[");
+        }
         for (int d = 0; d < t->n_dims; d++) {
             if (d) sb_put(&b, ",", 1);
             sb_u64(&b, (uint64_t)t->shape[d]);
         }
-        sb_str(&b, "],\"data_offsets\":[");
-        sb_u64(&b, off);
-        sb_put(&b, ",", 1);
-        if (__builtin_add_overflow(off, bytes, &off)) {
-            st = lmx_err(LMX_ERR_INVALID_ARG, "%s: total size overflows", path);
-            goto fail;
+        if (mlx) {
+            sb_str(&b, "]}");
+        } else {
+            sb_str(&b, "],\"data_offsets\":[");
+            sb_u64(&b, off);
+            sb_put(&b, ",", 1);
+            sb_u64(&b, end);
+            sb_str(&b, "]}");
         }
-        sb_u64(&b, off);
-        sb_str(&b, "]}");
+        off = end;
     }
     sb_put(&b, "}", 1);
-    while ((b.n - 8) % 8) sb_put(&b, " ", 1);
+    if (!mlx)
+        while ((b.n - 8) % 8) sb_put(&b, " ", 1);
     if (b.oom) {
         st = lmx_err(LMX_ERR_NOMEM, "%s: out of memory building the header", path);
         goto fail;
@@ -190,12 +207,12 @@ static void writer_free(lmx_st_writer *w) {
 }
 
 static lmx_status writer_open(const char *path, const lmx_st_write_tensor *tensors, size_t n,
-                              const char *const *meta_kv, bool need_data, lmx_st_writer **out) {
+                              const char *const *meta_kv, bool need_data, bool mlx, lmx_st_writer **out) {
     *out = NULL;
     if (!path || (n && !tensors)) return lmx_err(LMX_ERR_INVALID_ARG, "lmx_st_write: NULL argument");
     sbuf hdr = {0};
     uint64_t total = 0;
-    LMX_TRY(build_header(path, tensors, n, meta_kv, need_data, &hdr, &total));
+    LMX_TRY(build_header(path, tensors, n, meta_kv, need_data, mlx, &hdr, &total));
     lmx_st_writer *w = calloc(1, sizeof *w);
     size_t pl = strlen(path);
     if (w) w->path = lmx_strdup(path);
@@ -240,7 +257,12 @@ static lmx_status writer_open(const char *path, const lmx_st_write_tensor *tenso
 
 lmx_status lmx_st_writer_open(const char *path, const lmx_st_write_tensor *tensors, size_t n,
                               const char *const *meta_kv, lmx_st_writer **out) {
-    return writer_open(path, tensors, n, meta_kv, false, out);
+    return writer_open(path, tensors, n, meta_kv, false, false, out);
+}
+
+lmx_status lmx_st_writer_open_mlx(const char *path, const lmx_st_write_tensor *tensors, size_t n,
+                                  const char *const *meta_kv, lmx_st_writer **out) {
+    return writer_open(path, tensors, n, meta_kv, false, true, out);
 }
 
 lmx_status lmx_st_writer_write(lmx_st_writer *w, const void *data, size_t size) {
@@ -281,7 +303,7 @@ void lmx_st_writer_abort(lmx_st_writer *w) { writer_free(w); }
 lmx_status lmx_st_write(const char *path, const lmx_st_write_tensor *tensors, size_t n,
                         const char *const *meta_kv) {
     lmx_st_writer *w;
-    LMX_TRY(writer_open(path, tensors, n, meta_kv, true, &w));
+    LMX_TRY(writer_open(path, tensors, n, meta_kv, true, false, &w));
     for (size_t i = 0; i < n; i++) {
         lmx_status st = lmx_st_writer_write(w, tensors[i].data, tensors[i].size);
         if (st) {

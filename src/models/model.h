@@ -68,29 +68,46 @@ typedef struct lmx_hparams {
     int bos_id;
 } lmx_hparams;
 
-/* A layer's tensors. Empty arrays (data == NULL) mean "absent". Weight
- * matrices are [out, in] as in HF/MLX ([N, K] for lmx_matmul). */
+/* A projection (Linear) or embedding table in any storage format: float,
+ * GGUF blocks (self-contained) or MLX packed (scales/biases per group of
+ * group_size input elements; biases empty in the fp modes). Every
+ * projection goes through the one linear() helper in transformer.c, so the
+ * model code does not fork per format. Empty w means "absent". */
+typedef struct lmx_linear {
+    lmx_array w;              /* [N, K] ([out, in], as in HF/MLX) */
+    lmx_array b;              /* additive bias [N] or empty */
+    lmx_array scales, biases; /* MLX packed only: [N, K/group_size] */
+    int group_size;
+} lmx_linear;
+
+void lmx_linear_release(lmx_linear *l);
+/* dst = rows [r0, r0+n) of src (weight, bias, scales, biases), as views. */
+lmx_status lmx_linear_rows(lmx_linear *dst, const lmx_linear *src, int64_t r0, int64_t n);
+/* Expert e of a stacked [E, out, in] module as a 2-D [out, in] view. */
+lmx_status lmx_linear_expert(lmx_linear *dst, const lmx_linear *src, int64_t e);
+/* dst = another reference to src (tied lm_head). */
+void lmx_linear_share(lmx_linear *dst, const lmx_linear *src);
+
+/* A layer's tensors. Empty arrays (data == NULL) mean "absent". */
 typedef struct lmx_layer {
     lmx_array attn_norm, attn_norm_b;         /* [D] */
-    lmx_array wq, wk, wv, wo;                 /* [H·hd, D], [Hkv·hd, D] ×2, [D, H·hd] */
-    lmx_array bq, bk, bv, bo;
+    lmx_linear wq, wk, wv, wo;                /* [H·hd, D], [Hkv·hd, D] ×2, [D, H·hd] */
     lmx_array q_norm, k_norm;                 /* [hd] */
     lmx_array post_attn_norm;                 /* [D] gemma2/3 */
     lmx_array ffn_norm, ffn_norm_b;           /* [D] pre-MLP norm */
     lmx_array post_ffn_norm;                  /* [D] gemma2/3 */
-    lmx_array w_gate, w_up, w_down;           /* [F, D], [F, D], [D, F] */
-    lmx_array b_gate, b_up, b_down;
-    lmx_array router;                         /* [E, D] */
-    lmx_array *exp_gate, *exp_up, *exp_down;  /* E each: [Fe, D], [Fe, D], [D, Fe] */
+    lmx_linear w_gate, w_up, w_down;          /* [F, D], [F, D], [D, F] */
+    lmx_linear router;                        /* [E, D] */
+    lmx_linear *exp_gate, *exp_up, *exp_down; /* E each: [Fe, D], [Fe, D], [D, Fe] */
 } lmx_layer;
 
 typedef struct lmx_weights_src lmx_weights_src;
 
 typedef struct lmx_transformer {
     lmx_hparams hp;
-    lmx_array tok_embd;           /* [V, D] */
+    lmx_linear tok_embd;            /* [V, D] */
     lmx_array out_norm, out_norm_b; /* [D] */
-    lmx_array lm_head, lm_head_b; /* [V, D] (view of tok_embd when tied) */
+    lmx_linear lm_head;             /* [V, D] (shares tok_embd when tied) */
     lmx_layer *layers;            /* n_layer */
 } lmx_transformer;
 

@@ -126,20 +126,25 @@ static lmx_status norm(lmx_exec *ex, const lmx_hparams *hp, lmx_array *out, cons
     return lmx_rms_norm(ex, out, x, opt(w), hp->norm_eps, hp->norm_add_one);
 }
 
+/* out = x·Wᵀ (+ b), W in any storage format (float, GGUF, MLX packed). */
+static lmx_status linear(lmx_exec *ex, lmx_array *out, const lmx_array *x, const lmx_linear *l) {
+    return lmx_matmul_q(ex, out, x, &l->w, opt(&l->b), opt(&l->scales), opt(&l->biases), l->group_size);
+}
+
 static lmx_status mlp_dense(lmx_exec *ex, const lmx_hparams *hp, const lmx_layer *L, lmx_scratch *s,
                             int64_t T, const lmx_array *in, lmx_array *out) {
     int64_t F = hp->n_ff;
     lmx_array up = tv(&s->up, 2, T, F, 0), act = tv(&s->act, 2, T, F, 0);
     if (hp->mlp_gated) {
         lmx_array gate = tv(&s->gate, 2, T, F, 0);
-        LMX_TRY(lmx_matmul(ex, &gate, in, &L->w_gate, opt(&L->b_gate)));
-        LMX_TRY(lmx_matmul(ex, &up, in, &L->w_up, opt(&L->b_up)));
+        LMX_TRY(linear(ex, &gate, in, &L->w_gate));
+        LMX_TRY(linear(ex, &up, in, &L->w_up));
         LMX_TRY(lmx_act(ex, &act, &gate, &up, hp->act));
     } else {
-        LMX_TRY(lmx_matmul(ex, &up, in, &L->w_up, opt(&L->b_up)));
+        LMX_TRY(linear(ex, &up, in, &L->w_up));
         LMX_TRY(lmx_act(ex, &act, &up, NULL, hp->act));
     }
-    return lmx_matmul(ex, out, &act, &L->w_down, opt(&L->b_down));
+    return linear(ex, out, &act, &L->w_down);
 }
 
 /* Top-k routing: softmax over all experts, keep the k best, optionally
@@ -149,7 +154,7 @@ static lmx_status mlp_moe(lmx_exec *ex, const lmx_hparams *hp, const lmx_layer *
     int E = hp->n_expert, K = hp->n_expert_used;
     int64_t D = hp->n_embd;
     lmx_array logits = tv(&s->router, 2, T, E, 0), probs = tv(&s->probs, 2, T, E, 0);
-    LMX_TRY(lmx_matmul(ex, &logits, in, &L->router, NULL));
+    LMX_TRY(linear(ex, &logits, in, &L->router));
     LMX_TRY(lmx_softmax(ex, &probs, &logits));
     float *o = out->data;
     memset(o, 0, (size_t)(T * D) * sizeof(float));
@@ -174,10 +179,10 @@ static lmx_status mlp_moe(lmx_exec *ex, const lmx_hparams *hp, const lmx_layer *
             float wk = hp->norm_topk_prob ? w[k] / wsum : w[k];
             lmx_array g = tv(&s->ex_gate, 2, 1, hp->n_ff_expert, 0), u = tv(&s->ex_up, 2, 1, hp->n_ff_expert, 0);
             lmx_array a = tv(&s->ex_act, 2, 1, hp->n_ff_expert, 0), y = tv(&s->ex_out, 2, 1, D, 0);
-            LMX_TRY(lmx_matmul(ex, &g, &xin, &L->exp_gate[e], NULL));
-            LMX_TRY(lmx_matmul(ex, &u, &xin, &L->exp_up[e], NULL));
+            LMX_TRY(linear(ex, &g, &xin, &L->exp_gate[e]));
+            LMX_TRY(linear(ex, &u, &xin, &L->exp_up[e]));
             LMX_TRY(lmx_act(ex, &a, &g, &u, hp->act));
-            LMX_TRY(lmx_matmul(ex, &y, &a, &L->exp_down[e], NULL));
+            LMX_TRY(linear(ex, &y, &a, &L->exp_down[e]));
             const float *yd = y.data;
             for (int64_t d = 0; d < D; d++) o[t * D + d] += wk * yd[d];
         }
@@ -190,9 +195,9 @@ static lmx_status attention_block(lmx_exec *ex, const lmx_hparams *hp, const lmx
                                   lmx_array *out) {
     int64_t H = hp->n_head, Hkv = hp->n_kv_head, hd = hp->head_dim, pos0 = cache->offset;
     lmx_array q = tv(&s->q, 2, T, H * hd, 0), k = tv(&s->k, 2, T, Hkv * hd, 0), v = tv(&s->v, 2, T, Hkv * hd, 0);
-    LMX_TRY(lmx_matmul(ex, &q, h, &L->wq, opt(&L->bq)));
-    LMX_TRY(lmx_matmul(ex, &k, h, &L->wk, opt(&L->bk)));
-    LMX_TRY(lmx_matmul(ex, &v, h, &L->wv, opt(&L->bv)));
+    LMX_TRY(linear(ex, &q, h, &L->wq));
+    LMX_TRY(linear(ex, &k, h, &L->wk));
+    LMX_TRY(linear(ex, &v, h, &L->wv));
     if (hp->qk_norm) {
         lmx_array qh = tv(&s->q, 2, T * H, hd, 0), kh = tv(&s->k, 2, T * Hkv, hd, 0);
         LMX_TRY(lmx_rms_norm(ex, &qh, &qh, &L->q_norm, hp->norm_eps, hp->norm_add_one));
@@ -215,7 +220,7 @@ static lmx_status attention_block(lmx_exec *ex, const lmx_hparams *hp, const lmx
     lmx_array attn = tv(&s->attn, 2, T, H * hd, 0);
     LMX_TRY(lmx_attention(ex, &attn, &q3, &cache->k[li], &cache->v[li], pos0, hp->attn_scale,
                           hp->attn_softcap, hp->window[li]));
-    return lmx_matmul(ex, out, &attn, &L->wo, opt(&L->bo));
+    return linear(ex, out, &attn, &L->wo);
 }
 
 lmx_status lmx_transformer_forward(lmx_exec *ex, const lmx_transformer *m, lmx_kv_cache *cache,
@@ -233,7 +238,8 @@ lmx_status lmx_transformer_forward(lmx_exec *ex, const lmx_transformer *m, lmx_k
     memcpy(ids.data, tokens, (size_t)T * sizeof(int32_t));
     lmx_array x = tv(&s->x, 2, T, D, 0), h = tv(&s->h, 2, T, D, 0), o = tv(&s->o, 2, T, D, 0);
     lmx_array mo = tv(&s->mlp, 2, T, D, 0);
-    LMX_TRY(lmx_get_rows(ex, &x, &m->tok_embd, &ids));
+    const lmx_linear *E = &m->tok_embd;
+    LMX_TRY(lmx_get_rows_q(ex, &x, &E->w, &ids, opt(&E->scales), opt(&E->biases), E->group_size));
     if (hp->embed_scale != 1.0f) LMX_TRY(lmx_scale(ex, &x, &x, hp->embed_scale));
 
     for (int li = 0; li < hp->n_layer; li++) {
@@ -265,30 +271,29 @@ lmx_status lmx_transformer_forward(lmx_exec *ex, const lmx_transformer *m, lmx_k
     LMX_TRY(norm(ex, hp, &hl, &xl, &m->out_norm, &m->out_norm_b));
     lmx_array lg = tv(&s->logits, 2, R, hp->n_vocab, 0);
     lg.data = logits; /* write straight into the caller's buffer */
-    LMX_TRY(lmx_matmul(ex, &lg, &hl, &m->lm_head, opt(&m->lm_head_b)));
+    LMX_TRY(linear(ex, &lg, &hl, &m->lm_head)); /* tied: the (quantized) embedding */
     if (hp->final_softcap > 0) LMX_TRY(lmx_softcap(ex, &lg, &lg, hp->final_softcap));
     return LMX_OK;
 }
 
 void lmx_transformer_free(lmx_transformer *m) {
     if (!m) return;
-    lmx_array_release(&m->tok_embd);
+    lmx_linear_release(&m->tok_embd);
     lmx_array_release(&m->out_norm);
     lmx_array_release(&m->out_norm_b);
-    lmx_array_release(&m->lm_head);
-    lmx_array_release(&m->lm_head_b);
+    lmx_linear_release(&m->lm_head);
     if (m->layers) {
         for (int l = 0; l < m->hp.n_layer; l++) {
             lmx_layer *L = &m->layers[l];
-            lmx_array *all[] = {&L->attn_norm, &L->attn_norm_b, &L->wq, &L->wk, &L->wv, &L->wo, &L->bq,
-                                &L->bk, &L->bv, &L->bo, &L->q_norm, &L->k_norm, &L->post_attn_norm,
-                                &L->ffn_norm, &L->ffn_norm_b, &L->post_ffn_norm, &L->w_gate, &L->w_up,
-                                &L->w_down, &L->b_gate, &L->b_up, &L->b_down, &L->router};
+            lmx_array *all[] = {&L->attn_norm, &L->attn_norm_b, &L->q_norm, &L->k_norm, &L->post_attn_norm,
+                                &L->ffn_norm, &L->ffn_norm_b, &L->post_ffn_norm};
             for (size_t i = 0; i < sizeof all / sizeof *all; i++) lmx_array_release(all[i]);
+            lmx_linear *lins[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down, &L->router};
+            for (size_t i = 0; i < sizeof lins / sizeof *lins; i++) lmx_linear_release(lins[i]);
             for (int e = 0; e < m->hp.n_expert; e++) {
-                if (L->exp_gate) lmx_array_release(&L->exp_gate[e]);
-                if (L->exp_up) lmx_array_release(&L->exp_up[e]);
-                if (L->exp_down) lmx_array_release(&L->exp_down[e]);
+                if (L->exp_gate) lmx_linear_release(&L->exp_gate[e]);
+                if (L->exp_up) lmx_linear_release(&L->exp_up[e]);
+                if (L->exp_down) lmx_linear_release(&L->exp_down[e]);
             }
             free(L->exp_gate);
             free(L->exp_up);

@@ -79,8 +79,8 @@ bool lmx_weights_has(const struct lmx_weights_src *w, const char *name) {
     return gguf_name(name, gn, sizeof gn) && lmx_gguf_find_tensor(w->gguf, gn);
 }
 
-lmx_status lmx_weights_get(const struct lmx_weights_src *w, const char *name, int ndim,
-                           const int64_t *expect, bool required, lmx_array *out) {
+static lmx_status weights_get(const struct lmx_weights_src *w, const char *name, int ndim,
+                              const int64_t *expect, bool required, bool raw_ok, lmx_array *out) {
     memset(out, 0, sizeof *out);
     int64_t shape[LMX_MAX_DIMS];
     int nd;
@@ -102,14 +102,18 @@ lmx_status lmx_weights_get(const struct lmx_weights_src *w, const char *name, in
         if (!t) goto missing;
         nd = t->n_dims;
         for (int i = 0; i < nd; i++) shape[i] = t->ne[nd - 1 - i];
-        switch (t->ggml_type) {
-        case LMX_GGML_F32: dt = LMX_F32; break;
-        case LMX_GGML_F16: dt = LMX_F16; break;
-        case LMX_GGML_BF16: dt = LMX_BF16; break;
-        default:
-            return lmx_err(LMX_ERR_UNSUPPORTED, "%s: tensor '%s': ggml type %u is not supported yet "
-                           "(quantized GGUF lands with the quantization work)", w->path, gn, t->ggml_type);
+        dt = lmx_dtype_from_ggml(t->ggml_type);
+        if (dt == LMX_DTYPE_INVALID) {
+            const char *tn = "?";
+            int64_t blk;
+            size_t bs;
+            lmx_ggml_type_info(t->ggml_type, &tn, &blk, &bs);
+            return lmx_err(LMX_ERR_UNSUPPORTED, "%s: tensor '%s': ggml type %s (%u) is not supported", w->path, gn,
+                           tn, t->ggml_type);
         }
+        if (nd < 1 || t->ne[0] % lmx_dtype_info(dt)->block)
+            return lmx_err(LMX_ERR_FORMAT, "%s: tensor '%s': row of %lld elements is not a whole number of %s blocks",
+                           w->path, gn, (long long)(nd ? t->ne[0] : 0), lmx_dtype_info(dt)->name);
         data = t->data;
         map = lmx_gguf_map(w->gguf);
     }
@@ -125,11 +129,22 @@ lmx_status lmx_weights_get(const struct lmx_weights_src *w, const char *name, in
             return lmx_err(LMX_ERR_SHAPE, "%s: tensor '%s': shape %s], expected %s]", w->path, name, got, want);
         }
     }
-    if (!lmx_dtype_info(dt)->to_f32)
+    if (!lmx_dtype_info(dt)->to_f32 || (raw_ok && dt == LMX_U32)) {
+        if (raw_ok) return lmx_array_from_map(out, map, data, dt, nd, shape);
         return lmx_err(LMX_ERR_UNSUPPORTED, "%s: tensor '%s': dtype %s is not a float type", w->path, name,
                        lmx_dtype_info(dt)->name);
+    }
     return lmx_array_from_map(out, map, data, dt, nd, shape);
 missing:
     if (!required) return LMX_OK;
     return lmx_err(LMX_ERR_NOT_FOUND, "%s: missing tensor '%s'", w->path, name);
+}
+
+lmx_status lmx_weights_get(const struct lmx_weights_src *w, const char *name, int ndim,
+                           const int64_t *expect, bool required, lmx_array *out) {
+    return weights_get(w, name, ndim, expect, required, false, out);
+}
+
+lmx_status lmx_weights_get_raw(const struct lmx_weights_src *w, const char *name, bool required, lmx_array *out) {
+    return weights_get(w, name, 0, NULL, required, true, out);
 }

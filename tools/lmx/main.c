@@ -16,6 +16,8 @@ static const command commands[] = {
     {"tokenize", cmd_tokenize, "encode text (or a jsonl file of strings) to token ids"},
     {"detokenize", cmd_detokenize, "decode token ids to text"},
     {"chat-template", cmd_chat_template, "render a model's chat template over a messages file"},
+    {"convert", cmd_convert, "convert/quantize a model folder to MLX format (mlx_lm.convert)"},
+    {"perplexity", cmd_perplexity, "perplexity of a model on a text or jsonl file (mlx_lm.perplexity)"},
     {"bench", cmd_bench, "benchmark prompt and generation speed (mlx_lm.benchmark's output)"},
 };
 

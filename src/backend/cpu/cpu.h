@@ -38,6 +38,12 @@ static inline int64_t cpu_row_stride(const lmx_array *a) {
     return a->ndim >= 2 ? a->strides[a->ndim - 2] : cpu_cols(a);
 }
 float lmx_cpu_dot_f32(const float *a, const float *b, int64_t n);
+/* Row r of w [N, K] (any dtype row) as f32 into out[K]; MLX packed rows use
+ * scales/biases [N, K/group] and need sb = out + K scratch (see below). */
+void lmx_cpu_dequant_row(const lmx_array *w, int64_t r, const lmx_array *scales, const lmx_array *biases,
+                         int group, float *out, float *sb);
+/* Floats of scratch a dequantized row needs (out and sb together). */
+int64_t lmx_cpu_dequant_scratch(const lmx_array *w, int group);
 /* Per-thread scratch of at least n floats (grown on demand, reused). */
 float *lmx_cpu_scratch(int64_t n);
 

@@ -1,15 +1,20 @@
-/* cpu_backend.c - the CPU backend's kernel table. */
-#include "backend/cpu/cpu.h"
+/* cpu_backend.c - the CPU backend's kernel table.
+ *
+ * Matmul, attention and RoPE go through the fast drivers (cpu_fast_*.c),
+ * which use the SIMD table picked at start-up (cpu_features.c) and fall back
+ * to the reference kernels for whatever they do not handle; LMX_CPU=reference
+ * sends every op to the reference kernels. */
+#include "backend/cpu/cpu_simd.h"
 
 #include <stdlib.h>
 
 static const lmx_kernel_fn cpu_kernels[LMX_OP_COUNT] = {
     [LMX_OP_GET_ROWS] = lmx_cpu_get_rows,
-    [LMX_OP_MATMUL] = lmx_cpu_matmul,
+    [LMX_OP_MATMUL] = lmx_fast_matmul,
     [LMX_OP_RMS_NORM] = lmx_cpu_rms_norm,
     [LMX_OP_LAYER_NORM] = lmx_cpu_layer_norm,
-    [LMX_OP_ROPE] = lmx_cpu_rope,
-    [LMX_OP_ATTENTION] = lmx_cpu_attention,
+    [LMX_OP_ROPE] = lmx_fast_rope,
+    [LMX_OP_ATTENTION] = lmx_fast_attention,
     [LMX_OP_ADD] = lmx_cpu_add,
     [LMX_OP_MUL] = lmx_cpu_mul,
     [LMX_OP_SCALE] = lmx_cpu_scale,

@@ -17,8 +17,10 @@ static void get_rows_task(int ith, int nth, void *arg) {
     const lmx_array *tab = n->src[0];
     const int32_t *ids = n->src[1]->data;
     int64_t R = lmx_array_numel(n->src[1]), D = tab->shape[1], V = tab->shape[0];
-    size_t row = lmx_dtype_bytes(tab->dtype, D);
-    const lmx_dtype_traits *tr = lmx_dtype_info(tab->dtype);
+    const lmx_array *sc = n->src[2], *qb = n->src[3];
+    int group = n->ip[0];
+    float *sb = sc ? lmx_cpu_scratch(2 * (D / group)) : NULL;
+    if (sc && !sb) return;
     int64_t lo, hi;
     lmx_split(R, ith, nth, &lo, &hi);
     for (int64_t r = lo; r < hi; r++) {
@@ -28,7 +30,7 @@ static void get_rows_task(int ith, int nth, void *arg) {
             for (int64_t d = 0; d < D; d++) o[d] = 0;
             continue;
         }
-        tr->to_f32((const uint8_t *)tab->data + (size_t)id * row, o, D);
+        lmx_cpu_dequant_row(tab, id, sc, qb, group, o, sb);
     }
 }
 

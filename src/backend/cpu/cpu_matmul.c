@@ -44,11 +44,12 @@ static void matmul_task(int ith, int nth, void *arg) {
     lmx_array *out = nd->out;
     int64_t M = cpu_rows(x), K = w->shape[1], N = w->shape[0];
     int64_t xs = cpu_row_stride(x), os = cpu_row_stride(out);
-    const lmx_dtype_traits *wt = lmx_dtype_info(w->dtype);
+    const lmx_array *sc = nd->src[3], *qb = nd->src[4];
+    int group = nd->ip[0];
     size_t wrow = lmx_dtype_bytes(w->dtype, K);
     int64_t lo, hi;
     lmx_split(N, ith, nth, &lo, &hi);
-    float *tmp = w->dtype == LMX_F32 ? NULL : lmx_cpu_scratch(K);
+    float *tmp = w->dtype == LMX_F32 ? NULL : lmx_cpu_scratch(lmx_cpu_dequant_scratch(w, sc ? group : 0));
     if (w->dtype != LMX_F32 && !tmp) {
         job->failed = true;
         return;
@@ -60,7 +61,7 @@ static void matmul_task(int ith, int nth, void *arg) {
         if (w->dtype == LMX_F32) {
             wf = (const float *)wr;
         } else {
-            wt->to_f32(wr, tmp, K);
+            lmx_cpu_dequant_row(w, j, sc, qb, group, tmp, tmp + K);
             wf = tmp;
         }
         if (b) {

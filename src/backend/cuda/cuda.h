@@ -1,9 +1,35 @@
-/* cuda.h - the CUDA backend's C face. Without CUDA, stub.c implements it. */
+/* cuda.h - the CUDA backend's C face. Without CUDA, stub.c implements it.
+ *
+ * Arrays the CUDA kernels see hold device pointers (lmx_array_alloc_on /
+ * lmx_array_to_backend on this backend); kernels are queued on the backend's
+ * one stream and never synchronise, so a decode step can be captured as a
+ * CUDA graph. Errors come back as lmx_status with "cuda: ..." messages. */
 #ifndef LMX_BACKEND_CUDA_H
 #define LMX_BACKEND_CUDA_H
 
 #include "core/backend.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 lmx_status lmx_cuda_backend_create(lmx_backend **out);
+/* Number of usable CUDA devices (0 without CUDA, a driver or a GPU); why
+ * (cudaGetDeviceCount's message) into why[cap] when 0. */
+int lmx_cuda_device_count(char *why, size_t cap);
+/* "NVIDIA H100 80GB HBM3, driver 13.0, runtime 13.0, 132 SMs" into buf. */
+lmx_status lmx_cuda_device_info(char *buf, size_t cap);
+/* Bytes of device memory the backend holds now / at most so far. */
+size_t lmx_cuda_mem_in_use(const lmx_backend *b);
+size_t lmx_cuda_mem_peak(const lmx_backend *b);
+/* Decode-step graphs: begin capture on the backend's stream; end it and keep
+ * the graph under `key` (replaced if present); replay it. */
+lmx_status lmx_cuda_graph_begin(lmx_backend *b);
+lmx_status lmx_cuda_graph_end(lmx_backend *b, int key);
+lmx_status lmx_cuda_graph_launch(lmx_backend *b, int key);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -1,7 +1,48 @@
 /* stub.c - the CUDA backend when lmx is built without CUDA. */
 #include "backend/cuda/cuda.h"
 
+#include <stdio.h>
+
+static lmx_status no_cuda(void) { return lmx_err(LMX_ERR_UNSUPPORTED, "device cuda: lmx was built without CUDA"); }
+
 lmx_status lmx_cuda_backend_create(lmx_backend **out) {
     *out = NULL;
-    return lmx_err(LMX_ERR_UNSUPPORTED, "device cuda: lmx was built without CUDA");
+    return no_cuda();
+}
+
+int lmx_cuda_device_count(char *why, size_t cap) {
+    if (why && cap) snprintf(why, cap, "lmx was built without CUDA");
+    return 0;
+}
+
+lmx_status lmx_cuda_device_info(char *buf, size_t cap) {
+    if (buf && cap) buf[0] = 0;
+    return no_cuda();
+}
+
+size_t lmx_cuda_mem_in_use(const lmx_backend *b) {
+    (void)b;
+    return 0;
+}
+
+size_t lmx_cuda_mem_peak(const lmx_backend *b) {
+    (void)b;
+    return 0;
+}
+
+lmx_status lmx_cuda_graph_begin(lmx_backend *b) {
+    (void)b;
+    return no_cuda();
+}
+
+lmx_status lmx_cuda_graph_end(lmx_backend *b, int key) {
+    (void)b;
+    (void)key;
+    return no_cuda();
+}
+
+lmx_status lmx_cuda_graph_launch(lmx_backend *b, int key) {
+    (void)b;
+    (void)key;
+    return no_cuda();
 }

@@ -1,0 +1,139 @@
+/* cpu_fast_matmul.c - out[M,N] = x[M,K] · w[N,K]ᵀ + b with the SIMD tables,
+ * for f32/f16/bf16 weights; everything else goes to the reference kernel.
+ *
+ * Small M (decode, M < LMX_GEMM_MIN_M): matvec. The weight rows are cut into
+ * chunks of equal size (= equal bytes, every row has K elements), about 8 per
+ * thread, which threads claim from an atomic counter: each weight byte is
+ * streamed once by one core while x stays in L1, and a core slowed down by
+ * another process (or by its share of the memory bus) does fewer chunks
+ * instead of leaving the other one spinning at the join. Which thread does a
+ * row never changes its value.
+ * Larger M (prefill): a blocked GEMM. Threads take contiguous ranges of NR-row
+ * weight panels; per (MC x KC) block every thread packs x into A[k][MR] once,
+ * then converts each weight panel to f32 once (B[k][NR], L1-resident) and
+ * reuses it for all M rows through the register tile. Each output element is
+ * summed in an order that depends only on K and KC, never on the thread
+ * count. */
+#include "backend/cpu/cpu_simd.h"
+
+#include <stdatomic.h>
+
+#define LMX_GEMM_MIN_M 4
+#define KC 256 /* B panel = KC*NR floats: 32 KiB at NR 32, inside L1 (48 KiB) */
+#define MC 512 /* A block = MC*KC floats: 512 KiB, inside L2 (2 MiB) */
+
+typedef struct {
+    const lmx_simd_kernels *k;
+    const lmx_node *n;
+    _Atomic bool failed;
+    _Atomic int64_t next; /* matvec: next chunk to claim */
+    int64_t chunk;        /* matvec: rows per chunk (a multiple of 4) */
+} fm_job;
+
+static bool handled(const lmx_node *n) {
+    const lmx_array *x = n->src[0], *w = n->src[1];
+    if (n->src[3] || n->src[4]) return false; /* scales: a quantized form */
+    if (w->dtype != LMX_F32 && w->dtype != LMX_F16 && w->dtype != LMX_BF16) return false;
+    if (w->ndim != 2 || !lmx_array_is_contiguous(w)) return false;
+    if (x->dtype != LMX_F32 || n->out->dtype != LMX_F32) return false;
+    if (x->ndim < 1 || x->strides[x->ndim - 1] != 1 || n->out->strides[n->out->ndim - 1] != 1) return false;
+    return true;
+}
+
+/* Adds the bias to out columns [lo, hi) of all M rows. */
+static bool add_bias(const lmx_array *b, float *out, int64_t os, int64_t M, int64_t lo, int64_t hi) {
+    if (!b || hi <= lo) return true;
+    float *bf = lmx_fast_scratch(3, hi - lo);
+    if (!bf) return false;
+    lmx_dtype_info(b->dtype)->to_f32((const uint8_t *)b->data + lmx_dtype_bytes(b->dtype, lo), bf, hi - lo);
+    for (int64_t m = 0; m < M; m++)
+        for (int64_t j = lo; j < hi; j++) out[m * os + j] += bf[j - lo];
+    return true;
+}
+
+static void matvec_task(int ith, int nth, void *arg) {
+    fm_job *job = arg;
+    const lmx_node *n = job->n;
+    const lmx_array *x = n->src[0], *w = n->src[1];
+    int64_t M = cpu_rows(x), K = w->shape[1], N = w->shape[0];
+    int64_t xs = cpu_row_stride(x), os = cpu_row_stride(n->out);
+    (void)ith, (void)nth;
+    float *out = n->out->data;
+    for (;;) {
+        int64_t c = atomic_fetch_add_explicit(&job->next, 1, memory_order_relaxed);
+        int64_t lo = c * job->chunk;
+        if (lo >= N) break;
+        int64_t hi = lo + job->chunk < N ? lo + job->chunk : N;
+        job->k->matvec(w->dtype, w->data, K, lo, hi, x->data, xs, M, out, os);
+        if (!add_bias(n->src[2], out, os, M, lo, hi)) job->failed = true;
+    }
+}
+
+static void gemm_task(int ith, int nth, void *arg) {
+    fm_job *job = arg;
+    const lmx_simd_kernels *kt = job->k;
+    const lmx_node *n = job->n;
+    const lmx_array *x = n->src[0], *w = n->src[1];
+    int64_t M = cpu_rows(x), K = w->shape[1], N = w->shape[0];
+    int64_t xs = cpu_row_stride(x), os = cpu_row_stride(n->out);
+    const int MR = kt->mr, NR = kt->nr;
+    int64_t plo, phi;
+    lmx_split((N + NR - 1) / NR, ith, nth, &plo, &phi);
+    if (plo >= phi) return;
+    int64_t mc_max = M < MC ? M : MC;
+    int64_t mblocks = (mc_max + MR - 1) / MR;
+    float *A = lmx_fast_scratch(0, mblocks * MR * KC);
+    float *B = lmx_fast_scratch(1, (int64_t)KC * NR);
+    if (!A || !B) {
+        job->failed = true;
+        return;
+    }
+    const float *xd = x->data;
+    float *out = n->out->data;
+    for (int64_t m0 = 0; m0 < M; m0 += MC) {
+        int64_t mc = M - m0 < MC ? M - m0 : MC;
+        int64_t mb_n = (mc + MR - 1) / MR;
+        for (int64_t k0 = 0; k0 < K; k0 += KC) {
+            int64_t kc = K - k0 < KC ? K - k0 : KC;
+            /* A[mb][k][i] = x[m0 + mb*MR + i][k0 + k]; padding rows are zero. */
+            for (int64_t mb = 0; mb < mb_n; mb++) {
+                float *Ab = A + mb * kc * MR;
+                for (int i = 0; i < MR; i++) {
+                    int64_t m = m0 + mb * MR + i;
+                    if (m < m0 + mc) {
+                        const float *xr = xd + m * xs + k0;
+                        for (int64_t k = 0; k < kc; k++) Ab[k * MR + i] = xr[k];
+                    } else {
+                        for (int64_t k = 0; k < kc; k++) Ab[k * MR + i] = 0;
+                    }
+                }
+            }
+            for (int64_t p = plo; p < phi; p++) {
+                int64_t n0 = p * NR;
+                int nr = N - n0 < NR ? (int)(N - n0) : NR;
+                kt->pack_b(w->dtype, w->data, K, n0, nr, k0, kc, B);
+                for (int64_t mb = 0; mb < mb_n; mb++) {
+                    int64_t mr = mc - mb * MR < MR ? mc - mb * MR : MR;
+                    kt->gemm_tile(kc, A + mb * kc * MR, B, out + (m0 + mb * MR) * os + n0, os, (int)mr, nr, k0 > 0);
+                }
+            }
+        }
+    }
+    int64_t lo = plo * NR, hi = phi * NR < N ? phi * NR : N;
+    if (!add_bias(n->src[2], out, os, M, lo, hi)) job->failed = true;
+}
+
+lmx_status lmx_fast_matmul_with(const lmx_simd_kernels *k, const lmx_node *n, lmx_pool *pool) {
+    if (!k || !handled(n)) return lmx_cpu_matmul(n, pool);
+    fm_job job = {.k = k, .n = n};
+    atomic_init(&job.failed, false);
+    atomic_init(&job.next, 0);
+    int64_t M = cpu_rows(n->src[0]), N = n->src[1]->shape[0];
+    int nth = lmx_pool_size(pool);
+    job.chunk = (N / ((int64_t)nth * 8) + 3) & ~(int64_t)3; /* blocks of 4 rows: the kernel's unroll */
+    if (job.chunk < 16) job.chunk = 16;
+    lmx_pool_run(pool, M < LMX_GEMM_MIN_M ? matvec_task : gemm_task, &job);
+    return job.failed ? lmx_err(LMX_ERR_NOMEM, "matmul: out of memory") : LMX_OK;
+}
+
+lmx_status lmx_fast_matmul(const lmx_node *n, lmx_pool *pool) { return lmx_fast_matmul_with(lmx_simd(), n, pool); }

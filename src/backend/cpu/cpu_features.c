@@ -1,0 +1,85 @@
+/* cpu_features.c - picks the SIMD kernel table once per process.
+ *
+ * Detection uses the compiler's cpuid wrapper (__builtin_cpu_supports), which
+ * also checks that the OS saves the wide registers (XGETBV), so a kernel is
+ * never chosen that would fault. LMX_CPU=generic|avx2|avx512 caps the choice
+ * (never raises it past what the CPU has): tests force each path with it.
+ * LMX_CPU=reference turns the fast kernels off (lmx_simd() returns NULL and
+ * every op runs the reference kernel), for before/after measurements. */
+#include "backend/cpu/cpu_simd.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char *lmx_isa_name(lmx_isa isa) {
+    switch (isa) {
+    case LMX_ISA_GENERIC: return "generic";
+    case LMX_ISA_AVX2: return "avx2";
+    case LMX_ISA_AVX512: return "avx512";
+    default: return "?";
+    }
+}
+
+lmx_isa lmx_cpu_isa_detected(void) {
+#ifdef LMX_SIMD_X86
+    __builtin_cpu_init();
+    bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+    bool avx512 = avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                  __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+    if (avx512) return LMX_ISA_AVX512;
+    if (avx2) return LMX_ISA_AVX2;
+#endif
+    return LMX_ISA_GENERIC;
+}
+
+const lmx_simd_kernels *lmx_simd_for(lmx_isa isa) {
+    if (isa > lmx_cpu_isa_detected()) return NULL;
+    switch (isa) {
+    case LMX_ISA_GENERIC: return &lmx_simd_generic;
+#ifdef LMX_SIMD_X86
+    case LMX_ISA_AVX2: return &lmx_simd_avx2;
+    case LMX_ISA_AVX512: return &lmx_simd_avx512;
+#endif
+    default: return NULL;
+    }
+}
+
+static const lmx_simd_kernels *chosen;
+static pthread_once_t chosen_once = PTHREAD_ONCE_INIT;
+
+static void choose(void) {
+    lmx_isa isa = lmx_cpu_isa_detected();
+    const char *env = getenv("LMX_CPU");
+    if (env && !strcmp(env, "reference")) {
+        chosen = NULL;
+        return;
+    }
+    if (env && *env) {
+        for (int i = 0; i < LMX_ISA_COUNT; i++)
+            if (!strcmp(env, lmx_isa_name((lmx_isa)i)) && (lmx_isa)i < isa) isa = (lmx_isa)i;
+    }
+    chosen = lmx_simd_for(isa);
+    if (!chosen) chosen = &lmx_simd_generic;
+}
+
+const lmx_simd_kernels *lmx_simd(void) {
+    pthread_once(&chosen_once, choose);
+    return chosen;
+}
+
+/* Thread-local scratch: freed never (one buffer per slot per pool thread,
+ * sized by the largest step seen), which is what keeps decode allocation-free. */
+static _Thread_local float *scratch[4];
+static _Thread_local int64_t scratch_n[4];
+
+float *lmx_fast_scratch(int slot, int64_t n) {
+    if (slot < 0 || slot >= 4) return NULL;
+    if (n > scratch_n[slot]) {
+        lmx_aligned_free(scratch[slot]);
+        int64_t cap = n + n / 4 + 64;
+        scratch[slot] = lmx_aligned_alloc((size_t)cap * sizeof(float));
+        scratch_n[slot] = scratch[slot] ? cap : 0;
+    }
+    return scratch[slot];
+}

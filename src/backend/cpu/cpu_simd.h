@@ -1,0 +1,93 @@
+/*
+ * cpu_simd.h - the optimized CPU kernels, one table per instruction set.
+ *
+ * Three tables exist: generic C (always built, no intrinsics), AVX2+FMA+F16C
+ * and AVX-512 (F/BW/VL/DQ). Each lives in its own file compiled with its own
+ * flags (simd_generic.c, simd_avx2.c, simd_avx512.c), so intrinsics never leak
+ * into code that runs before the CPU was checked. The table is picked once
+ * (lmx_simd()) from cpuid, capped by the environment variable
+ * LMX_CPU=generic|avx2|avx512 so tests and benchmarks can force each path.
+ *
+ * Drivers (cpu_fast_matmul.c, cpu_fast_attention.c) hold the blocking and
+ * threading in plain C and call these leaf kernels; they fall back to the
+ * reference kernels in cpu_*.c for anything the tables do not cover (quantized
+ * weights, non-f32 caches, ...). Every leaf is tested against the reference in
+ * tests/unit/test_simd_kernels.c on every path the machine supports.
+ */
+#ifndef LMX_BACKEND_CPU_SIMD_H
+#define LMX_BACKEND_CPU_SIMD_H
+
+#include "backend/cpu/cpu.h"
+
+typedef enum lmx_isa {
+    LMX_ISA_GENERIC = 0,
+    LMX_ISA_AVX2 = 1,   /* AVX2 + FMA + F16C */
+    LMX_ISA_AVX512 = 2, /* AVX-512 F/BW/VL/DQ (+ the AVX2 set) */
+    LMX_ISA_COUNT
+} lmx_isa;
+
+/* GEMM register tile: MR rows of x times NR weight rows (output columns).
+ * Packed panels: A[k][MR] (x rows, f32), B[k][NR] (weight rows, f32). */
+#define LMX_GEMM_MAX_MR 16
+#define LMX_GEMM_MAX_NR 32
+
+typedef struct lmx_simd_kernels {
+    const char *name;
+    lmx_isa isa;
+    int mr, nr; /* GEMM tile of this ISA */
+
+    /* y[m*ys + r] = x_m · w_r for rows r in [r0, r1), m in [0, M).
+     * w: rows of K elements of wt (F32, F16 or BF16), row r at w + r*K.
+     * x_m = x + m*xs (f32). Each y computed in an order fixed by K only. */
+    void (*matvec)(lmx_dtype wt, const void *w, int64_t K, int64_t r0, int64_t r1, const float *x, int64_t xs,
+                   int64_t M, float *y, int64_t ys);
+
+    /* Packs weight rows [n0, n0+nr) (nr <= NR), columns [k0, k0+kc), into
+     * B[k][NR] as f32; columns of missing rows (nr < NR) are zero. */
+    void (*pack_b)(lmx_dtype wt, const void *w, int64_t K, int64_t n0, int nr, int64_t k0, int64_t kc, float *B);
+
+    /* C[i*cs + j] (+)= sum_k A[k*MR + i] * B[k*NR + j] for i < mr, j < nr.
+     * accumulate = false overwrites C. Rows i >= mr / columns j >= nr are
+     * computed from padding and never stored. */
+    void (*gemm_tile)(int64_t kc, const float *A, const float *B, float *C, int64_t cs, int mr, int nr,
+                      bool accumulate);
+
+    /* Attention leaves. scores: s[g*ss + j] = (q_g · k_j) * scale for g < G,
+     * j < n; q_g = q + g*qs, k_j = k + j*ks, hd features. */
+    void (*attn_scores)(const float *q, int G, int64_t qs, const float *k, int64_t ks, int64_t n, int64_t hd,
+                        float scale, float *s, int64_t ss);
+    /* acc[g*as + d] += sum_j p[g*ps + j] * v_j[d] for g < G, d < vd; v_j = v + j*vs. */
+    void (*attn_av)(const float *p, int G, int64_t ps, const float *v, int64_t vs, int64_t n, int64_t vd,
+                    float *acc, int64_t as);
+} lmx_simd_kernels;
+
+/* The table for this process (detected once, thread-safe); NULL when
+ * LMX_CPU=reference asks for the reference kernels only. */
+const lmx_simd_kernels *lmx_simd(void);
+/* The table of an ISA, or NULL when this CPU (or this build) cannot run it. */
+const lmx_simd_kernels *lmx_simd_for(lmx_isa isa);
+/* The best ISA this CPU supports (ignores LMX_CPU). */
+lmx_isa lmx_cpu_isa_detected(void);
+const char *lmx_isa_name(lmx_isa isa);
+
+extern const lmx_simd_kernels lmx_simd_generic;
+#if defined(__x86_64__) || defined(__i386__)
+#define LMX_SIMD_X86 1
+extern const lmx_simd_kernels lmx_simd_avx2;
+extern const lmx_simd_kernels lmx_simd_avx512;
+#endif
+
+/* Optimized kernels with the reference signature (cpu_fast_*.c). Each uses
+ * the table `k`; the _isa-less forms use lmx_simd(). They fall back to the
+ * reference kernel for inputs they do not handle. */
+lmx_status lmx_fast_matmul_with(const lmx_simd_kernels *k, const lmx_node *n, lmx_pool *pool);
+lmx_status lmx_fast_attention_with(const lmx_simd_kernels *k, const lmx_node *n, lmx_pool *pool);
+lmx_status lmx_fast_matmul(const lmx_node *n, lmx_pool *pool);
+lmx_status lmx_fast_attention(const lmx_node *n, lmx_pool *pool);
+lmx_status lmx_fast_rope(const lmx_node *n, lmx_pool *pool);
+
+/* Per-thread scratch for the fast kernels (64-byte aligned, grown on demand,
+ * never shrunk: a steady decode loop allocates nothing). slot 0..3. */
+float *lmx_fast_scratch(int slot, int64_t n);
+
+#endif

@@ -1,0 +1,295 @@
+/* simd_avx512.c - the AVX-512 kernel table (F/BW/VL/DQ; compiled with those
+ * flags only for this file, chosen at run time by cpu_features.c).
+ *
+ * matvec: 4 weight rows per pass, two accumulators per row (8 FMA chains hide
+ * the 4-cycle FMA latency), x re-read from L1; weights are widened to f32 in
+ * registers (bf16: zero-extend + shift, f16: vcvtph2ps), so each weight byte
+ * crosses the memory bus once and decode runs at the stream rate.
+ * GEMM tile: 12 x 32 (24 zmm accumulators, 2 B loads and 12 broadcasts per
+ * k), the register-blocked shape that keeps both FMA ports busy. */
+#include "backend/cpu/cpu_simd.h"
+
+#include <immintrin.h>
+
+#define MR 12
+#define NR 32
+
+static inline __attribute__((always_inline)) __m512 ld(const int dt, const void *w, int64_t i) {
+    if (dt == LMX_BF16)
+        return _mm512_castsi512_ps(
+            _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)((const uint16_t *)w + i))), 16));
+    if (dt == LMX_F16) return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)w + i)));
+    return _mm512_loadu_ps((const float *)w + i);
+}
+
+static inline __attribute__((always_inline)) __m512 ldm(const int dt, const void *w, int64_t i, __mmask16 m) {
+    if (dt == LMX_BF16)
+        return _mm512_castsi512_ps(
+            _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, (const uint16_t *)w + i)), 16));
+    if (dt == LMX_F16) return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, (const uint16_t *)w + i));
+    return _mm512_maskz_loadu_ps(m, (const float *)w + i);
+}
+
+static inline __mmask16 tail_mask(int64_t n) { return (__mmask16)((1u << n) - 1u); }
+
+/* Software prefetch of the next 4-row block. Weights are file mappings in
+ * 4 KiB pages, and the hardware streamers stop at every page boundary: with
+ * K = 2048 bf16 a row is one page, so the 4 concurrent row streams would each
+ * restart cold. Prefetching the same columns of the next 4 rows keeps a whole
+ * block (16 KiB) in flight ahead of the loads. */
+typedef struct {
+    const char *p; /* first byte of the next block's first row */
+    size_t row;    /* bytes per row */
+} pf_rows;
+
+static inline __attribute__((always_inline)) void pf_block(pf_rows nx, size_t off, bool two_lines) {
+    for (int i = 0; i < 4; i++) {
+        _mm_prefetch(nx.p + i * nx.row + off, _MM_HINT_T0);
+        if (two_lines) _mm_prefetch(nx.p + i * nx.row + off + 64, _MM_HINT_T0);
+    }
+}
+
+static inline __attribute__((always_inline)) void mv_impl(const int dt, const void *w, int64_t K, int64_t r0,
+                                                          int64_t r1, const float *x, int64_t xs, int64_t M,
+                                                          float *y, int64_t ys, const float *xp) {
+    const size_t es = dt == LMX_F32 ? 4 : 2;
+    const uint8_t *base = w;
+    int64_t r = r0;
+    for (; r + 4 <= r1; r += 4) {
+        const void *w0 = base + (size_t)r * K * es, *w1 = base + (size_t)(r + 1) * K * es;
+        const void *w2 = base + (size_t)(r + 2) * K * es, *w3 = base + (size_t)(r + 3) * K * es;
+        const pf_rows nx = {(const char *)w3 + K * es, (size_t)K * es};
+        for (int64_t m = 0; m < M; m++) {
+            const float *xm = x + m * xs;
+            __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+            int64_t k = 0;
+            if (dt == LMX_BF16) {
+                /* 32 bf16 in one load; even elements are the low halves of
+                 * the 32-bit lanes (shift up), odd ones the high halves
+                 * (mask): 1 load + 2 ALU ops per 32 weights, against x split
+                 * into even/odd halves by the caller (xp). */
+                const float *xq = xp + m * K;
+                const __m512i hi_mask = _mm512_set1_epi32((int)0xffff0000u);
+                for (; k + 32 <= K; k += 32) {
+                    if (m == 0) pf_block(nx, k * es, false);
+                    __m512 xe = _mm512_loadu_ps(xq + k), xo = _mm512_loadu_ps(xq + k + 16);
+                    __m512i v0 = _mm512_loadu_si512((const uint16_t *)w0 + k);
+                    __m512i v1 = _mm512_loadu_si512((const uint16_t *)w1 + k);
+                    __m512i v2 = _mm512_loadu_si512((const uint16_t *)w2 + k);
+                    __m512i v3 = _mm512_loadu_si512((const uint16_t *)w3 + k);
+                    a0 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(v0, 16)), xe, a0);
+                    b0 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(v0, hi_mask)), xo, b0);
+                    a1 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(v1, 16)), xe, a1);
+                    b1 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(v1, hi_mask)), xo, b1);
+                    a2 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(v2, 16)), xe, a2);
+                    b2 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(v2, hi_mask)), xo, b2);
+                    a3 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(v3, 16)), xe, a3);
+                    b3 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(v3, hi_mask)), xo, b3);
+                }
+            }
+            for (; k + 32 <= K; k += 32) {
+                if (m == 0) { /* next block of 4 rows, same columns: see pf_block */
+                    pf_block(nx, k * es, dt == LMX_F32);
+                }
+                __m512 x0 = _mm512_loadu_ps(xm + k), x1 = _mm512_loadu_ps(xm + k + 16);
+                a0 = _mm512_fmadd_ps(ld(dt, w0, k), x0, a0);
+                b0 = _mm512_fmadd_ps(ld(dt, w0, k + 16), x1, b0);
+                a1 = _mm512_fmadd_ps(ld(dt, w1, k), x0, a1);
+                b1 = _mm512_fmadd_ps(ld(dt, w1, k + 16), x1, b1);
+                a2 = _mm512_fmadd_ps(ld(dt, w2, k), x0, a2);
+                b2 = _mm512_fmadd_ps(ld(dt, w2, k + 16), x1, b2);
+                a3 = _mm512_fmadd_ps(ld(dt, w3, k), x0, a3);
+                b3 = _mm512_fmadd_ps(ld(dt, w3, k + 16), x1, b3);
+            }
+            for (; k < K; k += 16) {
+                __mmask16 mk = K - k >= 16 ? (__mmask16)0xffff : tail_mask(K - k);
+                __m512 x0 = _mm512_maskz_loadu_ps(mk, xm + k);
+                a0 = _mm512_fmadd_ps(ldm(dt, w0, k, mk), x0, a0);
+                a1 = _mm512_fmadd_ps(ldm(dt, w1, k, mk), x0, a1);
+                a2 = _mm512_fmadd_ps(ldm(dt, w2, k, mk), x0, a2);
+                a3 = _mm512_fmadd_ps(ldm(dt, w3, k, mk), x0, a3);
+            }
+            float *ym = y + m * ys + r;
+            ym[0] = _mm512_reduce_add_ps(_mm512_add_ps(a0, b0));
+            ym[1] = _mm512_reduce_add_ps(_mm512_add_ps(a1, b1));
+            ym[2] = _mm512_reduce_add_ps(_mm512_add_ps(a2, b2));
+            ym[3] = _mm512_reduce_add_ps(_mm512_add_ps(a3, b3));
+        }
+    }
+    for (; r < r1; r++) {
+        const void *w0 = base + (size_t)r * K * es;
+        for (int64_t m = 0; m < M; m++) {
+            const float *xm = x + m * xs;
+            __m512 a0 = _mm512_setzero_ps(), b0 = a0;
+            int64_t k = 0;
+            for (; k + 32 <= K; k += 32) {
+                a0 = _mm512_fmadd_ps(ld(dt, w0, k), _mm512_loadu_ps(xm + k), a0);
+                b0 = _mm512_fmadd_ps(ld(dt, w0, k + 16), _mm512_loadu_ps(xm + k + 16), b0);
+            }
+            for (; k < K; k += 16) {
+                __mmask16 mk = K - k >= 16 ? (__mmask16)0xffff : tail_mask(K - k);
+                a0 = _mm512_fmadd_ps(ldm(dt, w0, k, mk), _mm512_maskz_loadu_ps(mk, xm + k), a0);
+            }
+            y[m * ys + r] = _mm512_reduce_add_ps(_mm512_add_ps(a0, b0));
+        }
+    }
+}
+
+static void z_matvec(lmx_dtype wt, const void *w, int64_t K, int64_t r0, int64_t r1, const float *x, int64_t xs,
+                     int64_t M, float *y, int64_t ys) {
+    switch (wt) {
+    case LMX_BF16: {
+        /* x rows split per 32-block into 16 even then 16 odd elements, for
+         * the bf16 fast path (blocks past K & ~31 are not read). */
+        float *xp = lmx_fast_scratch(2, M * K);
+        if (!xp) { /* no memory: the generic table's plain loop needs none */
+            lmx_simd_generic.matvec(wt, w, K, r0, r1, x, xs, M, y, ys);
+            return;
+        }
+        const __m512i ev = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        const __m512i od = _mm512_add_epi32(ev, _mm512_set1_epi32(1));
+        for (int64_t m = 0; m < M; m++)
+            for (int64_t k = 0; k + 32 <= K; k += 32) {
+                __m512 lo = _mm512_loadu_ps(x + m * xs + k), hi = _mm512_loadu_ps(x + m * xs + k + 16);
+                _mm512_storeu_ps(xp + m * K + k, _mm512_permutex2var_ps(lo, ev, hi));
+                _mm512_storeu_ps(xp + m * K + k + 16, _mm512_permutex2var_ps(lo, od, hi));
+            }
+        mv_impl(LMX_BF16, w, K, r0, r1, x, xs, M, y, ys, xp);
+        break;
+    }
+    case LMX_F16: mv_impl(LMX_F16, w, K, r0, r1, x, xs, M, y, ys, NULL); break;
+    default: mv_impl(LMX_F32, w, K, r0, r1, x, xs, M, y, ys, NULL); break;
+    }
+}
+
+/* B[k][32] from 32 weight rows: each row is widened 16 at a time and written
+ * down a column; 16 x 16 blocks are transposed in registers first so every
+ * store is a full 64-byte row of B. */
+static inline void transpose16(__m512 r[16]) {
+    __m512 t[16];
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {
+        r[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
+        r[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
+        r[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
+        r[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
+    }
+    /* r[4a+b] now holds, per 128-bit lane L, rows 4a..4a+3 column 4L+b.
+     * Gather lanes: first 128-bit lanes across groups of four rows. */
+    for (int b = 0; b < 4; b++) {
+        __m512 g0 = r[b], g1 = r[4 + b], g2 = r[8 + b], g3 = r[12 + b];
+        __m512 u0 = _mm512_shuffle_f32x4(g0, g1, 0x44), u1 = _mm512_shuffle_f32x4(g0, g1, 0xee);
+        __m512 u2 = _mm512_shuffle_f32x4(g2, g3, 0x44), u3 = _mm512_shuffle_f32x4(g2, g3, 0xee);
+        t[b] = _mm512_shuffle_f32x4(u0, u2, 0x88);      /* lane 0 */
+        t[4 + b] = _mm512_shuffle_f32x4(u0, u2, 0xdd);  /* lane 1 */
+        t[8 + b] = _mm512_shuffle_f32x4(u1, u3, 0x88);  /* lane 2 */
+        t[12 + b] = _mm512_shuffle_f32x4(u1, u3, 0xdd); /* lane 3 */
+    }
+    for (int i = 0; i < 16; i++) r[i] = t[i];
+}
+
+static inline __attribute__((always_inline)) void pack_impl(const int dt, const void *w, int64_t K, int64_t n0,
+                                                            int nr, int64_t k0, int64_t kc, float *B) {
+    const size_t es = dt == LMX_F32 ? 4 : 2;
+    const uint8_t *base = w;
+    for (int h = 0; h < NR; h += 16) {
+        for (int64_t k = 0; k < kc; k += 16) {
+            int64_t n = kc - k < 16 ? kc - k : 16;
+            __mmask16 mk = n == 16 ? (__mmask16)0xffff : tail_mask(n);
+            __m512 r[16];
+            for (int j = 0; j < 16; j++) {
+                if (h + j < nr)
+                    r[j] = ldm(dt, base + ((size_t)(n0 + h + j) * K + k0) * es, k, mk);
+                else
+                    r[j] = _mm512_setzero_ps();
+            }
+            transpose16(r);
+            for (int64_t t = 0; t < n; t++) _mm512_storeu_ps(B + (k + t) * NR + h, r[t]);
+        }
+    }
+}
+
+static void z_pack_b(lmx_dtype wt, const void *w, int64_t K, int64_t n0, int nr, int64_t k0, int64_t kc, float *B) {
+    switch (wt) {
+    case LMX_BF16: pack_impl(LMX_BF16, w, K, n0, nr, k0, kc, B); break;
+    case LMX_F16: pack_impl(LMX_F16, w, K, n0, nr, k0, kc, B); break;
+    default: pack_impl(LMX_F32, w, K, n0, nr, k0, kc, B); break;
+    }
+}
+
+static void z_gemm_tile(int64_t kc, const float *A, const float *B, float *C, int64_t cs, int mr, int nr,
+                        bool accumulate) {
+    __m512 c[MR][2];
+    for (int i = 0; i < MR; i++) c[i][0] = c[i][1] = _mm512_setzero_ps();
+    for (int64_t k = 0; k < kc; k++) {
+        __m512 b0 = _mm512_load_ps(B + k * NR), b1 = _mm512_load_ps(B + k * NR + 16);
+        const float *a = A + k * MR;
+        for (int i = 0; i < MR; i++) {
+            __m512 ai = _mm512_set1_ps(a[i]);
+            c[i][0] = _mm512_fmadd_ps(ai, b0, c[i][0]);
+            c[i][1] = _mm512_fmadd_ps(ai, b1, c[i][1]);
+        }
+    }
+    __mmask16 m0 = nr >= 16 ? (__mmask16)0xffff : tail_mask(nr);
+    __mmask16 m1 = nr >= 32 ? (__mmask16)0xffff : nr > 16 ? tail_mask(nr - 16) : 0;
+    for (int i = 0; i < MR; i++) {
+        if (i >= mr) break;
+        float *ci = C + i * cs;
+        if (accumulate) {
+            c[i][0] = _mm512_add_ps(c[i][0], _mm512_maskz_loadu_ps(m0, ci));
+            c[i][1] = _mm512_add_ps(c[i][1], _mm512_maskz_loadu_ps(m1, ci + 16));
+        }
+        _mm512_mask_storeu_ps(ci, m0, c[i][0]);
+        _mm512_mask_storeu_ps(ci + 16, m1, c[i][1]);
+    }
+}
+
+static inline float dot(const float *a, const float *b, int64_t n) {
+    __m512 s = _mm512_setzero_ps();
+    for (int64_t d = 0; d < n; d += 16) {
+        __mmask16 mk = n - d >= 16 ? (__mmask16)0xffff : tail_mask(n - d);
+        s = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mk, a + d), _mm512_maskz_loadu_ps(mk, b + d), s);
+    }
+    return _mm512_reduce_add_ps(s);
+}
+
+static void z_attn_scores(const float *q, int G, int64_t qs, const float *k, int64_t ks, int64_t n, int64_t hd,
+                          float scale, float *s, int64_t ss) {
+    for (int64_t j = 0; j < n; j++) {
+        const float *kj = k + j * ks;
+        for (int g = 0; g < G; g++) s[g * ss + j] = dot(q + g * qs, kj, hd) * scale;
+    }
+}
+
+static void z_attn_av(const float *p, int G, int64_t ps, const float *v, int64_t vs, int64_t n, int64_t vd,
+                      float *acc, int64_t as) {
+    for (int64_t d = 0; d < vd; d += 16) {
+        __mmask16 mk = vd - d >= 16 ? (__mmask16)0xffff : tail_mask(vd - d);
+        for (int g = 0; g < G; g++) {
+            const float *pg = p + g * ps;
+            __m512 a0 = _mm512_maskz_loadu_ps(mk, acc + g * as + d), a1 = _mm512_setzero_ps();
+            int64_t j = 0;
+            for (; j + 2 <= n; j += 2) {
+                a0 = _mm512_fmadd_ps(_mm512_set1_ps(pg[j]), _mm512_maskz_loadu_ps(mk, v + j * vs + d), a0);
+                a1 = _mm512_fmadd_ps(_mm512_set1_ps(pg[j + 1]), _mm512_maskz_loadu_ps(mk, v + (j + 1) * vs + d), a1);
+            }
+            if (j < n) a0 = _mm512_fmadd_ps(_mm512_set1_ps(pg[j]), _mm512_maskz_loadu_ps(mk, v + j * vs + d), a0);
+            _mm512_mask_storeu_ps(acc + g * as + d, mk, _mm512_add_ps(a0, a1));
+        }
+    }
+}
+
+const lmx_simd_kernels lmx_simd_avx512 = {
+    .name = "avx512",
+    .isa = LMX_ISA_AVX512,
+    .mr = MR,
+    .nr = NR,
+    .matvec = z_matvec,
+    .pack_b = z_pack_b,
+    .gemm_tile = z_gemm_tile,
+    .attn_scores = z_attn_scores,
+    .attn_av = z_attn_av,
+};

@@ -1,0 +1,311 @@
+/* cuda_attention.cu - causal attention of q [T,H,hd] (f32) at positions
+ * pos0.. against a KV cache k, v [S,Hkv,hd|vd] (f32/f16/bf16), GQA, sliding
+ * window, score soft-capping; out [T, H·vd] f32.
+ *
+ * One block of 4 warps per (head, query row, key split). Each warp walks its
+ * keys with an online softmax (running max m, sum l, accumulator in
+ * registers: lane holds features lane, lane+32, ...); the warps merge in
+ * shared memory. When (heads × rows) cannot fill the GPU (decode), the key
+ * range is split across blocks (flash-decoding) and a second kernel merges
+ * the partial (m, l, acc) of each split. hd, vd <= 256. */
+#include "backend/cuda/cuda_common.cuh"
+
+#define ATT_WARPS 4
+#define ATT_MAXD 256
+#define ATT_KB 4
+
+struct attn_args {
+    float *out, *part;
+    const float *q;
+    const void *k, *v;
+    int H, Hkv, hd, vd, window, nsplit;
+    int64_t qs0, qs1, ks0, ks1, vs0, vs1, pos0, chunk;
+    float scale, cap;
+};
+
+template <typename T>
+__global__ void __launch_bounds__(ATT_WARPS * 32) attn_k(attn_args a) {
+    __shared__ float sm[ATT_WARPS], sl[ATT_WARPS], sacc[ATT_WARPS][ATT_MAXD];
+    const T *K = (const T *)a.k, *Vc = (const T *)a.v;
+    int h = blockIdx.x, s = blockIdx.z;
+    int64_t t = blockIdx.y;
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    int kh = h / (a.H / a.Hkv);
+    int64_t p = a.pos0 + t;
+    int64_t lo = a.window > 0 && p - a.window + 1 > 0 ? p - a.window + 1 : 0;
+    int64_t j0 = lo + s * a.chunk, j1 = j0 + a.chunk < p + 1 ? j0 + a.chunk : p + 1;
+    float qr[ATT_MAXD / 32], acc[ATT_MAXD / 32];
+    const float *qp = a.q + t * a.qs0 + h * a.qs1;
+#pragma unroll
+    for (int i = 0; i < ATT_MAXD / 32; i++) {
+        int d = lane + 32 * i;
+        qr[i] = d < a.hd ? qp[d] : 0.0f;
+        acc[i] = 0.0f;
+    }
+    float m = -INFINITY, l = 0.0f;
+    /* ATT_KB keys per warp step: their loads are independent (in flight together) */
+    for (int64_t jb = j0 + warp * ATT_KB; jb < j1; jb += ATT_WARPS * ATT_KB) {
+        float sc[ATT_KB];
+#pragma unroll
+        for (int u = 0; u < ATT_KB; u++) {
+            int64_t j = jb + u < j1 ? jb + u : j1 - 1;
+            const T *kr = K + j * a.ks0 + kh * a.ks1;
+            float dot = 0.0f;
+#pragma unroll
+            for (int i = 0; i < ATT_MAXD / 32; i++) {
+                int d = lane + 32 * i;
+                if (d < a.hd) dot += qr[i] * ldf(kr, d);
+            }
+            sc[u] = dot;
+        }
+        float mt = m;
+#pragma unroll
+        for (int u = 0; u < ATT_KB; u++) {
+            float x = warp_sum(sc[u]) * a.scale;
+            if (a.cap > 0) x = a.cap * tanhf(x / a.cap);
+            sc[u] = jb + u < j1 ? x : -INFINITY;
+            mt = fmaxf(mt, sc[u]);
+        }
+        float corr = expf(m - mt);
+        l *= corr;
+#pragma unroll
+        for (int i = 0; i < ATT_MAXD / 32; i++) acc[i] *= corr;
+#pragma unroll
+        for (int u = 0; u < ATT_KB; u++) {
+            if (jb + u >= j1) break;
+            float pe = expf(sc[u] - mt);
+            l += pe;
+            const T *vr = Vc + (jb + u) * a.vs0 + kh * a.vs1;
+#pragma unroll
+            for (int i = 0; i < ATT_MAXD / 32; i++) {
+                int d = lane + 32 * i;
+                if (d < a.vd) acc[i] += pe * ldf(vr, d);
+            }
+        }
+        m = mt;
+    }
+    if (lane == 0) {
+        sm[warp] = m;
+        sl[warp] = l;
+    }
+#pragma unroll
+    for (int i = 0; i < ATT_MAXD / 32; i++) {
+        int d = lane + 32 * i;
+        if (d < a.vd) sacc[warp][d] = acc[i];
+    }
+    __syncthreads();
+    float M = -INFINITY;
+    for (int w = 0; w < ATT_WARPS; w++) M = fmaxf(M, sm[w]);
+    float L = 0.0f, f[ATT_WARPS];
+    for (int w = 0; w < ATT_WARPS; w++) {
+        f[w] = sm[w] == -INFINITY ? 0.0f : expf(sm[w] - M);
+        L += sl[w] * f[w];
+    }
+    int64_t row = t * a.H + h;
+    if (a.nsplit == 1) {
+        for (int d = threadIdx.x; d < a.vd; d += blockDim.x) {
+            float o = 0.0f;
+            for (int w = 0; w < ATT_WARPS; w++) o += sacc[w][d] * f[w];
+            a.out[row * a.vd + d] = o / L;
+        }
+        return;
+    }
+    float *pp = a.part + (row * a.nsplit + s) * (a.vd + 2);
+    for (int d = threadIdx.x; d < a.vd; d += blockDim.x) {
+        float o = 0.0f;
+        for (int w = 0; w < ATT_WARPS; w++) o += sacc[w][d] * f[w];
+        pp[2 + d] = o;
+    }
+    if (threadIdx.x == 0) {
+        pp[0] = M;
+        pp[1] = L;
+    }
+}
+
+__global__ void attn_combine_k(float *out, const float *part, int nsplit, int vd) {
+    int64_t row = blockIdx.x;
+    const float *pp = part + row * nsplit * (vd + 2);
+    float M = -INFINITY, L = 0.0f;
+    for (int s = 0; s < nsplit; s++) M = fmaxf(M, pp[s * (vd + 2)]);
+    for (int s = 0; s < nsplit; s++) {
+        float ms = pp[s * (vd + 2)];
+        if (ms != -INFINITY) L += pp[s * (vd + 2) + 1] * expf(ms - M);
+    }
+    for (int d = threadIdx.x; d < vd; d += blockDim.x) {
+        float o = 0.0f;
+        for (int s = 0; s < nsplit; s++) {
+            float ms = pp[s * (vd + 2)];
+            if (ms != -INFINITY) o += pp[s * (vd + 2) + 2 + d] * expf(ms - M);
+        }
+        out[row * vd + d] = o / L;
+    }
+}
+
+/* ---- prefill: query tiles against key tiles in shared memory --------------- */
+
+/* Block: FA_BQ query rows of one head, two threads per row (each owns half
+ * of the features of q and of the accumulator). Key/value tiles of FA_BK
+ * rows are staged in shared memory as f32 (the second half of each row
+ * shifted by 4 floats so the two halves' 16-byte reads use different banks).
+ * Per tile: all scores, the tile max, one rescale, then the P·V update. */
+#define FA_BQ 64
+#define FA_BK 32
+#define FA_MIN_T 16
+
+template <typename T, int HD>
+__global__ void __launch_bounds__(2 * FA_BQ) attn_tile_k(attn_args a, int64_t Tq) {
+    constexpr int HH = HD / 2, RS = HD + 4; /* half, smem row stride */
+    __shared__ __align__(16) float Ks[FA_BK * RS], Vs[FA_BK * RS];
+    const T *K = (const T *)a.k, *Vc = (const T *)a.v;
+    int h = blockIdx.y, kh = h / (a.H / a.Hkv);
+    int tid = threadIdx.x, half = tid & 1;
+    int64_t t0 = (int64_t)blockIdx.x * FA_BQ, t = t0 + (tid >> 1);
+    bool live = t < Tq;
+    int64_t tc = live ? t : Tq - 1;
+    int64_t p = a.pos0 + tc;
+    int64_t lo = a.window > 0 && p - a.window + 1 > 0 ? p - a.window + 1 : 0;
+    /* the block's key range: from its first row's lo to its last row's p */
+    int64_t tl = t0 + FA_BQ - 1 < Tq - 1 ? t0 + FA_BQ - 1 : Tq - 1;
+    int64_t pf = a.pos0 + t0, jend = a.pos0 + tl + 1;
+    int64_t jbeg = a.window > 0 && pf - a.window + 1 > 0 ? pf - a.window + 1 : 0;
+    float q[HH], acc[HH];
+    const float *qp = a.q + tc * a.qs0 + h * a.qs1 + half * HH;
+#pragma unroll
+    for (int i = 0; i < HH; i++) {
+        q[i] = qp[i] * a.scale;
+        acc[i] = 0.0f;
+    }
+    float m = -INFINITY, l = 0.0f;
+    for (int64_t j0 = jbeg; j0 < jend; j0 += FA_BK) {
+        __syncthreads();
+        for (int e = tid; e < FA_BK * HD; e += 2 * FA_BQ) {
+            int r = e / HD, col = e - r * HD;
+            int64_t j = j0 + r < jend ? j0 + r : jend - 1;
+            int so = r * RS + col + (col >= HH ? 4 : 0);
+            Ks[so] = ldf(K, j * a.ks0 + kh * a.ks1 + col);
+            Vs[so] = ldf(Vc, j * a.vs0 + kh * a.vs1 + col);
+        }
+        __syncthreads();
+        float sc[FA_BK], mt = m;
+#pragma unroll
+        for (int u = 0; u < FA_BK; u++) {
+            const float4 *kr = reinterpret_cast<const float4 *>(Ks + u * RS + half * (HH + 4));
+            float d = 0.0f;
+#pragma unroll
+            for (int i = 0; i < HH / 4; i++) {
+                float4 k4 = kr[i];
+                d += q[4 * i] * k4.x + q[4 * i + 1] * k4.y + q[4 * i + 2] * k4.z + q[4 * i + 3] * k4.w;
+            }
+            d += __shfl_xor_sync(0xffffffffu, d, 1);
+            if (a.cap > 0) d = a.cap * tanhf(d / a.cap);
+            int64_t j = j0 + u;
+            sc[u] = j <= p && j >= lo && j < jend ? d : -INFINITY;
+            mt = fmaxf(mt, sc[u]);
+        }
+        if (mt == -INFINITY) continue; /* no visible key in this tile for this row */
+        float corr = expf(m - mt);
+        l *= corr;
+#pragma unroll
+        for (int i = 0; i < HH; i++) acc[i] *= corr;
+#pragma unroll
+        for (int u = 0; u < FA_BK; u++) {
+            float pe = expf(sc[u] - mt);
+            l += pe;
+            const float4 *vr = reinterpret_cast<const float4 *>(Vs + u * RS + half * (HH + 4));
+#pragma unroll
+            for (int i = 0; i < HH / 4; i++) {
+                float4 v4 = vr[i];
+                acc[4 * i] += pe * v4.x;
+                acc[4 * i + 1] += pe * v4.y;
+                acc[4 * i + 2] += pe * v4.z;
+                acc[4 * i + 3] += pe * v4.w;
+            }
+        }
+        m = mt;
+    }
+    if (!live) return;
+    float *o = a.out + (t * a.H + h) * HD + half * HH;
+#pragma unroll
+    for (int i = 0; i < HH; i++) o[i] = acc[i] / l;
+}
+
+template <typename T>
+static bool launch_tile(const attn_args &a, int64_t T_, cudaStream_t st) {
+    dim3 grid((unsigned)((T_ + FA_BQ - 1) / FA_BQ), (unsigned)a.H);
+    if (a.hd == 64 && a.vd == 64)
+        attn_tile_k<T, 64><<<grid, 2 * FA_BQ, 0, st>>>(a, T_);
+    else if (a.hd == 128 && a.vd == 128)
+        attn_tile_k<T, 128><<<grid, 2 * FA_BQ, 0, st>>>(a, T_);
+    else
+        return false;
+    return true;
+}
+
+lmx_status lmx_cuda_attention(const lmx_node *n, lmx_pool *pool) {
+    lmx_cuda_ctx *c = cuda_ctx(pool);
+    const lmx_array *q = n->src[0], *k = n->src[1], *v = n->src[2];
+    attn_args a;
+    memset(&a, 0, sizeof a);
+    int64_t T = q->shape[0];
+    a.H = (int)q->shape[1];
+    a.Hkv = (int)k->shape[1];
+    a.hd = (int)q->shape[2];
+    a.vd = (int)v->shape[2];
+    a.pos0 = n->ip[0];
+    a.window = n->ip[1];
+    a.scale = n->fp[0];
+    a.cap = n->fp[1];
+    if (T == 0) return LMX_OK;
+    if (T > 65535 || a.H > 65535 || a.hd > ATT_MAXD || a.vd > ATT_MAXD)
+        return lmx_err(LMX_ERR_UNSUPPORTED, "cuda attention: T=%lld H=%d hd=%d vd=%d beyond the kernel's limits",
+                       (long long)T, a.H, a.hd, a.vd);
+    a.out = (float *)n->out->data;
+    a.q = (const float *)q->data;
+    a.k = k->data;
+    a.v = v->data;
+    a.qs0 = q->strides[0];
+    a.qs1 = q->strides[1];
+    a.ks0 = k->strides[0];
+    a.ks1 = k->strides[1];
+    a.vs0 = v->strides[0];
+    a.vs1 = v->strides[1];
+    if (T >= FA_MIN_T && ((a.hd == 64 && a.vd == 64) || (a.hd == 128 && a.vd == 128)) &&
+        ((uintptr_t)a.q & 15) == 0 && a.qs1 % 4 == 0 && a.qs0 % 4 == 0) {
+        bool ok = k->dtype == LMX_F32    ? launch_tile<float>(a, T, c->stream)
+                  : k->dtype == LMX_BF16 ? launch_tile<__nv_bfloat16>(a, T, c->stream)
+                  : k->dtype == LMX_F16  ? launch_tile<__half>(a, T, c->stream)
+                                         : false;
+        if (ok) return cuda_launched("attention (tiles)");
+    }
+    /* longest key range of any row */
+    int64_t nmax = a.pos0 + T;
+    if (a.window > 0 && nmax > a.window) nmax = a.window;
+    int64_t base = (int64_t)a.H * T, want = 8 * (int64_t)c->n_sm;
+    int64_t ns = 1;
+    if (base < want) {
+        ns = (want + base - 1) / base;
+        int64_t by_keys = (nmax + 31) / 32;
+        if (ns > by_keys) ns = by_keys;
+        if (ns < 1) ns = 1;
+    }
+    a.chunk = (nmax + ns - 1) / ns;
+    a.nsplit = (int)ns;
+    if (ns > 1) {
+        void *part;
+        LMX_TRY(cuda_scratch(c, (size_t)(base * ns * (a.vd + 2)) * sizeof(float), &part));
+        a.part = (float *)part;
+    }
+    dim3 grid((unsigned)a.H, (unsigned)T, (unsigned)ns);
+    switch (k->dtype) {
+    case LMX_F32: attn_k<float><<<grid, ATT_WARPS * 32, 0, c->stream>>>(a); break;
+    case LMX_BF16: attn_k<__nv_bfloat16><<<grid, ATT_WARPS * 32, 0, c->stream>>>(a); break;
+    case LMX_F16: attn_k<__half><<<grid, ATT_WARPS * 32, 0, c->stream>>>(a); break;
+    default: return lmx_err(LMX_ERR_UNSUPPORTED, "cuda attention: cache dtype %s", lmx_dtype_info(k->dtype)->name);
+    }
+    LMX_TRY(cuda_launched("attention"));
+    if (ns > 1) {
+        attn_combine_k<<<(unsigned)base, 128, 0, c->stream>>>(a.out, a.part, a.nsplit, a.vd);
+        LMX_TRY(cuda_launched("attention: combine"));
+    }
+    return LMX_OK;
+}

@@ -1,0 +1,345 @@
+/* cuda_backend.cu - the CUDA backend: context (device, one stream, cuBLAS
+ * handle with a fixed workspace), device memory (plain cudaMalloc, tracked
+ * for peak-memory reports), the kernel table, supports(), and decode-step
+ * graphs. */
+#include "backend/cuda/cuda_common.cuh"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- errors ---------------------------------------------------------------- */
+
+lmx_status cuda_check(cudaError_t e, const char *what) {
+    if (e == cudaSuccess) return LMX_OK;
+    lmx_status s = e == cudaErrorMemoryAllocation ? LMX_ERR_NOMEM : LMX_ERR_INTERNAL;
+    return lmx_err(s, "cuda: %s: %s (%s)", what, cudaGetErrorString(e), cudaGetErrorName(e));
+}
+
+lmx_status cuda_blas_check(cublasStatus_t e, const char *what) {
+    if (e == CUBLAS_STATUS_SUCCESS) return LMX_OK;
+    return lmx_err(e == CUBLAS_STATUS_ALLOC_FAILED ? LMX_ERR_NOMEM : LMX_ERR_INTERNAL, "cuda: %s: cuBLAS %s",
+                   what, cublasGetStatusString(e));
+}
+
+/* ---- allocation table: pointer -> size (open addressing) ---------------- */
+
+struct lmx_cuda_alloc_table {
+    void **keys;
+    size_t *sizes;
+    size_t cap, n;
+};
+
+static size_t slot_of(const lmx_cuda_alloc_table *t, void *p) {
+    uintptr_t h = (uintptr_t)p >> 8;
+    h ^= h >> 17;
+    h *= 0x9E3779B97F4A7C15ull;
+    return (size_t)(h & (t->cap - 1));
+}
+
+static bool table_put(lmx_cuda_alloc_table *t, void *p, size_t size) {
+    if ((t->n + 1) * 2 > t->cap) {
+        lmx_cuda_alloc_table g = {NULL, NULL, t->cap ? t->cap * 2 : 64, 0};
+        g.keys = (void **)calloc(g.cap, sizeof *g.keys);
+        g.sizes = (size_t *)calloc(g.cap, sizeof *g.sizes);
+        if (!g.keys || !g.sizes) {
+            free(g.keys);
+            free(g.sizes);
+            return false;
+        }
+        for (size_t i = 0; i < t->cap; i++)
+            if (t->keys[i]) table_put(&g, t->keys[i], t->sizes[i]);
+        free(t->keys);
+        free(t->sizes);
+        *t = g;
+    }
+    size_t i = slot_of(t, p);
+    while (t->keys[i]) i = (i + 1) & (t->cap - 1);
+    t->keys[i] = p;
+    t->sizes[i] = size;
+    t->n++;
+    return true;
+}
+
+static size_t table_take(lmx_cuda_alloc_table *t, void *p) {
+    if (!t->cap) return 0;
+    size_t i = slot_of(t, p);
+    while (t->keys[i] && t->keys[i] != p) i = (i + 1) & (t->cap - 1);
+    if (!t->keys[i]) return 0;
+    size_t size = t->sizes[i];
+    t->keys[i] = NULL;
+    t->n--;
+    /* re-insert the rest of the cluster so lookups stay correct */
+    for (size_t j = (i + 1) & (t->cap - 1); t->keys[j]; j = (j + 1) & (t->cap - 1)) {
+        void *k = t->keys[j];
+        size_t s = t->sizes[j];
+        t->keys[j] = NULL;
+        t->n--;
+        table_put(t, k, s);
+    }
+    return size;
+}
+
+/* ---- device memory ------------------------------------------------------- */
+
+static lmx_status ctx_alloc(lmx_cuda_ctx *c, size_t bytes, void **out) {
+    *out = NULL;
+    if (c->capturing) return lmx_err(LMX_ERR_INTERNAL, "cuda: allocation of %zu bytes during graph capture", bytes);
+    void *p = NULL;
+    cudaError_t e = cudaMalloc(&p, bytes ? bytes : 1);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        size_t fr = 0, tot = 0;
+        cudaMemGetInfo(&fr, &tot);
+        return lmx_err(LMX_ERR_NOMEM, "cuda: cannot allocate %zu bytes (%zu of %zu free): %s", bytes, fr, tot,
+                       cudaGetErrorString(e));
+    }
+    if (!table_put(c->allocs, p, bytes)) {
+        cudaFree(p);
+        return lmx_err(LMX_ERR_NOMEM, "out of memory");
+    }
+    c->mem_in_use += bytes;
+    if (c->mem_in_use > c->mem_peak) c->mem_peak = c->mem_in_use;
+    *out = p;
+    return LMX_OK;
+}
+
+static void ctx_free(lmx_cuda_ctx *c, void *p) {
+    if (!p) return;
+    c->mem_in_use -= table_take(c->allocs, p);
+    cudaFree(p);
+}
+
+static lmx_cuda_ctx *bctx(const lmx_backend *b) { return (lmx_cuda_ctx *)b->ctx; }
+
+static lmx_status buf_alloc(lmx_backend *b, size_t bytes, void **out) {
+    lmx_cuda_ctx *c = bctx(b);
+    LMX_TRY(ctx_alloc(c, bytes, out));
+    lmx_status s = cuda_check(cudaMemsetAsync(*out, 0, bytes, c->stream), "memset");
+    if (!s) s = cuda_check(cudaStreamSynchronize(c->stream), "memset");
+    if (s) {
+        ctx_free(c, *out);
+        *out = NULL;
+    }
+    return s;
+}
+
+static void buf_free(lmx_backend *b, void *p) { ctx_free(bctx(b), p); }
+
+static lmx_status buf_upload(lmx_backend *b, void *dst, const void *src, size_t bytes) {
+    lmx_cuda_ctx *c = bctx(b);
+    if (!bytes) return LMX_OK;
+    /* pageable source: the copy is complete (staged) when the call returns */
+    return cuda_check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, c->stream), "upload");
+}
+
+static lmx_status buf_download(lmx_backend *b, void *dst, const void *src, size_t bytes) {
+    lmx_cuda_ctx *c = bctx(b);
+    if (!bytes) return LMX_OK;
+    LMX_TRY(cuda_check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, c->stream), "download"));
+    return cuda_check(cudaStreamSynchronize(c->stream), "download");
+}
+
+static lmx_status buf_sync(lmx_backend *b) { return cuda_check(cudaStreamSynchronize(bctx(b)->stream), "sync"); }
+
+static const lmx_buffer_ops cuda_buffer_ops = {
+    false, buf_alloc, buf_free, buf_upload, buf_download, buf_sync,
+};
+
+lmx_status cuda_scratch(lmx_cuda_ctx *c, size_t bytes, void **out) {
+    if (bytes <= c->scratch_size) {
+        *out = c->scratch;
+        return LMX_OK;
+    }
+    if (c->capturing)
+        return lmx_err(LMX_ERR_INTERNAL, "cuda: scratch of %zu bytes needed during graph capture (have %zu)",
+                       bytes, c->scratch_size);
+    LMX_TRY(cuda_check(cudaStreamSynchronize(c->stream), "scratch"));
+    size_t want = bytes + bytes / 2;
+    ctx_free(c, c->scratch);
+    c->scratch = NULL;
+    c->scratch_size = 0;
+    LMX_TRY(ctx_alloc(c, want, &c->scratch));
+    c->scratch_size = want;
+    *out = c->scratch;
+    return LMX_OK;
+}
+
+/* ---- kernel table and supports() ---------------------------------------- */
+
+static const lmx_kernel_fn cuda_kernels[LMX_OP_COUNT] = {
+    lmx_cuda_get_rows, lmx_cuda_matmul, lmx_cuda_rms_norm, lmx_cuda_layer_norm, lmx_cuda_rope,
+    lmx_cuda_attention, lmx_cuda_binary, lmx_cuda_binary, lmx_cuda_unary, lmx_cuda_unary,
+    lmx_cuda_unary, lmx_cuda_copy, lmx_cuda_softmax,
+};
+static_assert(LMX_OP_GET_ROWS == 0 && LMX_OP_SOFTMAX == 12 && LMX_OP_COUNT == 13,
+              "cuda_kernels lists the ops in op.h order");
+
+static bool f32(const lmx_array *a) { return a && a->dtype == LMX_F32; }
+static bool flt_or_null(const lmx_array *a) { return !a || cu_is_float(a->dtype); }
+
+static bool cuda_supports(const lmx_backend *b, const lmx_node *n) {
+    (void)b;
+    const lmx_array *const *s = n->src;
+    switch (n->op) {
+    case LMX_OP_GET_ROWS:
+        return f32(n->out) && cu_is_float(s[0]->dtype) && s[1]->dtype == LMX_I32 && !s[2] &&
+               lmx_array_is_contiguous(s[0]) && lmx_array_is_contiguous(n->out);
+    case LMX_OP_MATMUL:
+        return f32(n->out) && f32(s[0]) && cu_is_float(s[1]->dtype) && lmx_array_is_contiguous(s[1]) &&
+               flt_or_null(s[2]) && !s[3] && !s[4];
+    case LMX_OP_RMS_NORM:
+    case LMX_OP_LAYER_NORM:
+        return f32(n->out) && f32(s[0]) && flt_or_null(s[1]) && flt_or_null(s[2]);
+    case LMX_OP_ROPE:
+        return f32(n->out) && f32(s[0]) && f32(s[1]) && lmx_array_is_contiguous(s[0]) &&
+               lmx_array_is_contiguous(n->out);
+    case LMX_OP_ATTENTION:
+        return f32(n->out) && f32(s[0]) && cu_is_float(s[1]->dtype) && s[2]->dtype == s[1]->dtype &&
+               s[0]->shape[2] <= 256 && s[2]->shape[2] <= 256 && s[0]->strides[2] == 1 &&
+               s[1]->strides[2] == 1 && s[2]->strides[2] == 1 && lmx_array_is_contiguous(n->out);
+    case LMX_OP_ADD:
+    case LMX_OP_MUL:
+        return f32(n->out) && f32(s[0]) && cu_is_float(s[1]->dtype);
+    case LMX_OP_SCALE:
+    case LMX_OP_SOFTCAP:
+    case LMX_OP_SOFTMAX:
+        return f32(n->out) && f32(s[0]);
+    case LMX_OP_ACT:
+        return f32(n->out) && f32(s[0]) && (!s[1] || f32(s[1]));
+    case LMX_OP_COPY: {
+        const lmx_dtype_traits *t = lmx_dtype_info(s[0]->dtype);
+        if (s[0]->dtype == n->out->dtype) return t && !t->is_quant;
+        return cu_is_float(s[0]->dtype) && cu_is_float(n->out->dtype);
+    }
+    default:
+        return false;
+    }
+}
+
+/* ---- backend lifetime ------------------------------------------------------ */
+
+static void ctx_destroy(lmx_cuda_ctx *c) {
+    if (!c) return;
+    cudaSetDevice(c->device);
+    if (c->stream) cudaStreamSynchronize(c->stream);
+    for (int i = 0; i < LMX_CUDA_MAX_GRAPHS; i++)
+        if (c->graphs[i]) cudaGraphExecDestroy(c->graphs[i]);
+    if (c->blas) cublasDestroy(c->blas);
+    ctx_free(c, c->blas_ws);
+    ctx_free(c, c->scratch);
+    if (c->stream) cudaStreamDestroy(c->stream);
+    if (c->allocs) {
+        free(c->allocs->keys);
+        free(c->allocs->sizes);
+        free(c->allocs);
+    }
+    free(c);
+}
+
+static void cuda_destroy(lmx_backend *b) {
+    ctx_destroy(bctx(b));
+    free(b);
+}
+
+extern "C" int lmx_cuda_device_count(char *why, size_t cap) {
+    int n = 0;
+    cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        if (why && cap) snprintf(why, cap, "no CUDA device: %s", cudaGetErrorString(e));
+        return 0;
+    }
+    if (n == 0 && why && cap) snprintf(why, cap, "no CUDA device: none found");
+    return n;
+}
+
+extern "C" lmx_status lmx_cuda_device_info(char *buf, size_t cap) {
+    cudaDeviceProp p;
+    int drv = 0, rt = 0, dev = 0;
+    LMX_TRY(cuda_check(cudaGetDevice(&dev), "device"));
+    LMX_TRY(cuda_check(cudaGetDeviceProperties(&p, dev), "device properties"));
+    cudaDriverGetVersion(&drv);
+    cudaRuntimeGetVersion(&rt);
+    snprintf(buf, cap, "%s (sm_%d%d, %d SMs, %.1f GiB), driver API %d.%d, runtime %d.%d", p.name, p.major,
+             p.minor, p.multiProcessorCount, (double)p.totalGlobalMem / (1 << 30), drv / 1000,
+             (drv % 1000) / 10, rt / 1000, (rt % 1000) / 10);
+    return LMX_OK;
+}
+
+extern "C" lmx_status lmx_cuda_backend_create(lmx_backend **out) {
+    *out = NULL;
+    char why[160];
+    if (lmx_cuda_device_count(why, sizeof why) <= 0) return lmx_err(LMX_ERR_UNSUPPORTED, "device cuda: %s", why);
+    lmx_cuda_ctx *c = (lmx_cuda_ctx *)calloc(1, sizeof *c);
+    lmx_backend *b = (lmx_backend *)calloc(1, sizeof *b);
+    if (c) c->allocs = (lmx_cuda_alloc_table *)calloc(1, sizeof *c->allocs);
+    if (!c || !b || !c->allocs) {
+        free(b);
+        ctx_destroy(c);
+        return lmx_err(LMX_ERR_NOMEM, "out of memory");
+    }
+    lmx_status s = cuda_check(cudaSetDevice(0), "set device");
+    if (!s) s = cuda_check(cudaDeviceGetAttribute(&c->n_sm, cudaDevAttrMultiProcessorCount, 0), "device attribute");
+    if (!s) s = cuda_check(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking), "stream");
+    if (!s) s = cuda_blas_check(cublasCreate(&c->blas), "create");
+    if (!s) s = cuda_blas_check(cublasSetStream(c->blas, c->stream), "set stream");
+    c->blas_ws_size = 32u << 20;
+    if (!s) s = ctx_alloc(c, c->blas_ws_size, &c->blas_ws);
+    if (!s) s = cuda_blas_check(cublasSetWorkspace(c->blas, c->blas_ws, c->blas_ws_size), "set workspace");
+    void *scr;
+    if (!s) s = cuda_scratch(c, 16u << 20, &scr);
+    if (s) {
+        free(b);
+        ctx_destroy(c);
+        return s;
+    }
+    b->name = "cuda";
+    b->kernels = cuda_kernels;
+    b->supports = cuda_supports;
+    b->pool = (lmx_pool *)(void *)c;
+    b->ctx = c;
+    b->buffers = &cuda_buffer_ops;
+    b->destroy = cuda_destroy;
+    *out = b;
+    return LMX_OK;
+}
+
+extern "C" size_t lmx_cuda_mem_in_use(const lmx_backend *b) { return b && b->ctx ? bctx(b)->mem_in_use : 0; }
+extern "C" size_t lmx_cuda_mem_peak(const lmx_backend *b) { return b && b->ctx ? bctx(b)->mem_peak : 0; }
+
+/* ---- graphs -------------------------------------------------------------- */
+
+extern "C" lmx_status lmx_cuda_graph_begin(lmx_backend *b) {
+    lmx_cuda_ctx *c = bctx(b);
+    if (c->capturing) return lmx_err(LMX_ERR_INTERNAL, "cuda: graph capture already in progress");
+    LMX_TRY(cuda_check(cudaStreamBeginCapture(c->stream, cudaStreamCaptureModeThreadLocal), "begin capture"));
+    c->capturing = true;
+    return LMX_OK;
+}
+
+extern "C" lmx_status lmx_cuda_graph_end(lmx_backend *b, int key) {
+    lmx_cuda_ctx *c = bctx(b);
+    if (!c->capturing) return lmx_err(LMX_ERR_INTERNAL, "cuda: no graph capture in progress");
+    c->capturing = false;
+    cudaGraph_t g = NULL;
+    LMX_TRY(cuda_check(cudaStreamEndCapture(c->stream, &g), "end capture"));
+    if (key < 0 || key >= LMX_CUDA_MAX_GRAPHS) {
+        cudaGraphDestroy(g);
+        return lmx_err(LMX_ERR_INVALID_ARG, "cuda: graph key %d out of range", key);
+    }
+    cudaGraphExec_t ex = NULL;
+    lmx_status s = cuda_check(cudaGraphInstantiate(&ex, g, 0), "instantiate graph");
+    cudaGraphDestroy(g);
+    if (s) return s;
+    if (c->graphs[key]) cudaGraphExecDestroy(c->graphs[key]);
+    c->graphs[key] = ex;
+    return LMX_OK;
+}
+
+extern "C" lmx_status lmx_cuda_graph_launch(lmx_backend *b, int key) {
+    lmx_cuda_ctx *c = bctx(b);
+    if (key < 0 || key >= LMX_CUDA_MAX_GRAPHS || !c->graphs[key])
+        return lmx_err(LMX_ERR_INVALID_ARG, "cuda: no graph under key %d", key);
+    return cuda_check(cudaGraphLaunch(c->graphs[key], c->stream), "graph launch");
+}

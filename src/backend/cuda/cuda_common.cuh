@@ -1,0 +1,112 @@
+/* cuda_common.cuh - what every CUDA kernel file shares: the backend context,
+ * error conversion (CUDA errors become lmx_status with a message; nothing
+ * exits), dtype loads, row helpers and block reductions. */
+#ifndef LMX_CUDA_COMMON_CUH
+#define LMX_CUDA_COMMON_CUH
+
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+extern "C" {
+#include "core/ops.h"
+}
+#include "backend/cuda/cuda.h"
+
+#define LMX_CUDA_MAX_GRAPHS 8
+
+struct lmx_cuda_alloc_table; /* pointer -> size, for memory accounting */
+
+struct lmx_cuda_ctx {
+    int device;
+    int n_sm;
+    cudaStream_t stream;
+    cublasHandle_t blas;
+    void *blas_ws;
+    size_t blas_ws_size;
+    void *scratch; /* kernels' temporaries (split-K partials, converted x) */
+    size_t scratch_size;
+    size_t mem_in_use, mem_peak;
+    lmx_cuda_alloc_table *allocs;
+    bool capturing;
+    cudaGraph_t graph_in_capture;
+    cudaGraphExec_t graphs[LMX_CUDA_MAX_GRAPHS];
+};
+
+/* The backend hands its context to kernels through the pool slot. */
+static inline lmx_cuda_ctx *cuda_ctx(lmx_pool *p) { return (lmx_cuda_ctx *)(void *)p; }
+
+/* LMX_OK, or an lmx_err naming `what` and the CUDA error. */
+lmx_status cuda_check(cudaError_t e, const char *what);
+lmx_status cuda_blas_check(cublasStatus_t e, const char *what);
+/* Checks the last launch (cudaGetLastError). */
+static inline lmx_status cuda_launched(const char *what) { return cuda_check(cudaGetLastError(), what); }
+/* At least `bytes` of scratch (grown outside a graph capture only). The
+ * scratch is one buffer: a kernel's temporaries are dead after it returns. */
+lmx_status cuda_scratch(lmx_cuda_ctx *c, size_t bytes, void **out);
+
+/* Row helpers, as the CPU kernels define them. */
+static inline int64_t cu_cols(const lmx_array *a) { return a->ndim ? a->shape[a->ndim - 1] : 1; }
+static inline int64_t cu_rows(const lmx_array *a) { return a->ndim ? lmx_array_numel(a) / cu_cols(a) : 1; }
+static inline int64_t cu_row_stride(const lmx_array *a) {
+    return a->ndim >= 2 ? a->strides[a->ndim - 2] : cu_cols(a);
+}
+static inline bool cu_is_float(lmx_dtype t) { return t == LMX_F32 || t == LMX_F16 || t == LMX_BF16; }
+
+/* Element loads/stores in f32. */
+__device__ __forceinline__ float ldf(const float *p, int64_t i) { return p[i]; }
+__device__ __forceinline__ float ldf(const __nv_bfloat16 *p, int64_t i) { return __bfloat162float(p[i]); }
+__device__ __forceinline__ float ldf(const __half *p, int64_t i) { return __half2float(p[i]); }
+__device__ __forceinline__ void stf(float *p, int64_t i, float v) { p[i] = v; }
+__device__ __forceinline__ void stf(__nv_bfloat16 *p, int64_t i, float v) { p[i] = __float2bfloat16_rn(v); }
+__device__ __forceinline__ void stf(__half *p, int64_t i, float v) { p[i] = __float2half_rn(v); }
+/* A load whose dtype is known at run time only (bias, norm weights). */
+__device__ __forceinline__ float ld_any(const void *p, int dt, int64_t i) {
+    if (dt == LMX_BF16) return __bfloat162float(((const __nv_bfloat16 *)p)[i]);
+    if (dt == LMX_F16) return __half2float(((const __half *)p)[i]);
+    return ((const float *)p)[i];
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+/* Block-wide sum/max for blockDim.x a multiple of 32 (<= 1024); every
+ * thread gets the result. sh: 32 floats of shared memory. */
+__device__ __forceinline__ float block_sum(float v, float *sh) {
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    v = warp_sum(v);
+    __syncthreads();
+    if (lane == 0) sh[w] = v;
+    __syncthreads();
+    v = lane < nw ? sh[lane] : 0.0f;
+    return warp_sum(v);
+}
+__device__ __forceinline__ float block_max(float v, float *sh) {
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    v = warp_max(v);
+    __syncthreads();
+    if (lane == 0) sh[w] = v;
+    __syncthreads();
+    v = lane < nw ? sh[lane] : -INFINITY;
+    return warp_max(v);
+}
+
+/* Kernels (one entry per lmx_op; cuda_backend.c holds the table). */
+lmx_status lmx_cuda_get_rows(const lmx_node *n, lmx_pool *pool);
+lmx_status lmx_cuda_matmul(const lmx_node *n, lmx_pool *pool);
+lmx_status lmx_cuda_rms_norm(const lmx_node *n, lmx_pool *pool);
+lmx_status lmx_cuda_layer_norm(const lmx_node *n, lmx_pool *pool);
+lmx_status lmx_cuda_rope(const lmx_node *n, lmx_pool *pool);
+lmx_status lmx_cuda_attention(const lmx_node *n, lmx_pool *pool);
+lmx_status lmx_cuda_binary(const lmx_node *n, lmx_pool *pool); /* add, mul */
+lmx_status lmx_cuda_unary(const lmx_node *n, lmx_pool *pool);  /* scale, softcap, act */
+lmx_status lmx_cuda_copy(const lmx_node *n, lmx_pool *pool);
+lmx_status lmx_cuda_softmax(const lmx_node *n, lmx_pool *pool);
+
+#endif

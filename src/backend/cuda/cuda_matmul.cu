@@ -1,0 +1,235 @@
+/* cuda_matmul.cu - out[M,N] (f32) = x[M,K] (f32) · w[N,K]ᵀ (+ b), weights f32/f16/bf16.
+ *
+ * Decode (M <= GEMV_MAX_M): a warp per output row streams the weight row
+ * with 16-byte loads (4 in flight per lane), multiplies up to 8 x rows per
+ * weight load and reduces with shuffles; x stays f32 (exact products).
+ * Prefill: cuBLAS. f32 weights: SGEMM (no TF32). bf16/f16 weights: x is
+ * rounded to the weight dtype in scratch, then a tensor-core GEMM with f32
+ * accumulation and output (bf16 operands: ~1e-3..1e-2 relative). */
+#include "backend/cuda/cuda_common.cuh"
+
+#define GEMV_MAX_M 8
+#define GEMV_WARPS 8
+#define GEMV_UNROLL 4
+
+__device__ __forceinline__ void unpack16(const uint4 &u, float *f, const float *) {
+    f[0] = __uint_as_float(u.x);
+    f[1] = __uint_as_float(u.y);
+    f[2] = __uint_as_float(u.z);
+    f[3] = __uint_as_float(u.w);
+}
+__device__ __forceinline__ void unpack16(const uint4 &u, float *f, const __nv_bfloat16 *) {
+    const uint32_t w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        f[2 * i] = __uint_as_float(w[i] << 16);
+        f[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
+    }
+}
+__device__ __forceinline__ void unpack16(const uint4 &u, float *f, const __half *) {
+    const uint32_t w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        __half2 h = *reinterpret_cast<const __half2 *>(&w[i]);
+        float2 v = __half22float2(h);
+        f[2 * i] = v.x;
+        f[2 * i + 1] = v.y;
+    }
+}
+
+/* Weights are read once: keep them out of L1. */
+__device__ __forceinline__ uint4 ld_stream(const uint4 *p) {
+    uint4 r;
+    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+                 : "l"(p));
+    return r;
+}
+
+/* A block of GEMV_WARPS warps covers GEMV_WARPS/S rows; the S warps of a row
+ * split its K range (split-K inside the block, merged through shared
+ * memory), so narrow matrices still put enough loads in flight. */
+template <typename Tw, int MR>
+__global__ void __launch_bounds__(GEMV_WARPS * 32)
+    gemv_k(float *__restrict__ out, const float *__restrict__ x, const Tw *__restrict__ w, const void *bias, int bdt,
+           int M, int64_t N, int64_t K, int64_t xs, int64_t os, int S) {
+    constexpr int V = 16 / sizeof(Tw);
+    __shared__ float red[GEMV_WARPS][MR];
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    int64_t row = (int64_t)blockIdx.x * (GEMV_WARPS / S) + warp / S;
+    int ks = warp % S;
+    int64_t nv = K / V, v0 = nv * ks / S, v1 = nv * (ks + 1) / S;
+    float acc[MR];
+#pragma unroll
+    for (int m = 0; m < MR; m++) acc[m] = 0.0f;
+    if (row < N) {
+        const uint4 *wr = reinterpret_cast<const uint4 *>(w + row * K);
+        for (int64_t i0 = v0 + lane; i0 < v1; i0 += 32 * GEMV_UNROLL) {
+            uint4 u[GEMV_UNROLL];
+#pragma unroll
+            for (int j = 0; j < GEMV_UNROLL; j++)
+                if (i0 + 32 * j < v1) u[j] = ld_stream(wr + i0 + 32 * j);
+#pragma unroll
+            for (int j = 0; j < GEMV_UNROLL; j++) {
+                int64_t i = i0 + 32 * j;
+                if (i >= v1) break;
+                float wf[V];
+                unpack16(u[j], wf, (const Tw *)nullptr);
+#pragma unroll
+                for (int m = 0; m < MR; m++) {
+                    if (m >= M) break;
+                    const float4 *xv = reinterpret_cast<const float4 *>(x + m * xs + i * V);
+#pragma unroll
+                    for (int q = 0; q < V / 4; q++) {
+                        float4 a = __ldg(xv + q);
+                        acc[m] += a.x * wf[4 * q] + a.y * wf[4 * q + 1] + a.z * wf[4 * q + 2] + a.w * wf[4 * q + 3];
+                    }
+                }
+            }
+        }
+    }
+#pragma unroll
+    for (int m = 0; m < MR; m++) {
+        float sum = warp_sum(acc[m]);
+        if (lane == 0) red[warp][m] = sum;
+    }
+    if (S > 1) __syncthreads();
+    if (ks != 0 || lane != 0 || row >= N) return;
+    float bv = bias ? ld_any(bias, bdt, row) : 0.0f;
+#pragma unroll
+    for (int m = 0; m < MR; m++) {
+        if (m >= M) break;
+        float sum = red[warp][m];
+        for (int k = 1; k < S; k++) sum += red[warp + k][m];
+        out[m * os + row] = sum + bv;
+    }
+}
+
+/* Any alignment / K: element loads. */
+template <typename Tw>
+__global__ void __launch_bounds__(GEMV_WARPS * 32)
+    gemv_scalar_k(float *out, const float *x, const Tw *w, const void *bias, int bdt, int M, int64_t N, int64_t K,
+                  int64_t xs, int64_t os) {
+    int lane = threadIdx.x & 31;
+    int64_t row = (int64_t)blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5);
+    if (row >= N) return;
+    float acc[GEMV_MAX_M] = {0};
+    for (int64_t k = lane; k < K; k += 32) {
+        float wv = ldf(w, row * K + k);
+#pragma unroll
+        for (int m = 0; m < GEMV_MAX_M; m++)
+            if (m < M) acc[m] += x[m * xs + k] * wv;
+    }
+    float bv = bias ? ld_any(bias, bdt, row) : 0.0f;
+#pragma unroll
+    for (int m = 0; m < GEMV_MAX_M; m++) {
+        if (m >= M) break;
+        float s = warp_sum(acc[m]);
+        if (lane == 0) out[m * os + row] = s + bv;
+    }
+}
+
+template <typename Tw>
+static void launch_gemv(cudaStream_t st, int n_sm, float *out, const float *x, const Tw *w, const void *bias, int bdt, int M,
+                        int64_t N, int64_t K, int64_t xs, int64_t os) {
+    constexpr int V = 16 / sizeof(Tw);
+    dim3 block(GEMV_WARPS * 32);
+    bool vec = K % V == 0 && ((uintptr_t)w & 15) == 0 && ((uintptr_t)x & 15) == 0 && (M == 1 || xs % 4 == 0);
+    if (!vec) {
+        dim3 grid((unsigned)((N + GEMV_WARPS - 1) / GEMV_WARPS));
+        gemv_scalar_k<Tw><<<grid, block, 0, st>>>(out, x, w, bias, bdt, M, N, K, xs, os);
+        return;
+    }
+    /* warps per row: enough blocks for ~4 per SM, each warp >= 2 vectors per lane */
+    int S = 1;
+    while (S < GEMV_WARPS && N * S / GEMV_WARPS < 4 * n_sm && K / V / (2 * S) >= 64) S *= 2;
+    dim3 grid((unsigned)((N + GEMV_WARPS / S - 1) / (GEMV_WARPS / S)));
+    if (M == 1)
+        gemv_k<Tw, 1><<<grid, block, 0, st>>>(out, x, w, bias, bdt, M, N, K, xs, os, S);
+    else if (M == 2)
+        gemv_k<Tw, 2><<<grid, block, 0, st>>>(out, x, w, bias, bdt, M, N, K, xs, os, S);
+    else if (M <= 4)
+        gemv_k<Tw, 4><<<grid, block, 0, st>>>(out, x, w, bias, bdt, M, N, K, xs, os, S);
+    else
+        gemv_k<Tw, 8><<<grid, block, 0, st>>>(out, x, w, bias, bdt, M, N, K, xs, os, S);
+}
+
+/* ---- prefill through cuBLAS ---------------------------------------------------- */
+
+template <typename T>
+__global__ void round_x_k(T *o, const float *x, int64_t M, int64_t K, int64_t xs) {
+    int64_t n = M * K;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+        int64_t m = i / K;
+        stf(o, i, x[m * xs + (i - m * K)]);
+    }
+}
+
+__global__ void add_bias_k(float *out, const void *bias, int bdt, int64_t M, int64_t N, int64_t os) {
+    int64_t n = M * N;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+        int64_t m = i / N, j = i - m * N;
+        out[m * os + j] += ld_any(bias, bdt, j);
+    }
+}
+
+static unsigned blocks_for(int64_t n) {
+    int64_t b = (n + 255) / 256;
+    return (unsigned)(b < 8192 ? (b > 0 ? b : 1) : 8192);
+}
+
+static lmx_status gemm(lmx_cuda_ctx *c, const lmx_node *n, int64_t M, int64_t N, int64_t K, int64_t xs, int64_t os) {
+    const lmx_array *x = n->src[0], *w = n->src[1];
+    float *out = (float *)n->out->data;
+    const float one = 1.0f, zero = 0.0f;
+    if (M > 0x7fffffff || N > 0x7fffffff || K > 0x7fffffff || xs > 0x7fffffff || os > 0x7fffffff)
+        return lmx_err(LMX_ERR_UNSUPPORTED, "cuda matmul: dimensions beyond 2^31");
+    if (w->dtype == LMX_F32) {
+        /* column-major view: outᵀ[N,M] = wᵀᵀ · xᵀ */
+        return cuda_blas_check(cublasSgemm(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)N, (int)M, (int)K, &one,
+                                           (const float *)w->data, (int)K, (const float *)x->data, (int)xs, &zero,
+                                           out, (int)os),
+                               "sgemm");
+    }
+    void *xh;
+    LMX_TRY(cuda_scratch(c, (size_t)(M * K) * 2, &xh));
+    cudaDataType_t dt = w->dtype == LMX_BF16 ? CUDA_R_16BF : CUDA_R_16F;
+    if (w->dtype == LMX_BF16)
+        round_x_k<<<blocks_for(M * K), 256, 0, c->stream>>>((__nv_bfloat16 *)xh, (const float *)x->data, M, K, xs);
+    else
+        round_x_k<<<blocks_for(M * K), 256, 0, c->stream>>>((__half *)xh, (const float *)x->data, M, K, xs);
+    LMX_TRY(cuda_launched("matmul: round x"));
+    return cuda_blas_check(cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)N, (int)M, (int)K, &one, w->data, dt,
+                                        (int)K, xh, dt, (int)K, &zero, out, CUDA_R_32F, (int)os, CUBLAS_COMPUTE_32F,
+                                        CUBLAS_GEMM_DEFAULT),
+                           "gemm");
+}
+
+lmx_status lmx_cuda_matmul(const lmx_node *n, lmx_pool *pool) {
+    lmx_cuda_ctx *c = cuda_ctx(pool);
+    const lmx_array *x = n->src[0], *w = n->src[1], *b = n->src[2];
+    int64_t M = cu_rows(x), K = w->shape[1], N = w->shape[0];
+    int64_t xs = cu_row_stride(x), os = cu_row_stride(n->out);
+    float *out = (float *)n->out->data;
+    if (M == 0 || N == 0) return LMX_OK;
+    const void *bias = b ? b->data : NULL;
+    int bdt = b ? b->dtype : 0;
+    if (M <= GEMV_MAX_M) {
+        const float *xd = (const float *)x->data;
+        switch (w->dtype) {
+        case LMX_F32: launch_gemv(c->stream, c->n_sm, out, xd, (const float *)w->data, bias, bdt, (int)M, N, K, xs, os); break;
+        case LMX_BF16:
+            launch_gemv(c->stream, c->n_sm, out, xd, (const __nv_bfloat16 *)w->data, bias, bdt, (int)M, N, K, xs, os);
+            break;
+        case LMX_F16: launch_gemv(c->stream, c->n_sm, out, xd, (const __half *)w->data, bias, bdt, (int)M, N, K, xs, os); break;
+        default: return lmx_err(LMX_ERR_UNSUPPORTED, "cuda matmul: weight dtype %s", lmx_dtype_info(w->dtype)->name);
+        }
+        return cuda_launched("matmul (gemv)");
+    }
+    LMX_TRY(gemm(c, n, M, N, K, xs, os));
+    if (bias) {
+        add_bias_k<<<blocks_for(M * N), 256, 0, c->stream>>>(out, bias, bdt, M, N, os);
+        LMX_TRY(cuda_launched("matmul: bias"));
+    }
+    return LMX_OK;
+}

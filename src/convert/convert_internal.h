@@ -1,0 +1,44 @@
+/* convert_internal.h - shared by the convert/ files. */
+#ifndef LMX_CONVERT_INTERNAL_H
+#define LMX_CONVERT_INTERNAL_H
+
+#include "convert/convert.h"
+#include "io/shards.h"
+#include "models/config.h"
+#include "models/weights.h"
+
+typedef enum { CV_COPY, CV_QUANT_W, CV_QUANT_S, CV_QUANT_B, CV_DEQUANT } cv_kind;
+
+typedef struct cv_entry {
+    const char *name;   /* output tensor name (owned by the plan) */
+    const char *module; /* quantized / dequantized module path (owned) */
+    const lmx_st_tensor *src;
+    cv_kind kind;
+    lmx_dtype dtype;    /* output dtype */
+    lmx_dtype fdt;      /* quant parts: the float dtype quantized from */
+    int ndim;
+    int64_t shape[LMX_MAX_DIMS];
+    bool quant, per_layer;
+    lmx_qmode mode;
+    int bits, group;
+} cv_entry;
+
+typedef struct cv_plan {
+    const char *src;
+    lmx_st_set *st;
+    const lmx_config *cfg;
+    const char *model_type;
+    bool quantize, dequantize, tied;
+    lmx_qmode mode;
+    int bits, group;
+    const char *recipe;
+    lmx_dtype cast; /* LMX_DTYPE_INVALID: keep */
+    int n_layers, layer_location;
+    cv_entry *e;
+    size_t n, cap;
+} cv_plan;
+
+lmx_status cv_plan_build(cv_plan *p);
+void cv_plan_free(cv_plan *p);
+
+#endif

@@ -1,0 +1,204 @@
+/* bench_cuda_ops.c - kernel timings for bench/cuda-notes.md (not a test).
+ *
+ * Each measurement captures REPS calls into one CUDA graph (so launch gaps
+ * are the graph's, not the host's), replays it a few times and reports the
+ * median per call. Weight-streaming cases cycle through enough copies of
+ * the weights (> 2x the 50 MB L2) that every call reads HBM. Inputs are
+ * random (never zeros). Prints one line per case. */
+#include "backend/cuda/cuda.h"
+#include "core/ops.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define REPS 50
+#define ROUNDS 5
+
+static lmx_backend *gpu;
+static lmx_exec gex;
+static uint64_t rng = 88172645463325252ull;
+
+static void die(const char *what) {
+    fprintf(stderr, "FATAL %s: %s\n", what, lmx_last_error());
+    exit(1);
+}
+
+static lmx_array rnd(lmx_dtype dt, int ndim, int64_t d0, int64_t d1, int64_t d2, double amp) {
+    int64_t sh[3] = {d0, d1, d2};
+    lmx_array h, d;
+    if (lmx_array_alloc(&h, dt, ndim, sh)) die("alloc");
+    int64_t n = lmx_array_numel(&h);
+    float *f = malloc((size_t)n * sizeof *f);
+    for (int64_t i = 0; i < n; i++) {
+        rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+        f[i] = (float)(((double)(rng >> 11) / 9007199254740992.0 * 2 - 1) * amp);
+    }
+    lmx_dtype_info(dt)->from_f32(f, h.data, n);
+    free(f);
+    if (lmx_array_to_backend(gpu, &d, &h)) die("upload");
+    lmx_array_release(&h);
+    return d;
+}
+
+typedef lmx_status (*call_fn)(void *arg, int i);
+
+static int cmpd(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Median seconds per call of fn over REPS calls in one graph. */
+static double time_graph(call_fn fn, void *arg) {
+    for (int i = 0; i < 2; i++)
+        if (fn(arg, i)) die("warm-up");
+    if (lmx_backend_sync(gpu)) die("sync");
+    lmx_status s = lmx_cuda_graph_begin(gpu);
+    for (int i = 0; i < REPS && !s; i++) s = fn(arg, i);
+    lmx_status e = lmx_cuda_graph_end(gpu, 1);
+    if (s || e) die("capture");
+    double t[ROUNDS];
+    if (lmx_cuda_graph_launch(gpu, 1) || lmx_backend_sync(gpu)) die("replay");
+    for (int r = 0; r < ROUNDS; r++) {
+        double t0 = lmx_time_s();
+        if (lmx_cuda_graph_launch(gpu, 1) || lmx_backend_sync(gpu)) die("replay");
+        t[r] = (lmx_time_s() - t0) / REPS;
+    }
+    qsort(t, ROUNDS, sizeof *t, cmpd);
+    return t[ROUNDS / 2];
+}
+
+/* ---- matmul ---------------------------------------------------------------- */
+
+typedef struct {
+    lmx_array x, out, w[64], b;
+    int nw;
+} mm_arg;
+
+static lmx_status mm_call(void *p, int i) {
+    mm_arg *a = p;
+    return lmx_matmul(&gex, &a->out, &a->x, &a->w[i % a->nw], NULL);
+}
+
+static void bench_matmul(const char *label, lmx_dtype dt, int64_t M, int64_t N, int64_t K) {
+    mm_arg a;
+    memset(&a, 0, sizeof a);
+    size_t wbytes = lmx_dtype_bytes(dt, N * K);
+    a.nw = (int)((200u << 20) / wbytes) + 1;
+    if (a.nw > 64) a.nw = 64;
+    if (M > 8) a.nw = 1; /* GEMMs are compute-bound */
+    a.x = rnd(LMX_F32, 2, M, K, 0, 1);
+    int64_t so[2] = {M, N};
+    if (lmx_array_alloc_on(gpu, &a.out, LMX_F32, 2, so)) die("alloc");
+    for (int i = 0; i < a.nw; i++) a.w[i] = rnd(dt, 2, N, K, 0, 0.02);
+    double s = time_graph(mm_call, &a);
+    double bytes = (double)wbytes + 4.0 * (double)(M * K + M * N);
+    printf("matmul %-22s %-5s M=%-4lld N=%-6lld K=%-6lld %9.2f us  %7.1f GB/s  %7.1f TFLOP/s\n", label,
+           lmx_dtype_info(dt)->name, (long long)M, (long long)N, (long long)K, s * 1e6, bytes / s / 1e9,
+           2.0 * M * N * K / s / 1e12);
+    lmx_array_release(&a.x);
+    lmx_array_release(&a.out);
+    for (int i = 0; i < a.nw; i++) lmx_array_release(&a.w[i]);
+}
+
+/* ---- attention ------------------------------------------------------------- */
+
+typedef struct {
+    lmx_array q, k, v, out;
+    int64_t pos0;
+} at_arg;
+
+static lmx_status at_call(void *p, int i) {
+    at_arg *a = p;
+    (void)i;
+    return lmx_attention(&gex, &a->out, &a->q, &a->k, &a->v, a->pos0, 0.088f, 0, 0);
+}
+
+static void bench_attention(lmx_dtype dt, int64_t T, int64_t S, int64_t H, int64_t Hkv, int64_t hd) {
+    at_arg a;
+    a.q = rnd(LMX_F32, 3, T, H, hd, 1);
+    a.k = rnd(dt, 3, S, Hkv, hd, 1);
+    a.v = rnd(dt, 3, S, Hkv, hd, 1);
+    a.pos0 = S - T;
+    int64_t so[2] = {T, H * hd};
+    if (lmx_array_alloc_on(gpu, &a.out, LMX_F32, 2, so)) die("alloc");
+    double s = time_graph(at_call, &a);
+    double bytes = 2.0 * (double)lmx_dtype_bytes(dt, S * Hkv * hd);
+    double flops = 4.0 * H * hd * (double)(T == 1 ? S : T * (2 * S - T + 1) / 2);
+    printf("attention %-5s T=%-4lld S=%-6lld H=%lld/%lld hd=%lld %9.2f us  %7.1f GB/s (KV once)  %6.1f TFLOP/s\n",
+           lmx_dtype_info(dt)->name, (long long)T, (long long)S, (long long)H, (long long)Hkv, (long long)hd,
+           s * 1e6, bytes / s / 1e9, flops / s / 1e12);
+    lmx_array_release(&a.q);
+    lmx_array_release(&a.k);
+    lmx_array_release(&a.v);
+    lmx_array_release(&a.out);
+}
+
+/* ---- copy (bandwidth ceiling) and small ops -------------------------------- */
+
+typedef struct {
+    lmx_array a, b;
+    int op;
+} cp_arg;
+
+static lmx_status cp_call(void *p, int i) {
+    cp_arg *c = p;
+    (void)i;
+    if (c->op == 0) return lmx_copy(&gex, &c->b, &c->a);
+    if (c->op == 1) return lmx_rms_norm(&gex, &c->b, &c->a, NULL, 1e-5f, false);
+    return lmx_add(&gex, &c->b, &c->b, &c->a);
+}
+
+static void bench_small(const char *label, int op, int64_t R, int64_t C) {
+    cp_arg c;
+    c.op = op;
+    c.a = rnd(LMX_F32, 2, R, C, 0, 1);
+    c.b = rnd(LMX_F32, 2, R, C, 0, 1);
+    double s = time_graph(cp_call, &c);
+    double bytes = (op == 2 ? 3.0 : 2.0) * 4.0 * (double)(R * C);
+    printf("%-10s [%lld, %lld] %9.2f us  %7.1f GB/s\n", label, (long long)R, (long long)C, s * 1e6, bytes / s / 1e9);
+    lmx_array_release(&c.a);
+    lmx_array_release(&c.b);
+}
+
+int main(void) {
+    char why[256];
+    if (lmx_cuda_device_count(why, sizeof why) <= 0) {
+        printf("SKIP bench_cuda_ops: %s\n", why);
+        return 77;
+    }
+    if (lmx_backend_create("cuda", 0, &gpu)) die("backend");
+    gex.backend = gpu;
+    char info[256];
+    if (lmx_cuda_device_info(info, sizeof info)) die("info");
+    printf("device: %s\n", info);
+    bench_small("copy", 0, 8192, 16384);
+    bench_small("rms_norm", 1, 1, 4096);
+    bench_small("add", 2, 1, 4096);
+    static const struct {
+        const char *label;
+        int64_t N, K;
+    } s1b[] = {{"1B q/o", 2048, 2048}, {"1B k/v", 512, 2048}, {"1B gate/up", 8192, 2048}, {"1B down", 2048, 8192},
+               {"1B lm_head", 128256, 2048}, {"8B q/o", 4096, 4096}, {"8B k/v", 1024, 4096},
+               {"8B gate/up", 14336, 4096}, {"8B down", 4096, 14336}, {"8B lm_head", 128256, 4096}};
+    for (size_t i = 0; i < sizeof s1b / sizeof *s1b; i++) bench_matmul(s1b[i].label, LMX_BF16, 1, s1b[i].N, s1b[i].K);
+    bench_matmul("8B q/o", LMX_F16, 1, 4096, 4096);
+    bench_matmul("8B q/o", LMX_F32, 1, 4096, 4096);
+    bench_matmul("8B gate/up M=4", LMX_BF16, 4, 14336, 4096);
+    bench_matmul("8B q/o M=8", LMX_BF16, 8, 4096, 4096);
+    bench_matmul("gemm", LMX_BF16, 512, 4096, 4096);
+    bench_matmul("gemm", LMX_BF16, 512, 14336, 4096);
+    bench_matmul("gemm", LMX_BF16, 2048, 8192, 8192);
+    bench_matmul("gemm", LMX_F16, 512, 4096, 4096);
+    bench_matmul("sgemm", LMX_F32, 512, 4096, 4096);
+    bench_attention(LMX_F32, 1, 1024, 32, 8, 128);
+    bench_attention(LMX_F32, 1, 4096, 32, 8, 128);
+    bench_attention(LMX_BF16, 1, 4096, 32, 8, 128);
+    bench_attention(LMX_F32, 1, 4096, 32, 8, 64);
+    bench_attention(LMX_F32, 512, 512, 32, 8, 128);
+    bench_attention(LMX_BF16, 512, 512, 32, 8, 64);
+    printf("peak device memory %.1f MiB\n", (double)lmx_cuda_mem_peak(gpu) / (1 << 20));
+    lmx_backend_free(gpu);
+    return 0;
+}

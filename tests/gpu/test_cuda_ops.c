@@ -1,0 +1,381 @@
+/* test_cuda_ops.c - every CUDA kernel against the CPU reference kernel.
+ *
+ * Fresh random inputs each run (seed printed; LMX_TEST_SEED=n repeats one),
+ * outputs poisoned with NaN bytes on both sides before the op: an element
+ * the CPU writes but the GPU leaves NaN fails, so do non-finite results.
+ * Error = ||gpu - cpu|| / ||cpu|| over the written elements. Tolerances:
+ * f32 paths 1e-5; GEMMs that round x to bf16/f16 1e-2 (bf16) / 2e-3 (f16).
+ * Exits 77 (ctest: skipped) with the reason when no CUDA device answers. */
+#include "backend/cuda/cuda.h"
+#include "core/ops.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static lmx_backend *cpu, *gpu;
+static lmx_exec cex, gex;
+static uint64_t rng;
+static int n_ok, n_bad;
+
+static double urand(void) {
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (double)(rng >> 11) / 9007199254740992.0;
+}
+
+static void die(const char *what) {
+    fprintf(stderr, "FATAL %s: %s\n", what, lmx_last_error());
+    exit(1);
+}
+
+/* Host array of dtype dt with uniform values in [-amp, amp]. */
+static lmx_array H(lmx_dtype dt, int ndim, int64_t d0, int64_t d1, int64_t d2, double amp) {
+    int64_t sh[3] = {d0, d1, d2};
+    lmx_array a;
+    if (lmx_array_alloc(&a, dt, ndim, sh)) die("alloc");
+    int64_t n = lmx_array_numel(&a);
+    if (dt == LMX_I32) return a;
+    float *f = malloc((size_t)n * sizeof *f);
+    for (int64_t i = 0; i < n; i++) f[i] = (float)((2 * urand() - 1) * amp);
+    lmx_dtype_info(dt)->from_f32(f, a.data, n);
+    free(f);
+    return a;
+}
+
+/* Poisoned (all bytes 0xFF = NaN for f32/bf16/f16) host array. */
+static lmx_array HP(lmx_dtype dt, int ndim, int64_t d0, int64_t d1, int64_t d2) {
+    int64_t sh[3] = {d0, d1, d2};
+    lmx_array a;
+    if (lmx_array_alloc(&a, dt, ndim, sh)) die("alloc");
+    memset(a.data, 0xff, lmx_array_nbytes(&a));
+    return a;
+}
+
+/* Device copy of a host array (poison travels with it). */
+static lmx_array D(const lmx_array *h) {
+    lmx_array d;
+    if (lmx_array_to_backend(gpu, &d, h)) die("upload");
+    return d;
+}
+
+/* Compares host reference r with device array g (same layout, whole buffers). */
+static void cmp(const char *what, const lmx_array *r, const lmx_array *g, double tol) {
+    int64_t n = lmx_array_numel(r);
+    size_t bytes = lmx_array_nbytes(r);
+    void *gb = malloc(bytes);
+    float *rf = malloc((size_t)n * sizeof *rf), *gf = malloc((size_t)n * sizeof *gf);
+    if (lmx_backend_download(gpu, gb, g->data, bytes)) die("download");
+    const lmx_dtype_traits *t = lmx_dtype_info(r->dtype);
+    if (r->dtype == LMX_I32) {
+        for (int64_t i = 0; i < n; i++) {
+            rf[i] = (float)((const int32_t *)r->data)[i];
+            gf[i] = (float)((const int32_t *)gb)[i];
+        }
+    } else {
+        t->to_f32(r->data, rf, n);
+        t->to_f32(gb, gf, n);
+    }
+    double num = 0, den = 0;
+    int64_t unwritten = 0, bad = 0, used = 0;
+    for (int64_t i = 0; i < n; i++) {
+        if (isnan(rf[i]) && r->dtype != LMX_I32) { /* not written by the reference: must stay poisoned */
+            if (!isnan(gf[i])) bad++;
+            continue;
+        }
+        used++;
+        if (!isfinite(gf[i])) {
+            unwritten++;
+            continue;
+        }
+        double d = (double)gf[i] - rf[i];
+        num += d * d;
+        den += (double)rf[i] * rf[i];
+    }
+    double rel = den > 0 ? sqrt(num / den) : sqrt(num);
+    bool ok = unwritten == 0 && bad == 0 && used > 0 && rel <= tol;
+    printf("%s %-58s rel %.2e (tol %.0e)", ok ? "ok  " : "FAIL", what, rel, tol);
+    if (unwritten || bad) printf(" non-finite/unwritten %lld, stray writes %lld", (long long)unwritten, (long long)bad);
+    printf("\n");
+    ok ? n_ok++ : n_bad++;
+    free(gb);
+    free(rf);
+    free(gf);
+}
+
+static void run2(lmx_status a, lmx_status b, const char *what) {
+    if (a) {
+        fprintf(stderr, "%s (cpu): %s\n", what, lmx_last_error());
+        n_bad++;
+    }
+    if (b) {
+        printf("FAIL %s (cuda): %s\n", what, lmx_last_error());
+        n_bad++;
+    }
+}
+
+static void rel(lmx_array *a) { lmx_array_release(a); }
+
+static const char *dn(lmx_dtype t) { return lmx_dtype_info(t)->name; }
+static const lmx_dtype FL[3] = {LMX_F32, LMX_BF16, LMX_F16};
+
+/* ---- cases ------------------------------------------------------------- */
+
+static void t_get_rows(void) {
+    for (int i = 0; i < 3; i++) {
+        lmx_array tab = H(FL[i], 2, 1000, 384, 0, 1), ids = H(LMX_I32, 1, 7, 0, 0, 0);
+        for (int r = 0; r < 7; r++) ((int32_t *)ids.data)[r] = (int32_t)(urand() * 1000);
+        lmx_array oc = HP(LMX_F32, 2, 7, 384, 0), dt = D(&tab), di = D(&ids), og = D(&oc);
+        run2(lmx_get_rows(&cex, &oc, &tab, &ids), lmx_get_rows(&gex, &og, &dt, &di), "get_rows");
+        char w[96];
+        snprintf(w, sizeof w, "get_rows %s [1000,384] x7", dn(FL[i]));
+        cmp(w, &oc, &og, 1e-6);
+        rel(&tab), rel(&ids), rel(&oc), rel(&dt), rel(&di), rel(&og);
+    }
+}
+
+static void t_matmul(void) {
+    static const int64_t shapes[][2] = {{256, 512}, {1000, 4096}, {37, 100}, {2048, 2048}, {512, 2048}};
+    static const int64_t Ms[] = {1, 3, 8, 9, 64};
+    for (int wi = 0; wi < 3; wi++)
+        for (int s = 0; s < 5; s++)
+            for (int mi = 0; mi < 5; mi++)
+                for (int strided = 0; strided < 2; strided++) {
+                    int64_t N = shapes[s][0], K = shapes[s][1], M = Ms[mi];
+                    if (strided && (s != 0 || (M != 3 && M != 64))) continue;
+                    bool bias = (s + mi) % 2 == 1;
+                    int64_t xw = strided ? K + 64 : K;
+                    lmx_array xf = H(LMX_F32, 2, M, xw, 0, 1), w = H(FL[wi], 2, N, K, 0, 1.0 / sqrt((double)K));
+                    lmx_array b = H(LMX_BF16, 1, N, 0, 0, 1), x;
+                    lmx_array_cols(&x, &xf, strided ? 32 : 0, K);
+                    lmx_array oc = HP(LMX_F32, 2, M, N, 0), dx = D(&xf), dw = D(&w), db = D(&b), og = D(&oc), gx;
+                    lmx_array_cols(&gx, &dx, strided ? 32 : 0, K);
+                    run2(lmx_matmul(&cex, &oc, &x, &w, bias ? &b : NULL),
+                         lmx_matmul(&gex, &og, &gx, &dw, bias ? &db : NULL), "matmul");
+                    char what[96];
+                    snprintf(what, sizeof what, "matmul w %s M=%lld N=%lld K=%lld%s%s", dn(FL[wi]), (long long)M,
+                             (long long)N, (long long)K, bias ? " +bias" : "", strided ? " strided x" : "");
+                    double tol = M <= 8 || FL[wi] == LMX_F32 ? 1e-5 : FL[wi] == LMX_BF16 ? 1e-2 : 2e-3;
+                    cmp(what, &oc, &og, tol);
+                    rel(&xf), rel(&w), rel(&b), rel(&oc), rel(&dx), rel(&dw), rel(&db), rel(&og);
+                }
+}
+
+static void t_norms(void) {
+    for (int i = 0; i < 3; i++)
+        for (int add_one = 0; add_one < 2; add_one++) {
+            int64_t C = i == 0 ? 4096 : i == 1 ? 896 : 64;
+            lmx_array x = H(LMX_F32, 2, 5, C, 0, 3), w = H(FL[i], 1, C, 0, 0, 1);
+            lmx_array oc = HP(LMX_F32, 2, 5, C, 0), dx = D(&x), dw = D(&w), og = D(&oc);
+            run2(lmx_rms_norm(&cex, &oc, &x, &w, 1e-6f, add_one), lmx_rms_norm(&gex, &og, &dx, &dw, 1e-6f, add_one),
+                 "rms_norm");
+            char what[96];
+            snprintf(what, sizeof what, "rms_norm [5,%lld] w %s add_one=%d", (long long)C, dn(FL[i]), add_one);
+            cmp(what, &oc, &og, 1e-5);
+            /* in place on both sides */
+            run2(lmx_rms_norm(&cex, &x, &x, &w, 1e-5f, add_one), lmx_rms_norm(&gex, &dx, &dx, &dw, 1e-5f, add_one),
+                 "rms_norm in place");
+            snprintf(what, sizeof what, "rms_norm in place [5,%lld] w %s", (long long)C, dn(FL[i]));
+            cmp(what, &x, &dx, 1e-5);
+            lmx_array b = H(FL[i], 1, C, 0, 0, 1), db = D(&b);
+            run2(lmx_layer_norm(&cex, &oc, &x, add_one ? &w : NULL, &b, 1e-5f),
+                 lmx_layer_norm(&gex, &og, &dx, add_one ? &dw : NULL, &db, 1e-5f), "layer_norm");
+            snprintf(what, sizeof what, "layer_norm [5,%lld] %s%s +b", (long long)C, add_one ? "w " : "", dn(FL[i]));
+            cmp(what, &oc, &og, 1e-5);
+            rel(&x), rel(&w), rel(&oc), rel(&dx), rel(&dw), rel(&og), rel(&b), rel(&db);
+        }
+}
+
+static void t_rope(void) {
+    for (int trad = 0; trad < 2; trad++)
+        for (int partial = 0; partial < 2; partial++)
+            for (int inplace = 0; inplace < 2; inplace++) {
+                int64_t T = 6, Hh = 4, hd = 128;
+                int dims = partial ? 64 : 128;
+                float ms = partial ? 1.2f : 1.0f;
+                int64_t pos0 = inplace ? 3000 : 17;
+                lmx_array x = H(LMX_F32, 3, T, Hh, hd, 2), inv = H(LMX_F32, 1, dims / 2, 0, 0, 0);
+                for (int k = 0; k < dims / 2; k++) ((float *)inv.data)[k] = powf(10000.0f, -2.0f * k / dims);
+                lmx_array dx = D(&x), dinv = D(&inv), oc, og;
+                if (inplace) {
+                    oc = x;
+                    og = dx;
+                } else {
+                    oc = HP(LMX_F32, 3, T, Hh, hd);
+                    og = D(&oc);
+                }
+                run2(lmx_rope(&cex, &oc, &x, &inv, pos0, dims, trad, ms), lmx_rope(&gex, &og, &dx, &dinv, pos0, dims, trad, ms),
+                     "rope");
+                char what[96];
+                snprintf(what, sizeof what, "rope [6,4,128] dims=%d %s pos0=%lld mscale=%.1f%s", dims,
+                         trad ? "traditional" : "rotate_half", (long long)pos0, ms, inplace ? " in place" : "");
+                cmp(what, &oc, &og, 1e-5);
+                if (!inplace) rel(&oc), rel(&og);
+                rel(&x), rel(&inv), rel(&dx), rel(&dinv);
+            }
+}
+
+static void t_attention(void) {
+    struct {
+        int64_t T, pos0, S, H, Hkv, hd;
+        int window;
+        float cap;
+    } cs[] = {
+        {1, 299, 300, 8, 2, 64, 0, 0},      {1, 2999, 4096, 32, 8, 128, 0, 0}, {40, 0, 64, 8, 2, 64, 0, 0},
+        {7, 100, 128, 4, 4, 128, 16, 0},    {1, 500, 512, 8, 4, 256, 0, 50.0f}, {33, 20, 64, 6, 2, 80, 8, 30.0f},
+        {128, 0, 128, 16, 4, 64, 0, 0},     {48, 100, 160, 8, 2, 128, 16, 30.0f}, {200, 0, 256, 4, 1, 128, 0, 0},
+        {17, 3, 20, 2, 2, 64, 0, 0},
+    };
+    for (size_t c = 0; c < sizeof cs / sizeof *cs; c++)
+        for (int di = 0; di < 3; di++) {
+            int64_t T = cs[c].T, Hh = cs[c].H, Hkv = cs[c].Hkv, hd = cs[c].hd, S = cs[c].S;
+            lmx_array q = H(LMX_F32, 3, T, Hh, hd, 1), k = H(FL[di], 3, S, Hkv, hd, 1), v = H(FL[di], 3, S, Hkv, hd, 1);
+            lmx_array oc = HP(LMX_F32, 2, T, Hh * hd, 0), dq = D(&q), dk = D(&k), dv = D(&v), og = D(&oc);
+            float scale = 1.0f / sqrtf((float)hd) * 2.0f;
+            run2(lmx_attention(&cex, &oc, &q, &k, &v, cs[c].pos0, scale, cs[c].cap, cs[c].window),
+                 lmx_attention(&gex, &og, &dq, &dk, &dv, cs[c].pos0, scale, cs[c].cap, cs[c].window), "attention");
+            char what[112];
+            snprintf(what, sizeof what, "attention T=%lld pos0=%lld H=%lld/%lld hd=%lld kv %s%s%s", (long long)T,
+                     (long long)cs[c].pos0, (long long)Hh, (long long)Hkv, (long long)hd, dn(FL[di]),
+                     cs[c].window ? " window" : "", cs[c].cap > 0 ? " softcap" : "");
+            cmp(what, &oc, &og, 1e-5);
+            rel(&q), rel(&k), rel(&v), rel(&oc), rel(&dq), rel(&dk), rel(&dv), rel(&og);
+        }
+}
+
+static void t_elementwise(void) {
+    for (int i = 0; i < 3; i++)
+        for (int bc = 0; bc < 2; bc++)
+            for (int op = 0; op < 2; op++) {
+                lmx_array a = H(LMX_F32, 2, 7, 300, 0, 2), b = bc ? H(FL[i], 1, 300, 0, 0, 2) : H(FL[i], 2, 7, 300, 0, 2);
+                lmx_array oc = HP(LMX_F32, 2, 7, 300, 0), da = D(&a), db = D(&b), og = D(&oc);
+                run2(op ? lmx_mul(&cex, &oc, &a, &b) : lmx_add(&cex, &oc, &a, &b),
+                     op ? lmx_mul(&gex, &og, &da, &db) : lmx_add(&gex, &og, &da, &db), "add/mul");
+                char what[96];
+                snprintf(what, sizeof what, "%s f32 + %s%s", op ? "mul" : "add", dn(FL[i]), bc ? " (row broadcast)" : "");
+                cmp(what, &oc, &og, 1e-6);
+                rel(&a), rel(&b), rel(&oc), rel(&da), rel(&db), rel(&og);
+            }
+    lmx_array a = H(LMX_F32, 2, 9, 1000, 0, 8), oc = HP(LMX_F32, 2, 9, 1000, 0), da = D(&a), og = D(&oc);
+    run2(lmx_scale(&cex, &oc, &a, 0.37f), lmx_scale(&gex, &og, &da, 0.37f), "scale");
+    cmp("scale [9,1000]", &oc, &og, 1e-6);
+    run2(lmx_softcap(&cex, &oc, &a, 5.0f), lmx_softcap(&gex, &og, &da, 5.0f), "softcap");
+    cmp("softcap [9,1000] c=5", &oc, &og, 1e-6);
+    run2(lmx_softmax(&cex, &oc, &a), lmx_softmax(&gex, &og, &da), "softmax");
+    cmp("softmax [9,1000]", &oc, &og, 1e-5);
+    rel(&a), rel(&oc), rel(&da), rel(&og);
+    static const char *acts[] = {"silu", "gelu_erf", "gelu_tanh", "relu"};
+    for (int act = 0; act < 4; act++)
+        for (int gated = 0; gated < 2; gated++) {
+            /* gate and up as column views of one fused [R, 2F] output */
+            int64_t R = 5, F = 700;
+            lmx_array gu = H(LMX_F32, 2, R, 2 * F, 0, 4), dgu = D(&gu), g1, u1, g2, u2;
+            lmx_array_cols(&g1, &gu, 0, F);
+            lmx_array_cols(&u1, &gu, F, F);
+            lmx_array_cols(&g2, &dgu, 0, F);
+            lmx_array_cols(&u2, &dgu, F, F);
+            lmx_array oc2 = HP(LMX_F32, 2, R, F, 0), og2 = D(&oc2);
+            run2(lmx_act(&cex, &oc2, &g1, gated ? &u1 : NULL, act), lmx_act(&gex, &og2, &g2, gated ? &u2 : NULL, act),
+                 "act");
+            char what[96];
+            snprintf(what, sizeof what, "act %s%s (column views)", acts[act], gated ? " gated" : "");
+            cmp(what, &oc2, &og2, 1e-5);
+            rel(&gu), rel(&dgu), rel(&oc2), rel(&og2);
+        }
+}
+
+static void t_copy(void) {
+    /* into strided destination rows (a KV cache slot of a wider row) */
+    for (int si = 0; si < 3; si++)
+        for (int di = 0; di < 3; di++) {
+            lmx_array src = H(FL[si], 2, 6, 256, 0, 3), dst = HP(FL[di], 2, 6, 512, 0);
+            lmx_array ds = D(&src), dd = D(&dst), vc, vg;
+            lmx_array_cols(&vc, &dst, 128, 256);
+            lmx_array_cols(&vg, &dd, 128, 256);
+            run2(lmx_copy(&cex, &vc, &src), lmx_copy(&gex, &vg, &ds), "copy");
+            char what[96];
+            snprintf(what, sizeof what, "copy %s -> %s (strided destination rows)", dn(FL[si]), dn(FL[di]));
+            cmp(what, &dst, &dd, 1e-7);
+            rel(&src), rel(&dst), rel(&ds), rel(&dd);
+        }
+    lmx_array src = H(LMX_I32, 2, 4, 33, 0, 0);
+    for (int i = 0; i < 4 * 33; i++) ((int32_t *)src.data)[i] = (int32_t)(urand() * 1e6);
+    /* the CPU backend copies float rows only: the reference is the source */
+    lmx_array dst = H(LMX_I32, 2, 4, 33, 0, 0), ds = D(&src), dd = D(&dst);
+    run2(LMX_OK, lmx_copy(&gex, &dd, &ds), "copy i32");
+    cmp("copy int32 -> int32 (reference: the source)", &src, &dd, 0);
+    rel(&src), rel(&dst), rel(&ds), rel(&dd);
+}
+
+/* A decode-like sequence captured as one CUDA graph and replayed must match
+ * the eager run (kernels queue no host synchronisation). */
+static void t_graph(void) {
+    int64_t D0 = 1024, N = 3072;
+    lmx_array x = H(LMX_F32, 2, 1, D0, 0, 1), w = H(LMX_BF16, 2, N, D0, 0, 0.03), nw = H(LMX_BF16, 1, D0, 0, 0, 1);
+    lmx_array dx = D(&x), dw = D(&w), dnw = D(&nw);
+    lmx_array h = HP(LMX_F32, 2, 1, D0, 0), y = HP(LMX_F32, 2, 1, N, 0), a = HP(LMX_F32, 2, 1, N / 2, 0);
+    lmx_array dh = D(&h), dy = D(&y), da = D(&a), dy2 = D(&y), da2 = D(&a), g, u;
+    lmx_array_cols(&g, &dy, 0, N / 2);
+    lmx_array_cols(&u, &dy, N / 2, N / 2);
+    if (lmx_rms_norm(&gex, &dh, &dx, &dnw, 1e-5f, false) || lmx_matmul(&gex, &dy, &dh, &dw, NULL) ||
+        lmx_act(&gex, &da, &g, &u, LMX_ACT_SILU))
+        die("eager");
+    lmx_array_cols(&g, &dy2, 0, N / 2);
+    lmx_array_cols(&u, &dy2, N / 2, N / 2);
+    lmx_status s = lmx_cuda_graph_begin(gpu);
+    if (!s) s = lmx_rms_norm(&gex, &dh, &dx, &dnw, 1e-5f, false);
+    if (!s) s = lmx_matmul(&gex, &dy2, &dh, &dw, NULL);
+    if (!s) s = lmx_act(&gex, &da2, &g, &u, LMX_ACT_SILU);
+    lmx_status e = lmx_cuda_graph_end(gpu, 0);
+    if (!s) s = e;
+    for (int i = 0; i < 3 && !s; i++) s = lmx_cuda_graph_launch(gpu, 0);
+    if (s) {
+        printf("FAIL graph capture: %s\n", lmx_last_error());
+        n_bad++;
+    } else {
+        lmx_array ref = HP(LMX_F32, 2, 1, N / 2, 0);
+        if (lmx_array_download(gpu, &da, ref.data)) die("download");
+        cmp("graph replay of rms_norm+matmul+act == eager", &ref, &da2, 0);
+        rel(&ref);
+    }
+    lmx_array *all[] = {&x, &w, &nw, &dx, &dw, &dnw, &h, &y, &a, &dh, &dy, &da, &dy2, &da2};
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++) rel(all[i]);
+}
+
+int main(void) {
+    char why[256];
+    if (lmx_cuda_device_count(why, sizeof why) <= 0) {
+        printf("SKIP test_cuda_ops: %s\n", why);
+        return 77;
+    }
+    const char *seed = getenv("LMX_TEST_SEED");
+    rng = seed ? strtoull(seed, NULL, 10) : (uint64_t)time(NULL) * 2654435761u;
+    if (!rng) rng = 1;
+    if (lmx_backend_create("cpu", 0, &cpu) || lmx_backend_create("cuda", 0, &gpu)) die("backend");
+    cex.backend = cpu;
+    gex.backend = gpu;
+    char info[256];
+    if (lmx_cuda_device_info(info, sizeof info)) die("device info");
+    printf("device: %s\nseed: %llu\n", info, (unsigned long long)rng);
+    size_t base = lmx_cuda_mem_in_use(gpu);
+    t_get_rows();
+    t_matmul();
+    t_norms();
+    t_rope();
+    t_attention();
+    t_elementwise();
+    t_copy();
+    t_graph();
+    size_t after = lmx_cuda_mem_in_use(gpu);
+    bool mem_ok = after <= base + (64u << 20); /* scratch may have grown; arrays are all freed */
+    printf("%s device memory: %zu bytes held at start, %zu after all cases (peak %zu)\n", mem_ok ? "ok  " : "FAIL",
+           base, after, lmx_cuda_mem_peak(gpu));
+    mem_ok ? n_ok++ : n_bad++;
+    lmx_backend_free(gpu);
+    lmx_backend_free(cpu);
+    printf("%d passed, %d failed\n", n_ok, n_bad);
+    return n_bad ? 1 : 0;
+}

@@ -1,0 +1,223 @@
+/*
+ * test_convert.c - `lmx convert` round trips and bad quantized folders.
+ *
+ * Round trip: convert -q an HF fixture (4-bit, 8-bit, a mixed recipe, a tied
+ * model, 3-bit g32), then convert -d the result back to f32; the quantized
+ * model (packed kernels) and the dequantized one (plain f32) must give the
+ * same logits within 1e-4 of max|logit|. Folder layout per §4b is checked
+ * (index, sorted config with quantization + quantization_config).
+ * Bad input: bits 7, a group size that does not divide the row, scales of
+ * the wrong shape, packed width inconsistent with bits, an override naming
+ * a missing module, an existing destination; kill -9 mid-convert never
+ * leaves a partial destination.
+ */
+#include "testing.h"
+
+#include "lmx.h"
+
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+static char tmpdir[256];
+
+static const int32_t toks[] = {5, 17, 99, 3, 200, 42, 7, 128, 64, 250, 11, 33};
+#define NT (sizeof toks / sizeof *toks)
+
+static float *logits_of(const char *path, int *V) {
+    lmx_load_options lo;
+    lmx_load_options_init(&lo);
+    lo.no_tokenizer = true;
+    lmx_model *m;
+    lmx_status s = lmx_load(path, &lo, &m);
+    CHECK_OK(s);
+    if (s) return NULL;
+    *V = lmx_model_vocab_size(m);
+    float *lg = malloc(NT * (size_t)*V * sizeof *lg);
+    CHECK_OK(lmx_logits(m, toks, NT, lg));
+    lmx_model_free(m);
+    return lg;
+}
+
+static int run_cli(char *out, size_t cap, const char *args) {
+    return t_sh(out, cap, "%s convert %s 2>&1", LMX_CLI, args);
+}
+
+static void roundtrip(const char *fixture, const char *qflags, const char *tag) {
+    char q[512], d[512], out[4096], args[2048];
+    snprintf(q, sizeof q, "%s/%s_q", tmpdir, tag);
+    snprintf(d, sizeof d, "%s/%s_d", tmpdir, tag);
+    snprintf(args, sizeof args, "--hf-path %s/hf/%s --mlx-path %s -q %s", LMX_TEST_DATA, fixture, q, qflags);
+    int rc = run_cli(out, sizeof out, args);
+    CHECK_MSG(rc == 0, "%s: convert failed: %s", tag, out);
+    if (rc) return;
+    CHECK_MSG(strstr(out, "Quantized model with ") && strstr(out, " bits per weight."), "%s: no bpw line: %s", tag, out);
+    snprintf(args, sizeof args, "--hf-path %s --mlx-path %s -d --dtype float32", q, d);
+    rc = run_cli(out, sizeof out, args);
+    CHECK_MSG(rc == 0, "%s: dequantize failed: %s", tag, out);
+    if (rc) return;
+    int V1 = 0, V2 = 0;
+    float *a = logits_of(q, &V1), *b = logits_of(d, &V2);
+    if (a && b && V1 == V2) {
+        double md = 0, mr = 0;
+        for (size_t i = 0; i < NT * (size_t)V1; i++) {
+            md = fmax(md, fabs((double)a[i] - b[i]));
+            mr = fmax(mr, fabs((double)b[i]));
+        }
+        printf("  %-12s %-40s max|d| %.3g of max|logit| %.3g\n", tag, qflags, md, mr);
+        CHECK_MSG(md <= 1e-4 * mr, "%s: quantized vs dequantized logits differ by %g", tag, md);
+    }
+    free(a), free(b);
+    /* layout */
+    char p[600];
+    snprintf(p, sizeof p, "%s/model.safetensors.index.json", q);
+    char *idx = NULL;
+    size_t n;
+    FILE *f = fopen(p, "rb");
+    CHECK_MSG(f != NULL, "%s: no index", tag);
+    if (f) {
+        idx = calloc(1, 1 << 20);
+        n = fread(idx, 1, (1 << 20) - 1, f);
+        fclose(f);
+        CHECK(n > 0 && strstr(idx, "\"total_size\": ") && strstr(idx, "\"total_parameters\": "));
+        free(idx);
+    }
+    snprintf(p, sizeof p, "%s/config.json", q);
+    f = fopen(p, "rb");
+    if (f) {
+        char *c = calloc(1, 1 << 20);
+        n = fread(c, 1, (1 << 20) - 1, f);
+        fclose(f);
+        CHECK(strstr(c, "\"quantization\": {") && strstr(c, "\"quantization_config\": {"));
+        CHECK(strncmp(c, "{\n    \"", 7) == 0);
+        free(c);
+    }
+}
+
+static void test_roundtrip_llama(void) {
+    roundtrip("llama", "", "llama_q4");
+    roundtrip("llama", "--q-bits 8 --q-group-size 32", "llama_q8");
+    roundtrip("llama", "--q-bits 3 --q-group-size 32", "llama_q3");
+    roundtrip("llama", "--quant-predicate mixed_3_6 --q-group-size 32", "llama_mix");
+}
+
+static void test_roundtrip_tied_and_others(void) {
+    roundtrip("llama_tied", "--q-group-size 32", "tied_q4");
+    roundtrip("qwen3", "--q-bits 6 --q-group-size 32", "qwen3_q6");
+    roundtrip("phi3", "--q-bits 5 --q-group-size 32", "phi3_q5");
+    roundtrip("qwen3_moe", "--q-group-size 32", "moe_q4");
+}
+
+/* A copy of a converted folder with config.json's quantization replaced. */
+static void variant(const char *src, const char *dst, const char *sed) {
+    char out[2048];
+    int rc = t_sh(out, sizeof out, "rm -rf %s && cp -r %s %s && sed -i '%s' %s/config.json", dst, src, dst, sed, dst);
+    CHECK_MSG(rc == 0, "variant: %s", out);
+}
+
+static void expect_load_error(const char *path, lmx_status want, const char *needle) {
+    lmx_load_options lo;
+    lmx_load_options_init(&lo);
+    lo.no_tokenizer = true;
+    lmx_model *m = NULL;
+    lmx_status s = lmx_load(path, &lo, &m);
+    CHECK_MSG(s == want && strstr(lmx_last_error(), needle), "%s: got %s '%s', want %s containing '%s'", path,
+              lmx_status_str(s), lmx_last_error(), lmx_status_str(want), needle);
+    if (!s) lmx_model_free(m);
+}
+
+static void test_bad_quantized_folders(void) {
+    char q[512], v[512], out[4096], args[1024];
+    snprintf(q, sizeof q, "%s/bad_src", tmpdir);
+    snprintf(args, sizeof args, "--hf-path %s/hf/llama --mlx-path %s -q --q-group-size 64", LMX_TEST_DATA, q);
+    CHECK_MSG(run_cli(out, sizeof out, args) == 0, "%s", out);
+    snprintf(v, sizeof v, "%s/bad_bits", tmpdir);
+    variant(q, v, "s/\"bits\": 4/\"bits\": 7/g");
+    expect_load_error(v, LMX_ERR_UNSUPPORTED, "bits: 7 is not supported");
+    snprintf(v, sizeof v, "%s/bad_group", tmpdir);
+    variant(q, v, "s/\"group_size\": 64/\"group_size\": 48/g");
+    expect_load_error(v, LMX_ERR_SHAPE, "does not divide the row");
+    snprintf(v, sizeof v, "%s/bad_scales", tmpdir);
+    variant(q, v, "s/\"group_size\": 64/\"group_size\": 32/g");
+    expect_load_error(v, LMX_ERR_SHAPE, "scales': shape");
+    snprintf(v, sizeof v, "%s/bad_width", tmpdir);
+    variant(q, v, "s/\"bits\": 4/\"bits\": 8/g");
+    expect_load_error(v, LMX_ERR_SHAPE, "packed width");
+    snprintf(v, sizeof v, "%s/bad_override", tmpdir);
+    variant(q, v, "s/\"mode\": \"affine\"/\"mode\": \"affine\", \"model.layers.9.mlp.up_proj\": false/");
+    expect_load_error(v, LMX_ERR_FORMAT, "quantization.model.layers.9.mlp.up_proj: names no module");
+    /* a per-layer false override on an unquantized module is honoured: the
+     * float source with a quantization block that excludes q_proj loads. */
+    snprintf(v, sizeof v, "%s/false_override", tmpdir);
+    char sed[512];
+    snprintf(sed, sizeof sed, "s/^{/{\"quantization\": {\"group_size\": 64, \"bits\": 4, "
+                              "\"model.layers.0.self_attn.q_proj\": false},/");
+    char src[512];
+    snprintf(src, sizeof src, "%s/hf/llama", LMX_TEST_DATA);
+    variant(src, v, sed);
+    int V1, V2;
+    float *a = logits_of(v, &V1), *b = logits_of(src, &V2);
+    CHECK(a && b && V1 == V2 && !memcmp(a, b, NT * (size_t)V1 * sizeof *a));
+    free(a), free(b);
+    /* existing destination is refused and left alone */
+    snprintf(args, sizeof args, "--hf-path %s/hf/llama --mlx-path %s -q", LMX_TEST_DATA, q);
+    CHECK(run_cli(out, sizeof out, args) != 0 && strstr(out, "already exists"));
+    /* unsupported CLI values */
+    snprintf(args, sizeof args, "--hf-path %s/hf/llama --mlx-path %s/x1 -q --q-bits 7", LMX_TEST_DATA, tmpdir);
+    CHECK(run_cli(out, sizeof out, args) != 0 && strstr(out, "bits: 7"));
+    snprintf(args, sizeof args, "--hf-path %s/hf/phi --mlx-path %s/x2 -q --quant-predicate mixed_2_6", LMX_TEST_DATA,
+             tmpdir);
+    CHECK(run_cli(out, sizeof out, args) != 0 && strstr(out, "down_proj"));
+}
+
+/* kill -9 at increasing delays: dst is either absent or complete. */
+static void test_kill9_leaves_no_dst(void) {
+    int killed_mid = 0;
+    for (int k = 0; k < 12; k++) {
+        char dst[512];
+        snprintf(dst, sizeof dst, "%s/killed%d", tmpdir, k);
+        pid_t pid = fork();
+        if (pid == 0) {
+            int fd = open("/dev/null", 1);
+            dup2(fd, 1), dup2(fd, 2);
+            char src[512];
+            snprintf(src, sizeof src, "%s/stories260K/hf", LMX_TEST_DATA);
+            execl(LMX_CLI, LMX_CLI, "convert", "--hf-path", src, "--mlx-path", dst, "-q", "--q-bits", "3",
+                  "--q-group-size", "32", (char *)NULL);
+            _exit(127);
+        }
+        usleep((useconds_t)(k * 1500));
+        kill(pid, SIGKILL);
+        int st;
+        waitpid(pid, &st, 0);
+        struct stat sb;
+        bool exists = stat(dst, &sb) == 0;
+        if (WIFSIGNALED(st) && !exists) killed_mid++;
+        if (exists) {
+            char p[600];
+            snprintf(p, sizeof p, "%s/config.json", dst);
+            CHECK_MSG(stat(p, &sb) == 0, "%s exists but is incomplete", dst);
+            snprintf(p, sizeof p, "%s/model.safetensors.index.json", dst);
+            CHECK_MSG(stat(p, &sb) == 0, "%s exists but is incomplete", dst);
+        }
+    }
+    printf("  %d of 12 runs killed before finishing; no partial destination\n", killed_mid);
+    CHECK(killed_mid > 0);
+}
+
+void run_tests(void) {
+    snprintf(tmpdir, sizeof tmpdir, "/tmp/lmx_test_convert_XXXXXX");
+    if (!mkdtemp(tmpdir)) {
+        t_skip("all", "cannot create a temp folder");
+        return;
+    }
+    TEST(test_roundtrip_llama);
+    TEST(test_roundtrip_tied_and_others);
+    TEST(test_bad_quantized_folders);
+    TEST(test_kill9_leaves_no_dst);
+    char out[256];
+    t_sh(out, sizeof out, "rm -rf %s", tmpdir);
+}

@@ -1,0 +1,228 @@
+/*
+ * test_simd_kernels.c - every fast CPU kernel against the reference kernel.
+ *
+ * For each SIMD table this CPU can run (generic always; avx2 and avx512
+ * where cpuid says so) the fast matmul (matvec and blocked GEMM), attention
+ * and RoPE drivers run on random inputs of odd sizes (tails of every vector
+ * width, K > KC, M > MC, GQA groups, windows, soft-capping) with the output
+ * poisoned with NaN first, so an element that is never written fails.
+ *
+ * Tolerances (float reassociation only; both sides compute in f32):
+ *   matmul:    |fast - ref| <= 1e-5 * sum_k |x_k * w_k| + 1e-30
+ *   attention: |fast - ref| <= 1e-5 * max|v| (softmax weights sum to 1)
+ *   rope:      bitwise equal (same operations per element)
+ * Results must also be bitwise identical for 1 and 2 threads.
+ */
+#include "testing.h"
+
+#include "backend/cpu/cpu_simd.h"
+#include "core/ops.h"
+#include "lmx.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+static uint64_t rng = 0x1234567887654321ull;
+static float frand(void) {
+    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+    return (float)((rng >> 11) * (1.0 / 9007199254740992.0)) * 2.0f - 1.0f;
+}
+
+static lmx_pool *pool1, *pool2;
+
+static void fill(lmx_array *a) {
+    int64_t n = lmx_array_numel(a);
+    float *tmp = malloc((size_t)n * sizeof(float));
+    for (int64_t i = 0; i < n; i++) tmp[i] = frand();
+    if (a->dtype == LMX_F32)
+        memcpy(a->data, tmp, (size_t)n * sizeof(float));
+    else
+        lmx_dtype_info(a->dtype)->from_f32(tmp, a->data, n);
+    free(tmp);
+}
+
+static void poison(lmx_array *a) {
+    float *p = a->data;
+    for (int64_t i = 0; i < lmx_array_numel(a); i++) p[i] = NAN;
+}
+
+static lmx_array arr(lmx_dtype dt, int ndim, int64_t d0, int64_t d1, int64_t d2) {
+    lmx_array a;
+    int64_t sh[3] = {d0, d1, d2};
+    CHECK_OK(lmx_array_alloc(&a, dt, ndim, sh));
+    return a;
+}
+
+/* One matmul case; xpad > 0 makes x a column view of a wider array. */
+static void matmul_case(const lmx_simd_kernels *k, lmx_dtype wt, int64_t M, int64_t N, int64_t K, bool bias,
+                        int64_t xpad) {
+    lmx_array xw = arr(LMX_F32, 2, M, K + xpad, 0), w = arr(wt, 2, N, K, 0), b = arr(LMX_BF16, 1, N, 0, 0);
+    lmx_array o_ref = arr(LMX_F32, 2, M, N, 0), o1 = arr(LMX_F32, 2, M, N, 0), o2 = arr(LMX_F32, 2, M, N, 0);
+    fill(&xw), fill(&w), fill(&b);
+    lmx_array x;
+    lmx_array_cols(&x, &xw, xpad, K);
+    poison(&o_ref), poison(&o1), poison(&o2);
+    lmx_node n = {.op = LMX_OP_MATMUL, .out = &o_ref, .src = {&x, &w, bias ? &b : NULL}};
+    CHECK_OK(lmx_cpu_matmul(&n, pool1));
+    n.out = &o1;
+    CHECK_OK(lmx_fast_matmul_with(k, &n, pool1));
+    n.out = &o2;
+    CHECK_OK(lmx_fast_matmul_with(k, &n, pool2));
+    /* Bound: f32 reassociation error of a K-term sum. */
+    float *wf = malloc((size_t)(N * K) * sizeof(float));
+    CHECK_OK(lmx_array_to_f32(&w, wf));
+    int bad = 0;
+    const float *r = o_ref.data, *f1 = o1.data, *f2 = o2.data;
+    for (int64_t m = 0; m < M && bad < 3; m++) {
+        const float *xr = (const float *)x.data + m * x.strides[0];
+        for (int64_t j = 0; j < N && bad < 3; j++) {
+            double mag = 0;
+            for (int64_t kk = 0; kk < K; kk++) mag += fabs((double)xr[kk] * wf[j * K + kk]);
+            double tol = 1e-5 * mag + 1e-30;
+            float a = f1[m * N + j], e = r[m * N + j];
+            if (!(fabs((double)a - e) <= tol)) {
+                CHECK_MSG(0, "%s matmul %s M=%lld N=%lld K=%lld bias=%d: [%lld,%lld] %g vs ref %g (tol %g)", k->name,
+                          lmx_dtype_info(wt)->name, (long long)M, (long long)N, (long long)K, bias, (long long)m,
+                          (long long)j, a, e, tol);
+                bad++;
+            }
+            if (memcmp(&f1[m * N + j], &f2[m * N + j], 4) != 0) {
+                CHECK_MSG(0, "%s matmul M=%lld N=%lld K=%lld: 1 vs 2 threads differ at [%lld,%lld]", k->name,
+                          (long long)M, (long long)N, (long long)K, (long long)m, (long long)j);
+                bad++;
+            }
+        }
+    }
+    free(wf);
+    lmx_array *all[] = {&xw, &w, &b, &o_ref, &o1, &o2};
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++) lmx_array_release(all[i]);
+}
+
+static void each_isa(void (*fn)(const lmx_simd_kernels *)) {
+    for (int i = 0; i < LMX_ISA_COUNT; i++) {
+        const lmx_simd_kernels *k = lmx_simd_for((lmx_isa)i);
+        if (!k) {
+            printf("  (%s: not supported on this CPU, skipped)\n", lmx_isa_name((lmx_isa)i));
+            continue;
+        }
+        fn(k);
+    }
+}
+
+static void matmul_all(const lmx_simd_kernels *k) {
+    static const int64_t shapes[][3] = {
+        {1, 1, 1},   {1, 37, 67},  {1, 64, 128}, {2, 9, 33},   {3, 33, 300}, {4, 31, 17},
+        {5, 45, 257}, {13, 70, 520}, {12, 32, 256}, {25, 97, 64}, {530, 7, 19}, {1, 130, 2048},
+    };
+    lmx_dtype dts[] = {LMX_F32, LMX_F16, LMX_BF16};
+    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
+        for (int d = 0; d < 3; d++)
+            matmul_case(k, dts[d], shapes[s][0], shapes[s][1], shapes[s][2], (s + d) % 2 == 1, s % 3 == 2 ? 5 : 0);
+}
+
+static void test_matmul(void) { each_isa(matmul_all); }
+
+static void attn_case(const lmx_simd_kernels *k, int64_t T, int64_t H, int64_t Hkv, int64_t hd, int64_t pos0,
+                      int window, float softcap) {
+    int64_t cap = pos0 + T + 3;
+    lmx_array q = arr(LMX_F32, 3, T, H, hd), kc = arr(LMX_F32, 3, cap, Hkv, hd), vc = arr(LMX_F32, 3, cap, Hkv, hd);
+    lmx_array o_ref = arr(LMX_F32, 2, T, H * hd, 0), o1 = arr(LMX_F32, 2, T, H * hd, 0), o2 = arr(LMX_F32, 2, T, H * hd, 0);
+    fill(&q), fill(&kc), fill(&vc);
+    /* Scale q up so the softmax is peaked, not uniform. */
+    for (int64_t i = 0; i < lmx_array_numel(&q); i++) ((float *)q.data)[i] *= 3.0f;
+    poison(&o_ref), poison(&o1), poison(&o2);
+    lmx_node n = {.op = LMX_OP_ATTENTION, .out = &o_ref, .src = {&q, &kc, &vc}};
+    n.ip[0] = (int32_t)pos0;
+    n.ip[1] = window;
+    n.fp[0] = 1.0f / sqrtf((float)hd);
+    n.fp[1] = softcap;
+    CHECK_OK(lmx_cpu_attention(&n, pool1));
+    n.out = &o1;
+    CHECK_OK(lmx_fast_attention_with(k, &n, pool1));
+    n.out = &o2;
+    CHECK_OK(lmx_fast_attention_with(k, &n, pool2));
+    const float *r = o_ref.data, *f1 = o1.data, *f2 = o2.data;
+    int bad = 0;
+    for (int64_t i = 0; i < T * H * hd && bad < 3; i++) {
+        if (!(fabsf(f1[i] - r[i]) <= 1e-5f)) {
+            CHECK_MSG(0, "%s attention T=%lld H=%lld Hkv=%lld hd=%lld pos0=%lld win=%d cap=%g: [%lld] %g vs ref %g",
+                      k->name, (long long)T, (long long)H, (long long)Hkv, (long long)hd, (long long)pos0, window,
+                      softcap, (long long)i, f1[i], r[i]);
+            bad++;
+        }
+        if (memcmp(&f1[i], &f2[i], 4) != 0) {
+            CHECK_MSG(0, "%s attention: 1 vs 2 threads differ at %lld", k->name, (long long)i);
+            bad++;
+        }
+    }
+    lmx_array *all[] = {&q, &kc, &vc, &o_ref, &o1, &o2};
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++) lmx_array_release(all[i]);
+}
+
+static void attn_all(const lmx_simd_kernels *k) {
+    attn_case(k, 1, 4, 4, 16, 0, 0, 0);
+    attn_case(k, 1, 32, 8, 64, 200, 0, 0);   /* llama-1b decode shape */
+    attn_case(k, 1, 6, 2, 24, 37, 0, 0);     /* head dim with a vector tail */
+    attn_case(k, 7, 6, 3, 40, 5, 0, 0);      /* prefill continuing a cache */
+    attn_case(k, 19, 4, 1, 33, 0, 8, 0);     /* sliding window, MQA */
+    attn_case(k, 5, 8, 4, 64, 11, 0, 30.0f); /* soft-capping */
+}
+
+static void test_attention(void) { each_isa(attn_all); }
+
+static void rope_case(int64_t T, int64_t H, int64_t hd, int dims, bool trad, int64_t pos0, bool in_place) {
+    lmx_array x = arr(LMX_F32, 3, T, H, hd), x2 = arr(LMX_F32, 3, T, H, hd), inv = arr(LMX_F32, 1, dims / 2, 0, 0);
+    lmx_array o_ref = arr(LMX_F32, 3, T, H, hd), o1 = arr(LMX_F32, 3, T, H, hd);
+    fill(&x);
+    memcpy(x2.data, x.data, lmx_array_nbytes(&x));
+    for (int i = 0; i < dims / 2; i++) ((float *)inv.data)[i] = powf(10000.0f, -2.0f * i / dims);
+    poison(&o_ref), poison(&o1);
+    lmx_node n = {.op = LMX_OP_ROPE, .out = &o_ref, .src = {&x, &inv}};
+    n.ip[0] = (int32_t)pos0;
+    n.ip[1] = dims;
+    n.ip[2] = trad;
+    n.fp[0] = 1.25f;
+    CHECK_OK(lmx_cpu_rope(&n, pool1));
+    if (in_place) {
+        n.src[0] = &x2;
+        n.out = &x2;
+    } else {
+        n.out = &o1;
+    }
+    CHECK_OK(lmx_fast_rope(&n, pool2));
+    const lmx_array *got = in_place ? &x2 : &o1;
+    CHECK_MSG(memcmp(got->data, o_ref.data, lmx_array_nbytes(&o_ref)) == 0,
+              "rope T=%lld H=%lld hd=%lld dims=%d trad=%d: not bitwise equal to the reference", (long long)T,
+              (long long)H, (long long)hd, dims, trad);
+    lmx_array *all[] = {&x, &x2, &inv, &o_ref, &o1};
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++) lmx_array_release(all[i]);
+}
+
+static void test_rope(void) {
+    rope_case(1, 40, 64, 64, false, 517, false);
+    rope_case(9, 5, 64, 64, true, 3, true);
+    rope_case(4, 3, 80, 32, false, 0, false); /* partial rotary */
+}
+
+static void test_dispatch(void) {
+    CHECK(lmx_simd_for(LMX_ISA_GENERIC) == &lmx_simd_generic);
+    lmx_isa best = lmx_cpu_isa_detected();
+    printf("  detected %s; in use: %s\n", lmx_isa_name(best), lmx_simd() ? lmx_simd()->name : "reference");
+    for (int i = 0; i <= (int)best; i++) CHECK(lmx_simd_for((lmx_isa)i) != NULL);
+    for (int i = (int)best + 1; i < LMX_ISA_COUNT; i++) CHECK(lmx_simd_for((lmx_isa)i) == NULL);
+    const char *env = getenv("LMX_CPU");
+    if (env && lmx_simd()) CHECK(!strcmp(env, lmx_simd()->name) || (int)lmx_simd()->isa == (int)best);
+}
+
+void run_tests(void) {
+    if (lmx_pool_create(1, &pool1) != LMX_OK || lmx_pool_create(2, &pool2) != LMX_OK) {
+        CHECK(0);
+        return;
+    }
+    TEST(test_dispatch);
+    TEST(test_matmul);
+    TEST(test_attention);
+    TEST(test_rope);
+    lmx_pool_free(pool1);
+    lmx_pool_free(pool2);
+}
