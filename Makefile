@@ -25,7 +25,7 @@ test-fast: build
 asan: deps
 	cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DLMX_SANITIZE=ON -DLMX_CUDA=OFF > /dev/null
 	cmake --build $(ASAN_BUILD) -j $(JOBS)
-	cd $(ASAN_BUILD) && ctest --output-on-failure -j $(JOBS) -LE slow $(CTEST_ARGS)
+	cd $(ASAN_BUILD) && ctest --output-on-failure -j $(JOBS) -LE "slow|interop" $(CTEST_ARGS)
 
 test: test-fast asan
 

@@ -69,7 +69,7 @@ typedef struct lmx_tokenizer lmx_tokenizer;
 
 typedef struct lmx_load_options {
     int n_threads;       /* 0 = one per core */
-    const char *device;  /* "cpu" (default) or "cuda" */
+    const char *device;  /* "cpu" (default; $LMX_DEVICE overrides it), "cuda" or "auto" (cuda if a GPU answers) */
     bool no_tokenizer;   /* load weights only (e.g. for `lmx logits`) */
 } lmx_load_options;
 

@@ -15,7 +15,11 @@ lmx_status lmx_backend_create(const char *name, int n_threads, lmx_backend **out
         return LMX_OK;
     }
     if (!strcmp(name, "cuda")) return lmx_cuda_backend_create(out);
-    return lmx_err(LMX_ERR_INVALID_ARG, "device: unknown device '%s' (expected cpu or cuda)", name);
+    if (!strcmp(name, "auto")) { /* cuda when a device answers, else cpu */
+        if (lmx_cuda_device_count(NULL, 0) > 0 && lmx_cuda_backend_create(out) == LMX_OK) return LMX_OK;
+        return lmx_backend_create("cpu", n_threads, out);
+    }
+    return lmx_err(LMX_ERR_INVALID_ARG, "device: unknown device '%s' (expected cpu, cuda or auto)", name);
 }
 
 void lmx_backend_free(lmx_backend *b) {

@@ -42,6 +42,12 @@ static inline bool lmx_mul_ok(size_t a, size_t b, size_t *out) {
     return !__builtin_mul_overflow(a, b, out);
 }
 char *lmx_strdup(const char *s);
+/* Per-thread scratch buffer `slot` (0..7) of at least n floats, 64-byte
+ * aligned, grown on demand and reused: kernels stay allocation-free in steady
+ * state. Freed when the thread exits (pool workers) or stays reachable for
+ * the main thread. NULL on allocation failure. */
+#define LMX_SCRATCH_SLOTS 8
+float *lmx_thread_scratch(int slot, int64_t n);
 char *lmx_strndup(const char *s, size_t n);
 
 /* ---- files ---------------------------------------------------------------- */

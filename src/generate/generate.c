@@ -31,7 +31,7 @@ lmx_status lmx_logits(lmx_model *m, const int32_t *tokens, size_t n, float *out)
     if (n == 0) return lmx_err(LMX_ERR_INVALID_ARG, "logits: no tokens");
     LMX_TRY(check_ids(m, tokens, n));
     lmx_kv_cache cache;
-    LMX_TRY(lmx_kv_cache_init(&cache, &m->tf.hp, (int64_t)n));
+    LMX_TRY(lmx_kv_cache_init_on(m->backend, &cache, &m->tf.hp, (int64_t)n));
     lmx_status s = LMX_OK;
     int64_t V = m->tf.hp.n_vocab, step = 512;
     for (size_t i = 0; i < n && !s; i += (size_t)step) {
@@ -75,7 +75,7 @@ lmx_status lmx_generate_stream(lmx_model *m, const int32_t *prompt, size_t n_pro
         free(recent);
         return lmx_err(LMX_ERR_NOMEM, "out of memory");
     }
-    lmx_status s = lmx_kv_cache_init(&cache, &m->tf.hp, capacity);
+    lmx_status s = lmx_kv_cache_init_on(m->backend, &cache, &m->tf.hp, capacity);
     if (s) {
         free(logits);
         free(recent);

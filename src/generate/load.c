@@ -7,7 +7,8 @@
 
 void lmx_load_options_init(lmx_load_options *o) {
     memset(o, 0, sizeof *o);
-    o->device = "cpu";
+    const char *env = getenv("LMX_DEVICE"); /* e.g. LMX_DEVICE=cuda ctest: the suite on the GPU */
+    o->device = env && *env ? env : "cpu";
 }
 
 static bool ends_with(const char *s, const char *suf) {
@@ -80,6 +81,7 @@ lmx_status lmx_load(const char *path, const lmx_load_options *opts, lmx_model **
         s = lmx_err(LMX_ERR_FORMAT, "%s: tokenizer has %d tokens but the model only %d", path,
                     lmx_tokenizer_vocab_size(m->tok), m->tf.hp.n_vocab);
     if (!s) s = lmx_backend_create(opts->device, opts->n_threads, &m->backend);
+    if (!s) s = lmx_transformer_to_backend(m->backend, &m->tf); /* device: weights uploaded once */
     if (s) {
         lmx_model_free(m);
         return s;

@@ -120,6 +120,8 @@ typedef struct lmx_kv_cache {
 } lmx_kv_cache;
 
 lmx_status lmx_kv_cache_init(lmx_kv_cache *c, const lmx_hparams *hp, int64_t capacity);
+/* The same in backend b's memory (the host when b is NULL or host-visible). */
+lmx_status lmx_kv_cache_init_on(lmx_backend *b, lmx_kv_cache *c, const lmx_hparams *hp, int64_t capacity);
 void lmx_kv_cache_free(lmx_kv_cache *c);
 
 /* Scratch activations for up to `cap` tokens per step, reused across steps. */
@@ -132,6 +134,9 @@ lmx_status lmx_transformer_forward(lmx_exec *ex, const lmx_transformer *m, lmx_k
                                    lmx_scratch **scratch, const int32_t *tokens, int64_t T,
                                    bool all_logits, float *logits);
 void lmx_transformer_free(lmx_transformer *m);
+/* transformer_device.c: copies every weight into device backend b's memory
+ * once (no-op on host backends); free the model before the backend. */
+lmx_status lmx_transformer_to_backend(lmx_backend *b, lmx_transformer *m);
 
 /* rope.c: inverse frequencies for a step whose last position is seq_len-1
  * (dynamic/longrope depend on it); out has dims/2 floats. */

@@ -11,8 +11,13 @@
 #include <math.h>
 #include <stdlib.h>
 
+/* On a device backend (CUDA) the scratch, the KV cache and the weights live
+ * in device memory: token ids and RoPE frequencies are uploaded once per
+ * step, logits downloaded at the end, and MoE routing weights read back. */
 struct lmx_scratch {
-    int64_t cap;
+    int64_t cap, logits_rows;
+    lmx_backend *backend; /* where the arrays live (NULL: host) */
+    float mscale[2];      /* per RoPE config, for the current step */
     lmx_array x, h, q, k, v, attn, o, mlp, gate, up, act, logits, ids, inv_freq, router, probs;
     lmx_array ex_in, ex_gate, ex_up, ex_act, ex_out;
 };
@@ -26,13 +31,14 @@ void lmx_scratch_free(lmx_scratch *s) {
     free(s);
 }
 
-static lmx_status alloc2(lmx_array *a, lmx_dtype dt, int64_t r, int64_t c) {
+static lmx_status alloc2_on(lmx_backend *b, lmx_array *a, lmx_dtype dt, int64_t r, int64_t c) {
     int64_t sh[2] = {r, c > 0 ? c : 1};
-    return lmx_array_alloc(a, dt, 2, sh);
+    return lmx_array_alloc_on(b, a, dt, 2, sh);
 }
 
-static lmx_status scratch_reserve(lmx_scratch **sp, const lmx_hparams *hp, int64_t T) {
-    if (*sp && (*sp)->cap >= T) return LMX_OK;
+static lmx_status scratch_reserve(lmx_scratch **sp, const lmx_hparams *hp, int64_t T, lmx_backend *b) {
+    if (lmx_backend_is_host(b)) b = NULL;
+    if (*sp && (*sp)->cap >= T && (*sp)->backend == b) return LMX_OK;
     lmx_scratch_free(*sp);
     *sp = NULL;
     lmx_scratch *s = calloc(1, sizeof *s);
@@ -40,6 +46,8 @@ static lmx_status scratch_reserve(lmx_scratch **sp, const lmx_hparams *hp, int64
     int64_t D = hp->n_embd, hd = hp->head_dim, F = hp->n_ff > hp->n_ff_expert ? hp->n_ff : hp->n_ff_expert;
     lmx_status st = LMX_OK;
     s->cap = T;
+    s->backend = b;
+#define alloc2(...) alloc2_on(b, __VA_ARGS__)
     if (!st) st = alloc2(&s->x, LMX_F32, T, D);
     if (!st) st = alloc2(&s->h, LMX_F32, T, D);
     if (!st) st = alloc2(&s->q, LMX_F32, T, hp->n_head * hd);
@@ -51,9 +59,10 @@ static lmx_status scratch_reserve(lmx_scratch **sp, const lmx_hparams *hp, int64
     if (!st) st = alloc2(&s->gate, LMX_F32, T, F);
     if (!st) st = alloc2(&s->up, LMX_F32, T, F);
     if (!st) st = alloc2(&s->act, LMX_F32, T, F);
-    if (!st) st = alloc2(&s->logits, LMX_F32, T, hp->n_vocab);
+    s->logits_rows = 1; /* grown on demand: the host path writes the caller's buffer */
+    if (!st) st = alloc2(&s->logits, LMX_F32, 1, hp->n_vocab);
     if (!st) st = alloc2(&s->ids, LMX_I32, 1, T);
-    if (!st) st = alloc2(&s->inv_freq, LMX_F32, 1, hd / 2);
+    if (!st) st = alloc2(&s->inv_freq, LMX_F32, 2, hd / 2);
     if (!st) st = alloc2(&s->router, LMX_F32, T, hp->n_expert);
     if (!st) st = alloc2(&s->probs, LMX_F32, T, hp->n_expert);
     if (!st) st = alloc2(&s->ex_in, LMX_F32, 1, D);
@@ -61,6 +70,7 @@ static lmx_status scratch_reserve(lmx_scratch **sp, const lmx_hparams *hp, int64
     if (!st) st = alloc2(&s->ex_up, LMX_F32, 1, hp->n_ff_expert);
     if (!st) st = alloc2(&s->ex_act, LMX_F32, 1, hp->n_ff_expert);
     if (!st) st = alloc2(&s->ex_out, LMX_F32, 1, D);
+#undef alloc2
     if (st) {
         lmx_scratch_free(s);
         return st;
@@ -89,6 +99,10 @@ static lmx_array tv(const lmx_array *a, int ndim, int64_t d0, int64_t d1, int64_
 static const lmx_array *opt(const lmx_array *a) { return lmx_array_empty(a) ? NULL : a; }
 
 lmx_status lmx_kv_cache_init(lmx_kv_cache *c, const lmx_hparams *hp, int64_t capacity) {
+    return lmx_kv_cache_init_on(NULL, c, hp, capacity);
+}
+
+lmx_status lmx_kv_cache_init_on(lmx_backend *b, lmx_kv_cache *c, const lmx_hparams *hp, int64_t capacity) {
     memset(c, 0, sizeof *c);
     c->n_layer = hp->n_layer;
     c->capacity = capacity;
@@ -100,8 +114,8 @@ lmx_status lmx_kv_cache_init(lmx_kv_cache *c, const lmx_hparams *hp, int64_t cap
     }
     int64_t sh[3] = {capacity, hp->n_kv_head, hp->head_dim};
     for (int l = 0; l < hp->n_layer; l++) {
-        lmx_status s = lmx_array_alloc(&c->k[l], LMX_F32, 3, sh);
-        if (!s) s = lmx_array_alloc(&c->v[l], LMX_F32, 3, sh);
+        lmx_status s = lmx_array_alloc_on(b, &c->k[l], LMX_F32, 3, sh);
+        if (!s) s = lmx_array_alloc_on(b, &c->v[l], LMX_F32, 3, sh);
         if (s) {
             lmx_kv_cache_free(c);
             return lmx_err(LMX_ERR_NOMEM, "KV cache: out of memory for %lld tokens", (long long)capacity);
@@ -147,6 +161,52 @@ static lmx_status mlp_dense(lmx_exec *ex, const lmx_hparams *hp, const lmx_layer
     return linear(ex, out, &act, &L->w_down);
 }
 
+/* Device path of the expert loop: the routing probabilities are read back
+ * (one sync per MoE layer), each token's experts run on its row of `in`,
+ * and out_row = Σ w_k·y_k is accumulated with scale/add ops in the host
+ * loop's order (0 + w·y == w·y, so the sums match it bit for bit). */
+static lmx_status moe_experts_device(lmx_exec *ex, const lmx_hparams *hp, const lmx_layer *L, lmx_scratch *s,
+                                     int64_t T, const lmx_array *in, lmx_array *out, const lmx_array *probs) {
+    int E = hp->n_expert, K = hp->n_expert_used;
+    int64_t D = hp->n_embd, Fe = hp->n_ff_expert;
+    float *ph = malloc((size_t)(T * E) * sizeof *ph);
+    if (!ph) return lmx_err(LMX_ERR_NOMEM, "out of memory");
+    lmx_status st = lmx_backend_download(ex->backend, ph, probs->data, (size_t)(T * E) * sizeof *ph);
+    for (int64_t t = 0; t < T && !st; t++) {
+        const float *p = ph + t * E;
+        int sel[64];
+        float w[64], wsum = 0;
+        bool used[256] = {false};
+        for (int k = 0; k < K; k++) { /* stable arg-max selection: ties keep the lower id */
+            int best = -1;
+            for (int e = 0; e < E; e++)
+                if (!used[e] && (best < 0 || p[e] > p[best])) best = e;
+            used[best] = true;
+            sel[k] = best;
+            w[k] = p[best];
+            wsum += w[k];
+        }
+        lmx_array xin = tv(in, 2, 1, D, 0), orow = tv(out, 2, 1, D, 0);
+        xin.data = (float *)in->data + t * D;
+        orow.data = (float *)out->data + t * D;
+        for (int k = 0; k < K && !st; k++) {
+            int e = sel[k];
+            float wk = hp->norm_topk_prob ? w[k] / wsum : w[k];
+            lmx_array g = tv(&s->ex_gate, 2, 1, Fe, 0), u = tv(&s->ex_up, 2, 1, Fe, 0);
+            lmx_array a = tv(&s->ex_act, 2, 1, Fe, 0), y = tv(&s->ex_out, 2, 1, D, 0);
+            st = linear(ex, &g, &xin, &L->exp_gate[e]);
+            if (!st) st = linear(ex, &u, &xin, &L->exp_up[e]);
+            if (!st) st = lmx_act(ex, &a, &g, &u, hp->act);
+            if (!st) st = linear(ex, &y, &a, &L->exp_down[e]);
+            if (!st && k == 0) st = lmx_scale(ex, &orow, &y, wk);
+            if (!st && k > 0) st = lmx_scale(ex, &y, &y, wk);
+            if (!st && k > 0) st = lmx_add(ex, &orow, &orow, &y);
+        }
+    }
+    free(ph);
+    return st;
+}
+
 /* Top-k routing: softmax over all experts, keep the k best, optionally
  * renormalise (mixtral, qwen3_moe with norm_topk_prob). Experts run per token. */
 static lmx_status mlp_moe(lmx_exec *ex, const lmx_hparams *hp, const lmx_layer *L, lmx_scratch *s,
@@ -156,6 +216,7 @@ static lmx_status mlp_moe(lmx_exec *ex, const lmx_hparams *hp, const lmx_layer *
     lmx_array logits = tv(&s->router, 2, T, E, 0), probs = tv(&s->probs, 2, T, E, 0);
     LMX_TRY(linear(ex, &logits, in, &L->router));
     LMX_TRY(lmx_softmax(ex, &probs, &logits));
+    if (!lmx_backend_is_host(ex->backend)) return moe_experts_device(ex, hp, L, s, T, in, out, &probs);
     float *o = out->data;
     memset(o, 0, (size_t)(T * D) * sizeof(float));
     for (int64_t t = 0; t < T; t++) {
@@ -203,10 +264,11 @@ static lmx_status attention_block(lmx_exec *ex, const lmx_hparams *hp, const lmx
         LMX_TRY(lmx_rms_norm(ex, &qh, &qh, &L->q_norm, hp->norm_eps, hp->norm_add_one));
         LMX_TRY(lmx_rms_norm(ex, &kh, &kh, &L->k_norm, hp->norm_eps, hp->norm_add_one));
     }
-    const lmx_rope_cfg *r = &hp->rope[hp->rope_idx[li]];
-    float mscale;
-    lmx_array inv = tv(&s->inv_freq, 1, r->dims / 2, 0, 0);
-    lmx_rope_inv_freq(r, pos0 + T, inv.data, &mscale);
+    int ri = hp->rope_idx[li];
+    const lmx_rope_cfg *r = &hp->rope[ri];
+    float mscale = s->mscale[ri];
+    lmx_array inv = tv(&s->inv_freq, 1, r->dims / 2, 0, 0); /* row ri, filled by rope_step() */
+    inv.data = (float *)s->inv_freq.data + ri * (hp->head_dim / 2);
     lmx_array q3 = tv(&s->q, 3, T, H, hd), k3 = tv(&s->k, 3, T, Hkv, hd);
     LMX_TRY(lmx_rope(ex, &q3, &q3, &inv, pos0, r->dims, r->traditional, mscale));
     LMX_TRY(lmx_rope(ex, &k3, &k3, &inv, pos0, r->dims, r->traditional, mscale));
@@ -223,6 +285,29 @@ static lmx_status attention_block(lmx_exec *ex, const lmx_hparams *hp, const lmx
     return linear(ex, out, &attn, &L->wo);
 }
 
+/* Inverse frequencies of the RoPE configs the layers use, for a step ending
+ * at position seq_len-1 (one row each), and the token ids, into scratch. */
+static lmx_status step_inputs(lmx_exec *ex, const lmx_hparams *hp, lmx_scratch *s, int64_t seq_len,
+                              const int32_t *tokens, int64_t T) {
+    bool host = lmx_backend_is_host(ex->backend);
+    int64_t half = hp->head_dim / 2;
+    float buf[2 * 512];
+    if (!host && half > 512) return lmx_err(LMX_ERR_UNSUPPORTED, "head_dim %d too large", hp->head_dim);
+    bool used[2] = {false, false};
+    for (int l = 0; l < hp->n_layer; l++) used[hp->rope_idx[l] & 1] = true;
+    for (int i = 0; i < 2; i++) {
+        if (!used[i]) continue;
+        float *dst = host ? (float *)s->inv_freq.data + i * half : buf + i * half;
+        lmx_rope_inv_freq(&hp->rope[i], seq_len, dst, &s->mscale[i]);
+    }
+    if (host) {
+        memcpy(s->ids.data, tokens, (size_t)T * sizeof(int32_t));
+        return LMX_OK;
+    }
+    LMX_TRY(lmx_backend_upload(ex->backend, s->inv_freq.data, buf, (size_t)(2 * half) * sizeof(float)));
+    return lmx_backend_upload(ex->backend, s->ids.data, tokens, (size_t)T * sizeof(int32_t));
+}
+
 lmx_status lmx_transformer_forward(lmx_exec *ex, const lmx_transformer *m, lmx_kv_cache *cache,
                                    lmx_scratch **sp, const int32_t *tokens, int64_t T, bool all_logits,
                                    float *logits) {
@@ -231,11 +316,12 @@ lmx_status lmx_transformer_forward(lmx_exec *ex, const lmx_transformer *m, lmx_k
     if (cache->offset + T > cache->capacity)
         return lmx_err(LMX_ERR_INVALID_ARG, "context full: %lld + %lld tokens exceed the cache of %lld",
                        (long long)cache->offset, (long long)T, (long long)cache->capacity);
-    LMX_TRY(scratch_reserve(sp, hp, T));
+    LMX_TRY(scratch_reserve(sp, hp, T, ex->backend));
     lmx_scratch *s = *sp;
     int64_t D = hp->n_embd;
+    bool host = lmx_backend_is_host(ex->backend);
     lmx_array ids = tv(&s->ids, 1, T, 0, 0);
-    memcpy(ids.data, tokens, (size_t)T * sizeof(int32_t));
+    LMX_TRY(step_inputs(ex, hp, s, cache->offset + T, tokens, T));
     lmx_array x = tv(&s->x, 2, T, D, 0), h = tv(&s->h, 2, T, D, 0), o = tv(&s->o, 2, T, D, 0);
     lmx_array mo = tv(&s->mlp, 2, T, D, 0);
     const lmx_linear *E = &m->tok_embd;
@@ -269,10 +355,16 @@ lmx_status lmx_transformer_forward(lmx_exec *ex, const lmx_transformer *m, lmx_k
     xl.data = (float *)s->x.data + (T - R) * D;
     lmx_array hl = tv(&s->h, 2, R, D, 0);
     LMX_TRY(norm(ex, hp, &hl, &xl, &m->out_norm, &m->out_norm_b));
+    if (!host && R > s->logits_rows) {
+        lmx_array_release(&s->logits);
+        LMX_TRY(alloc2_on(s->backend, &s->logits, LMX_F32, R, hp->n_vocab));
+        s->logits_rows = R;
+    }
     lmx_array lg = tv(&s->logits, 2, R, hp->n_vocab, 0);
-    lg.data = logits; /* write straight into the caller's buffer */
+    if (host) lg.data = logits; /* write straight into the caller's buffer */
     LMX_TRY(linear(ex, &lg, &hl, &m->lm_head)); /* tied: the (quantized) embedding */
     if (hp->final_softcap > 0) LMX_TRY(lmx_softcap(ex, &lg, &lg, hp->final_softcap));
+    if (!host) LMX_TRY(lmx_backend_download(ex->backend, logits, lg.data, (size_t)(R * hp->n_vocab) * sizeof(float)));
     return LMX_OK;
 }
 

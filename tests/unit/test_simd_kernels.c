@@ -2,7 +2,8 @@
  * test_simd_kernels.c - every fast CPU kernel against the reference kernel.
  *
  * For each SIMD table this CPU can run (generic always; avx2 and avx512
- * where cpuid says so) the fast matmul (matvec and blocked GEMM), attention
+ * where cpuid says so) the fast matmul (matvec and blocked GEMM; f32, f16,
+ * bf16 and GGUF Q8_0/Q4_0 weights), attention
  * and RoPE drivers run on random inputs of odd sizes (tails of every vector
  * width, K > KC, M > MC, GQA groups, windows, soft-capping) with the output
  * poisoned with NaN first, so an element that is never written fails.
@@ -118,6 +119,13 @@ static void matmul_all(const lmx_simd_kernels *k) {
     for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
         for (int d = 0; d < 3; d++)
             matmul_case(k, dts[d], shapes[s][0], shapes[s][1], shapes[s][2], (s + d) % 2 == 1, s % 3 == 2 ? 5 : 0);
+    /* GGUF blocks: K a multiple of 32; decode (quantized matvec) and GEMM. */
+    static const int64_t qshapes[][3] = {{1, 1, 32}, {1, 37, 96}, {2, 9, 64}, {3, 33, 320},
+                                         {5, 45, 256}, {13, 70, 544}, {1, 130, 2048}};
+    lmx_dtype qts[] = {LMX_Q8_0, LMX_Q4_0};
+    for (size_t s = 0; s < sizeof qshapes / sizeof *qshapes; s++)
+        for (int d = 0; d < 2; d++)
+            matmul_case(k, qts[d], qshapes[s][0], qshapes[s][1], qshapes[s][2], (s + d) % 2 == 1, s % 3 == 2 ? 5 : 0);
 }
 
 static void test_matmul(void) { each_isa(matmul_all); }

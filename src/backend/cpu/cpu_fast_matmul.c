@@ -8,6 +8,8 @@
  * another process (or by its share of the memory bus) does fewer chunks
  * instead of leaving the other one spinning at the join. Which thread does a
  * row never changes its value.
+ * GGUF Q8_0/Q4_0 weights take the same two paths (quantized matvec where the
+ * table has one; the GEMM dequantizes each panel once).
  * Larger M (prefill): a blocked GEMM. Threads take contiguous ranges of NR-row
  * weight panels; per (MC x KC) block every thread packs x into A[k][MR] once,
  * then converts each weight panel to f32 once (B[k][NR], L1-resident) and
@@ -30,10 +32,15 @@ typedef struct {
     int64_t chunk;        /* matvec: rows per chunk (a multiple of 4) */
 } fm_job;
 
-static bool handled(const lmx_node *n) {
+static bool is_float(lmx_dtype t) { return t == LMX_F32 || t == LMX_F16 || t == LMX_BF16; }
+static bool is_block_q(lmx_dtype t) { return t == LMX_Q8_0 || t == LMX_Q4_0; }
+
+static bool handled(const lmx_simd_kernels *k, const lmx_node *n) {
     const lmx_array *x = n->src[0], *w = n->src[1];
-    if (n->src[3] || n->src[4]) return false; /* scales: a quantized form */
-    if (w->dtype != LMX_F32 && w->dtype != LMX_F16 && w->dtype != LMX_BF16) return false;
+    if (n->src[3] || n->src[4]) return false; /* scales: an MLX packed form */
+    bool decode = cpu_rows(x) < LMX_GEMM_MIN_M;
+    if (!is_float(w->dtype) && !(is_block_q(w->dtype) && (!decode || k->matvec_q))) return false;
+    if (is_block_q(w->dtype) && w->shape[w->ndim - 1] % 32) return false;
     if (w->ndim != 2 || !lmx_array_is_contiguous(w)) return false;
     if (x->dtype != LMX_F32 || n->out->dtype != LMX_F32) return false;
     if (x->ndim < 1 || x->strides[x->ndim - 1] != 1 || n->out->strides[n->out->ndim - 1] != 1) return false;
@@ -64,8 +71,29 @@ static void matvec_task(int ith, int nth, void *arg) {
         int64_t lo = c * job->chunk;
         if (lo >= N) break;
         int64_t hi = lo + job->chunk < N ? lo + job->chunk : N;
-        job->k->matvec(w->dtype, w->data, K, lo, hi, x->data, xs, M, out, os);
+        if (is_float(w->dtype))
+            job->k->matvec(w->dtype, w->data, K, lo, hi, x->data, xs, M, out, os);
+        else
+            job->k->matvec_q(w->dtype, w->data, K, lo, hi, x->data, xs, M, out, os);
         if (!add_bias(n->src[2], out, os, M, lo, hi)) job->failed = true;
+    }
+}
+
+/* Block-quantized weights for the GEMM: each row chunk is dequantized with
+ * the dtype's own to_f32 (KC is a multiple of the 32-element block) and
+ * written down a column of B: the same f32 weights the reference uses, and
+ * the conversion is paid once per weight for all M rows. */
+static void pack_b_dequant(const lmx_array *w, int NR, int64_t n0, int nr, int64_t k0, int64_t kc, float *B,
+                           float *tmp) {
+    int64_t K = w->shape[1];
+    const lmx_dtype_traits *tr = lmx_dtype_info(w->dtype);
+    for (int j = 0; j < NR; j++) {
+        if (j >= nr) {
+            for (int64_t k = 0; k < kc; k++) B[k * NR + j] = 0;
+            continue;
+        }
+        tr->to_f32((const uint8_t *)w->data + lmx_dtype_bytes(w->dtype, (n0 + j) * K + k0), tmp, kc);
+        for (int64_t k = 0; k < kc; k++) B[k * NR + j] = tmp[k];
     }
 }
 
@@ -84,7 +112,8 @@ static void gemm_task(int ith, int nth, void *arg) {
     int64_t mblocks = (mc_max + MR - 1) / MR;
     float *A = lmx_fast_scratch(0, mblocks * MR * KC);
     float *B = lmx_fast_scratch(1, (int64_t)KC * NR);
-    if (!A || !B) {
+    float *Wt = is_float(w->dtype) ? NULL : lmx_fast_scratch(2, KC);
+    if (!A || !B || (!is_float(w->dtype) && !Wt)) {
         job->failed = true;
         return;
     }
@@ -111,7 +140,10 @@ static void gemm_task(int ith, int nth, void *arg) {
             for (int64_t p = plo; p < phi; p++) {
                 int64_t n0 = p * NR;
                 int nr = N - n0 < NR ? (int)(N - n0) : NR;
-                kt->pack_b(w->dtype, w->data, K, n0, nr, k0, kc, B);
+                if (is_float(w->dtype))
+                    kt->pack_b(w->dtype, w->data, K, n0, nr, k0, kc, B);
+                else
+                    pack_b_dequant(w, NR, n0, nr, k0, kc, B, Wt);
                 for (int64_t mb = 0; mb < mb_n; mb++) {
                     int64_t mr = mc - mb * MR < MR ? mc - mb * MR : MR;
                     kt->gemm_tile(kc, A + mb * kc * MR, B, out + (m0 + mb * MR) * os + n0, os, (int)mr, nr, k0 > 0);
@@ -124,7 +156,7 @@ static void gemm_task(int ith, int nth, void *arg) {
 }
 
 lmx_status lmx_fast_matmul_with(const lmx_simd_kernels *k, const lmx_node *n, lmx_pool *pool) {
-    if (!k || !handled(n)) return lmx_cpu_matmul(n, pool);
+    if (!k || !handled(k, n)) return lmx_cpu_matmul(n, pool);
     fm_job job = {.k = k, .n = n};
     atomic_init(&job.failed, false);
     atomic_init(&job.next, 0);

@@ -68,18 +68,9 @@ const lmx_simd_kernels *lmx_simd(void) {
     return chosen;
 }
 
-/* Thread-local scratch: freed never (one buffer per slot per pool thread,
- * sized by the largest step seen), which is what keeps decode allocation-free. */
-static _Thread_local float *scratch[4];
-static _Thread_local int64_t scratch_n[4];
-
+/* Scratch slots 1..4 of the per-thread buffers in base (slot 0 belongs to
+ * the reference kernels). */
 float *lmx_fast_scratch(int slot, int64_t n) {
     if (slot < 0 || slot >= 4) return NULL;
-    if (n > scratch_n[slot]) {
-        lmx_aligned_free(scratch[slot]);
-        int64_t cap = n + n / 4 + 64;
-        scratch[slot] = lmx_aligned_alloc((size_t)cap * sizeof(float));
-        scratch_n[slot] = scratch[slot] ? cap : 0;
-    }
-    return scratch[slot];
+    return lmx_thread_scratch(1 + slot, n);
 }

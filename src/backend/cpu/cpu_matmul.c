@@ -20,17 +20,7 @@ float lmx_cpu_dot_f32(const float *a, const float *b, int64_t n) {
     return s;
 }
 
-static _Thread_local float *scratch;
-static _Thread_local int64_t scratch_n;
-
-float *lmx_cpu_scratch(int64_t n) {
-    if (n > scratch_n) {
-        free(scratch);
-        scratch = malloc((size_t)n * sizeof(float));
-        scratch_n = scratch ? n : 0;
-    }
-    return scratch;
-}
+float *lmx_cpu_scratch(int64_t n) { return lmx_thread_scratch(0, n); }
 
 typedef struct {
     const lmx_node *n;

@@ -42,6 +42,12 @@ typedef struct lmx_simd_kernels {
     void (*matvec)(lmx_dtype wt, const void *w, int64_t K, int64_t r0, int64_t r1, const float *x, int64_t xs,
                    int64_t M, float *y, int64_t ys);
 
+    /* As matvec, for GGUF block weights (Q8_0, Q4_0); rows are K/32 blocks.
+     * NULL in a table without quantized kernels (the driver then uses the
+     * reference kernel for decode). */
+    void (*matvec_q)(lmx_dtype wt, const void *w, int64_t K, int64_t r0, int64_t r1, const float *x, int64_t xs,
+                     int64_t M, float *y, int64_t ys);
+
     /* Packs weight rows [n0, n0+nr) (nr <= NR), columns [k0, k0+kc), into
      * B[k][NR] as f32; columns of missing rows (nr < NR) are zero. */
     void (*pack_b)(lmx_dtype wt, const void *w, int64_t K, int64_t n0, int nr, int64_t k0, int64_t kc, float *B);

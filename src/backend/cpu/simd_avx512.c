@@ -162,6 +162,80 @@ static void z_matvec(lmx_dtype wt, const void *w, int64_t K, int64_t r0, int64_t
     }
 }
 
+/* GGUF Q8_0 (f16 d, 32 x int8) and Q4_0 (f16 d, 16 bytes: low nibbles are
+ * elements 0-15, high nibbles 16-31, value q - 8) against f32 x: each block
+ * is widened to f32 in registers, dotted with x, and scaled by d once per
+ * block. Two rows share every x load; the next two rows are prefetched (the
+ * weights are 4 KiB file pages, see pf_block). Exact up to reassociation:
+ * the (q - 8) offset is taken in integers. */
+static inline float f16_at(const uint8_t *p) {
+    uint16_t h;
+    memcpy(&h, p, 2);
+    return _cvtsh_ss(h);
+}
+
+static inline __attribute__((always_inline)) __m512 qblock(const int dt, const uint8_t *b, __m512 x0, __m512 x1) {
+    __m512 lo, hi;
+    if (dt == LMX_Q8_0) {
+        lo = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(b + 2))));
+        hi = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(b + 18))));
+    } else {
+        __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(b + 2)));
+        const __m512i eight = _mm512_set1_epi32(8), low4 = _mm512_set1_epi32(15);
+        lo = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_and_si512(v, low4), eight));
+        hi = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_srli_epi32(v, 4), eight));
+    }
+    return _mm512_fmadd_ps(hi, x1, _mm512_mul_ps(lo, x0));
+}
+
+static inline __attribute__((always_inline)) void mvq_impl(const int dt, const uint8_t *w, int64_t K, int64_t r0,
+                                                           int64_t r1, const float *x, int64_t xs, int64_t M,
+                                                           float *y, int64_t ys) {
+    const size_t bs = dt == LMX_Q8_0 ? 34 : 18;
+    const int64_t nb = K / 32;
+    const size_t rb = (size_t)nb * bs;
+    int64_t r = r0;
+    for (; r + 2 <= r1; r += 2) {
+        const uint8_t *wa = w + (size_t)r * rb, *wb = wa + rb, *pf = wb + rb;
+        for (int64_t m = 0; m < M; m++) {
+            const float *xm = x + m * xs;
+            __m512 a0 = _mm512_setzero_ps(), a1 = a0;
+            for (int64_t i = 0; i < nb; i++) {
+                if (m == 0) {
+                    _mm_prefetch((const char *)pf + i * bs, _MM_HINT_T0);
+                    _mm_prefetch((const char *)pf + rb + i * bs, _MM_HINT_T0);
+                }
+                __m512 x0 = _mm512_loadu_ps(xm + 32 * i), x1 = _mm512_loadu_ps(xm + 32 * i + 16);
+                const uint8_t *ba = wa + i * bs, *bb = wb + i * bs;
+                a0 = _mm512_fmadd_ps(_mm512_set1_ps(f16_at(ba)), qblock(dt, ba, x0, x1), a0);
+                a1 = _mm512_fmadd_ps(_mm512_set1_ps(f16_at(bb)), qblock(dt, bb, x0, x1), a1);
+            }
+            y[m * ys + r] = _mm512_reduce_add_ps(a0);
+            y[m * ys + r + 1] = _mm512_reduce_add_ps(a1);
+        }
+    }
+    for (; r < r1; r++) {
+        const uint8_t *wa = w + (size_t)r * rb;
+        for (int64_t m = 0; m < M; m++) {
+            const float *xm = x + m * xs;
+            __m512 a0 = _mm512_setzero_ps();
+            for (int64_t i = 0; i < nb; i++) {
+                __m512 x0 = _mm512_loadu_ps(xm + 32 * i), x1 = _mm512_loadu_ps(xm + 32 * i + 16);
+                a0 = _mm512_fmadd_ps(_mm512_set1_ps(f16_at(wa + i * bs)), qblock(dt, wa + i * bs, x0, x1), a0);
+            }
+            y[m * ys + r] = _mm512_reduce_add_ps(a0);
+        }
+    }
+}
+
+static void z_matvec_q(lmx_dtype wt, const void *w, int64_t K, int64_t r0, int64_t r1, const float *x, int64_t xs,
+                       int64_t M, float *y, int64_t ys) {
+    if (wt == LMX_Q8_0)
+        mvq_impl(LMX_Q8_0, w, K, r0, r1, x, xs, M, y, ys);
+    else
+        mvq_impl(LMX_Q4_0, w, K, r0, r1, x, xs, M, y, ys);
+}
+
 /* B[k][32] from 32 weight rows: each row is widened 16 at a time and written
  * down a column; 16 x 16 blocks are transposed in registers first so every
  * store is a full 64-byte row of B. */
@@ -288,6 +362,7 @@ const lmx_simd_kernels lmx_simd_avx512 = {
     .mr = MR,
     .nr = NR,
     .matvec = z_matvec,
+    .matvec_q = z_matvec_q,
     .pack_b = z_pack_b,
     .gemm_tile = z_gemm_tile,
     .attn_scores = z_attn_scores,

@@ -294,6 +294,8 @@ extern "C" lmx_status lmx_cuda_backend_create(lmx_backend **out) {
         ctx_destroy(c);
         return s;
     }
+    const char *fg = getenv("LMX_CUDA_FAST_GEMM");
+    c->fast_gemm = fg && *fg && strcmp(fg, "0") != 0;
     b->name = "cuda";
     b->kernels = cuda_kernels;
     b->supports = cuda_supports;

@@ -30,6 +30,7 @@ struct lmx_cuda_ctx {
     size_t mem_in_use, mem_peak;
     lmx_cuda_alloc_table *allocs;
     bool capturing;
+    bool fast_gemm; /* LMX_CUDA_FAST_GEMM=1: x rounded once to bf16/f16 in GEMMs */
     cudaGraph_t graph_in_capture;
     cudaGraphExec_t graphs[LMX_CUDA_MAX_GRAPHS];
 };
