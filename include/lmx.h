@@ -155,6 +155,23 @@ typedef struct lmx_generate_options {
     const int32_t *extra_eos;    /* extra stop token ids */
     size_t n_extra_eos;
     bool ignore_eos;             /* never stop on EOS (benchmarks, tests) */
+    /* KV cache. cache: NULL = a fresh cache for this call, made with the four
+     * fields below; else the caller's cache (borrowed), which the prompt
+     * continues: only the new tokens are prefilled, and on return it holds the
+     * prompt and every generated token except the last (as mlx-lm's). */
+    struct lmx_cache *cache;
+    int max_kv_size;             /* 0 = unbounded; N = rotating cache of N tokens keeping 4 */
+    int kv_bits;                 /* 0 = float; 2,3,4,5,6,8 = MLX affine quantized KV */
+    int kv_group_size;           /* default 64 */
+    int quantized_kv_start;      /* quantize once the cache holds this many tokens (default 5000) */
+    /* Prompt progress, called after each prefill chunk (NULL = none). */
+    void (*progress)(size_t processed, size_t total, void *user);
+    void *progress_user;
+    /* Stop strings: generation ends (finish STOP) when the text contains
+     * one; the text up to it is returned, the string itself is not. */
+    const char *const *stop_strings;
+    size_t n_stop_strings;
+    int top_logprobs;            /* 0 = off; else the k best ids/logprobs per response (k <= 64) */
 } lmx_generate_options;
 
 void lmx_generate_options_init(lmx_generate_options *o);
@@ -172,6 +189,11 @@ typedef struct lmx_response {
     double generation_tps;
     double peak_memory_gb; /* peak resident set size, GB = bytes / 1e9 */
     lmx_finish_reason finish_reason;
+    /* top_logprobs > 0: the n_top most likely ids of this step and their
+     * log-probabilities (processed logits), best first; valid during the call. */
+    const int32_t *top_ids;
+    const float *top_logprobs;
+    int n_top;
 } lmx_response;
 
 /* Return non-zero to stop generation (lmx_generate_stream then returns
@@ -182,6 +204,58 @@ typedef int (*lmx_stream_fn)(const lmx_response *r, void *user);
  * with the finish reason and any remaining text. */
 lmx_status lmx_generate_stream(lmx_model *m, const int32_t *prompt, size_t n_prompt,
                                const lmx_generate_options *o, lmx_stream_fn cb, void *user);
+
+/* ---- KV cache / prompt cache -------------------------------------------- */
+
+/* A model's KV cache: the attention state of every token processed so far
+ * (mlx-lm's prompt cache). It persists across lmx_generate_stream calls
+ * through lmx_generate_options.cache, can be trimmed, and saved to / loaded
+ * from a safetensors file in mlx-lm's save_prompt_cache layout. A cache is
+ * bound to the model it was made for and must be freed before it. */
+typedef struct lmx_cache lmx_cache;
+
+typedef struct lmx_cache_options {
+    int max_kv_size;        /* 0 = unbounded (grows in 256-token steps); N = rotating, keeps 4 sink tokens */
+    int kv_bits;            /* 0 = float; 2,3,4,5,6,8: MLX affine along head_dim */
+    int kv_group_size;      /* default 64 */
+    int quantized_kv_start; /* default 5000: stays float until it holds this many tokens */
+} lmx_cache_options;
+
+void lmx_cache_options_init(lmx_cache_options *o);
+/* An empty cache for m (o may be NULL). Free with lmx_cache_free. */
+lmx_status lmx_cache_new(lmx_model *m, const lmx_cache_options *o, lmx_cache **out);
+void lmx_cache_free(lmx_cache *c);
+/* Tokens processed so far (mlx-lm's offset). */
+size_t lmx_cache_length(const lmx_cache *c);
+/* False for a rotating cache that has wrapped (mlx-lm's is_trimmable). */
+bool lmx_cache_trimmable(const lmx_cache *c);
+/* Forgets the last n tokens; returns how many were dropped (0 when not trimmable). */
+size_t lmx_cache_trim(lmx_cache *c, size_t n);
+/* Runs tokens through the model into the cache (all of them, in chunks of
+ * o->prefill_step_size, calling o->progress; o may be NULL). */
+lmx_status lmx_cache_prefill(lmx_model *m, lmx_cache *c, const int32_t *tokens, size_t n,
+                             const lmx_generate_options *o);
+/* The same plus the f32 logits of the last token (vocab floats). */
+lmx_status lmx_cache_prefill_logits(lmx_model *m, lmx_cache *c, const int32_t *tokens, size_t n, float *logits);
+/* Writes the cache atomically (temp file + rename) as mlx-lm's
+ * save_prompt_cache does; meta_kv: NULL or {"key", "value", ..., NULL}
+ * user metadata (mlx_lm.cache_prompt writes "model" and "tokenizer_config"). */
+lmx_status lmx_cache_save(const lmx_cache *c, const char *path, const char *const *meta_kv);
+/* Reads a prompt-cache file (written by lmx or mlx-lm) for model m. Refused
+ * (LMX_ERR_FORMAT / LMX_ERR_SHAPE) when it is malformed or its layer count,
+ * heads or head_dim differ from m's. */
+lmx_status lmx_cache_load(lmx_model *m, const char *path, lmx_cache **out);
+/* User metadata of a loaded cache ("model", ...), NULL when absent. Owned by c. */
+const char *lmx_cache_metadata(const lmx_cache *c, const char *key);
+/* The cache's settings (kv_bits 0 for float; max_kv_size 0 when unbounded). */
+void lmx_cache_get_options(const lmx_cache *c, lmx_cache_options *o);
+/* Turns on KV quantization for a float, unbounded cache (mlx-lm quantizes a
+ * loaded KVCache once it holds quantized_kv_start tokens when --kv-bits is
+ * given). LMX_ERR_INVALID_ARG for a rotating or already quantized cache. */
+lmx_status lmx_cache_set_kv_bits(lmx_cache *c, int kv_bits, int kv_group_size, int quantized_kv_start);
+/* User metadata `key` of a prompt-cache file without loading it (mlx-lm
+ * takes the model path from it). *value caller-owned; LMX_ERR_NOT_FOUND when absent. */
+lmx_status lmx_cache_file_metadata(const char *path, const char *key, char **value);
 
 /* Encodes prompt (special tokens added) and returns the generated text. */
 lmx_status lmx_generate(lmx_model *m, const char *prompt, const lmx_generate_options *o,

@@ -35,26 +35,35 @@ static void qcache_clear(qcache *c) {
     memset(c, 0, sizeof *c);
 }
 
-/* The source tensor as bytes of dtype dt (cast through f32 unless equal). */
-static lmx_status cast_src(const lmx_st_tensor *t, lmx_dtype dt, uint8_t **out, size_t *n_out) {
+/* The source tensor (or the stacked experts) as bytes of dtype dt (cast
+ * through f32 unless equal). */
+static lmx_status cast_src(const cv_entry *e, lmx_dtype dt, uint8_t **out, size_t *n_out) {
+    const lmx_st_tensor *t = e->src;
+    int nsrc = e->n_stack ? e->n_stack : 1;
     int64_t n = 1;
     for (int i = 0; i < t->n_dims; i++) n *= t->shape[i];
-    size_t bytes = lmx_dtype_bytes(dt, n);
+    size_t one = lmx_dtype_bytes(dt, n), bytes = one * (size_t)nsrc;
     uint8_t *o = malloc(bytes ? bytes : 1);
-    if (!o) return lmx_err(LMX_ERR_NOMEM, "convert: out of memory for '%s'", t->name);
-    if (t->dtype == dt) {
-        memcpy(o, t->data, bytes);
-    } else {
-        const lmx_dtype_traits *a = lmx_dtype_info(t->dtype), *b = lmx_dtype_info(dt);
-        float *f = malloc((size_t)(n ? n : 1) * sizeof *f);
-        if (!f || !a->to_f32 || !b->from_f32) {
-            free(f), free(o);
-            return lmx_err(LMX_ERR_UNSUPPORTED, "convert: tensor '%s': cannot cast %s to %s", t->name, a->name, b->name);
-        }
-        a->to_f32(t->data, f, n);
-        b->from_f32(f, o, n);
-        free(f);
+    float *f = t->dtype == dt ? NULL : malloc((size_t)(n ? n : 1) * sizeof *f);
+    const lmx_dtype_traits *a = lmx_dtype_info(t->dtype), *b = lmx_dtype_info(dt);
+    if (!o || (t->dtype != dt && !f)) {
+        free(o), free(f);
+        return lmx_err(LMX_ERR_NOMEM, "convert: out of memory for '%s'", t->name);
     }
+    if (t->dtype != dt && (!a->to_f32 || !b->from_f32)) {
+        free(f), free(o);
+        return lmx_err(LMX_ERR_UNSUPPORTED, "convert: tensor '%s': cannot cast %s to %s", t->name, a->name, b->name);
+    }
+    for (int k = 0; k < nsrc; k++) {
+        const lmx_st_tensor *u = e->n_stack ? e->stack[k] : t;
+        if (u->dtype == dt) {
+            memcpy(o + one * (size_t)k, u->data, one);
+        } else {
+            a->to_f32(u->data, f, n);
+            b->from_f32(f, o + one * (size_t)k, n);
+        }
+    }
+    free(f);
     *out = o;
     *n_out = bytes;
     return LMX_OK;
@@ -65,9 +74,10 @@ static lmx_status quantize_module(const cv_entry *e, qcache *c) {
     qcache_clear(c);
     uint8_t *w;
     size_t wn;
-    LMX_TRY(cast_src(e->src, e->fdt, &w, &wn));
+    LMX_TRY(cast_src(e, e->fdt, &w, &wn));
     int64_t n = 1;
     for (int i = 0; i < e->src->n_dims; i++) n *= e->src->shape[i];
+    if (e->n_stack) n *= e->n_stack;
     c->wq_n = (size_t)(n * e->bits / 8);
     c->s_n = lmx_dtype_bytes(e->mode == LMX_QMODE_AFFINE ? e->fdt : LMX_U8, n / e->group);
     c->module = lmx_strdup(e->module);
@@ -162,7 +172,7 @@ static lmx_status write_shard(const cv_plan *p, const struct lmx_weights_src *ws
         size_t n = 0;
         switch (e->kind) {
         case CV_COPY:
-            s = cast_src(e->src, e->dtype, &buf, &n);
+            s = cast_src(e, e->dtype, &buf, &n);
             if (!s) s = lmx_st_writer_write(w, buf, n);
             break;
         case CV_DEQUANT:
@@ -273,7 +283,7 @@ static lmx_status write_config(const cv_plan *p, const char *dir) {
             cJSON *m = cJSON_CreateObject();
             cJSON_AddNumberToObject(m, "group_size", e->group);
             cJSON_AddNumberToObject(m, "bits", e->bits);
-            cJSON_AddStringToObject(m, "mode", lmx_qmode_name(e->mode));
+            if (!e->no_mode) cJSON_AddStringToObject(m, "mode", lmx_qmode_name(e->mode));
             cJSON_AddItemToObject(q, e->module, m);
         }
         cJSON_AddItemToObject(c, "quantization_config", cJSON_Duplicate(q, 1));
@@ -356,7 +366,7 @@ static lmx_status run(cv_plan *p, const lmx_convert_options *o, const char *tmp,
     LMX_TRY(copy_side_files(p->src, tmp));
     char card[1024];
     snprintf(card, sizeof card, "---\nlibrary_name: mlx\npipeline_tag: text-generation\ntags:\n- mlx\nbase_model: %s\n---\n",
-             p->src);
+             p->origin ? p->origin : p->src);
     LMX_TRY(write_text(tmp, "README.md", card));
     r->total_size = total;
     r->total_params = params;
@@ -365,6 +375,30 @@ static lmx_status run(cv_plan *p, const lmx_convert_options *o, const char *tmp,
     return LMX_OK;
 }
 
+/* A hidden temporary folder beside dst (the final rename stays on one file
+ * system): "<dir>/.<name>.<tag>-XXXXXX". NULL with the error set. */
+static lmx_status temp_beside(const char *dst, const char *tag, char **out) {
+    size_t n = strlen(dst) + strlen(tag) + 16;
+    char *tmp = malloc(n);
+    *out = NULL;
+    if (!tmp) return lmx_err(LMX_ERR_NOMEM, "out of memory");
+    const char *slash = strrchr(dst, '/');
+    if (slash)
+        snprintf(tmp, n, "%.*s/.%s.%s-XXXXXX", (int)(slash - dst), dst, slash + 1, tag);
+    else
+        snprintf(tmp, n, ".%s.%s-XXXXXX", dst, tag);
+    if (!mkdtemp(tmp)) {
+        free(tmp);
+        return lmx_err(LMX_ERR_IO, "%s: cannot create a temporary folder beside it: %s", dst, strerror(errno));
+    }
+    chmod(tmp, 0755);
+    *out = tmp;
+    return LMX_OK;
+}
+
+static lmx_status convert_folder(const lmx_convert_options *o, const char *src, const char *origin,
+                                 lmx_convert_result *r);
+
 lmx_status lmx_convert(const lmx_convert_options *o, lmx_convert_result *r) {
     memset(r, 0, sizeof *r);
     if (!o->src || !o->dst || !*o->dst) return lmx_err(LMX_ERR_INVALID_ARG, "convert: --hf-path and --mlx-path are required");
@@ -372,11 +406,26 @@ lmx_status lmx_convert(const lmx_convert_options *o, lmx_convert_result *r) {
     if (lstat(o->dst, &sb) == 0)
         return lmx_err(LMX_ERR_INVALID_ARG, "%s: already exists; delete it or choose another --mlx-path", o->dst);
     if (o->quantize && o->dequantize) return lmx_err(LMX_ERR_INVALID_ARG, "convert: choose either -q or -d, not both");
-    if (!lmx_is_dir(o->src))
-        return lmx_err(LMX_ERR_UNSUPPORTED, "%s: not a model folder (converting a .gguf file is not supported yet)", o->src);
+    if (lmx_is_dir(o->src)) return convert_folder(o, o->src, NULL, r);
+    if (stat(o->src, &sb) != 0)
+        return lmx_err(LMX_ERR_NOT_FOUND, "%s: no such model folder or .gguf file", o->src);
+    /* a GGUF file: written as an HF folder beside dst first (the weights
+     * dequantized), converted from there, then removed */
+    char *mid;
+    LMX_TRY(temp_beside(o->dst, "lmx-gguf", &mid));
+    lmx_status s = cv_gguf_to_folder(o->src, mid);
+    if (!s) s = convert_folder(o, mid, o->src, r);
+    rmtree(mid);
+    free(mid);
+    return s;
+}
+
+static lmx_status convert_folder(const lmx_convert_options *o, const char *src, const char *origin,
+                                 lmx_convert_result *r) {
     cv_plan p;
     memset(&p, 0, sizeof p);
-    p.src = o->src;
+    p.src = src;
+    p.origin = origin;
     p.quantize = o->quantize;
     p.dequantize = o->dequantize;
     p.recipe = o->recipe;
@@ -396,7 +445,7 @@ lmx_status lmx_convert(const lmx_convert_options *o, lmx_convert_result *r) {
     }
     if (o->quantize) LMX_TRY(lmx_quant_check(p.mode, p.bits, p.group, p.group * (p.group < 32 ? 2 : 1), "convert"));
     lmx_config *cfg = NULL;
-    LMX_TRY(lmx_config_load(o->src, &cfg));
+    LMX_TRY(lmx_config_load(src, &cfg));
     p.cfg = cfg;
     p.model_type = lmx_cfg_str(cfg, "model_type", NULL);
     lmx_status st = LMX_OK;
@@ -409,24 +458,10 @@ lmx_status lmx_convert(const lmx_convert_options *o, lmx_convert_result *r) {
     if (o->dtype && p.cast == LMX_DTYPE_INVALID)
         st = lmx_err(LMX_ERR_INVALID_ARG, "convert: --dtype: '%s' is not float16, bfloat16 or float32", o->dtype);
     r->dtype = p.cast == LMX_F16 ? "float16" : p.cast == LMX_BF16 ? "bfloat16" : p.cast == LMX_F32 ? "float32" : NULL;
-    if (!st) st = lmx_st_set_open(o->src, &p.st);
+    if (!st) st = lmx_st_set_open(src, &p.st);
     if (!st) st = cv_plan_build(&p);
     char *tmp = NULL;
-    if (!st) { /* a hidden temp folder beside dst: the final rename stays on one file system */
-        size_t n = strlen(o->dst) + 32;
-        tmp = malloc(n);
-        char *slash = tmp ? strrchr(o->dst, '/') : NULL;
-        if (tmp) {
-            if (slash)
-                snprintf(tmp, n, "%.*s/.%s.lmx-tmp-XXXXXX", (int)(slash - o->dst), o->dst, slash + 1);
-            else
-                snprintf(tmp, n, ".%s.lmx-tmp-XXXXXX", o->dst);
-        }
-        if (!tmp || !mkdtemp(tmp))
-            st = lmx_err(LMX_ERR_IO, "%s: cannot create a temporary folder beside it: %s", o->dst, strerror(errno));
-        else
-            chmod(tmp, 0755);
-    }
+    if (!st) st = temp_beside(o->dst, "lmx-tmp", &tmp);
     if (!st) st = run(&p, o, tmp, r);
     if (!st && renameat2(AT_FDCWD, tmp, AT_FDCWD, o->dst, RENAME_NOREPLACE) != 0)
         st = lmx_err(LMX_ERR_IO, "%s: cannot rename the finished folder into place: %s", o->dst, strerror(errno));

@@ -41,6 +41,11 @@ typedef struct lmx_convert_result {
 void lmx_convert_options_init(lmx_convert_options *o);
 lmx_status lmx_convert(const lmx_convert_options *o, lmx_convert_result *r);
 
+/* params.c: the model's parameter count as mlx-lm's get_total_parameters
+ * reports it (quantized weights unpacked; scales/biases, a tied lm_head and
+ * rotary buffers not counted), for a model folder or a .gguf file. */
+lmx_status lmx_count_parameters(const char *path, uint64_t *out);
+
 /* pyjson.c: Python json.dump(indent=4) text; top-level keys sorted when asked. */
 char *lmx_pyjson_dump(const cJSON *v, bool sort_top_keys);
 

@@ -13,18 +13,22 @@ typedef struct cv_entry {
     const char *name;   /* output tensor name (owned by the plan) */
     const char *module; /* quantized / dequantized module path (owned) */
     const lmx_st_tensor *src;
+    const lmx_st_tensor **stack; /* MoE: E per-expert sources stacked on a new axis 0 (owned), or NULL */
+    int n_stack;
     cv_kind kind;
     lmx_dtype dtype;    /* output dtype */
     lmx_dtype fdt;      /* quant parts: the float dtype quantized from */
     int ndim;
     int64_t shape[LMX_MAX_DIMS];
     bool quant, per_layer;
+    bool no_mode; /* per-layer entry without "mode" (the model's own quant_predicate) */
     lmx_qmode mode;
     int bits, group;
 } cv_entry;
 
 typedef struct cv_plan {
     const char *src;
+    const char *origin; /* the user's source when src is an intermediate folder (GGUF), else NULL */
     lmx_st_set *st;
     const lmx_config *cfg;
     const char *model_type;
@@ -39,6 +43,12 @@ typedef struct cv_plan {
 } cv_plan;
 
 lmx_status cv_plan_build(cv_plan *p);
+
+/* convert_gguf.c / convert_gguf_tok.c: a GGUF written as an HF folder
+ * (config.json, model.safetensors, tokenizer files) into dir. */
+struct lmx_gguf;
+lmx_status cv_gguf_to_folder(const char *gguf_path, const char *dir);
+lmx_status cv_gguf_tokenizer(const struct lmx_gguf *g, const char *dir);
 void cv_plan_free(cv_plan *p);
 
 #endif

@@ -23,6 +23,22 @@ struct lmx_model {
     size_t n_eos;
 };
 
+/* cache.c: the public KV cache handle. */
+struct lmx_cache {
+    const lmx_model *model; /* the model it was made for */
+    lmx_kv_cache kv;
+    lmx_cache_options opts;
+    char **meta; /* user metadata of a loaded file: key, value, ... */
+    size_t n_meta;
+};
+
+/* Checks that c belongs to m. */
+lmx_status lmx_cache_check(const lmx_model *m, const lmx_cache *c);
+/* Runs tokens[0..n) through the model into c in chunks; logits (V floats)
+ * of the last token when logits != NULL. */
+lmx_status lmx_cache_run(lmx_model *m, lmx_cache *c, const int32_t *tokens, size_t n, int step,
+                         void (*progress)(size_t, size_t, void *), void *user, float *logits);
+
 /* sampler.c ---------------------------------------------------------------- */
 
 /* xoshiro256** state: fast, good quality, reproducible from a 64-bit seed. */

@@ -17,6 +17,8 @@ void lmx_generate_options_init(lmx_generate_options *o) {
     o->frequency_context_size = 20;
     o->xtc_threshold = 0.1f;
     o->prefill_step_size = 2048;
+    o->kv_group_size = 64;
+    o->quantized_kv_start = 5000;
 }
 
 static lmx_status check_ids(const lmx_model *m, const int32_t *ids, size_t n) {
@@ -31,9 +33,10 @@ lmx_status lmx_logits(lmx_model *m, const int32_t *tokens, size_t n, float *out)
     if (n == 0) return lmx_err(LMX_ERR_INVALID_ARG, "logits: no tokens");
     LMX_TRY(check_ids(m, tokens, n));
     lmx_kv_cache cache;
-    LMX_TRY(lmx_kv_cache_init_on(m->backend, &cache, &m->tf.hp, (int64_t)n));
+    const lmx_hparams *hp = &m->tf.hp;
+    LMX_TRY(lmx_kv_cache_init(&cache, m->backend, hp->n_layer, hp->n_kv_head, hp->head_dim, NULL));
     lmx_status s = LMX_OK;
-    int64_t V = m->tf.hp.n_vocab, step = 512;
+    int64_t V = hp->n_vocab, step = 512;
     for (size_t i = 0; i < n && !s; i += (size_t)step) {
         int64_t T = (int64_t)(n - i) < step ? (int64_t)(n - i) : step;
         s = lmx_transformer_forward(&m->ex, &m->tf, &cache, &m->scratch, tokens + i, T, true, out + i * V);
@@ -51,6 +54,91 @@ static bool is_eos(const lmx_model *m, const lmx_generate_options *o, int32_t t)
     return false;
 }
 
+/* Stop strings: all generated text is kept; what may still turn into a
+ * stop string (a suffix that is a prefix of one) is held back. */
+typedef struct {
+    char *buf;
+    size_t len, cap, emitted;
+} stop_text;
+
+static lmx_status stop_append(stop_text *st, const char *t, size_t n) {
+    if (st->len + n + 1 > st->cap) {
+        size_t nc = (st->len + n + 1) * 2;
+        char *nb = realloc(st->buf, nc);
+        if (!nb) return lmx_err(LMX_ERR_NOMEM, "out of memory");
+        st->buf = nb;
+        st->cap = nc;
+    }
+    memcpy(st->buf + st->len, t, n);
+    st->len += n;
+    st->buf[st->len] = 0;
+    return LMX_OK;
+}
+
+/* Sets [*seg, *seg + *n) to the text that can go out now; true when a stop
+ * string was found (the text ends before it). */
+static bool stop_scan(stop_text *st, const lmx_generate_options *o, bool final, const char **seg, size_t *n) {
+    size_t from = st->emitted, end = st->len;
+    bool hit = false;
+    for (size_t i = 0; i < o->n_stop_strings; i++) {
+        const char *ss = o->stop_strings[i];
+        size_t sl = strlen(ss);
+        if (!sl) continue;
+        size_t start = st->emitted >= sl ? st->emitted - sl + 1 : 0;
+        for (size_t p = start; p + sl <= st->len; p++)
+            if (!memcmp(st->buf + p, ss, sl)) {
+                if (p < end || !hit) end = p;
+                hit = true;
+                break;
+            }
+    }
+    if (!hit && !final) {
+        size_t hold = 0;
+        for (size_t i = 0; i < o->n_stop_strings; i++) {
+            size_t sl = strlen(o->stop_strings[i]);
+            for (size_t k = sl > 1 ? sl - 1 : 0; k > hold; k--)
+                if (k <= st->len - st->emitted && !memcmp(st->buf + st->len - k, o->stop_strings[i], k)) {
+                    hold = k;
+                    break;
+                }
+        }
+        end = st->len - hold;
+    }
+    if (end < from) end = from;
+    *seg = st->buf + from;
+    *n = end - from;
+    st->emitted = end;
+    return hit;
+}
+
+/* The k best (id, logprob) pairs, best first (k small: insertion). */
+static int top_k_pairs(const float *lp, int V, int k, int32_t *ids, float *vals) {
+    int n = 0;
+    for (int i = 0; i < V; i++) {
+        if (n == k && lp[i] <= vals[n - 1]) continue;
+        int j = n < k ? n++ : n - 1;
+        while (j > 0 && vals[j - 1] < lp[i]) {
+            vals[j] = vals[j - 1];
+            ids[j] = ids[j - 1];
+            j--;
+        }
+        vals[j] = lp[i];
+        ids[j] = i;
+    }
+    return n;
+}
+
+static lmx_status validate(const lmx_model *m, const int32_t *prompt, size_t n_prompt, const lmx_generate_options *o) {
+    if (n_prompt == 0) return lmx_err(LMX_ERR_INVALID_ARG, "prompt: no tokens");
+    if (o->max_tokens < 0) return lmx_err(LMX_ERR_INVALID_ARG, "max_tokens: %d is negative", o->max_tokens);
+    if (o->top_logprobs < 0 || o->top_logprobs > 64)
+        return lmx_err(LMX_ERR_INVALID_ARG, "top_logprobs: %d is out of range [0, 64]", o->top_logprobs);
+    for (size_t i = 0; i < o->n_stop_strings; i++)
+        if (!o->stop_strings || !o->stop_strings[i]) return lmx_err(LMX_ERR_INVALID_ARG, "stop_strings[%zu]: NULL", i);
+    if (o->cache) LMX_TRY(lmx_cache_check(m, o->cache));
+    return check_ids(m, prompt, n_prompt);
+}
+
 lmx_status lmx_generate_stream(lmx_model *m, const int32_t *prompt, size_t n_prompt,
                                const lmx_generate_options *o, lmx_stream_fn cb, void *user) {
     lmx_generate_options def;
@@ -58,46 +146,41 @@ lmx_status lmx_generate_stream(lmx_model *m, const int32_t *prompt, size_t n_pro
         lmx_generate_options_init(&def);
         o = &def;
     }
-    if (n_prompt == 0) return lmx_err(LMX_ERR_INVALID_ARG, "prompt: no tokens");
-    if (o->max_tokens < 0) return lmx_err(LMX_ERR_INVALID_ARG, "max_tokens: %d is negative", o->max_tokens);
-    LMX_TRY(check_ids(m, prompt, n_prompt));
+    LMX_TRY(validate(m, prompt, n_prompt, o));
     int64_t V = m->tf.hp.n_vocab;
-    int64_t capacity = (int64_t)n_prompt + o->max_tokens + 1;
-    int step = o->prefill_step_size > 0 ? o->prefill_step_size : 2048;
-
-    lmx_kv_cache cache;
+    lmx_cache *cache = o->cache, *own = NULL;
+    if (!cache) {
+        lmx_cache_options co = {o->max_kv_size, o->kv_bits, o->kv_group_size, o->quantized_kv_start};
+        LMX_TRY(lmx_cache_new(m, &co, &own));
+        cache = own;
+    }
     lmx_sampler smp;
     lmx_detok *dt = NULL;
+    stop_text stxt = {NULL, 0, 0, 0};
+    int32_t top_ids[64];
+    float top_vals[64];
     float *logits = malloc((size_t)V * sizeof *logits);
     int32_t *recent = malloc(((size_t)o->max_tokens + 2) * sizeof *recent);
-    if (!logits || !recent) {
-        free(logits);
-        free(recent);
-        return lmx_err(LMX_ERR_NOMEM, "out of memory");
-    }
-    lmx_status s = lmx_kv_cache_init_on(m->backend, &cache, &m->tf.hp, capacity);
-    if (s) {
-        free(logits);
-        free(recent);
-        return s;
-    }
-    s = lmx_sampler_init(&smp, o, (int)V);
+    lmx_status s = logits && recent ? LMX_OK : lmx_err(LMX_ERR_NOMEM, "out of memory");
+    bool smp_ok = false;
+    if (!s) s = lmx_sampler_init(&smp, o, (int)V);
+    if (!s) smp_ok = true;
     if (!s && m->tok) s = lmx_detok_new(m->tok, &dt);
 
     double tic = lmx_time_s(), prompt_tps = 0;
-    /* Prefill all but the last prompt token. */
-    for (size_t i = 0; !s && i + 1 < n_prompt; i += (size_t)step) {
-        int64_t T = (int64_t)(n_prompt - 1 - i) < step ? (int64_t)(n_prompt - 1 - i) : step;
-        s = lmx_transformer_forward(&m->ex, &m->tf, &cache, &m->scratch, prompt + i, T, false, logits);
-    }
+    /* Prefill all but the last prompt token (the cache may already hold a prefix). */
+    if (!s && n_prompt > 1)
+        s = lmx_cache_run(m, cache, prompt, n_prompt - 1, o->prefill_step_size, o->progress, o->progress_user, logits);
     size_t n_recent = 0;
     if (!s) recent[n_recent++] = prompt[n_prompt - 1];
     int32_t tok = prompt[n_prompt - 1];
     lmx_response r;
     memset(&r, 0, sizeof r);
     r.prompt_tokens = (int)n_prompt;
+    r.text = "";
+    bool stopped = false;
     for (int n = 0; !s && n < o->max_tokens; n++) {
-        s = lmx_transformer_forward(&m->ex, &m->tf, &cache, &m->scratch, &tok, 1, false, logits);
+        s = lmx_transformer_forward(&m->ex, &m->tf, &cache->kv, &m->scratch, &tok, 1, false, logits);
         if (s) break;
         lmx_sampler_process(&smp, logits, recent, n_recent);
         lmx_log_softmax(logits, (int)V);
@@ -106,9 +189,15 @@ lmx_status lmx_generate_stream(lmx_model *m, const int32_t *prompt, size_t n_pro
             double dt_s = lmx_time_s() - tic;
             prompt_tps = dt_s > 0 ? (double)n_prompt / dt_s : 0;
             tic = lmx_time_s();
+            if (o->progress) o->progress(n_prompt, n_prompt, o->progress_user);
         }
         r.token = next;
         r.logprob = logits[next];
+        if (o->top_logprobs > 0) {
+            r.n_top = top_k_pairs(logits, (int)V, o->top_logprobs, top_ids, top_vals);
+            r.top_ids = top_ids;
+            r.top_logprobs = top_vals;
+        }
         r.prompt_tps = prompt_tps;
         r.generation_tokens = n + 1;
         double el = lmx_time_s() - tic;
@@ -121,9 +210,14 @@ lmx_status lmx_generate_stream(lmx_model *m, const int32_t *prompt, size_t n_pro
             break;
         }
         if (dt) s = lmx_detok_add(dt, next, &r.text, &r.text_len);
+        if (!s && o->n_stop_strings) {
+            s = stop_append(&stxt, r.text, r.text_len);
+            if (!s) stopped = stop_scan(&stxt, o, false, &r.text, &r.text_len);
+        }
         if (s) break;
         r.finish_reason = n + 1 == o->max_tokens ? LMX_FINISH_LENGTH : LMX_FINISH_NONE;
-        if (r.finish_reason == LMX_FINISH_LENGTH) break; /* text goes out with the final response */
+        if (stopped) r.finish_reason = LMX_FINISH_STOP;
+        if (r.finish_reason != LMX_FINISH_NONE) break; /* text goes out with the final response */
         if (cb && cb(&r, user)) {
             s = lmx_err(LMX_ERR_ABORTED, "generation stopped by the callback");
             break;
@@ -133,14 +227,18 @@ lmx_status lmx_generate_stream(lmx_model *m, const int32_t *prompt, size_t n_pro
     }
     if (!s) {
         if (o->max_tokens == 0) r.finish_reason = LMX_FINISH_LENGTH;
-        /* Final response: the last token's segment (for length) + the detokenizer's remainder. */
+        /* Final response: the last token's segment (unless EOS) + the detokenizer's remainder. */
         const char *seg = "";
         size_t seg_len = 0;
-        size_t head = r.finish_reason == LMX_FINISH_LENGTH ? r.text_len : 0;
+        size_t head = r.finish_reason != LMX_FINISH_STOP || stopped ? r.text_len : 0;
         char *final_text = malloc(head + 1);
         if (!final_text) s = lmx_err(LMX_ERR_NOMEM, "out of memory");
         if (!s) memcpy(final_text, r.text, head); /* copy before finish() reuses the buffer */
-        if (!s && dt) s = lmx_detok_finish(dt, &seg, &seg_len);
+        if (!s && dt && !stopped) s = lmx_detok_finish(dt, &seg, &seg_len);
+        if (!s && o->n_stop_strings && !stopped) { /* the remainder may still complete a stop string */
+            s = stop_append(&stxt, seg, seg_len);
+            if (!s && stop_scan(&stxt, o, true, &seg, &seg_len)) r.finish_reason = LMX_FINISH_STOP;
+        }
         if (!s) {
             char *ft = realloc(final_text, head + seg_len + 1);
             if (!ft) {
@@ -157,8 +255,9 @@ lmx_status lmx_generate_stream(lmx_model *m, const int32_t *prompt, size_t n_pro
         free(final_text);
     }
     if (dt) lmx_detok_free(dt);
-    lmx_sampler_free(&smp);
-    lmx_kv_cache_free(&cache);
+    if (smp_ok) lmx_sampler_free(&smp);
+    lmx_cache_free(own);
+    free(stxt.buf);
     free(logits);
     free(recent);
     return s;

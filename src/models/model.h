@@ -16,6 +16,7 @@
 
 #include "core/ops.h"
 #include "models/config.h"
+#include "models/kv_cache.h"
 
 #define LMX_MAX_LAYERS 512
 
@@ -111,25 +112,12 @@ typedef struct lmx_transformer {
     lmx_layer *layers;            /* n_layer */
 } lmx_transformer;
 
-/* KV cache: one [S, Hkv, hd] k and v per layer, preallocated. */
-typedef struct lmx_kv_cache {
-    int n_layer;
-    int64_t capacity; /* S */
-    int64_t offset;   /* tokens held */
-    lmx_array *k, *v;
-} lmx_kv_cache;
-
-lmx_status lmx_kv_cache_init(lmx_kv_cache *c, const lmx_hparams *hp, int64_t capacity);
-/* The same in backend b's memory (the host when b is NULL or host-visible). */
-lmx_status lmx_kv_cache_init_on(lmx_backend *b, lmx_kv_cache *c, const lmx_hparams *hp, int64_t capacity);
-void lmx_kv_cache_free(lmx_kv_cache *c);
-
 /* Scratch activations for up to `cap` tokens per step, reused across steps. */
 typedef struct lmx_scratch lmx_scratch;
 void lmx_scratch_free(lmx_scratch *s);
 
 /* Runs tokens[0..T) at positions cache->offset.. and appends them to the
- * cache. logits: f32 [T, V] when all_logits, else [1, V] for the last token. */
+ * cache (any flavour, kv_cache.h). logits: f32 [T, V] when all_logits, else [1, V] for the last token. */
 lmx_status lmx_transformer_forward(lmx_exec *ex, const lmx_transformer *m, lmx_kv_cache *cache,
                                    lmx_scratch **scratch, const int32_t *tokens, int64_t T,
                                    bool all_logits, float *logits);

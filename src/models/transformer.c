@@ -1,4 +1,5 @@
-/* transformer.c - the shared forward pass, KV cache and step scratch.
+/* transformer.c - the shared forward pass and step scratch (the KV cache
+ * it writes is kv_cache.c).
  *
  * Per layer (pre-norm):
  *   h = norm(x); q,k,v = h·Wqkv (+b); [qk-norm]; rope(q,k); cache ← k,v
@@ -97,42 +98,6 @@ static lmx_array tv(const lmx_array *a, int ndim, int64_t d0, int64_t d1, int64_
 }
 
 static const lmx_array *opt(const lmx_array *a) { return lmx_array_empty(a) ? NULL : a; }
-
-lmx_status lmx_kv_cache_init(lmx_kv_cache *c, const lmx_hparams *hp, int64_t capacity) {
-    return lmx_kv_cache_init_on(NULL, c, hp, capacity);
-}
-
-lmx_status lmx_kv_cache_init_on(lmx_backend *b, lmx_kv_cache *c, const lmx_hparams *hp, int64_t capacity) {
-    memset(c, 0, sizeof *c);
-    c->n_layer = hp->n_layer;
-    c->capacity = capacity;
-    c->k = calloc((size_t)hp->n_layer, sizeof *c->k);
-    c->v = calloc((size_t)hp->n_layer, sizeof *c->v);
-    if (!c->k || !c->v) {
-        lmx_kv_cache_free(c);
-        return lmx_err(LMX_ERR_NOMEM, "out of memory");
-    }
-    int64_t sh[3] = {capacity, hp->n_kv_head, hp->head_dim};
-    for (int l = 0; l < hp->n_layer; l++) {
-        lmx_status s = lmx_array_alloc_on(b, &c->k[l], LMX_F32, 3, sh);
-        if (!s) s = lmx_array_alloc_on(b, &c->v[l], LMX_F32, 3, sh);
-        if (s) {
-            lmx_kv_cache_free(c);
-            return lmx_err(LMX_ERR_NOMEM, "KV cache: out of memory for %lld tokens", (long long)capacity);
-        }
-    }
-    return LMX_OK;
-}
-
-void lmx_kv_cache_free(lmx_kv_cache *c) {
-    for (int l = 0; l < c->n_layer; l++) {
-        if (c->k) lmx_array_release(&c->k[l]);
-        if (c->v) lmx_array_release(&c->v[l]);
-    }
-    free(c->k);
-    free(c->v);
-    memset(c, 0, sizeof *c);
-}
 
 static lmx_status norm(lmx_exec *ex, const lmx_hparams *hp, lmx_array *out, const lmx_array *x,
                        const lmx_array *w, const lmx_array *b) {
@@ -273,15 +238,12 @@ static lmx_status attention_block(lmx_exec *ex, const lmx_hparams *hp, const lmx
     LMX_TRY(lmx_rope(ex, &q3, &q3, &inv, pos0, r->dims, r->traditional, mscale));
     LMX_TRY(lmx_rope(ex, &k3, &k3, &inv, pos0, r->dims, r->traditional, mscale));
 
-    lmx_array kc = tv(&cache->k[li], 2, T, Hkv * hd, 0), vc = tv(&cache->v[li], 2, T, Hkv * hd, 0);
-    kc.data = (float *)cache->k[li].data + pos0 * Hkv * hd;
-    vc.data = (float *)cache->v[li].data + pos0 * Hkv * hd;
-    LMX_TRY(lmx_copy(ex, &kc, &k));
-    LMX_TRY(lmx_copy(ex, &vc, &v));
-
+    lmx_array kv_k, kv_v;
+    int64_t apos0;
+    int window;
+    LMX_TRY(lmx_kv_store(ex, cache, li, &k, &v, hp->window[li], &kv_k, &kv_v, &apos0, &window));
     lmx_array attn = tv(&s->attn, 2, T, H * hd, 0);
-    LMX_TRY(lmx_attention(ex, &attn, &q3, &cache->k[li], &cache->v[li], pos0, hp->attn_scale,
-                          hp->attn_softcap, hp->window[li]));
+    LMX_TRY(lmx_attention(ex, &attn, &q3, &kv_k, &kv_v, apos0, hp->attn_scale, hp->attn_softcap, window));
     return linear(ex, out, &attn, &L->wo);
 }
 
@@ -313,15 +275,16 @@ lmx_status lmx_transformer_forward(lmx_exec *ex, const lmx_transformer *m, lmx_k
                                    float *logits) {
     const lmx_hparams *hp = &m->hp;
     if (T <= 0) return lmx_err(LMX_ERR_INVALID_ARG, "forward: empty token list");
-    if (cache->offset + T > cache->capacity)
-        return lmx_err(LMX_ERR_INVALID_ARG, "context full: %lld + %lld tokens exceed the cache of %lld",
-                       (long long)cache->offset, (long long)T, (long long)cache->capacity);
+    if (cache->n_layer != hp->n_layer || cache->n_kv_head != hp->n_kv_head || cache->head_dim != hp->head_dim)
+        return lmx_err(LMX_ERR_SHAPE, "forward: the KV cache was made for another model (%d layers, %d kv heads, "
+                       "head_dim %d)", cache->n_layer, cache->n_kv_head, cache->head_dim);
     LMX_TRY(scratch_reserve(sp, hp, T, ex->backend));
     lmx_scratch *s = *sp;
     int64_t D = hp->n_embd;
     bool host = lmx_backend_is_host(ex->backend);
     lmx_array ids = tv(&s->ids, 1, T, 0, 0);
     LMX_TRY(step_inputs(ex, hp, s, cache->offset + T, tokens, T));
+    LMX_TRY(lmx_kv_begin(ex, cache, T));
     lmx_array x = tv(&s->x, 2, T, D, 0), h = tv(&s->h, 2, T, D, 0), o = tv(&s->o, 2, T, D, 0);
     lmx_array mo = tv(&s->mlp, 2, T, D, 0);
     const lmx_linear *E = &m->tok_embd;
@@ -348,7 +311,7 @@ lmx_status lmx_transformer_forward(lmx_exec *ex, const lmx_transformer *m, lmx_k
         if (hp->sandwich_norm) LMX_TRY(norm(ex, hp, &mo, &mo, &L->post_ffn_norm, NULL));
         LMX_TRY(lmx_add(ex, &x, &x, &mo));
     }
-    cache->offset += T;
+    LMX_TRY(lmx_kv_end(cache));
 
     int64_t R = all_logits ? T : 1;
     lmx_array xl = tv(&s->x, 2, R, D, 0);

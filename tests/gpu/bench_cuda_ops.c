@@ -4,9 +4,14 @@
  * are the graph's, not the host's), replays it a few times and reports the
  * median per call. Weight-streaming cases cycle through enough copies of
  * the weights (> 2x the 50 MB L2) that every call reads HBM. Inputs are
- * random (never zeros). Prints one line per case. */
+ * random (never zeros). Prints one line per case.
+ *
+ * bench_cuda_ops MODEL [STEPS]: times the model's forward pass alone on
+ * CUDA (prefill of 512 tokens, then STEPS single-token steps including the
+ * logits download, no sampling), to separate it from the generation loop. */
 #include "backend/cuda/cuda.h"
 #include "core/ops.h"
+#include "generate/engine.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -162,12 +167,50 @@ static void bench_small(const char *label, int op, int64_t R, int64_t C) {
     lmx_array_release(&c.b);
 }
 
-int main(void) {
+static int bench_model(const char *path, int steps) {
+    lmx_load_options lo;
+    lmx_load_options_init(&lo);
+    lo.device = "cuda";
+    lo.no_tokenizer = true;
+    lmx_model *m;
+    if (lmx_load(path, &lo, &m)) die("load");
+    int V = m->tf.hp.n_vocab;
+    float *logits = malloc((size_t)V * sizeof *logits);
+    int32_t *toks = malloc(512 * sizeof *toks);
+    for (int i = 0; i < 512; i++) toks[i] = (i * 7919) % V;
+    for (int rep = 0; rep < 2; rep++) {
+        lmx_kv_cache cache;
+        const lmx_hparams *hp = &m->tf.hp;
+        if (lmx_kv_cache_init(&cache, m->backend, hp->n_layer, hp->n_kv_head, hp->head_dim, NULL)) die("cache");
+        double t0 = lmx_time_s();
+        if (lmx_transformer_forward(&m->ex, &m->tf, &cache, &m->scratch, toks, 512, false, logits)) die("prefill");
+        double t1 = lmx_time_s();
+        int32_t tok = 1;
+        for (int i = 0; i < steps; i++) {
+            if (lmx_transformer_forward(&m->ex, &m->tf, &cache, &m->scratch, &tok, 1, false, logits)) die("step");
+            tok = (tok * 31 + 7) % V;
+        }
+        double t2 = lmx_time_s();
+        printf("forward %s: prefill 512 in %.2f ms (%.0f tok/s); %d steps %.3f ms/step (%.1f tok/s)%s\n", path,
+               (t1 - t0) * 1e3, 512 / (t1 - t0), steps, (t2 - t1) * 1e3 / steps, steps / (t2 - t1),
+               rep ? "" : " [warm-up]");
+        lmx_kv_cache_free(&cache);
+    }
+    printf("device memory: %.1f MiB in use, peak %.1f MiB\n", (double)lmx_cuda_mem_in_use(m->backend) / (1 << 20),
+           (double)lmx_cuda_mem_peak(m->backend) / (1 << 20));
+    free(logits);
+    free(toks);
+    lmx_model_free(m);
+    return 0;
+}
+
+int main(int argc, char **argv) {
     char why[256];
     if (lmx_cuda_device_count(why, sizeof why) <= 0) {
         printf("SKIP bench_cuda_ops: %s\n", why);
         return 77;
     }
+    if (argc > 1) return bench_model(argv[1], argc > 2 ? atoi(argv[2]) : 128);
     if (lmx_backend_create("cuda", 0, &gpu)) die("backend");
     gex.backend = gpu;
     char info[256];

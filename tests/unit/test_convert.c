@@ -10,6 +10,11 @@
  * the wrong shape, packed width inconsistent with bits, an override naming
  * a missing module, an existing destination; kill -9 mid-convert never
  * leaves a partial destination.
+ * GGUF → MLX folder: models/stories260K.gguf converted; the folder's logits
+ * equal the GGUF's (1e-5 of max|logit|; q/k rows un-permuted for HF's
+ * rotate_half RoPE), greedy text identical, its tokenizer.json (SPM as BPE
+ * with score-ordered merges) encodes the five TinyStories samples and the
+ * recorded llama2.c prompt encodings exactly as the GGUF vocabulary does.
  */
 #include "testing.h"
 
@@ -208,6 +213,100 @@ static void test_kill9_leaves_no_dst(void) {
     CHECK(killed_mid > 0);
 }
 
+static char *read_text(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    char *b = calloc(1, 1 << 16);
+    size_t n = b ? fread(b, 1, (1 << 16) - 1, f) : 0;
+    (void)n;
+    fclose(f);
+    return b;
+}
+
+static void test_gguf_to_folder(void) {
+    char dst[512], q[512], args[2048], out[4096];
+    const char *gguf = LMX_SOURCE_DIR "/models/stories260K.gguf";
+    snprintf(dst, sizeof dst, "%s/from_gguf", tmpdir);
+    snprintf(args, sizeof args, "--hf-path %s --mlx-path %s", gguf, dst);
+    int rc = run_cli(out, sizeof out, args);
+    CHECK_MSG(rc == 0 && strstr(out, "Using dtype: float32"), "%s", out);
+    if (rc) return;
+    int V1 = 0, V2 = 0;
+    float *a = logits_of(gguf, &V1), *b = logits_of(dst, &V2);
+    CHECK(a && b && V1 == V2);
+    if (a && b && V1 == V2) {
+        double md = 0, mr = 0;
+        for (size_t i = 0; i < NT * (size_t)V1; i++) {
+            md = fmax(md, fabs((double)a[i] - b[i]));
+            mr = fmax(mr, fabs((double)a[i]));
+        }
+        printf("  GGUF vs converted folder: max|d| %.3g of max|logit| %.3g\n", md, mr);
+        CHECK_MSG(md <= 1e-5 * mr, "logits differ by %g", md);
+    }
+    free(a), free(b);
+    char g1[4096], g2[4096];
+    t_sh(g1, sizeof g1, "%s generate --model %s --prompt 'Once upon a time' --max-tokens 64 --temp 0 2>/dev/null | head -3",
+         LMX_CLI, gguf);
+    t_sh(g2, sizeof g2, "%s generate --model %s --prompt 'Once upon a time' --max-tokens 64 --temp 0 2>/dev/null | head -3",
+         LMX_CLI, dst);
+    CHECK_MSG(strlen(g1) > 40 && !strcmp(g1, g2), "greedy text differs:\n%s\n---\n%s", g1, g2);
+    /* tokenizer.json vs the GGUF vocabulary */
+    lmx_tokenizer *tg = NULL, *tj = NULL;
+    char tjp[600];
+    snprintf(tjp, sizeof tjp, "%s/tokenizer.json", dst);
+    CHECK_OK(lmx_tokenizer_load(gguf, &tg));
+    CHECK_OK(lmx_tokenizer_load(dst, &tj));
+    char *text = read_text(LMX_TEST_DATA "/text/tinystories_sample.txt");
+    const char *extra[] = {"Once upon a time", "Hello world", "Lily and Ben are friends. They like to play in the park.",
+                           "", "  two  spaces\tand\nnewline \xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80 <s> </s>"};
+    static const int32_t hello[] = {1, 346, 306, 414, 263, 304, 341};
+    int n_cmp = 0, n_same = 0;
+    for (char *p = text, *e; tg && tj && text && p; p = e ? e + 13 : NULL) {
+        e = strstr(p, "<|endoftext|>");
+        size_t n = e ? (size_t)(e - p) : strlen(p);
+        int32_t *x = NULL, *y = NULL;
+        size_t nx = 0, ny = 0;
+        CHECK_OK(lmx_tokenize(tg, p, n, true, &x, &nx));
+        CHECK_OK(lmx_tokenize(tj, p, n, true, &y, &ny));
+        n_cmp++;
+        n_same += nx == ny && x && y && !memcmp(x, y, nx * sizeof *x);
+        lmx_free(x), lmx_free(y);
+    }
+    for (size_t k = 0; tg && tj && k < sizeof extra / sizeof *extra; k++) {
+        int32_t *x = NULL, *y = NULL;
+        size_t nx = 0, ny = 0;
+        CHECK_OK(lmx_tokenize(tg, extra[k], strlen(extra[k]), true, &x, &nx));
+        CHECK_OK(lmx_tokenize(tj, extra[k], strlen(extra[k]), true, &y, &ny));
+        n_cmp++;
+        bool same = nx == ny && x && y && !memcmp(x, y, nx * sizeof *x);
+        n_same += same;
+        CHECK_MSG(same, "'%s' encodes differently", extra[k]);
+        if (k == 1) CHECK(ny == 7 && !memcmp(y, hello, sizeof hello));
+        char *d1 = NULL, *d2 = NULL;
+        CHECK_OK(lmx_detokenize(tg, x, nx, &d1));
+        CHECK_OK(lmx_detokenize(tj, y, ny, &d2));
+        CHECK_MSG(d1 && d2 && !strcmp(d1, d2), "decode differs: '%s' vs '%s'", d1, d2);
+        lmx_free(d1), lmx_free(d2), lmx_free(x), lmx_free(y);
+    }
+    printf("  tokenizer.json vs GGUF vocabulary: %d of %d texts encode identically\n", n_same, n_cmp);
+    CHECK(n_cmp >= 10 && n_same == n_cmp);
+    free(text);
+    lmx_tokenizer_free(tg);
+    lmx_tokenizer_free(tj);
+    /* quantizing straight from the GGUF, and a file that is not one */
+    snprintf(q, sizeof q, "%s/from_gguf_q8", tmpdir);
+    snprintf(args, sizeof args, "--hf-path %s --mlx-path %s -q --q-bits 8 --q-group-size 32", gguf, q);
+    CHECK_MSG(run_cli(out, sizeof out, args) == 0 && strstr(out, "bits per weight"), "%s", out);
+    a = logits_of(q, &V1);
+    CHECK(a != NULL);
+    free(a);
+    snprintf(args, sizeof args, "--hf-path %s/text/tinystories_sample.txt --mlx-path %s/notgguf", LMX_TEST_DATA, tmpdir);
+    CHECK(run_cli(out, sizeof out, args) != 0 && strstr(out, "GGUF"));
+    struct stat sb;
+    snprintf(q, sizeof q, "%s/notgguf", tmpdir);
+    CHECK(stat(q, &sb) != 0);
+}
+
 void run_tests(void) {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/lmx_test_convert_XXXXXX");
     if (!mkdtemp(tmpdir)) {
@@ -218,6 +317,7 @@ void run_tests(void) {
     TEST(test_roundtrip_tied_and_others);
     TEST(test_bad_quantized_folders);
     TEST(test_kill9_leaves_no_dst);
+    TEST(test_gguf_to_folder);
     char out[256];
     t_sh(out, sizeof out, "rm -rf %s", tmpdir);
 }

@@ -13,6 +13,7 @@
  * matmul on the dequantized floats.
  */
 #include "testing.h"
+#include "quant/np_random.h"
 
 #include "core/ops.h"
 #include "io/safetensors.h"
@@ -199,9 +200,39 @@ static void test_bad_params(void) {
     CHECK(strstr(lmx_last_error(), "does not divide") != NULL);
 }
 
+/* np.random.seed(seed); np.random.permutation(n) (numpy 1.x/2.x legacy
+ * RandomState; values printed by numpy). */
+static void test_np_permutation(void) {
+    static const struct {
+        uint64_t seed;
+        size_t n;
+        size_t first[8];
+        long check; /* sum(p[i]·i) mod 1000003 */
+    } cases[] = {
+        {123, 10, {4, 0, 7, 5, 8, 3, 1, 6}, 214},
+        {123, 1000, {131, 203, 50, 585, 138, 632, 328, 461}, 981290},
+        {0, 7, {6, 2, 1, 3, 0, 5, 4}, 62},
+        {4294967295u, 33, {24, 15, 19, 3, 21, 2, 28, 30}, 8417},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        size_t *p = malloc(cases[c].n * sizeof *p);
+        CHECK(p && lmx_np_permutation(cases[c].seed, cases[c].n, p));
+        if (!p) return;
+        long sum = 0;
+        for (size_t i = 0; i < cases[c].n; i++) sum = (long)((sum + (long)(p[i] * i)) % 1000003);
+        size_t k = cases[c].n < 8 ? cases[c].n : 8;
+        CHECK_MSG(!memcmp(p, cases[c].first, k * sizeof *p) && sum == cases[c].check, "seed %llu n %zu",
+                  (unsigned long long)cases[c].seed, cases[c].n);
+        free(p);
+    }
+    size_t q[2];
+    CHECK(!lmx_np_permutation(1ull << 32, 2, q));
+}
+
 void run_tests(void) {
     TEST(test_mlx_affine_bit_exact);
     TEST(test_gguf_dequant);
+    TEST(test_np_permutation);
     TEST(test_matmul_packed);
     TEST(test_bad_params);
 }

@@ -3,7 +3,8 @@
  *
  * For each SIMD table this CPU can run (generic always; avx2 and avx512
  * where cpuid says so) the fast matmul (matvec and blocked GEMM; f32, f16,
- * bf16 and GGUF Q8_0/Q4_0 weights), attention
+ * bf16, GGUF Q8_0/Q4_0/Q6_K and MLX affine 4/8-bit
+ * weights), attention
  * and RoPE drivers run on random inputs of odd sizes (tails of every vector
  * width, K > KC, M > MC, GQA groups, windows, soft-capping) with the output
  * poisoned with NaN first, so an element that is never written fails.
@@ -33,6 +34,20 @@ static lmx_pool *pool1, *pool2;
 
 static void fill(lmx_array *a) {
     int64_t n = lmx_array_numel(a);
+    if (lmx_dtype_info(a->dtype)->needs_scales) { /* MLX packed: any bytes are valid codes */
+        uint8_t *b = a->data;
+        for (size_t i = 0; i < lmx_array_nbytes(a); i++) b[i] = (uint8_t)(frand() * 127.0f + 128.0f);
+        return;
+    }
+    if (a->dtype == LMX_Q6_K) { /* no quantizer: random codes, finite scales */
+        uint8_t *b = a->data;
+        for (size_t i = 0; i < lmx_array_nbytes(a); i++) b[i] = (uint8_t)(frand() * 127.0f + 128.0f);
+        for (int64_t blk = 0; blk < n / 256; blk++) {
+            uint16_t h = lmx_f32_to_f16(0.01f * frand());
+            memcpy(b + blk * 210 + 208, &h, 2);
+        }
+        return;
+    }
     float *tmp = malloc((size_t)n * sizeof(float));
     for (int64_t i = 0; i < n; i++) tmp[i] = frand();
     if (a->dtype == LMX_F32)
@@ -55,23 +70,43 @@ static lmx_array arr(lmx_dtype dt, int ndim, int64_t d0, int64_t d1, int64_t d2)
 }
 
 /* One matmul case; xpad > 0 makes x a column view of a wider array. */
-static void matmul_case(const lmx_simd_kernels *k, lmx_dtype wt, int64_t M, int64_t N, int64_t K, bool bias,
-                        int64_t xpad) {
+/* group > 0: MLX affine weights with bf16 scales/biases of that group. */
+static void matmul_case_g(const lmx_simd_kernels *k, lmx_dtype wt, int64_t M, int64_t N, int64_t K, bool bias,
+                          int64_t xpad, int group) {
     lmx_array xw = arr(LMX_F32, 2, M, K + xpad, 0), w = arr(wt, 2, N, K, 0), b = arr(LMX_BF16, 1, N, 0, 0);
+    lmx_array sc = {0}, bi = {0};
+    if (group > 0) {
+        sc = arr(LMX_BF16, 2, N, K / group, 0), bi = arr(LMX_BF16, 2, N, K / group, 0);
+        fill(&sc), fill(&bi);
+        for (int64_t i = 0; i < N * (K / group); i++) { /* scales ~ range/15, biases ~ -8 scales */
+            uint16_t *s16 = sc.data, *b16 = bi.data;
+            float sv = 0.02f * lmx_bf16_to_f32(s16[i]);
+            s16[i] = lmx_f32_to_bf16(sv);
+            b16[i] = lmx_f32_to_bf16(-8.0f * sv + 0.01f * lmx_bf16_to_f32(b16[i]));
+        }
+    }
     lmx_array o_ref = arr(LMX_F32, 2, M, N, 0), o1 = arr(LMX_F32, 2, M, N, 0), o2 = arr(LMX_F32, 2, M, N, 0);
     fill(&xw), fill(&w), fill(&b);
     lmx_array x;
     lmx_array_cols(&x, &xw, xpad, K);
     poison(&o_ref), poison(&o1), poison(&o2);
     lmx_node n = {.op = LMX_OP_MATMUL, .out = &o_ref, .src = {&x, &w, bias ? &b : NULL}};
+    if (group > 0) {
+        n.src[3] = &sc;
+        n.src[4] = &bi;
+        n.ip[0] = group;
+    }
     CHECK_OK(lmx_cpu_matmul(&n, pool1));
     n.out = &o1;
     CHECK_OK(lmx_fast_matmul_with(k, &n, pool1));
     n.out = &o2;
     CHECK_OK(lmx_fast_matmul_with(k, &n, pool2));
     /* Bound: f32 reassociation error of a K-term sum. */
-    float *wf = malloc((size_t)(N * K) * sizeof(float));
-    CHECK_OK(lmx_array_to_f32(&w, wf));
+    float *wf = malloc((size_t)(N * K + 2 * K) * sizeof(float));
+    if (group > 0)
+        for (int64_t r = 0; r < N; r++) lmx_cpu_dequant_row(&w, r, &sc, &bi, group, wf + r * K, wf + N * K);
+    else
+        CHECK_OK(lmx_array_to_f32(&w, wf));
     int bad = 0;
     const float *r = o_ref.data, *f1 = o1.data, *f2 = o2.data;
     for (int64_t m = 0; m < M && bad < 3; m++) {
@@ -95,8 +130,13 @@ static void matmul_case(const lmx_simd_kernels *k, lmx_dtype wt, int64_t M, int6
         }
     }
     free(wf);
-    lmx_array *all[] = {&xw, &w, &b, &o_ref, &o1, &o2};
+    lmx_array *all[] = {&xw, &w, &b, &o_ref, &o1, &o2, &sc, &bi};
     for (size_t i = 0; i < sizeof all / sizeof *all; i++) lmx_array_release(all[i]);
+}
+
+static void matmul_case(const lmx_simd_kernels *k, lmx_dtype wt, int64_t M, int64_t N, int64_t K, bool bias,
+                        int64_t xpad) {
+    matmul_case_g(k, wt, M, N, K, bias, xpad, 0);
 }
 
 static void each_isa(void (*fn)(const lmx_simd_kernels *)) {
@@ -126,6 +166,19 @@ static void matmul_all(const lmx_simd_kernels *k) {
     for (size_t s = 0; s < sizeof qshapes / sizeof *qshapes; s++)
         for (int d = 0; d < 2; d++)
             matmul_case(k, qts[d], qshapes[s][0], qshapes[s][1], qshapes[s][2], (s + d) % 2 == 1, s % 3 == 2 ? 5 : 0);
+    /* Q6_K: 256-element super-blocks (the lm_head of llama-quantize's Q4_0). */
+    matmul_case(k, LMX_Q6_K, 1, 7, 256, false, 0);
+    matmul_case(k, LMX_Q6_K, 2, 35, 768, true, 3);
+    matmul_case(k, LMX_Q6_K, 6, 33, 512, false, 0);
+    /* MLX affine 4/8-bit, groups 32/64/128, decode and GEMM. */
+    lmx_dtype mts[] = {LMX_MLX_Q4, LMX_MLX_Q8};
+    for (int d = 0; d < 2; d++) {
+        matmul_case_g(k, mts[d], 1, 9, 64, false, 0, 64);
+        matmul_case_g(k, mts[d], 2, 37, 256, true, 3, 32);
+        matmul_case_g(k, mts[d], 1, 130, 2048, false, 0, 64);
+        matmul_case_g(k, mts[d], 7, 41, 384, true, 0, 128);
+        matmul_case_g(k, mts[d], 13, 20, 128, false, 5, 64);
+    }
 }
 
 static void test_matmul(void) { each_isa(matmul_all); }

@@ -50,6 +50,20 @@ int cli_unknown(const char *cmd, const char *flag);
  * stories260K.gguf bundled in the source tree (models/). */
 const char *cli_default_model(void);
 
+/* cli_prompt.c: prompts as mlx-lm reads them. */
+typedef struct cJSON cJSON;
+/* Turns the two-character escapes \n and \t into real characters. */
+void cli_unescape(char *s);
+/* All of stdin, malloc'ed (NULL when out of memory). */
+char *cli_read_stdin(void);
+/* Appends {"role", "content"} to a JSON array; returns the new object. */
+cJSON *cli_message(cJSON *msgs, const char *role, const char *content);
+/* The tokenizer's chat template over msgs (add_generation_prompt, or
+ * transformers' continue_final_message when cont); prints the error and
+ * returns NULL on failure. Result freed with lmx_free. */
+char *cli_render(const char *cmd, const lmx_tokenizer *tok, const cJSON *msgs, bool add_gen, bool cont,
+                 const char *template_cfg);
+
 /* Subcommands. */
 int cmd_generate(int argc, char **argv);
 int cmd_logits(int argc, char **argv);
@@ -59,5 +73,7 @@ int cmd_chat_template(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
 int cmd_perplexity(int argc, char **argv);
+int cmd_cache_prompt(int argc, char **argv);
+int cmd_chat(int argc, char **argv);
 
 #endif

@@ -1,8 +1,15 @@
 /* cmd_bench.c - `lmx bench`: mlx_lm.benchmark's procedure and output.
  * Random prompt tokens (fixed seed), EOS disabled, one warm-up run, then
  * --num-trials timed runs; prints per-trial and average prompt/generation
- * tokens-per-second and peak memory, or one JSON object with --json. */
+ * tokens-per-second and peak memory, or one JSON object with --json. The JSON
+ * also carries model_bytes (weight files on disk: what one decode step reads,
+ * for bandwidth fractions) and cpu_kernels (the SIMD table in use). */
 #include "cli.h"
+
+#include "backend/cpu/cpu_simd.h"
+
+#include <dirent.h>
+#include <sys/stat.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +32,26 @@ static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+
+/* Bytes of weights: the file itself, or the *.safetensors of a folder. */
+static long long model_bytes(const char *path) {
+    struct stat st;
+    if (stat(path, &st) != 0) return 0;
+    if (!S_ISDIR(st.st_mode)) return (long long)st.st_size;
+    DIR *d = opendir(path);
+    if (!d) return 0;
+    long long total = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        size_t n = strlen(e->d_name);
+        if (n < 12 || strcmp(e->d_name + n - 12, ".safetensors") != 0) continue;
+        char full[4096];
+        snprintf(full, sizeof full, "%s/%s", path, e->d_name);
+        if (stat(full, &st) == 0) total += (long long)st.st_size;
+    }
+    closedir(d);
+    return total;
 }
 
 int cmd_bench(int argc, char **argv) {
@@ -91,8 +118,13 @@ int cmd_bench(int argc, char **argv) {
     }
     if (!json) printf("Timing with prompt_tokens=%lld, generation_tokens=%lld, batch_size=%lld.\n", p, g, b);
     double sp = 0, sg = 0, sm = 0;
-    if (json) printf("{\"model\": \"%s\", \"prompt_tokens\": %lld, \"generation_tokens\": %lld, \"batch_size\": %lld, "
-                     "\"load_time_s\": %.4f, \"trials\": [", model, p, g, b, load_s);
+    if (json) {
+        const lmx_simd_kernels *kt = lmx_simd();
+        printf("{\"model\": \"%s\", \"prompt_tokens\": %lld, \"generation_tokens\": %lld, \"batch_size\": %lld, "
+               "\"load_time_s\": %.4f, \"model_bytes\": %lld, \"threads\": %lld, \"cpu_kernels\": \"%s\", "
+               "\"trials\": [",
+               model, p, g, b, load_s, model_bytes(model), threads, kt ? kt->name : "reference");
+    }
     for (long long i = 0; i < n; i++) {
         double tic = now_s();
         if (lmx_generate_stream(m, prompt, (size_t)p, &o, on_resp, &last)) {

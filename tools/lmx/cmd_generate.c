@@ -33,41 +33,14 @@ static const char *usage_text =
     "  --extra-eos-token T...    extra stop tokens (strings or ids)\n"
     "  --verbose BOOL            print separators and stats (default True)\n"
     "  --prefill-step-size N     prompt chunk size (default 2048)\n"
+    "  --prefill-response TEXT   start of the assistant's answer (template continued, no generation prompt)\n"
+    "  --max-kv-size N           rotating KV cache of N tokens (keeps the first 4)\n"
+    "  --kv-bits B               quantize the KV cache to B bits (2,3,4,5,6,8)\n"
+    "  --kv-group-size G         KV quantization group size (default 64)\n"
+    "  --quantized-kv-start N    quantize once the cache holds N tokens (default 5000)\n"
+    "  --prompt-cache-file FILE  continue from a saved prompt cache (lmx/mlx_lm cache-prompt)\n"
     "  --threads N               CPU threads (default: one per core)\n"
     "  --device cpu|cuda         (default cpu)\n";
-
-/* mlx-lm turns the two-character escapes \n and \t into real characters. */
-static void unescape(char *s) {
-    char *w = s;
-    for (char *r = s; *r; r++) {
-        if (r[0] == '\\' && (r[1] == 'n' || r[1] == 't')) {
-            *w++ = r[1] == 'n' ? '\n' : '\t';
-            r++;
-        } else {
-            *w++ = *r;
-        }
-    }
-    *w = 0;
-}
-
-static char *read_stdin(void) {
-    size_t cap = 4096, n = 0;
-    char *b = malloc(cap);
-    size_t r;
-    while (b && (r = fread(b + n, 1, cap - n - 1, stdin)) > 0) {
-        n += r;
-        if (n + 1 >= cap) {
-            char *nb = realloc(b, cap *= 2);
-            if (!nb) {
-                free(b);
-                return NULL;
-            }
-            b = nb;
-        }
-    }
-    if (b) b[n] = 0;
-    return b;
-}
 
 typedef struct {
     bool verbose;
@@ -98,31 +71,35 @@ static int on_text(const lmx_response *r, void *user) {
 
 static bool parse_bool(const char *v) { return strcasecmp(v, "false") && strcasecmp(v, "f"); }
 
-/* Builds the prompt's token ids: chat template when the tokenizer has one. */
+/* Builds the prompt's token ids as mlx_lm.generate does: the chat template
+ * when the tokenizer has one ([system] + user [+ assistant prefill,
+ * continued]); with a prompt cache only the text from the user message's
+ * position on (found by rendering "<query>" in its place) is encoded. */
 static int build_prompt(const char *cmd, const lmx_tokenizer *tok, const char *prompt, const char *system,
-                        bool ignore_template, const char *template_cfg, int32_t **ids, size_t *n) {
+                        const char *prefill, bool ignore_template, const char *template_cfg, bool cached,
+                        int32_t **ids, size_t *n) {
     if (ignore_template || !lmx_tokenizer_has_chat_template(tok))
         return lmx_tokenize(tok, prompt, strlen(prompt), true, ids, n) ? cli_lib_fail(cmd) : 0;
     cJSON *msgs = cJSON_CreateArray();
-    if (system) {
-        cJSON *m = cJSON_CreateObject();
-        cJSON_AddStringToObject(m, "role", "system");
-        cJSON_AddStringToObject(m, "content", system);
-        cJSON_AddItemToArray(msgs, m);
+    if (system) cli_message(msgs, "system", system);
+    cJSON *last = cli_message(msgs, "user", prompt);
+    if (prefill) last = cli_message(msgs, "assistant", prefill);
+    char *text = cli_render(cmd, tok, msgs, !prefill, prefill != NULL, template_cfg), *test = NULL;
+    int rc = text ? 0 : 1;
+    const char *from = text;
+    if (!rc && cached) {
+        cJSON_ReplaceItemInObject(last, "content", cJSON_CreateString("<query>"));
+        test = cli_render(cmd, tok, msgs, !prefill, prefill != NULL, NULL);
+        const char *q = test ? strstr(test, "<query>") : NULL;
+        if (test && !q) cli_fail(cmd, "the chat template does not show the user message ('<query>' not rendered)");
+        if (!q) rc = 1;
+        else if ((size_t)(q - test) <= strlen(text)) from = text + (q - test);
     }
-    cJSON *u = cJSON_CreateObject();
-    cJSON_AddStringToObject(u, "role", "user");
-    cJSON_AddStringToObject(u, "content", prompt);
-    cJSON_AddItemToArray(msgs, u);
-    char *js = cJSON_PrintUnformatted(msgs);
     cJSON_Delete(msgs);
-    char *text = NULL;
-    lmx_status s = js ? lmx_apply_chat_template(tok, js, true, template_cfg, &text) : LMX_ERR_NOMEM;
-    free(js);
-    if (s) return cli_lib_fail(cmd);
-    s = lmx_tokenize(tok, text, strlen(text), false, ids, n);
+    if (!rc && lmx_tokenize(tok, from, strlen(from), false, ids, n)) rc = cli_lib_fail(cmd);
     lmx_free(text);
-    return s ? cli_lib_fail(cmd) : 0;
+    lmx_free(test);
+    return rc;
 }
 
 int cmd_generate(int argc, char **argv) {
@@ -130,6 +107,8 @@ int cmd_generate(int argc, char **argv) {
     cli_args a;
     cli_init(&a, argc, argv);
     const char *model = NULL, *prompt_arg = "hello", *system = NULL, *template_cfg = NULL, *device = "cpu";
+    const char *prefill = NULL, *cache_file = NULL;
+    bool kv_bits_given = false;
     bool ignore_template = false, verbose = true;
     lmx_generate_options o;
     lmx_generate_options_init(&o);
@@ -187,6 +166,19 @@ int cmd_generate(int argc, char **argv) {
             if (v) verbose = parse_bool(v);
         } else if (!strcmp(f, "--prefill-step-size")) {
             if (cli_int(&a, f, 1, 1 << 20, &iv)) o.prefill_step_size = (int)iv;
+        } else if (!strcmp(f, "--prefill-response")) {
+            prefill = cli_value(&a, f);
+        } else if (!strcmp(f, "--prompt-cache-file")) {
+            cache_file = cli_value(&a, f);
+        } else if (!strcmp(f, "--max-kv-size")) {
+            if (cli_int(&a, f, 5, 1 << 30, &iv)) o.max_kv_size = (int)iv;
+        } else if (!strcmp(f, "--kv-bits")) {
+            kv_bits_given = true;
+            if (cli_int(&a, f, 2, 8, &iv)) o.kv_bits = (int)iv;
+        } else if (!strcmp(f, "--kv-group-size")) {
+            if (cli_int(&a, f, 32, 128, &iv)) o.kv_group_size = (int)iv;
+        } else if (!strcmp(f, "--quantized-kv-start")) {
+            if (cli_int(&a, f, 0, 1 << 30, &iv)) o.quantized_kv_start = (int)iv;
         } else if (!strcmp(f, "--threads")) {
             cli_int(&a, f, 1, 512, &threads);
         } else if (!strcmp(f, "--device")) {
@@ -211,15 +203,32 @@ int cmd_generate(int argc, char **argv) {
             return 2;
         }
     }
+    /* A prompt cache names its model; another --model is an error (mlx-lm). */
+    char *cache_model = NULL;
+    if (cache_file) {
+        if (lmx_cache_file_metadata(cache_file, "model", &cache_model)) return cli_lib_fail(cmd);
+        if (!model && *cache_model) {
+            model = cache_model;
+        } else if (model && strcmp(model, cache_model)) {
+            cli_fail(cmd, "Providing a different model (%s) than that used to create the prompt cache (%s) is an error.",
+                     model, cache_model);
+            lmx_free(cache_model);
+            return 1;
+        }
+    }
     if (!model) model = cli_default_model();
     lmx_load_options lo;
     lmx_load_options_init(&lo);
     lo.n_threads = (int)threads;
     lo.device = device;
     lmx_model *m;
-    if (lmx_load(model, &lo, &m)) return cli_lib_fail(cmd);
+    if (lmx_load(model, &lo, &m)) {
+        lmx_free(cache_model);
+        return cli_lib_fail(cmd);
+    }
     const lmx_tokenizer *tok = lmx_model_tokenizer(m);
     int rc = 0;
+    lmx_cache *cache = NULL;
     char *prompt = NULL;
     int32_t *ids = NULL, extra_ids[64];
     size_t n_ids = 0;
@@ -251,14 +260,35 @@ int cmd_generate(int argc, char **argv) {
     for (int i = 0; i < n_extra; i++) xtc_special[n_special++] = extra_ids[i];
     o.xtc_special = xtc_special;
     o.n_xtc_special = n_special;
-    prompt = !strcmp(prompt_arg, "-") ? read_stdin() : strdup(prompt_arg);
+    if (cache_file) {
+        if (lmx_cache_load(m, cache_file, &cache)) {
+            rc = cli_lib_fail(cmd);
+            goto done;
+        }
+        lmx_cache_options co;
+        lmx_cache_get_options(cache, &co);
+        if (co.kv_bits && ((kv_bits_given && o.kv_bits != co.kv_bits) || o.kv_group_size != co.kv_group_size)) {
+            cli_fail(cmd, "--kv-bits/--kv-group-size (%d/%d) do not match the kv cache loaded from "
+                          "--prompt-cache-file (%d/%d)", kv_bits_given ? o.kv_bits : co.kv_bits, o.kv_group_size,
+                     co.kv_bits, co.kv_group_size);
+            rc = 1;
+            goto done;
+        }
+        if (!co.kv_bits && o.kv_bits &&
+            lmx_cache_set_kv_bits(cache, o.kv_bits, o.kv_group_size, o.quantized_kv_start)) {
+            rc = cli_lib_fail(cmd);
+            goto done;
+        }
+        o.cache = cache;
+    }
+    prompt = !strcmp(prompt_arg, "-") ? cli_read_stdin() : strdup(prompt_arg);
     if (!prompt) {
         cli_fail(cmd, "out of memory");
         rc = 1;
         goto done;
     }
-    unescape(prompt);
-    rc = build_prompt(cmd, tok, prompt, system, ignore_template, template_cfg, &ids, &n_ids);
+    if (strcmp(prompt_arg, "-")) cli_unescape(prompt); /* mlx-lm: escapes in --prompt only, not stdin */
+    rc = build_prompt(cmd, tok, prompt, system, prefill, ignore_template, template_cfg, cache != NULL, &ids, &n_ids);
     if (rc) goto done;
     gen_state g = {verbose, 0};
     if (verbose) printf("==========\n");
@@ -266,6 +296,8 @@ int cmd_generate(int argc, char **argv) {
 done:
     lmx_free(ids);
     free(prompt);
+    lmx_cache_free(cache);
     lmx_model_free(m);
+    lmx_free(cache_model);
     return rc;
 }

@@ -3,11 +3,14 @@
  * Samples: a .jsonl file's "text" fields, or a plain text file split at
  * lines "<|endoftext|>" (the whole file when there are none). Each sample
  * is encoded with special tokens and gets EOS appended unless it ends with
- * it (mlx-lm's text dataset); samples are shuffled with --seed (lmx's own
- * shuffle, not numpy's), their tokens concatenated until num_samples ×
- * sequence_length, and cut into rows of sequence_length. Each row predicts
+ * it (mlx-lm's text dataset); samples are taken in the order of
+ * np.random.seed(--seed); np.random.permutation(n_samples) exactly as
+ * mlx_lm.perplexity does (src/quant/np_random.c), their tokens concatenated
+ * until num_samples × sequence_length, and cut into rows of sequence_length. Each row predicts
  * tokens 1..L-1 from 0..L-2; ppl = exp(mean loss), SE = ppl·std(loss)/√N. */
 #include "cli.h"
+#include "convert/convert.h"
+#include "quant/np_random.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -166,21 +169,26 @@ int cmd_perplexity(int argc, char **argv) {
         rc = 1;
         goto done;
     }
+    uint64_t n_params;
+    if (lmx_count_parameters(model, &n_params) == LMX_OK)
+        printf("Model loaded: %.1fM parameters\n", (double)n_params / 1e6);
     printf("\nLoading dataset...\n  Sequence length: %lld\n", seq);
     if (!load_samples(cmd, data, &samples)) {
         rc = 1;
         goto done;
     }
-    uint64_t st = (uint64_t)seed * 0x9E3779B97F4A7C15ull + 1; /* Fisher-Yates with splitmix64 */
-    for (size_t i = samples.n; i > 1; i--) {
-        uint64_t z = (st += 0x9E3779B97F4A7C15ull);
-        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-        z ^= z >> 31;
-        size_t j = (size_t)(z % i);
-        char *t = samples.s[i - 1];
-        samples.s[i - 1] = samples.s[j];
-        samples.s[j] = t;
+    {
+        size_t *perm = malloc((samples.n ? samples.n : 1) * sizeof *perm);
+        char **order = malloc((samples.n ? samples.n : 1) * sizeof *order);
+        if (!perm || !order || !lmx_np_permutation((uint64_t)seed, samples.n, perm)) {
+            free(perm), free(order);
+            cli_fail(cmd, perm && order ? "--seed must be below 2^32 (numpy's limit)" : "out of memory");
+            rc = 1;
+            goto done;
+        }
+        for (size_t i = 0; i < samples.n; i++) order[i] = samples.s[perm[i]];
+        memcpy(samples.s, order, samples.n * sizeof *order);
+        free(perm), free(order);
     }
     size_t want = nsamples > 0 ? (size_t)(seq * nsamples) : SIZE_MAX, n_all = 0, cap = 0;
     int32_t eos = lmx_tokenizer_eos(tok);

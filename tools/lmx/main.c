@@ -12,6 +12,8 @@ typedef struct {
 
 static const command commands[] = {
     {"generate", cmd_generate, "generate text from a prompt (streams, mlx-lm stats)"},
+    {"chat", cmd_chat, "interactive chat REPL (history in the KV cache; q quits, r resets, h helps)"},
+    {"cache-prompt", cmd_cache_prompt, "prefill a prompt once and save its KV cache (mlx_lm.cache_prompt)"},
     {"logits", cmd_logits, "write the f32 logits of every position to a safetensors file"},
     {"tokenize", cmd_tokenize, "encode text (or a jsonl file of strings) to token ids"},
     {"detokenize", cmd_detokenize, "decode token ids to text"},

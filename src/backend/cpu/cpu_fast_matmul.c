@@ -8,8 +8,9 @@
  * another process (or by its share of the memory bus) does fewer chunks
  * instead of leaving the other one spinning at the join. Which thread does a
  * row never changes its value.
- * GGUF Q8_0/Q4_0 weights take the same two paths (quantized matvec where the
- * table has one; the GEMM dequantizes each panel once).
+ * GGUF Q8_0/Q4_0/Q6_K and MLX affine 4/8-bit weights take the same two paths
+ * (quantized matvec where the table has one; the GEMM dequantizes each panel
+ * once, with the reference's arithmetic).
  * Larger M (prefill): a blocked GEMM. Threads take contiguous ranges of NR-row
  * weight panels; per (MC x KC) block every thread packs x into A[k][MR] once,
  * then converts each weight panel to f32 once (B[k][NR], L1-resident) and
@@ -33,14 +34,35 @@ typedef struct {
 } fm_job;
 
 static bool is_float(lmx_dtype t) { return t == LMX_F32 || t == LMX_F16 || t == LMX_BF16; }
-static bool is_block_q(lmx_dtype t) { return t == LMX_Q8_0 || t == LMX_Q4_0; }
+static bool is_block_q(lmx_dtype t) { return t == LMX_Q8_0 || t == LMX_Q4_0 || t == LMX_Q6_K; }
+
+static bool is_mlx(lmx_dtype t) { return t == LMX_MLX_Q4 || t == LMX_MLX_Q8; }
+
+/* MLX affine 4/8-bit with scales and biases of one float dtype, groups of a
+ * multiple of 32 (mlx-lm's 32/64/128) that tile both K and KC. */
+static bool mlx_ok(const lmx_simd_kernels *k, const lmx_node *n, bool decode) {
+    const lmx_array *w = n->src[1], *sc = n->src[3], *bi = n->src[4];
+    int group = n->ip[0];
+    if (!is_mlx(w->dtype) || !sc || !bi || group <= 0 || group % 32 || KC % group) return false;
+    if (decode && !k->matvec_mlx) return false;
+    if (!is_float(sc->dtype) || bi->dtype != sc->dtype) return false;
+    if (!lmx_array_is_contiguous(sc) || !lmx_array_is_contiguous(bi)) return false;
+    int64_t K = w->shape[w->ndim - 1];
+    return K % group == 0 && lmx_array_numel(sc) == w->shape[0] * (K / group) && lmx_array_numel(bi) == lmx_array_numel(sc);
+}
 
 static bool handled(const lmx_simd_kernels *k, const lmx_node *n) {
     const lmx_array *x = n->src[0], *w = n->src[1];
-    if (n->src[3] || n->src[4]) return false; /* scales: an MLX packed form */
     bool decode = cpu_rows(x) < LMX_GEMM_MIN_M;
-    if (!is_float(w->dtype) && !(is_block_q(w->dtype) && (!decode || k->matvec_q))) return false;
-    if (is_block_q(w->dtype) && w->shape[w->ndim - 1] % 32) return false;
+    if (n->src[3] || n->src[4]) { /* scales: an MLX packed form */
+        if (!mlx_ok(k, n, decode)) return false;
+    } else if (is_mlx(w->dtype)) {
+        return false;
+    }
+    if (!is_float(w->dtype) && !is_mlx(w->dtype) && !(is_block_q(w->dtype) && (!decode || k->matvec_q))) return false;
+    if (is_block_q(w->dtype) && w->shape[w->ndim - 1] % lmx_dtype_info(w->dtype)->block) return false;
+    /* The GEMM dequantizes KC-wide chunks: blocks must tile KC. */
+    if (!decode && is_block_q(w->dtype) && KC % lmx_dtype_info(w->dtype)->block) return false;
     if (w->ndim != 2 || !lmx_array_is_contiguous(w)) return false;
     if (x->dtype != LMX_F32 || n->out->dtype != LMX_F32) return false;
     if (x->ndim < 1 || x->strides[x->ndim - 1] != 1 || n->out->strides[n->out->ndim - 1] != 1) return false;
@@ -66,6 +88,10 @@ static void matvec_task(int ith, int nth, void *arg) {
     int64_t xs = cpu_row_stride(x), os = cpu_row_stride(n->out);
     (void)ith, (void)nth;
     float *out = n->out->data;
+    if ((is_mlx(w->dtype) || w->dtype == LMX_BF16) && !lmx_fast_scratch(2, M * K)) { /* x split even/odd */
+        job->failed = true;
+        return;
+    }
     for (;;) {
         int64_t c = atomic_fetch_add_explicit(&job->next, 1, memory_order_relaxed);
         int64_t lo = c * job->chunk;
@@ -73,6 +99,9 @@ static void matvec_task(int ith, int nth, void *arg) {
         int64_t hi = lo + job->chunk < N ? lo + job->chunk : N;
         if (is_float(w->dtype))
             job->k->matvec(w->dtype, w->data, K, lo, hi, x->data, xs, M, out, os);
+        else if (is_mlx(w->dtype))
+            job->k->matvec_mlx(lmx_dtype_info(w->dtype)->bits, w->data, K, lo, hi, x->data, xs, M, out, os,
+                               n->src[3]->dtype, n->src[3]->data, n->src[4]->data, n->ip[0]);
         else
             job->k->matvec_q(w->dtype, w->data, K, lo, hi, x->data, xs, M, out, os);
         if (!add_bias(n->src[2], out, os, M, lo, hi)) job->failed = true;
@@ -83,8 +112,9 @@ static void matvec_task(int ith, int nth, void *arg) {
  * the dtype's own to_f32 (KC is a multiple of the 32-element block) and
  * written down a column of B: the same f32 weights the reference uses, and
  * the conversion is paid once per weight for all M rows. */
-static void pack_b_dequant(const lmx_array *w, int NR, int64_t n0, int nr, int64_t k0, int64_t kc, float *B,
+static void pack_b_dequant(const lmx_node *n, int NR, int64_t n0, int nr, int64_t k0, int64_t kc, float *B,
                            float *tmp) {
+    const lmx_array *w = n->src[1], *sc = n->src[3], *bi = n->src[4];
     int64_t K = w->shape[1];
     const lmx_dtype_traits *tr = lmx_dtype_info(w->dtype);
     for (int j = 0; j < NR; j++) {
@@ -93,6 +123,18 @@ static void pack_b_dequant(const lmx_array *w, int NR, int64_t n0, int nr, int64
             continue;
         }
         tr->to_f32((const uint8_t *)w->data + lmx_dtype_bytes(w->dtype, (n0 + j) * K + k0), tmp, kc);
+        if (sc) { /* MLX: grid values -> s*q + b, as lmx_cpu_dequant_row computes them */
+            int group = n->ip[0];
+            int64_t G = K / group;
+            const lmx_dtype_traits *st = lmx_dtype_info(sc->dtype);
+            for (int64_t g0 = 0; g0 < kc; g0 += group) {
+                int64_t gi = (n0 + j) * G + (k0 + g0) / group;
+                float s, b;
+                st->to_f32((const uint8_t *)sc->data + lmx_dtype_bytes(sc->dtype, gi), &s, 1);
+                st->to_f32((const uint8_t *)bi->data + lmx_dtype_bytes(bi->dtype, gi), &b, 1);
+                for (int64_t k = g0; k < g0 + group; k++) tmp[k] = s * tmp[k] + b;
+            }
+        }
         for (int64_t k = 0; k < kc; k++) B[k * NR + j] = tmp[k];
     }
 }
@@ -143,7 +185,7 @@ static void gemm_task(int ith, int nth, void *arg) {
                 if (is_float(w->dtype))
                     kt->pack_b(w->dtype, w->data, K, n0, nr, k0, kc, B);
                 else
-                    pack_b_dequant(w, NR, n0, nr, k0, kc, B, Wt);
+                    pack_b_dequant(n, NR, n0, nr, k0, kc, B, Wt);
                 for (int64_t mb = 0; mb < mb_n; mb++) {
                     int64_t mr = mc - mb * MR < MR ? mc - mb * MR : MR;
                     kt->gemm_tile(kc, A + mb * kc * MR, B, out + (m0 + mb * MR) * os + n0, os, (int)mr, nr, k0 > 0);

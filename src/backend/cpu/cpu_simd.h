@@ -42,11 +42,19 @@ typedef struct lmx_simd_kernels {
     void (*matvec)(lmx_dtype wt, const void *w, int64_t K, int64_t r0, int64_t r1, const float *x, int64_t xs,
                    int64_t M, float *y, int64_t ys);
 
-    /* As matvec, for GGUF block weights (Q8_0, Q4_0); rows are K/32 blocks.
+    /* As matvec, for GGUF block weights (Q8_0, Q4_0, Q6_K); rows are whole blocks.
      * NULL in a table without quantized kernels (the driver then uses the
      * reference kernel for decode). */
     void (*matvec_q)(lmx_dtype wt, const void *w, int64_t K, int64_t r0, int64_t r1, const float *x, int64_t xs,
                      int64_t M, float *y, int64_t ys);
+
+    /* As matvec, for MLX affine packed rows (bits 4 or 8; K/32 blocks of
+     * `bits` uint32 words, LSB first): w = s*q + b per group of `group`
+     * (a multiple of 32) with s, b from scales/biases [N, K/group] of sdt
+     * (F32/F16/BF16). NULL where the table has none. */
+    void (*matvec_mlx)(int bits, const void *w, int64_t K, int64_t r0, int64_t r1, const float *x, int64_t xs,
+                       int64_t M, float *y, int64_t ys, lmx_dtype sdt, const void *scales, const void *biases,
+                       int group);
 
     /* Packs weight rows [n0, n0+nr) (nr <= NR), columns [k0, k0+kc), into
      * B[k][NR] as f32; columns of missing rows (nr < NR) are zero. */

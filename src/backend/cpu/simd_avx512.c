@@ -135,6 +135,18 @@ static inline __attribute__((always_inline)) void mv_impl(const int dt, const vo
     }
 }
 
+/* x rows split per 32-block into 16 even then 16 odd elements (xp rows of K). */
+static void split_even_odd(const float *x, int64_t xs, int64_t M, int64_t K, float *xp) {
+    const __m512i ev = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i od = _mm512_add_epi32(ev, _mm512_set1_epi32(1));
+    for (int64_t m = 0; m < M; m++)
+        for (int64_t k = 0; k + 32 <= K; k += 32) {
+            __m512 lo = _mm512_loadu_ps(x + m * xs + k), hi = _mm512_loadu_ps(x + m * xs + k + 16);
+            _mm512_storeu_ps(xp + m * K + k, _mm512_permutex2var_ps(lo, ev, hi));
+            _mm512_storeu_ps(xp + m * K + k + 16, _mm512_permutex2var_ps(lo, od, hi));
+        }
+}
+
 static void z_matvec(lmx_dtype wt, const void *w, int64_t K, int64_t r0, int64_t r1, const float *x, int64_t xs,
                      int64_t M, float *y, int64_t ys) {
     switch (wt) {
@@ -146,14 +158,7 @@ static void z_matvec(lmx_dtype wt, const void *w, int64_t K, int64_t r0, int64_t
             lmx_simd_generic.matvec(wt, w, K, r0, r1, x, xs, M, y, ys);
             return;
         }
-        const __m512i ev = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-        const __m512i od = _mm512_add_epi32(ev, _mm512_set1_epi32(1));
-        for (int64_t m = 0; m < M; m++)
-            for (int64_t k = 0; k + 32 <= K; k += 32) {
-                __m512 lo = _mm512_loadu_ps(x + m * xs + k), hi = _mm512_loadu_ps(x + m * xs + k + 16);
-                _mm512_storeu_ps(xp + m * K + k, _mm512_permutex2var_ps(lo, ev, hi));
-                _mm512_storeu_ps(xp + m * K + k + 16, _mm512_permutex2var_ps(lo, od, hi));
-            }
+        split_even_odd(x, xs, M, K, xp);
         mv_impl(LMX_BF16, w, K, r0, r1, x, xs, M, y, ys, xp);
         break;
     }
@@ -228,9 +233,119 @@ static inline __attribute__((always_inline)) void mvq_impl(const int dt, const u
     }
 }
 
+/* GGUF Q6_K (256-element super-blocks of 210 bytes: ql[128] low nibbles,
+ * qh[64] high 2-bit pairs, 16 int8 sub-scales, f16 d; value
+ * d * sc[i/16] * (q - 32)), laid out as llama.cpp's dequantize_row_q6_K.
+ * llama-quantize writes the tied embedding / lm_head of Q4_0 models in this
+ * type, so it is the single largest matrix of a Q4_0 decode. One row at a
+ * time; the next row is prefetched. */
+static inline float q6k_row(const uint8_t *b, int64_t nb, const float *x, const uint8_t *pf) {
+    const __m512i m4 = _mm512_set1_epi32(15), m2 = _mm512_set1_epi32(3), o32 = _mm512_set1_epi32(32);
+    __m512 acc = _mm512_setzero_ps();
+    for (int64_t i = 0; i < nb; i++, b += 210, x += 256) {
+        for (int c = 0; c < 210; c += 64) _mm_prefetch((const char *)pf + i * 210 + c, _MM_HINT_T0);
+        const int8_t *sc = (const int8_t *)(b + 192);
+        float d = f16_at(b + 208);
+        for (int h = 0; h < 2; h++) {
+            const uint8_t *ql = b + 64 * h, *qh = b + 128 + 32 * h;
+            const int8_t *sh = sc + 8 * h;
+            const float *xh = x + 128 * h;
+            for (int l = 0; l < 32; l += 16) {
+                int is = l / 16;
+                __m512i a = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(ql + l)));
+                __m512i bq = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(ql + l + 32)));
+                __m512i hb = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(qh + l)));
+                __m512i q1 = _mm512_or_si512(_mm512_and_si512(a, m4), _mm512_slli_epi32(_mm512_and_si512(hb, m2), 4));
+                __m512i q2 = _mm512_or_si512(_mm512_and_si512(bq, m4),
+                                             _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(hb, 2), m2), 4));
+                __m512i q3 = _mm512_or_si512(_mm512_srli_epi32(a, 4),
+                                             _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(hb, 4), m2), 4));
+                __m512i q4 = _mm512_or_si512(_mm512_srli_epi32(bq, 4), _mm512_slli_epi32(_mm512_srli_epi32(hb, 6), 4));
+                __m512 t1 = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(q1, o32)), _mm512_loadu_ps(xh + l));
+                __m512 t2 = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(q2, o32)), _mm512_loadu_ps(xh + l + 32));
+                __m512 t3 = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(q3, o32)), _mm512_loadu_ps(xh + l + 64));
+                __m512 t4 = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(q4, o32)), _mm512_loadu_ps(xh + l + 96));
+                acc = _mm512_fmadd_ps(_mm512_set1_ps(d * (float)sh[is]), t1, acc);
+                acc = _mm512_fmadd_ps(_mm512_set1_ps(d * (float)sh[is + 2]), t2, acc);
+                acc = _mm512_fmadd_ps(_mm512_set1_ps(d * (float)sh[is + 4]), t3, acc);
+                acc = _mm512_fmadd_ps(_mm512_set1_ps(d * (float)sh[is + 6]), t4, acc);
+            }
+        }
+    }
+    return _mm512_reduce_add_ps(acc);
+}
+
+/* MLX affine rows. 8-bit: element j is byte j. 4-bit: byte i holds
+ * elements 2i (low nibble) and 2i+1 (high nibble), so x is split into
+ * even/odd halves per 32-block (as for bf16) and one byte load feeds both.
+ * Each weight is rebuilt as fma(s, q, b) before the dot, like the reference
+ * dequantizer (which rounds s*q and then +b: one rounding apart), so there is
+ * no cancellation between a large s*sum(q x) and b*sum(x). */
+static inline float param_at(lmx_dtype t, const void *p, int64_t i) {
+    if (t == LMX_BF16) return lmx_bf16_to_f32(((const uint16_t *)p)[i]);
+    if (t == LMX_F16) return _cvtsh_ss(((const uint16_t *)p)[i]);
+    return ((const float *)p)[i];
+}
+
+
+static inline __attribute__((always_inline)) void mlx_impl(const int bits, const uint8_t *w, int64_t K, int64_t r0,
+                                                           int64_t r1, const float *x, int64_t xs, int64_t M,
+                                                           float *y, int64_t ys, lmx_dtype sdt, const void *scales,
+                                                           const void *biases, int group) {
+    const int64_t G = K / group;
+    const size_t rb = (size_t)K * (size_t)bits / 8;
+    const __m512i low4 = _mm512_set1_epi32(15);
+    for (int64_t r = r0; r < r1; r++) {
+        const uint8_t *wr = w + r * rb, *pf = wr + rb;
+        for (int64_t m = 0; m < M; m++) {
+            const float *xm = x + m * (bits == 4 ? K : xs);
+            __m512 a0 = _mm512_setzero_ps(), a1 = a0;
+            for (int64_t g = 0; g < G; g++) {
+                __m512 sv = _mm512_set1_ps(param_at(sdt, scales, r * G + g));
+                __m512 bv = _mm512_set1_ps(param_at(sdt, biases, r * G + g));
+                for (int64_t k = g * group; k < (g + 1) * group; k += 32) {
+                    const uint8_t *p = wr + k * bits / 8;
+                    if (m == 0) _mm_prefetch((const char *)pf + k * bits / 8, _MM_HINT_T0);
+                    __m512 q0, q1;
+                    if (bits == 8) {
+                        q0 = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)p)));
+                        q1 = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(p + 16))));
+                    } else {
+                        __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)p));
+                        q0 = _mm512_cvtepi32_ps(_mm512_and_si512(v, low4));
+                        q1 = _mm512_cvtepi32_ps(_mm512_srli_epi32(v, 4));
+                    }
+                    a0 = _mm512_fmadd_ps(_mm512_fmadd_ps(sv, q0, bv), _mm512_loadu_ps(xm + k), a0);
+                    a1 = _mm512_fmadd_ps(_mm512_fmadd_ps(sv, q1, bv), _mm512_loadu_ps(xm + k + 16), a1);
+                }
+            }
+            y[m * ys + r] = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+        }
+    }
+}
+
+static void z_matvec_mlx(int bits, const void *w, int64_t K, int64_t r0, int64_t r1, const float *x, int64_t xs,
+                         int64_t M, float *y, int64_t ys, lmx_dtype sdt, const void *scales, const void *biases,
+                         int group) {
+    if (bits == 8) {
+        mlx_impl(8, w, K, r0, r1, x, xs, M, y, ys, sdt, scales, biases, group);
+        return;
+    }
+    float *xp = lmx_fast_scratch(2, M * K);
+    if (!xp) return; /* the driver checked this scratch before (see cpu_fast_matmul.c) */
+    split_even_odd(x, xs, M, K, xp);
+    mlx_impl(4, w, K, r0, r1, xp, xs, M, y, ys, sdt, scales, biases, group);
+}
+
 static void z_matvec_q(lmx_dtype wt, const void *w, int64_t K, int64_t r0, int64_t r1, const float *x, int64_t xs,
                        int64_t M, float *y, int64_t ys) {
-    if (wt == LMX_Q8_0)
+    if (wt == LMX_Q6_K) {
+        const int64_t nb = K / 256;
+        const size_t rb = (size_t)nb * 210;
+        for (int64_t r = r0; r < r1; r++)
+            for (int64_t m = 0; m < M; m++)
+                y[m * ys + r] = q6k_row((const uint8_t *)w + r * rb, nb, x + m * xs, (const uint8_t *)w + (r + 1) * rb);
+    } else if (wt == LMX_Q8_0)
         mvq_impl(LMX_Q8_0, w, K, r0, r1, x, xs, M, y, ys);
     else
         mvq_impl(LMX_Q4_0, w, K, r0, r1, x, xs, M, y, ys);
@@ -363,6 +478,7 @@ const lmx_simd_kernels lmx_simd_avx512 = {
     .nr = NR,
     .matvec = z_matvec,
     .matvec_q = z_matvec_q,
+    .matvec_mlx = z_matvec_mlx,
     .pack_b = z_pack_b,
     .gemm_tile = z_gemm_tile,
     .attn_scores = z_attn_scores,

@@ -84,6 +84,7 @@ static size_t table_take(lmx_cuda_alloc_table *t, void *p) {
 
 static lmx_status ctx_alloc(lmx_cuda_ctx *c, size_t bytes, void **out) {
     *out = NULL;
+    LMX_TRY(cuda_flush(c));
     if (c->capturing) return lmx_err(LMX_ERR_INTERNAL, "cuda: allocation of %zu bytes during graph capture", bytes);
     void *p = NULL;
     cudaError_t e = cudaMalloc(&p, bytes ? bytes : 1);
@@ -106,6 +107,7 @@ static lmx_status ctx_alloc(lmx_cuda_ctx *c, size_t bytes, void **out) {
 
 static void ctx_free(lmx_cuda_ctx *c, void *p) {
     if (!p) return;
+    (void)cuda_flush(c);
     c->mem_in_use -= table_take(c->allocs, p);
     cudaFree(p);
 }
@@ -126,9 +128,28 @@ static lmx_status buf_alloc(lmx_backend *b, size_t bytes, void **out) {
 
 static void buf_free(lmx_backend *b, void *p) { ctx_free(bctx(b), p); }
 
+/* Waits for the stream; every staged upload is then done, so the stage is free. */
+static lmx_status stream_sync(lmx_cuda_ctx *c, const char *what) {
+    LMX_TRY(cuda_flush(c));
+    LMX_TRY(cuda_check(cudaStreamSynchronize(c->stream), what));
+    c->stage_used = 0;
+    return LMX_OK;
+}
+
+/* Small uploads (token ids, RoPE frequencies) go through the pinned stage so
+ * they queue without blocking the host; large ones (weights) copy directly. */
 static lmx_status buf_upload(lmx_backend *b, void *dst, const void *src, size_t bytes) {
     lmx_cuda_ctx *c = bctx(b);
     if (!bytes) return LMX_OK;
+    if (c->capturing) return lmx_err(LMX_ERR_INTERNAL, "cuda: upload during graph capture");
+    LMX_TRY(cuda_flush(c));
+    if (c->stage && bytes <= c->stage_size / 4) {
+        if (c->stage_used + bytes > c->stage_size) LMX_TRY(stream_sync(c, "upload"));
+        uint8_t *p = c->stage + c->stage_used;
+        memcpy(p, src, bytes);
+        c->stage_used += (bytes + 255) & ~(size_t)255;
+        return cuda_check(cudaMemcpyAsync(dst, p, bytes, cudaMemcpyHostToDevice, c->stream), "upload");
+    }
     /* pageable source: the copy is complete (staged) when the call returns */
     return cuda_check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, c->stream), "upload");
 }
@@ -136,11 +157,27 @@ static lmx_status buf_upload(lmx_backend *b, void *dst, const void *src, size_t 
 static lmx_status buf_download(lmx_backend *b, void *dst, const void *src, size_t bytes) {
     lmx_cuda_ctx *c = bctx(b);
     if (!bytes) return LMX_OK;
+    LMX_TRY(cuda_flush(c));
+    /* through a pinned buffer: one DMA at full speed, then a host memcpy */
+    if (!c->pageable_download && bytes <= (64u << 20)) {
+        if (bytes > c->dl_size) {
+            LMX_TRY(stream_sync(c, "download"));
+            if (c->dl) cudaFreeHost(c->dl);
+            c->dl = NULL;
+            c->dl_size = 0;
+            LMX_TRY(cuda_check(cudaMallocHost((void **)&c->dl, bytes), "pinned download buffer"));
+            c->dl_size = bytes;
+        }
+        LMX_TRY(cuda_check(cudaMemcpyAsync(c->dl, src, bytes, cudaMemcpyDeviceToHost, c->stream), "download"));
+        LMX_TRY(stream_sync(c, "download"));
+        memcpy(dst, c->dl, bytes);
+        return LMX_OK;
+    }
     LMX_TRY(cuda_check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, c->stream), "download"));
-    return cuda_check(cudaStreamSynchronize(c->stream), "download");
+    return stream_sync(c, "download");
 }
 
-static lmx_status buf_sync(lmx_backend *b) { return cuda_check(cudaStreamSynchronize(bctx(b)->stream), "sync"); }
+static lmx_status buf_sync(lmx_backend *b) { return stream_sync(bctx(b), "sync"); }
 
 static const lmx_buffer_ops cuda_buffer_ops = {
     false, buf_alloc, buf_free, buf_upload, buf_download, buf_sync,
@@ -154,6 +191,7 @@ lmx_status cuda_scratch(lmx_cuda_ctx *c, size_t bytes, void **out) {
     if (c->capturing)
         return lmx_err(LMX_ERR_INTERNAL, "cuda: scratch of %zu bytes needed during graph capture (have %zu)",
                        bytes, c->scratch_size);
+    LMX_TRY(cuda_flush(c));
     LMX_TRY(cuda_check(cudaStreamSynchronize(c->stream), "scratch"));
     size_t want = bytes + bytes / 2;
     ctx_free(c, c->scratch);
@@ -165,12 +203,59 @@ lmx_status cuda_scratch(lmx_cuda_ctx *c, size_t bytes, void **out) {
     return LMX_OK;
 }
 
+/* ---- automatic step graphs ------------------------------------------------ */
+
+/* Opens a capture at the first kernel after a synchronisation. */
+static lmx_status auto_begin(lmx_cuda_ctx *c) {
+    if (!c->auto_graph || c->auto_capturing || c->capturing) return LMX_OK;
+    LMX_TRY(cuda_check(cudaStreamBeginCapture(c->stream, cudaStreamCaptureModeRelaxed), "begin step capture"));
+    c->auto_capturing = true;
+    return LMX_OK;
+}
+
+lmx_status cuda_flush(lmx_cuda_ctx *c) {
+    if (!c->auto_capturing) return LMX_OK;
+    c->auto_capturing = false;
+    cudaGraph_t g = NULL;
+    LMX_TRY(cuda_check(cudaStreamEndCapture(c->stream, &g), "end step capture"));
+    lmx_status s = LMX_OK;
+    cudaGraphExecUpdateResultInfo info;
+    if (c->auto_exec && cudaGraphExecUpdate(c->auto_exec, g, &info) == cudaSuccess) {
+        c->auto_updates++;
+    } else {
+        (void)cudaGetLastError();
+        if (c->auto_exec) cudaGraphExecDestroy(c->auto_exec);
+        c->auto_exec = NULL;
+        s = cuda_check(cudaGraphInstantiate(&c->auto_exec, g, 0), "instantiate step graph");
+        c->auto_instantiations++;
+    }
+    cudaGraphDestroy(g);
+    if (!s) s = cuda_check(cudaGraphLaunch(c->auto_exec, c->stream), "launch step graph");
+    return s;
+}
+
+#define AUTO_WRAP(fn)                                                 \
+    static lmx_status auto_##fn(const lmx_node *n, lmx_pool *pool) { \
+        LMX_TRY(auto_begin(cuda_ctx(pool)));                          \
+        return lmx_cuda_##fn(n, pool);                                \
+    }
+AUTO_WRAP(get_rows)
+AUTO_WRAP(matmul)
+AUTO_WRAP(rms_norm)
+AUTO_WRAP(layer_norm)
+AUTO_WRAP(rope)
+AUTO_WRAP(attention)
+AUTO_WRAP(binary)
+AUTO_WRAP(unary)
+AUTO_WRAP(copy)
+AUTO_WRAP(softmax)
+
 /* ---- kernel table and supports() ---------------------------------------- */
 
 static const lmx_kernel_fn cuda_kernels[LMX_OP_COUNT] = {
-    lmx_cuda_get_rows, lmx_cuda_matmul, lmx_cuda_rms_norm, lmx_cuda_layer_norm, lmx_cuda_rope,
-    lmx_cuda_attention, lmx_cuda_binary, lmx_cuda_binary, lmx_cuda_unary, lmx_cuda_unary,
-    lmx_cuda_unary, lmx_cuda_copy, lmx_cuda_softmax,
+    auto_get_rows, auto_matmul, auto_rms_norm, auto_layer_norm, auto_rope,
+    auto_attention, auto_binary, auto_binary, auto_unary, auto_unary,
+    auto_unary, auto_copy, auto_softmax,
 };
 static_assert(LMX_OP_GET_ROWS == 0 && LMX_OP_SOFTMAX == 12 && LMX_OP_COUNT == 13,
               "cuda_kernels lists the ops in op.h order");
@@ -222,13 +307,17 @@ static bool cuda_supports(const lmx_backend *b, const lmx_node *n) {
 static void ctx_destroy(lmx_cuda_ctx *c) {
     if (!c) return;
     cudaSetDevice(c->device);
+    (void)cuda_flush(c);
     if (c->stream) cudaStreamSynchronize(c->stream);
+    if (c->auto_exec) cudaGraphExecDestroy(c->auto_exec);
     for (int i = 0; i < LMX_CUDA_MAX_GRAPHS; i++)
         if (c->graphs[i]) cudaGraphExecDestroy(c->graphs[i]);
     if (c->blas) cublasDestroy(c->blas);
     ctx_free(c, c->blas_ws);
     ctx_free(c, c->scratch);
     if (c->stream) cudaStreamDestroy(c->stream);
+    if (c->stage) cudaFreeHost(c->stage);
+    if (c->dl) cudaFreeHost(c->dl);
     if (c->allocs) {
         free(c->allocs->keys);
         free(c->allocs->sizes);
@@ -289,6 +378,8 @@ extern "C" lmx_status lmx_cuda_backend_create(lmx_backend **out) {
     if (!s) s = cuda_blas_check(cublasSetWorkspace(c->blas, c->blas_ws, c->blas_ws_size), "set workspace");
     void *scr;
     if (!s) s = cuda_scratch(c, 16u << 20, &scr);
+    c->stage_size = 1u << 20;
+    if (!s) s = cuda_check(cudaMallocHost((void **)&c->stage, c->stage_size), "pinned stage");
     if (s) {
         free(b);
         ctx_destroy(c);
@@ -296,6 +387,10 @@ extern "C" lmx_status lmx_cuda_backend_create(lmx_backend **out) {
     }
     const char *fg = getenv("LMX_CUDA_FAST_GEMM");
     c->fast_gemm = fg && *fg && strcmp(fg, "0") != 0;
+    const char *ag = getenv("LMX_CUDA_GRAPHS");
+    c->auto_graph = ag && *ag && strcmp(ag, "0") != 0;
+    const char *pd = getenv("LMX_CUDA_PAGEABLE_DOWNLOAD");
+    c->pageable_download = pd && *pd && strcmp(pd, "0") != 0;
     b->name = "cuda";
     b->kernels = cuda_kernels;
     b->supports = cuda_supports;
@@ -315,6 +410,7 @@ extern "C" size_t lmx_cuda_mem_peak(const lmx_backend *b) { return b && b->ctx ?
 extern "C" lmx_status lmx_cuda_graph_begin(lmx_backend *b) {
     lmx_cuda_ctx *c = bctx(b);
     if (c->capturing) return lmx_err(LMX_ERR_INTERNAL, "cuda: graph capture already in progress");
+    LMX_TRY(cuda_flush(c));
     LMX_TRY(cuda_check(cudaStreamBeginCapture(c->stream, cudaStreamCaptureModeThreadLocal), "begin capture"));
     c->capturing = true;
     return LMX_OK;

@@ -30,13 +30,27 @@ struct lmx_cuda_ctx {
     size_t mem_in_use, mem_peak;
     lmx_cuda_alloc_table *allocs;
     bool capturing;
-    bool fast_gemm; /* LMX_CUDA_FAST_GEMM=1: x rounded once to bf16/f16 in GEMMs */
+    uint8_t *stage; /* pinned host staging for small uploads (asynchronous copies) */
+    size_t stage_size, stage_used;
+    uint8_t *dl; /* pinned host buffer for downloads (logits), grown on demand */
+    size_t dl_size;
+    bool pageable_download; /* LMX_CUDA_PAGEABLE_DOWNLOAD=1: copy straight into the caller's memory */
+    bool fast_gemm;
+    /* LMX_CUDA_GRAPHS=1: the kernels queued between two host synchronisations
+     * (one decode step) are captured and replayed as one graph, updated in
+     * place while the topology repeats (cuda_backend.cu). */
+    bool auto_graph, auto_capturing;
+    cudaGraphExec_t auto_exec;
+    int64_t auto_updates, auto_instantiations; /* LMX_CUDA_FAST_GEMM=1: x rounded once to bf16/f16 in GEMMs */
     cudaGraph_t graph_in_capture;
     cudaGraphExec_t graphs[LMX_CUDA_MAX_GRAPHS];
 };
 
 /* The backend hands its context to kernels through the pool slot. */
 static inline lmx_cuda_ctx *cuda_ctx(lmx_pool *p) { return (lmx_cuda_ctx *)(void *)p; }
+
+/* Ends an automatic step capture (if one is open) and launches it. */
+lmx_status cuda_flush(lmx_cuda_ctx *c);
 
 /* LMX_OK, or an lmx_err naming `what` and the CUDA error. */
 lmx_status cuda_check(cudaError_t e, const char *what);

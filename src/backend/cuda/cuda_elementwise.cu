@@ -141,7 +141,8 @@ lmx_status lmx_cuda_copy(const lmx_node *n, lmx_pool *pool) {
     lmx_array *o = n->out;
     int64_t R = cu_rows(a), C = cu_cols(a), as = cu_row_stride(a), os = cu_row_stride(o);
     if (R == 0 || C == 0) return LMX_OK;
-    if (a->dtype == o->dtype) {
+    /* float rows (KV cache writes) by kernel: a memcpy node costs more per call */
+    if (a->dtype == o->dtype && !cu_is_float(a->dtype)) {
         size_t row = lmx_dtype_bytes(a->dtype, C);
         return cuda_check(cudaMemcpy2DAsync(o->data, lmx_dtype_bytes(o->dtype, os), a->data,
                                             lmx_dtype_bytes(a->dtype, as), row, (size_t)R,

@@ -1,0 +1,20 @@
+/*
+ * np_random.h - numpy's legacy global generator, as far as mlx_lm.perplexity
+ * uses it: np.random.seed(seed) (MT19937 init_genrand with the 32-bit seed)
+ * followed by np.random.permutation(n) (RandomState.shuffle of arange(n):
+ * for i = n-1 .. 1, j = random_interval(i) by masked rejection on 32-bit
+ * draws while i < 2^32, 64-bit draws (two 32-bit draws, high first) above).
+ * Lets `lmx perplexity` pick the same samples as mlx-lm for the same seed.
+ */
+#ifndef LMX_QUANT_NP_RANDOM_H
+#define LMX_QUANT_NP_RANDOM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* perm[0..n) = np.random.seed(seed); np.random.permutation(n). seed must
+ * be below 2^32 (numpy refuses larger ones); returns false otherwise. */
+bool lmx_np_permutation(uint64_t seed, size_t n, size_t *perm);
+
+#endif
