@@ -172,6 +172,14 @@ typedef struct lmx_generate_options {
     const char *const *stop_strings;
     size_t n_stop_strings;
     int top_logprobs;            /* 0 = off; else the k best ids/logprobs per response (k <= 64) */
+    /* Speculative decoding (mlx-lm's speculative_generate_step): draft_model
+     * (borrowed; same vocabulary) proposes num_draft_tokens tokens, the model
+     * checks them in one forward pass and keeps the longest agreeing prefix.
+     * Greedy output equals plain greedy decoding. draft_cache: NULL = a fresh
+     * one; else the draft model's cache, holding the same prefix as cache. */
+    struct lmx_model *draft_model;
+    int num_draft_tokens;        /* default 2 (mlx-lm's API; its CLI uses 3); at most 32 */
+    struct lmx_cache *draft_cache;
 } lmx_generate_options;
 
 void lmx_generate_options_init(lmx_generate_options *o);
@@ -194,6 +202,9 @@ typedef struct lmx_response {
     const int32_t *top_ids;
     const float *top_logprobs;
     int n_top;
+    bool from_draft;           /* speculative: the draft model proposed this token */
+    int draft_accepted;        /* speculative, so far: draft tokens kept ... */
+    int draft_proposed;        /* ... of those proposed */
 } lmx_response;
 
 /* Return non-zero to stop generation (lmx_generate_stream then returns
@@ -204,6 +215,19 @@ typedef int (*lmx_stream_fn)(const lmx_response *r, void *user);
  * with the finish reason and any remaining text. */
 lmx_status lmx_generate_stream(lmx_model *m, const int32_t *prompt, size_t n_prompt,
                                const lmx_generate_options *o, lmx_stream_fn cb, void *user);
+
+/* Batch callback: response r of prompt number `index` (responses of
+ * different prompts interleave; each prompt's arrive in order). */
+typedef int (*lmx_batch_fn)(size_t index, const lmx_response *r, void *user);
+
+/* Generates for n tokenized prompts with continuous batching: at most
+ * max_batch sequences decode together, one batched forward pass per step;
+ * a finished sequence leaves and the next prompt joins. Each sequence has
+ * its own KV cache and sampler (seed o->seed + index), so at temperature 0
+ * its tokens equal lmx_generate_stream's on that prompt. o->cache,
+ * draft_model, stop_strings and top_logprobs are not supported here. */
+lmx_status lmx_batch_generate(lmx_model *m, const int32_t *const *prompts, const size_t *n_prompts, size_t n,
+                              const lmx_generate_options *o, int max_batch, lmx_batch_fn cb, void *user);
 
 /* ---- KV cache / prompt cache -------------------------------------------- */
 

@@ -39,6 +39,26 @@ lmx_status lmx_cache_check(const lmx_model *m, const lmx_cache *c);
 lmx_status lmx_cache_run(lmx_model *m, lmx_cache *c, const int32_t *tokens, size_t n, int step,
                          void (*progress)(size_t, size_t, void *), void *user, float *logits);
 
+/* The decoding loop's token source (generate.c): one token per target
+ * forward pass, or a speculative round (speculative.c) of up to K+1. */
+typedef struct lmx_gen_src {
+    lmx_model *m, *draft;
+    lmx_cache *cache, *dcache;
+    struct lmx_sampler *smp, *dsmp;
+    int32_t *recent; /* last prompt token + generated (the processors' context) */
+    size_t n_recent;
+    int32_t tok;     /* the target's next input */
+    int32_t dy[2];   /* the draft's next inputs */
+    int n_dy, K;
+    float *lp;       /* (K+1) × V: processed logprobs of the tokens produced */
+    float *dlogits;  /* V */
+    int32_t *seq;    /* K+1 */
+    int accepted, proposed;
+} lmx_gen_src;
+
+/* Up to max_left next tokens (count >= 1): ids, their logprobs in g->lp rows. */
+lmx_status lmx_spec_produce(lmx_gen_src *g, int max_left, int32_t *toks, bool *from_draft, int *count);
+
 /* sampler.c ---------------------------------------------------------------- */
 
 /* xoshiro256** state: fast, good quality, reproducible from a 64-bit seed. */

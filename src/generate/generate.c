@@ -19,6 +19,7 @@ void lmx_generate_options_init(lmx_generate_options *o) {
     o->prefill_step_size = 2048;
     o->kv_group_size = 64;
     o->quantized_kv_start = 5000;
+    o->num_draft_tokens = 2;
 }
 
 static lmx_status check_ids(const lmx_model *m, const int32_t *ids, size_t n) {
@@ -139,6 +140,85 @@ static lmx_status validate(const lmx_model *m, const int32_t *prompt, size_t n_p
     return check_ids(m, prompt, n_prompt);
 }
 
+/* One plain step: the target on its last token, processors, sampler. */
+static lmx_status plain_produce(lmx_gen_src *g, int32_t *toks, bool *from_draft, int *count) {
+    lmx_model *m = g->m;
+    LMX_TRY(lmx_transformer_forward(&m->ex, &m->tf, &g->cache->kv, &m->scratch, &g->tok, 1, false, g->lp));
+    lmx_sampler_process(g->smp, g->lp, g->recent, g->n_recent);
+    lmx_log_softmax(g->lp, m->tf.hp.n_vocab);
+    toks[0] = lmx_sampler_sample(g->smp, g->lp);
+    from_draft[0] = false;
+    *count = 1;
+    g->recent[g->n_recent++] = toks[0];
+    g->tok = toks[0];
+    return LMX_OK;
+}
+
+/* Caches, samplers and buffers of one lmx_generate_stream call. */
+typedef struct {
+    lmx_gen_src g;
+    lmx_cache *own, *down;
+    lmx_sampler smp, dsmp;
+    bool smp_ok, dsmp_ok;
+} gen_res;
+
+static void res_free(gen_res *r) {
+    if (r->smp_ok) lmx_sampler_free(&r->smp);
+    if (r->dsmp_ok) lmx_sampler_free(&r->dsmp);
+    lmx_cache_free(r->own);
+    lmx_cache_free(r->down);
+    free(r->g.recent);
+    free(r->g.lp);
+    free(r->g.dlogits);
+    free(r->g.seq);
+}
+
+static lmx_status res_init(gen_res *r, lmx_model *m, const lmx_generate_options *o) {
+    memset(r, 0, sizeof *r);
+    lmx_gen_src *g = &r->g;
+    int64_t V = m->tf.hp.n_vocab;
+    g->m = m;
+    g->draft = o->draft_model;
+    g->K = g->draft ? (o->num_draft_tokens > 0 ? o->num_draft_tokens : 2) : 0;
+    if (g->K > 32) return lmx_err(LMX_ERR_INVALID_ARG, "num_draft_tokens: %d is out of range [1, 32]", g->K);
+    if (g->draft && lmx_model_vocab_size(g->draft) != V)
+        return lmx_err(LMX_ERR_INVALID_ARG, "draft model: vocabulary of %d tokens, the model has %d",
+                       lmx_model_vocab_size(g->draft), (int)V);
+    g->cache = o->cache;
+    if (!g->cache) {
+        lmx_cache_options co = {o->max_kv_size, o->kv_bits, o->kv_group_size, o->quantized_kv_start};
+        LMX_TRY(lmx_cache_new(m, &co, &r->own));
+        g->cache = r->own;
+    }
+    if (g->draft) {
+        if (o->draft_cache) {
+            LMX_TRY(lmx_cache_check(g->draft, o->draft_cache));
+            g->dcache = o->draft_cache;
+        } else {
+            LMX_TRY(lmx_cache_new(g->draft, NULL, &r->down));
+            g->dcache = r->down;
+        }
+        if (g->cache->kv.kind == LMX_KV_ROTATING || g->dcache->kv.kind == LMX_KV_ROTATING)
+            return lmx_err(LMX_ERR_UNSUPPORTED, "speculative decoding needs a trimmable KV cache (no max_kv_size)");
+    }
+    g->recent = malloc(((size_t)o->max_tokens + (size_t)g->K + 3) * sizeof *g->recent);
+    g->lp = malloc((size_t)(V * (g->K + 1)) * sizeof *g->lp);
+    g->dlogits = malloc((size_t)V * sizeof *g->dlogits);
+    g->seq = malloc((size_t)(g->K + 1) * sizeof *g->seq);
+    if (!g->recent || !g->lp || !g->dlogits || !g->seq) return lmx_err(LMX_ERR_NOMEM, "out of memory");
+    LMX_TRY(lmx_sampler_init(&r->smp, o, (int)V));
+    r->smp_ok = true;
+    g->smp = &r->smp;
+    if (g->draft) {
+        lmx_generate_options od = *o;
+        od.seed = o->seed ^ 0x9e3779b97f4a7c15ull; /* its own random stream */
+        LMX_TRY(lmx_sampler_init(&r->dsmp, &od, (int)V));
+        r->dsmp_ok = true;
+        g->dsmp = &r->dsmp;
+    }
+    return LMX_OK;
+}
+
 lmx_status lmx_generate_stream(lmx_model *m, const int32_t *prompt, size_t n_prompt,
                                const lmx_generate_options *o, lmx_stream_fn cb, void *user) {
     lmx_generate_options def;
@@ -148,43 +228,44 @@ lmx_status lmx_generate_stream(lmx_model *m, const int32_t *prompt, size_t n_pro
     }
     LMX_TRY(validate(m, prompt, n_prompt, o));
     int64_t V = m->tf.hp.n_vocab;
-    lmx_cache *cache = o->cache, *own = NULL;
-    if (!cache) {
-        lmx_cache_options co = {o->max_kv_size, o->kv_bits, o->kv_group_size, o->quantized_kv_start};
-        LMX_TRY(lmx_cache_new(m, &co, &own));
-        cache = own;
-    }
-    lmx_sampler smp;
+    gen_res res;
+    lmx_status s = res_init(&res, m, o);
+    lmx_gen_src *g = &res.g;
     lmx_detok *dt = NULL;
     stop_text stxt = {NULL, 0, 0, 0};
-    int32_t top_ids[64];
+    int32_t top_ids[64], toks[34];
     float top_vals[64];
-    float *logits = malloc((size_t)V * sizeof *logits);
-    int32_t *recent = malloc(((size_t)o->max_tokens + 2) * sizeof *recent);
-    lmx_status s = logits && recent ? LMX_OK : lmx_err(LMX_ERR_NOMEM, "out of memory");
-    bool smp_ok = false;
-    if (!s) s = lmx_sampler_init(&smp, o, (int)V);
-    if (!s) smp_ok = true;
+    bool from_draft[34];
     if (!s && m->tok) s = lmx_detok_new(m->tok, &dt);
 
     double tic = lmx_time_s(), prompt_tps = 0;
     /* Prefill all but the last prompt token (the cache may already hold a prefix). */
     if (!s && n_prompt > 1)
-        s = lmx_cache_run(m, cache, prompt, n_prompt - 1, o->prefill_step_size, o->progress, o->progress_user, logits);
-    size_t n_recent = 0;
-    if (!s) recent[n_recent++] = prompt[n_prompt - 1];
-    int32_t tok = prompt[n_prompt - 1];
+        s = lmx_cache_run(m, g->cache, prompt, n_prompt - 1, o->prefill_step_size, o->progress, o->progress_user,
+                          g->lp);
+    if (!s && g->draft && n_prompt > 1)
+        s = lmx_cache_run(g->draft, g->dcache, prompt, n_prompt - 1, o->prefill_step_size, NULL, NULL, g->dlogits);
+    if (!s) {
+        g->recent[g->n_recent++] = prompt[n_prompt - 1];
+        g->tok = g->dy[0] = prompt[n_prompt - 1];
+        g->n_dy = 1;
+    }
     lmx_response r;
     memset(&r, 0, sizeof r);
     r.prompt_tokens = (int)n_prompt;
     r.text = "";
     bool stopped = false;
+    int have = 0, at = 0;
     for (int n = 0; !s && n < o->max_tokens; n++) {
-        s = lmx_transformer_forward(&m->ex, &m->tf, &cache->kv, &m->scratch, &tok, 1, false, logits);
-        if (s) break;
-        lmx_sampler_process(&smp, logits, recent, n_recent);
-        lmx_log_softmax(logits, (int)V);
-        int32_t next = lmx_sampler_sample(&smp, logits);
+        if (at == have) {
+            s = g->draft ? lmx_spec_produce(g, o->max_tokens - n, toks, from_draft, &have)
+                         : plain_produce(g, toks, from_draft, &have);
+            at = 0;
+            if (s) break;
+        }
+        const float *logits = g->lp + (int64_t)at * V;
+        int32_t next = toks[at];
+        r.from_draft = from_draft[at++];
         if (n == 0) {
             double dt_s = lmx_time_s() - tic;
             prompt_tps = dt_s > 0 ? (double)n_prompt / dt_s : 0;
@@ -193,11 +274,14 @@ lmx_status lmx_generate_stream(lmx_model *m, const int32_t *prompt, size_t n_pro
         }
         r.token = next;
         r.logprob = logits[next];
+        r.draft_accepted = g->accepted;
+        r.draft_proposed = g->proposed;
         if (o->top_logprobs > 0) {
             r.n_top = top_k_pairs(logits, (int)V, o->top_logprobs, top_ids, top_vals);
             r.top_ids = top_ids;
             r.top_logprobs = top_vals;
         }
+
         r.prompt_tps = prompt_tps;
         r.generation_tokens = n + 1;
         double el = lmx_time_s() - tic;
@@ -222,8 +306,6 @@ lmx_status lmx_generate_stream(lmx_model *m, const int32_t *prompt, size_t n_pro
             s = lmx_err(LMX_ERR_ABORTED, "generation stopped by the callback");
             break;
         }
-        recent[n_recent++] = next;
-        tok = next;
     }
     if (!s) {
         if (o->max_tokens == 0) r.finish_reason = LMX_FINISH_LENGTH;
@@ -255,11 +337,8 @@ lmx_status lmx_generate_stream(lmx_model *m, const int32_t *prompt, size_t n_pro
         free(final_text);
     }
     if (dt) lmx_detok_free(dt);
-    if (smp_ok) lmx_sampler_free(&smp);
-    lmx_cache_free(own);
+    res_free(&res);
     free(stxt.buf);
-    free(logits);
-    free(recent);
     return s;
 }
 

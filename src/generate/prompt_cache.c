@@ -68,7 +68,7 @@ static lmx_status tl_add(tensor_list *l, char *name, lmx_dtype dt, int nd, const
     size_t i = l->n++;
     l->names[i] = name;
     l->bufs[i] = own_data ? data : NULL;
-    memcpy(l->shapes[i], shape, (size_t)nd * sizeof *shape);
+    if (nd > 0) memcpy(l->shapes[i], shape, (size_t)nd * sizeof *shape);
     int64_t numel = 1;
     for (int d = 0; d < nd; d++) numel *= shape[d];
     l->t[i] = (lmx_st_write_tensor){name, dt, nd, l->shapes[i], data, lmx_dtype_bytes(dt, numel)};

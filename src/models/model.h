@@ -121,6 +121,12 @@ void lmx_scratch_free(lmx_scratch *s);
 lmx_status lmx_transformer_forward(lmx_exec *ex, const lmx_transformer *m, lmx_kv_cache *cache,
                                    lmx_scratch **scratch, const int32_t *tokens, int64_t T,
                                    bool all_logits, float *logits);
+/* One decode step of B sequences: tokens[b] at position caches[b]->offset,
+ * appended to caches[b]; logits f32 [B, V]. The projections and MLP run
+ * once over the B rows (what makes batching pay while bandwidth-bound);
+ * RoPE, the cache write and attention run per sequence. */
+lmx_status lmx_transformer_forward_batch(lmx_exec *ex, const lmx_transformer *m, lmx_kv_cache **caches, int B,
+                                         lmx_scratch **scratch, const int32_t *tokens, float *logits);
 void lmx_transformer_free(lmx_transformer *m);
 /* transformer_device.c: copies every weight into device backend b's memory
  * once (no-op on host backends); free the model before the backend. */

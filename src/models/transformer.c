@@ -216,9 +216,16 @@ static lmx_status mlp_moe(lmx_exec *ex, const lmx_hparams *hp, const lmx_layer *
     return LMX_OK;
 }
 
+static lmx_status rope_freqs(lmx_exec *ex, const lmx_hparams *hp, lmx_scratch *s, int64_t seq_len);
+static lmx_status attention_rows(lmx_exec *ex, const lmx_hparams *hp, int li, lmx_kv_cache **caches, int nc,
+                                 lmx_scratch *s);
+
+/* nc == 1: T tokens of one sequence (caches[0]); nc > 1: one token of each
+ * of nc sequences (T == nc), batched through the projections. */
 static lmx_status attention_block(lmx_exec *ex, const lmx_hparams *hp, const lmx_layer *L, int li,
-                                  lmx_kv_cache *cache, lmx_scratch *s, int64_t T, const lmx_array *h,
+                                  lmx_kv_cache **caches, int nc, lmx_scratch *s, int64_t T, const lmx_array *h,
                                   lmx_array *out) {
+    lmx_kv_cache *cache = caches[0];
     int64_t H = hp->n_head, Hkv = hp->n_kv_head, hd = hp->head_dim, pos0 = cache->offset;
     lmx_array q = tv(&s->q, 2, T, H * hd, 0), k = tv(&s->k, 2, T, Hkv * hd, 0), v = tv(&s->v, 2, T, Hkv * hd, 0);
     LMX_TRY(linear(ex, &q, h, &L->wq));
@@ -228,6 +235,11 @@ static lmx_status attention_block(lmx_exec *ex, const lmx_hparams *hp, const lmx
         lmx_array qh = tv(&s->q, 2, T * H, hd, 0), kh = tv(&s->k, 2, T * Hkv, hd, 0);
         LMX_TRY(lmx_rms_norm(ex, &qh, &qh, &L->q_norm, hp->norm_eps, hp->norm_add_one));
         LMX_TRY(lmx_rms_norm(ex, &kh, &kh, &L->k_norm, hp->norm_eps, hp->norm_add_one));
+    }
+    if (nc > 1) {
+        LMX_TRY(attention_rows(ex, hp, li, caches, nc, s));
+        lmx_array attn = tv(&s->attn, 2, T, H * hd, 0);
+        return linear(ex, out, &attn, &L->wo);
     }
     int ri = hp->rope_idx[li];
     const lmx_rope_cfg *r = &hp->rope[ri];
@@ -249,8 +261,7 @@ static lmx_status attention_block(lmx_exec *ex, const lmx_hparams *hp, const lmx
 
 /* Inverse frequencies of the RoPE configs the layers use, for a step ending
  * at position seq_len-1 (one row each), and the token ids, into scratch. */
-static lmx_status step_inputs(lmx_exec *ex, const lmx_hparams *hp, lmx_scratch *s, int64_t seq_len,
-                              const int32_t *tokens, int64_t T) {
+static lmx_status rope_freqs(lmx_exec *ex, const lmx_hparams *hp, lmx_scratch *s, int64_t seq_len) {
     bool host = lmx_backend_is_host(ex->backend);
     int64_t half = hp->head_dim / 2;
     float buf[2 * 512];
@@ -262,29 +273,77 @@ static lmx_status step_inputs(lmx_exec *ex, const lmx_hparams *hp, lmx_scratch *
         float *dst = host ? (float *)s->inv_freq.data + i * half : buf + i * half;
         lmx_rope_inv_freq(&hp->rope[i], seq_len, dst, &s->mscale[i]);
     }
-    if (host) {
+    if (host) return LMX_OK;
+    return lmx_backend_upload(ex->backend, s->inv_freq.data, buf, (size_t)(2 * half) * sizeof(float));
+}
+
+static lmx_status step_inputs(lmx_exec *ex, const lmx_hparams *hp, lmx_scratch *s, int64_t seq_len,
+                              const int32_t *tokens, int64_t T) {
+    LMX_TRY(rope_freqs(ex, hp, s, seq_len));
+    if (lmx_backend_is_host(ex->backend)) {
         memcpy(s->ids.data, tokens, (size_t)T * sizeof(int32_t));
         return LMX_OK;
     }
-    LMX_TRY(lmx_backend_upload(ex->backend, s->inv_freq.data, buf, (size_t)(2 * half) * sizeof(float)));
     return lmx_backend_upload(ex->backend, s->ids.data, tokens, (size_t)T * sizeof(int32_t));
 }
 
-lmx_status lmx_transformer_forward(lmx_exec *ex, const lmx_transformer *m, lmx_kv_cache *cache,
-                                   lmx_scratch **sp, const int32_t *tokens, int64_t T, bool all_logits,
-                                   float *logits) {
+/* Only dynamic NTK and longrope frequencies depend on the sequence length. */
+static bool rope_per_length(const lmx_hparams *hp) {
+    for (int i = 0; i < 2; i++)
+        if (hp->rope[i].type == LMX_ROPE_DYNAMIC || hp->rope[i].type == LMX_ROPE_LONGROPE) return true;
+    return false;
+}
+
+/* Batched decode: row b of q/k/v (already projected) belongs to sequence b
+ * at position caches[b]->offset; RoPE, the cache write and attention run
+ * per row, into row b of s->attn. */
+static lmx_status attention_rows(lmx_exec *ex, const lmx_hparams *hp, int li, lmx_kv_cache **caches, int nc,
+                                 lmx_scratch *s) {
+    int64_t H = hp->n_head, Hkv = hp->n_kv_head, hd = hp->head_dim;
+    int ri = hp->rope_idx[li];
+    const lmx_rope_cfg *r = &hp->rope[ri];
+    bool per_len = rope_per_length(hp);
+    for (int b = 0; b < nc; b++) {
+        lmx_kv_cache *c = caches[b];
+        if (per_len) LMX_TRY(rope_freqs(ex, hp, s, c->offset + 1));
+        lmx_array inv = tv(&s->inv_freq, 1, r->dims / 2, 0, 0);
+        inv.data = (float *)s->inv_freq.data + ri * (hp->head_dim / 2);
+        lmx_array q3 = tv(&s->q, 3, 1, H, hd), k3 = tv(&s->k, 3, 1, Hkv, hd), v2 = tv(&s->v, 2, 1, Hkv * hd, 0);
+        q3.data = (float *)s->q.data + b * H * hd;
+        k3.data = (float *)s->k.data + b * Hkv * hd;
+        v2.data = (float *)s->v.data + b * Hkv * hd;
+        LMX_TRY(lmx_rope(ex, &q3, &q3, &inv, c->offset, r->dims, r->traditional, s->mscale[ri]));
+        LMX_TRY(lmx_rope(ex, &k3, &k3, &inv, c->offset, r->dims, r->traditional, s->mscale[ri]));
+        lmx_array k2 = tv(&s->k, 2, 1, Hkv * hd, 0), kv_k, kv_v;
+        k2.data = k3.data;
+        int64_t apos0;
+        int window;
+        LMX_TRY(lmx_kv_store(ex, c, li, &k2, &v2, hp->window[li], &kv_k, &kv_v, &apos0, &window));
+        lmx_array attn = tv(&s->attn, 2, 1, H * hd, 0);
+        attn.data = (float *)s->attn.data + b * H * hd;
+        LMX_TRY(lmx_attention(ex, &attn, &q3, &kv_k, &kv_v, apos0, hp->attn_scale, hp->attn_softcap, window));
+    }
+    return LMX_OK;
+}
+
+static lmx_status forward_core(lmx_exec *ex, const lmx_transformer *m, lmx_kv_cache **caches, int nc,
+                               lmx_scratch **sp, const int32_t *tokens, int64_t T, bool all_logits, float *logits) {
     const lmx_hparams *hp = &m->hp;
+    lmx_kv_cache *cache = caches[0];
     if (T <= 0) return lmx_err(LMX_ERR_INVALID_ARG, "forward: empty token list");
-    if (cache->n_layer != hp->n_layer || cache->n_kv_head != hp->n_kv_head || cache->head_dim != hp->head_dim)
-        return lmx_err(LMX_ERR_SHAPE, "forward: the KV cache was made for another model (%d layers, %d kv heads, "
-                       "head_dim %d)", cache->n_layer, cache->n_kv_head, cache->head_dim);
+    for (int b = 0; b < nc; b++) {
+        lmx_kv_cache *c = caches[b];
+        if (c->n_layer != hp->n_layer || c->n_kv_head != hp->n_kv_head || c->head_dim != hp->head_dim)
+            return lmx_err(LMX_ERR_SHAPE, "forward: the KV cache was made for another model (%d layers, %d kv heads, "
+                           "head_dim %d)", c->n_layer, c->n_kv_head, c->head_dim);
+    }
     LMX_TRY(scratch_reserve(sp, hp, T, ex->backend));
     lmx_scratch *s = *sp;
     int64_t D = hp->n_embd;
     bool host = lmx_backend_is_host(ex->backend);
     lmx_array ids = tv(&s->ids, 1, T, 0, 0);
     LMX_TRY(step_inputs(ex, hp, s, cache->offset + T, tokens, T));
-    LMX_TRY(lmx_kv_begin(ex, cache, T));
+    for (int b = 0; b < nc; b++) LMX_TRY(lmx_kv_begin(ex, caches[b], nc > 1 ? 1 : T));
     lmx_array x = tv(&s->x, 2, T, D, 0), h = tv(&s->h, 2, T, D, 0), o = tv(&s->o, 2, T, D, 0);
     lmx_array mo = tv(&s->mlp, 2, T, D, 0);
     const lmx_linear *E = &m->tok_embd;
@@ -294,7 +353,7 @@ lmx_status lmx_transformer_forward(lmx_exec *ex, const lmx_transformer *m, lmx_k
     for (int li = 0; li < hp->n_layer; li++) {
         const lmx_layer *L = &m->layers[li];
         LMX_TRY(norm(ex, hp, &h, &x, &L->attn_norm, &L->attn_norm_b));
-        LMX_TRY(attention_block(ex, hp, L, li, cache, s, T, &h, &o));
+        LMX_TRY(attention_block(ex, hp, L, li, caches, nc, s, T, &h, &o));
         if (hp->sandwich_norm) LMX_TRY(norm(ex, hp, &o, &o, &L->post_attn_norm, NULL));
         if (hp->parallel_block) {
             LMX_TRY(mlp_dense(ex, hp, L, s, T, &h, &mo));
@@ -311,7 +370,7 @@ lmx_status lmx_transformer_forward(lmx_exec *ex, const lmx_transformer *m, lmx_k
         if (hp->sandwich_norm) LMX_TRY(norm(ex, hp, &mo, &mo, &L->post_ffn_norm, NULL));
         LMX_TRY(lmx_add(ex, &x, &x, &mo));
     }
-    LMX_TRY(lmx_kv_end(cache));
+    for (int b = 0; b < nc; b++) LMX_TRY(lmx_kv_end(caches[b]));
 
     int64_t R = all_logits ? T : 1;
     lmx_array xl = tv(&s->x, 2, R, D, 0);
@@ -329,6 +388,19 @@ lmx_status lmx_transformer_forward(lmx_exec *ex, const lmx_transformer *m, lmx_k
     if (hp->final_softcap > 0) LMX_TRY(lmx_softcap(ex, &lg, &lg, hp->final_softcap));
     if (!host) LMX_TRY(lmx_backend_download(ex->backend, logits, lg.data, (size_t)(R * hp->n_vocab) * sizeof(float)));
     return LMX_OK;
+}
+
+lmx_status lmx_transformer_forward(lmx_exec *ex, const lmx_transformer *m, lmx_kv_cache *cache,
+                                   lmx_scratch **sp, const int32_t *tokens, int64_t T, bool all_logits,
+                                   float *logits) {
+    return forward_core(ex, m, &cache, 1, sp, tokens, T, all_logits, logits);
+}
+
+lmx_status lmx_transformer_forward_batch(lmx_exec *ex, const lmx_transformer *m, lmx_kv_cache **caches, int B,
+                                         lmx_scratch **sp, const int32_t *tokens, float *logits) {
+    if (B <= 0) return lmx_err(LMX_ERR_INVALID_ARG, "forward: empty batch");
+    if (B == 1) return forward_core(ex, m, caches, 1, sp, tokens, 1, false, logits);
+    return forward_core(ex, m, caches, B, sp, tokens, B, true, logits);
 }
 
 void lmx_transformer_free(lmx_transformer *m) {

@@ -110,5 +110,12 @@ printf '%s\n' "$out" | grep -q '^Generation: 200 tokens' && ok max_kv_size_beyon
 "$LMX" generate -p x --kv-bits 4 >/dev/null 2>"$TMP/e"; [ $? -eq 1 ] && grep -q 'head_dim\|group size' "$TMP/e" && ok kv_bits_head_dim || bad kv_bits_head_dim "$(cat "$TMP/e")"
 "$LMX" generate -p x --kv-bits 4 --kv-group-size 32 --max-kv-size 64 >/dev/null 2>"$TMP/e"; [ $? -eq 1 ] && grep -q 'rotating' "$TMP/e" && ok kv_bits_with_rotating || bad kv_bits_with_rotating "$(cat "$TMP/e")"
 
+# speculative decoding: greedy text unchanged, acceptance reported (the model as its own draft: 100%)
+a=$("$LMX" generate -p "Once upon a time" -m 30)
+b=$("$LMX" generate -p "Once upon a time" -m 30 --draft-model "$SRC/models/stories260K.gguf" --num-draft-tokens 4)
+[ "$(printf '%s\n' "$a" | sed -n 2p)" = "$(printf '%s\n' "$b" | sed -n 2p)" ] &&
+    printf '%s\n' "$b" | grep -Eq '^Draft acceptance: [0-9]+ of [0-9]+ tokens \(100\.0%\)$' && ok draft_model || bad draft_model "$b"
+"$LMX" generate -p x --draft-model "$M/../nope" >/dev/null 2>"$TMP/e"; [ $? -eq 1 ] && grep -q 'nope' "$TMP/e" && ok draft_model_missing || bad draft_model_missing "$(cat "$TMP/e")"
+
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

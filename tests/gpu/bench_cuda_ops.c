@@ -235,6 +235,8 @@ int main(int argc, char **argv) {
     bench_matmul("gemm", LMX_BF16, 2048, 8192, 8192);
     bench_matmul("gemm", LMX_F16, 512, 4096, 4096);
     bench_matmul("sgemm", LMX_F32, 512, 4096, 4096);
+    bench_attention(LMX_F32, 1, 640, 32, 8, 128);
+    bench_attention(LMX_F32, 1, 640, 32, 8, 64);
     bench_attention(LMX_F32, 1, 1024, 32, 8, 128);
     bench_attention(LMX_F32, 1, 4096, 32, 8, 128);
     bench_attention(LMX_BF16, 1, 4096, 32, 8, 128);

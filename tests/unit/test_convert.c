@@ -14,11 +14,13 @@
  * equal the GGUF's (1e-5 of max|logit|; q/k rows un-permuted for HF's
  * rotate_half RoPE), greedy text identical, its tokenizer.json (SPM as BPE
  * with score-ordered merges) encodes the five TinyStories samples and the
- * recorded llama2.c prompt encodings exactly as the GGUF vocabulary does.
+ * recorded llama2.c prompt encodings exactly as the GGUF vocabulary does;
+ * lmx_count_parameters equals mlx-lm's get_total_parameters.
  */
 #include "testing.h"
 
 #include "lmx.h"
+#include "convert/convert.h"
 
 #include <signal.h>
 #include <stdlib.h>
@@ -300,6 +302,13 @@ static void test_gguf_to_folder(void) {
     a = logits_of(q, &V1);
     CHECK(a != NULL);
     free(a);
+    /* parameter counts as mlx-lm's get_total_parameters gives them (printed by mlx-lm 0.32.2):
+     * quantized weights unpacked, a tied lm_head once */
+    uint64_t np = 0;
+    CHECK(lmx_count_parameters(dst, &np) == LMX_OK && np == 292800);
+    CHECK(lmx_count_parameters(q, &np) == LMX_OK && np == 292800);
+    CHECK(lmx_count_parameters(gguf, &np) == LMX_OK && np == 292800);
+    CHECK(lmx_count_parameters(LMX_TEST_DATA "/stories260K/hf", &np) == LMX_OK && np == 260032);
     snprintf(args, sizeof args, "--hf-path %s/text/tinystories_sample.txt --mlx-path %s/notgguf", LMX_TEST_DATA, tmpdir);
     CHECK(run_cli(out, sizeof out, args) != 0 && strstr(out, "GGUF"));
     struct stat sb;

@@ -39,6 +39,8 @@ static const char *usage_text =
     "  --kv-group-size G         KV quantization group size (default 64)\n"
     "  --quantized-kv-start N    quantize once the cache holds N tokens (default 5000)\n"
     "  --prompt-cache-file FILE  continue from a saved prompt cache (lmx/mlx_lm cache-prompt)\n"
+    "  --draft-model PATH        speculative decoding with this draft model (same vocabulary)\n"
+    "  --num-draft-tokens N      tokens the draft proposes per step (default 3)\n"
     "  --threads N               CPU threads (default: one per core)\n"
     "  --device cpu|cuda         (default cpu)\n";
 
@@ -63,6 +65,9 @@ static int on_text(const lmx_response *r, void *user) {
         printf("Prompt: %d tokens, %.3f tokens-per-sec\n", r->prompt_tokens, r->prompt_tps);
         printf("Generation: %d tokens, %.3f tokens-per-sec\n", r->generation_tokens, r->generation_tps);
         printf("Peak memory: %.3f GB\n", r->peak_memory_gb);
+        if (r->draft_proposed > 0)
+            printf("Draft acceptance: %d of %d tokens (%.1f%%)\n", r->draft_accepted, r->draft_proposed,
+                   100.0 * r->draft_accepted / r->draft_proposed);
     } else if (r->finish_reason != LMX_FINISH_NONE) {
         printf("\n");
     }
@@ -107,11 +112,12 @@ int cmd_generate(int argc, char **argv) {
     cli_args a;
     cli_init(&a, argc, argv);
     const char *model = NULL, *prompt_arg = "hello", *system = NULL, *template_cfg = NULL, *device = "cpu";
-    const char *prefill = NULL, *cache_file = NULL;
+    const char *prefill = NULL, *cache_file = NULL, *draft_path = NULL;
     bool kv_bits_given = false;
     bool ignore_template = false, verbose = true;
     lmx_generate_options o;
     lmx_generate_options_init(&o);
+    o.num_draft_tokens = 3; /* mlx_lm.generate's CLI default */
     long long threads = 0;
     const char *extra[64];
     int n_extra = 0;
@@ -168,6 +174,10 @@ int cmd_generate(int argc, char **argv) {
             if (cli_int(&a, f, 1, 1 << 20, &iv)) o.prefill_step_size = (int)iv;
         } else if (!strcmp(f, "--prefill-response")) {
             prefill = cli_value(&a, f);
+        } else if (!strcmp(f, "--draft-model")) {
+            draft_path = cli_value(&a, f);
+        } else if (!strcmp(f, "--num-draft-tokens")) {
+            if (cli_int(&a, f, 1, 32, &iv)) o.num_draft_tokens = (int)iv;
         } else if (!strcmp(f, "--prompt-cache-file")) {
             cache_file = cli_value(&a, f);
         } else if (!strcmp(f, "--max-kv-size")) {
@@ -229,9 +239,24 @@ int cmd_generate(int argc, char **argv) {
     const lmx_tokenizer *tok = lmx_model_tokenizer(m);
     int rc = 0;
     lmx_cache *cache = NULL;
+    lmx_model *draft = NULL;
     char *prompt = NULL;
     int32_t *ids = NULL, extra_ids[64];
     size_t n_ids = 0;
+    if (draft_path) {
+        lo.no_tokenizer = true;
+        if (lmx_load(draft_path, &lo, &draft)) {
+            rc = cli_lib_fail(cmd);
+            goto done;
+        }
+        if (lmx_model_vocab_size(draft) != lmx_model_vocab_size(m)) {
+            cli_fail(cmd, "Draft model tokenizer does not match model tokenizer (%d vs %d tokens).",
+                     lmx_model_vocab_size(draft), lmx_model_vocab_size(m));
+            rc = 1;
+            goto done;
+        }
+        o.draft_model = draft;
+    }
     if (!tok) {
         cli_fail(cmd, "%s: model has no tokenizer (tokenizer.json or GGUF vocabulary)", model);
         rc = 1;
@@ -297,6 +322,7 @@ done:
     lmx_free(ids);
     free(prompt);
     lmx_cache_free(cache);
+    lmx_model_free(draft);
     lmx_model_free(m);
     lmx_free(cache_model);
     return rc;

@@ -284,7 +284,9 @@ static inline float q6k_row(const uint8_t *b, int64_t nb, const float *x, const 
 static inline float param_at(lmx_dtype t, const void *p, int64_t i) {
     if (t == LMX_BF16) return lmx_bf16_to_f32(((const uint16_t *)p)[i]);
     if (t == LMX_F16) return _cvtsh_ss(((const uint16_t *)p)[i]);
-    return ((const float *)p)[i];
+    float f; /* MLX-layout files pack tensors without alignment: f32 scales may sit at any byte */
+    memcpy(&f, (const char *)p + 4 * i, 4);
+    return f;
 }
 
 

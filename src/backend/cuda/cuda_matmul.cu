@@ -143,9 +143,9 @@ static void launch_gemv(cudaStream_t st, int n_sm, float *out, const float *x, c
         gemv_scalar_k<Tw><<<grid, block, 0, st>>>(out, x, w, bias, bdt, M, N, K, xs, os);
         return;
     }
-    /* warps per row: enough blocks for ~4 per SM, each warp >= 2 vectors per lane */
+    /* warps per row: enough blocks for ~2 per SM, each warp >= 2 vectors per lane */
     int S = 1;
-    while (S < GEMV_WARPS && N * S / GEMV_WARPS < 4 * n_sm && K / V / (2 * S) >= 64) S *= 2;
+    while (S < GEMV_WARPS && N * S / GEMV_WARPS < 2 * n_sm && K / V / (2 * S) >= 64) S *= 2;
     dim3 grid((unsigned)((N + GEMV_WARPS / S - 1) / (GEMV_WARPS / S)));
     if (M == 1)
         gemv_k<Tw, 1><<<grid, block, 0, st>>>(out, x, w, bias, bdt, M, N, K, xs, os, S);
