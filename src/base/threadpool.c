@@ -14,6 +14,15 @@
  * `generation` before waiting (both seq_cst), so either the caller sees the
  * sleeper and broadcasts under the mutex, or the worker sees the new job.
  *
+ * Claims: part i of a job (fn(i, n, arg)) is run by whoever first moves
+ * claim[i] to the job's generation: normally worker i, which is spinning;
+ * but when the caller has finished part 0 and worker i has not even started
+ * (descheduled because other processes share the cores), the caller runs
+ * part i itself instead of waiting a scheduler time slice for it. A part
+ * computes the same outputs whichever thread runs it, so results do not
+ * change; a decode step of ~250 jobs no longer costs ~250 wake-ups of a
+ * preempted thread on a busy machine.
+ *
  * The calling thread is worker 0, so a pool of 1 runs everything inline. */
 #include "base.h"
 
@@ -32,7 +41,8 @@ struct lmx_pool {
     pthread_mutex_t mu;
     pthread_cond_t wake;
     _Atomic uint64_t generation;
-    _Atomic int pending;
+    _Atomic uint64_t *claim; /* [n]: last generation whose part i was taken */
+    _Atomic int pending;     /* parts of the current job not finished yet */
     _Atomic int sleepers;
     _Atomic bool quit;
     lmx_pool_fn fn; /* written before the release of `generation` */
@@ -73,6 +83,14 @@ static uint64_t spin_for_job(lmx_pool *p, uint64_t seen) {
     }
 }
 
+/* Takes part i of job g; false when someone already has. fn/arg are read
+ * only after a successful claim: the caller cannot publish job g+1 before
+ * part i of job g is finished, so they still belong to job g. */
+static bool try_claim(lmx_pool *p, int i, uint64_t g) {
+    uint64_t c = atomic_load(&p->claim[i]);
+    return c < g && atomic_compare_exchange_strong(&p->claim[i], &c, g);
+}
+
 static void *worker_main(void *v) {
     worker_arg wa = *(worker_arg *)v;
     free(v);
@@ -90,6 +108,7 @@ static void *worker_main(void *v) {
         }
         if (atomic_load(&p->quit)) return NULL;
         seen = g;
+        if (!try_claim(p, wa.ith, g)) continue; /* the caller ran our part */
         p->fn(wa.ith, p->n, p->arg);
         atomic_fetch_sub_explicit(&p->pending, 1, memory_order_release);
     }
@@ -114,7 +133,10 @@ lmx_status lmx_pool_create(int n_threads, lmx_pool **out) {
     atomic_init(&p->sleepers, 0);
     atomic_init(&p->quit, false);
     p->threads = calloc((size_t)n_threads, sizeof *p->threads);
-    if (!p->threads) {
+    p->claim = calloc((size_t)n_threads, sizeof *p->claim);
+    if (!p->threads || !p->claim) {
+        free(p->threads);
+        free(p->claim);
         pthread_mutex_destroy(&p->mu);
         pthread_cond_destroy(&p->wake);
         free(p);
@@ -148,6 +170,7 @@ void lmx_pool_free(lmx_pool *p) {
     pthread_mutex_destroy(&p->mu);
     pthread_cond_destroy(&p->wake);
     free(p->threads);
+    free(p->claim);
     free(p);
 }
 
@@ -161,7 +184,7 @@ void lmx_pool_run(lmx_pool *p, lmx_pool_fn fn, void *arg) {
     p->fn = fn;
     p->arg = arg;
     atomic_store_explicit(&p->pending, p->n - 1, memory_order_relaxed);
-    atomic_fetch_add(&p->generation, 1); /* seq_cst: publishes fn/arg, orders the read below */
+    uint64_t g = atomic_fetch_add(&p->generation, 1) + 1; /* seq_cst: publishes fn/arg, orders the read below */
     if (atomic_load(&p->sleepers) > 0) {
         pthread_mutex_lock(&p->mu);
         pthread_cond_broadcast(&p->wake);
@@ -169,6 +192,11 @@ void lmx_pool_run(lmx_pool *p, lmx_pool_fn fn, void *arg) {
     }
 
     fn(0, p->n, arg);
+    for (int i = 1; i < p->n; i++) /* parts no worker has started yet */
+        if (try_claim(p, i, g)) {
+            fn(i, p->n, arg);
+            atomic_fetch_sub_explicit(&p->pending, 1, memory_order_release);
+        }
 
     /* Workers normally finish within microseconds of us; if one was
      * descheduled (other processes on the cores), yield instead of burning

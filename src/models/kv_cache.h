@@ -61,7 +61,7 @@ typedef struct lmx_kv_config {
 } lmx_kv_config;
 
 /* An empty cache (no rows allocated yet); cfg NULL = standard. b: NULL or
- * host = host memory. Rotating and quantized caches need a host backend. */
+ * host = host memory. Quantized caches are host-only (LMX_ERR_UNSUPPORTED). */
 lmx_status lmx_kv_cache_init(lmx_kv_cache *c, lmx_backend *b, int n_layer, int n_kv_head, int head_dim,
                              const lmx_kv_config *cfg);
 void lmx_kv_cache_free(lmx_kv_cache *c);

@@ -117,5 +117,17 @@ b=$("$LMX" generate -p "Once upon a time" -m 30 --draft-model "$SRC/models/stori
     printf '%s\n' "$b" | grep -Eq '^Draft acceptance: [0-9]+ of [0-9]+ tokens \(100\.0%\)$' && ok draft_model || bad draft_model "$b"
 "$LMX" generate -p x --draft-model "$M/../nope" >/dev/null 2>"$TMP/e"; [ $? -eq 1 ] && grep -q 'nope' "$TMP/e" && ok draft_model_missing || bad draft_model_missing "$(cat "$TMP/e")"
 
+# --prompts-file: continuous batching gives each prompt's own greedy text
+printf 'Once upon a time\n{"prompt": "Lily"}\n\n"The dog"\n' > "$TMP/p.txt"
+out=$("$LMX" generate --prompts-file "$TMP/p.txt" -m 16 --batch-size 2 --verbose false)
+exp=$(for p in "Once upon a time" "Lily" "The dog"; do "$LMX" generate -p "$p" -m 16 --verbose false; done)
+[ "$out" = "$exp" ] && ok prompts_file || bad prompts_file "$out / $exp"
+out=$("$LMX" generate --prompts-file "$TMP/p.txt" -m 8 2>&1)
+printf '%s\n' "$out" | grep -Eq '^\[batch_generate\] Generation: 24 tokens, [0-9.]+ tokens-per-sec$' && ok prompts_file_stats || bad prompts_file_stats "$out"
+printf 'fine\n{"text": 1}\n' > "$TMP/bad.txt"
+"$LMX" generate --prompts-file "$TMP/bad.txt" >/dev/null 2>"$TMP/e"; [ $? -eq 2 ] && grep -q 'bad.txt:2: no "prompt" string' "$TMP/e" && ok prompts_file_malformed || bad prompts_file_malformed "$(cat "$TMP/e")"
+printf '{"prompt": \n' > "$TMP/bad.txt"
+"$LMX" generate --prompts-file "$TMP/bad.txt" >/dev/null 2>"$TMP/e"; [ $? -eq 2 ] && grep -q 'bad.txt:1: malformed JSON' "$TMP/e" && ok prompts_file_bad_json || bad prompts_file_bad_json "$(cat "$TMP/e")"
+
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -9,6 +9,7 @@ tokenizer.json and a small chat template), a folder both load with a tokenizer.
    the same text, and so does lmx.
 3. Both caches hold the same tensors (names, shapes, metadata keys) and the same
    keys/values within 1e-5 of max|x|.
+4. A RotatingKVCache file written by lmx (--max-kv-size) continues identically in both.
 Installs mlx[cpu] and mlx-lm with pip when missing; exits 77 (SKIP) if it cannot.
 Usage: test_prompt_cache.py LMX_BINARY SOURCE_DIR"""
 import json
@@ -102,6 +103,15 @@ with tempfile.TemporaryDirectory() as tmp:
         if not ok:
             check(False, f"tensor {k}", f"{x.shape} vs {y.shape}")
     check(True, "tensors agree (1e-5 of max|x|)")
+    # a RotatingKVCache file written by lmx (a window smaller than the cached prompt): mlx-lm
+    # continues from lmx's ring buffer with lmx's text
+    c = os.path.join(tmp, "lmx_rot.safetensors")
+    sh(lmx, "cache-prompt", "--model", model, "--prompt", "-", "--prompt-cache-file", c, "--max-kv-size", "16",
+       stdin=system)
+    meta, _ = read_st(c)
+    check(meta.get("1.0") == "RotatingKVCache", "lmx writes RotatingKVCache", str(meta.get("1.0")))
+    t_mlx, t_lmx = gen("mlx", c), gen("lmx", c)
+    check(t_mlx == t_lmx and len(t_lmx) > 10, "rotating cache: mlx and lmx continue alike", f"{t_mlx!r} vs {t_lmx!r}")
     # another --model than the cache's is refused, as in mlx-lm
     r = subprocess.run([lmx, "generate", "--model", os.path.join(src, "models", "stories260K.gguf"),
                         "--prompt-cache-file", a, "--prompt", "x"], capture_output=True, text=True)

@@ -28,6 +28,12 @@ static const char *hf(const char *name) {
     return hf_dir;
 }
 
+/* The suite also runs on a device (LMX_DEVICE=cuda ctest). */
+static bool host_device(void) {
+    const char *d = getenv("LMX_DEVICE");
+    return !d || !*d || !strcmp(d, "cpu");
+}
+
 static lmx_model *load(const char *path) {
     lmx_load_options o;
     lmx_load_options_init(&o);
@@ -194,6 +200,11 @@ static void test_mlx_greedy(void) {
         o.quantized_kv_start = cJSON_GetObjectItem(c, "quantized_kv_start")->valueint;
         o.prefill_step_size = cJSON_GetObjectItem(c, "prefill_step_size")->valueint;
         ids_acc a = {.n = 0};
+        if (o.kv_bits && !host_device()) { /* quantized KV is host-only so far: refused cleanly */
+            CHECK(lmx_generate_stream(m, prompt, (size_t)np, &o, on_tok, &a) == LMX_ERR_UNSUPPORTED);
+            lmx_model_free(m);
+            continue;
+        }
         CHECK_OK(lmx_generate_stream(m, prompt, (size_t)np, &o, on_tok, &a));
         int same = 0;
         while (same < a.n && same < o.max_tokens && a.ids[same] == cJSON_GetArrayItem(greedy, same)->valueint) same++;
@@ -202,6 +213,61 @@ static void test_mlx_greedy(void) {
                   o.max_kv_size, o.kv_bits, o.prefill_step_size, same, o.max_tokens);
         lmx_model_free(m);
     }
+    cJSON_Delete(arr);
+}
+
+/* Cache files written by mlx-lm (KVCache with its padded 256-row buffer,
+ * RotatingKVCache's raw ring, QuantizedKVCache) load in lmx and continue with
+ * mlx-lm's own greedy tokens (tests/data/kv_cache/mlx_files.json). */
+static void test_mlx_cache_files(void) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/kv_cache/mlx_files.json", LMX_TEST_DATA);
+    char js[8192];
+    FILE *f = fopen(path, "rb");
+    CHECK(f != NULL);
+    if (!f) return;
+    size_t n = fread(js, 1, sizeof js - 1, f);
+    fclose(f);
+    js[n] = 0;
+    cJSON *arr = cJSON_Parse(js);
+    lmx_model *m = load(hf("qwen3"));
+    const cJSON *c;
+    cJSON_ArrayForEach(c, arr) {
+        if (!m) break;
+        int bits = cJSON_GetObjectItem(c, "kv_bits")->valueint;
+        snprintf(path, sizeof path, "%s/kv_cache/%s", LMX_TEST_DATA, cJSON_GetObjectItem(c, "file")->valuestring);
+        lmx_cache *cache = NULL;
+        lmx_status st = lmx_cache_load(m, path, &cache);
+        if (bits && !host_device()) {
+            CHECK(st == LMX_ERR_UNSUPPORTED);
+            continue;
+        }
+        CHECK_OK(st);
+        if (!cache) continue;
+        CHECK_EQ_INT(lmx_cache_length(cache), cJSON_GetArraySize(cJSON_GetObjectItem(c, "cached")));
+        CHECK_STR(lmx_cache_metadata(cache, "model"), "qwen3-fixture");
+        lmx_cache_options co;
+        lmx_cache_get_options(cache, &co);
+        CHECK_EQ_INT(co.max_kv_size, cJSON_GetObjectItem(c, "max_kv_size")->valueint);
+        CHECK_EQ_INT(co.kv_bits, bits);
+        int32_t prompt[16];
+        int np = 0;
+        const cJSON *t;
+        cJSON_ArrayForEach(t, cJSON_GetObjectItem(c, "prompt")) prompt[np++] = t->valueint;
+        const cJSON *greedy = cJSON_GetObjectItem(c, "greedy");
+        lmx_generate_options o;
+        lmx_generate_options_init(&o);
+        o.max_tokens = cJSON_GetArraySize(greedy);
+        o.ignore_eos = true;
+        o.cache = cache;
+        ids_acc a = {.n = 0};
+        CHECK_OK(lmx_generate_stream(m, prompt, (size_t)np, &o, on_tok, &a));
+        int same = 0;
+        while (same < a.n && same < o.max_tokens && a.ids[same] == cJSON_GetArrayItem(greedy, same)->valueint) same++;
+        CHECK_MSG(same == o.max_tokens, "%s: %d of %d greedy tokens match mlx-lm", path, same, o.max_tokens);
+        lmx_cache_free(cache);
+    }
+    lmx_model_free(m);
     cJSON_Delete(arr);
 }
 
@@ -255,6 +321,10 @@ static void test_rotating_bounded(void) {
 /* Quantized KV on qwen3 (head_dim 32): logits vs the float cache. Bounds
  * measured: 8-bit 1e-2, 4-bit 1.5e-1 of max|logit| (stated, asserted). */
 static void test_quantized_logits(void) {
+    if (!host_device()) {
+        printf("  skipped: quantized KV is host-only (LMX_DEVICE=%s)\n", getenv("LMX_DEVICE"));
+        return;
+    }
     lmx_model *m = load(hf("qwen3"));
     if (!m) return;
     int V = lmx_model_vocab_size(m);
@@ -367,6 +437,7 @@ void run_tests(void) {
     TEST(test_continue_and_trim);
     TEST(test_save_load);
     TEST(test_mlx_greedy);
+    TEST(test_mlx_cache_files);
     TEST(test_rotating_bounded);
     TEST(test_quantized_logits);
     TEST(test_stop_strings);

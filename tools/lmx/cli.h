@@ -64,6 +64,12 @@ cJSON *cli_message(cJSON *msgs, const char *role, const char *content);
 char *cli_render(const char *cmd, const lmx_tokenizer *tok, const cJSON *msgs, bool add_gen, bool cont,
                  const char *template_cfg);
 
+/* cmd_generate_batch.c: `lmx generate --prompts-file`. build turns one
+ * prompt's text into token ids (0 = ok; else an exit code, error printed). */
+typedef int (*cli_prompt_fn)(const char *text, int32_t **ids, size_t *n, void *ctx);
+int cli_generate_batch(const char *cmd, lmx_model *m, const char *path, const lmx_generate_options *o, int batch,
+                       bool verbose, cli_prompt_fn build, void *ctx);
+
 /* Subcommands. */
 int cmd_generate(int argc, char **argv);
 int cmd_logits(int argc, char **argv);

@@ -39,6 +39,9 @@ static const char *usage_text =
     "  --kv-group-size G         KV quantization group size (default 64)\n"
     "  --quantized-kv-start N    quantize once the cache holds N tokens (default 5000)\n"
     "  --prompt-cache-file FILE  continue from a saved prompt cache (lmx/mlx_lm cache-prompt)\n"
+    "  --prompts-file FILE       one prompt per line (text, JSON string or {\"prompt\": ...}),\n"
+    "                            generated together with continuous batching\n"
+    "  --batch-size N            sequences decoded together with --prompts-file (default 32)\n"
     "  --draft-model PATH        speculative decoding with this draft model (same vocabulary)\n"
     "  --num-draft-tokens N      tokens the draft proposes per step (default 3)\n"
     "  --threads N               CPU threads (default: one per core)\n"
@@ -107,12 +110,26 @@ static int build_prompt(const char *cmd, const lmx_tokenizer *tok, const char *p
     return rc;
 }
 
+typedef struct {
+    const char *cmd;
+    const lmx_tokenizer *tok;
+    const char *system, *prefill, *template_cfg;
+    bool ignore_template;
+} prompt_ctx;
+
+static int build_one(const char *text, int32_t **ids, size_t *n, void *user) {
+    prompt_ctx *c = user;
+    return build_prompt(c->cmd, c->tok, text, c->system, c->prefill, c->ignore_template, c->template_cfg, false, ids,
+                        n);
+}
+
 int cmd_generate(int argc, char **argv) {
     const char *cmd = "generate";
     cli_args a;
     cli_init(&a, argc, argv);
     const char *model = NULL, *prompt_arg = "hello", *system = NULL, *template_cfg = NULL, *device = "cpu";
-    const char *prefill = NULL, *cache_file = NULL, *draft_path = NULL;
+    const char *prefill = NULL, *cache_file = NULL, *draft_path = NULL, *prompts_file = NULL;
+    long long batch_size = 32;
     bool kv_bits_given = false;
     bool ignore_template = false, verbose = true;
     lmx_generate_options o;
@@ -174,6 +191,10 @@ int cmd_generate(int argc, char **argv) {
             if (cli_int(&a, f, 1, 1 << 20, &iv)) o.prefill_step_size = (int)iv;
         } else if (!strcmp(f, "--prefill-response")) {
             prefill = cli_value(&a, f);
+        } else if (!strcmp(f, "--prompts-file")) {
+            prompts_file = cli_value(&a, f);
+        } else if (!strcmp(f, "--batch-size")) {
+            cli_int(&a, f, 1, 4096, &batch_size);
         } else if (!strcmp(f, "--draft-model")) {
             draft_path = cli_value(&a, f);
         } else if (!strcmp(f, "--num-draft-tokens")) {
@@ -213,13 +234,19 @@ int cmd_generate(int argc, char **argv) {
             return 2;
         }
     }
+    if (prompts_file && (cache_file || draft_path)) {
+        cli_fail(cmd, "--prompts-file does not combine with --prompt-cache-file or --draft-model");
+        return 2;
+    }
     /* A prompt cache names its model; another --model is an error (mlx-lm). */
     char *cache_model = NULL;
     if (cache_file) {
-        if (lmx_cache_file_metadata(cache_file, "model", &cache_model)) return cli_lib_fail(cmd);
-        if (!model && *cache_model) {
+        lmx_status ms = lmx_cache_file_metadata(cache_file, "model", &cache_model);
+        if (ms && ms != LMX_ERR_NOT_FOUND) return cli_lib_fail(cmd);
+        if (!cache_model || !*cache_model) { /* a cache saved without a model name: nothing to compare */
+        } else if (!model) {
             model = cache_model;
-        } else if (model && strcmp(model, cache_model)) {
+        } else if (strcmp(model, cache_model)) {
             cli_fail(cmd, "Providing a different model (%s) than that used to create the prompt cache (%s) is an error.",
                      model, cache_model);
             lmx_free(cache_model);
@@ -305,6 +332,11 @@ int cmd_generate(int argc, char **argv) {
             goto done;
         }
         o.cache = cache;
+    }
+    if (prompts_file) {
+        prompt_ctx pc = {cmd, tok, system, prefill, template_cfg, ignore_template};
+        rc = cli_generate_batch(cmd, m, prompts_file, &o, (int)batch_size, verbose, build_one, &pc);
+        goto done;
     }
     prompt = !strcmp(prompt_arg, "-") ? cli_read_stdin() : strdup(prompt_arg);
     if (!prompt) {

@@ -248,93 +248,6 @@ static bool launch_tile(const attn_args &a, int64_t T_, cudaStream_t st) {
     return true;
 }
 
-/* ---- decode: one block per (KV head, query row, key split) ----------------- */
-
-/* The G = H/Hkv query heads of a KV head share the block, so each K and V row
- * is read once per group. Phase 1: one thread per (key, head) pair computes
- * a score (its K row read with 16-byte loads when aligned); phase 2: per
- * head max, exp and sum over the chunk (a warp per head); phase 3: one
- * thread per output feature accumulates P·V for all G heads. Partials go to
- * the same merge kernel. G <= 8, chunk <= GQ_CHUNK keys. */
-#define GQ_MAXG 8
-#define GQ_CHUNK 64
-
-template <typename T>
-__global__ void __launch_bounds__(128) attn_gqa_k(attn_args a) {
-    __shared__ __align__(16) float qs[GQ_MAXG * ATT_MAXD];
-    __shared__ float sc[GQ_MAXG][GQ_CHUNK], hm[GQ_MAXG], hl[GQ_MAXG];
-    const T *K = (const T *)a.k, *Vc = (const T *)a.v;
-    int kh = blockIdx.x, s = blockIdx.z, G = a.H / a.Hkv, tid = threadIdx.x;
-    int64_t t = blockIdx.y, p = a.pos0 + t;
-    int64_t lo = a.window > 0 && p - a.window + 1 > 0 ? p - a.window + 1 : 0;
-    int64_t j0 = lo + s * a.chunk, j1 = j0 + a.chunk < p + 1 ? j0 + a.chunk : p + 1;
-    int n = j1 > j0 ? (int)(j1 - j0) : 0;
-    for (int e = tid; e < G * a.hd; e += blockDim.x) {
-        int g = e / a.hd, d = e - g * a.hd;
-        qs[g * a.hd + d] = a.q[t * a.qs0 + (int64_t)(kh * G + g) * a.qs1 + d] * a.scale;
-    }
-    __syncthreads();
-    for (int e = tid; e < G * GQ_CHUNK; e += blockDim.x) {
-        int g = e / GQ_CHUNK, u = e - g * GQ_CHUNK;
-        float d = -INFINITY;
-        if (u < n) {
-            const T *kr = K + (j0 + u) * a.ks0 + kh * a.ks1;
-            const float *qg = qs + g * a.hd;
-            float acc = 0.0f;
-#pragma unroll 8
-            for (int i = 0; i < a.hd; i++) acc += qg[i] * ldf(kr, i);
-            d = a.cap > 0 ? a.cap * tanhf(acc / a.cap) : acc;
-        }
-        sc[g][u] = d;
-    }
-    __syncthreads();
-    int warp = tid >> 5, lane = tid & 31;
-    for (int g = warp; g < G; g += blockDim.x >> 5) {
-        float m = -INFINITY;
-        for (int u = lane; u < n; u += 32) m = fmaxf(m, sc[g][u]);
-        m = warp_max(m);
-        float l = 0.0f;
-        for (int u = lane; u < n; u += 32) {
-            float e = m == -INFINITY ? 0.0f : expf(sc[g][u] - m);
-            sc[g][u] = e;
-            l += e;
-        }
-        l = warp_sum(l);
-        if (lane == 0) {
-            hm[g] = m;
-            hl[g] = l;
-        }
-    }
-    __syncthreads();
-    for (int d = tid; d < a.vd; d += blockDim.x) {
-        float acc[GQ_MAXG];
-#pragma unroll
-        for (int g = 0; g < GQ_MAXG; g++) acc[g] = 0.0f;
-#pragma unroll 4
-        for (int u = 0; u < n; u++) {
-            float v = ldf(Vc + (j0 + u) * a.vs0 + kh * a.vs1, d);
-#pragma unroll
-            for (int g = 0; g < GQ_MAXG; g++)
-                if (g < G) acc[g] += sc[g][u] * v;
-        }
-#pragma unroll
-        for (int g = 0; g < GQ_MAXG; g++) {
-            if (g >= G) break;
-            int64_t row = t * a.H + kh * G + g;
-            if (a.nsplit == 1) {
-                a.out[row * a.vd + d] = acc[g] / hl[g];
-            } else {
-                float *pp = a.part + (row * a.nsplit + s) * (a.vd + 2);
-                pp[2 + d] = acc[g];
-                if (d == 0) {
-                    pp[0] = hm[g];
-                    pp[1] = hl[g];
-                }
-            }
-        }
-    }
-}
-
 lmx_status lmx_cuda_attention(const lmx_node *n, lmx_pool *pool) {
     lmx_cuda_ctx *c = cuda_ctx(pool);
     const lmx_array *q = n->src[0], *k = n->src[1], *v = n->src[2];
@@ -371,26 +284,12 @@ lmx_status lmx_cuda_attention(const lmx_node *n, lmx_pool *pool) {
                                          : false;
         if (ok) return cuda_launched("attention (tiles)");
     }
-    int G = a.H / a.Hkv;
-    bool gqa = G <= GQ_MAXG && a.Hkv <= 65535;
     /* longest key range of any row */
     int64_t nmax = a.pos0 + T;
     if (a.window > 0 && nmax > a.window) nmax = a.window;
     int64_t base = (int64_t)a.H * T, want = 8 * (int64_t)c->n_sm;
     int64_t ns = 1;
-    if (gqa) { /* blocks per (KV head, row): chunks of <= GQ_CHUNK keys, >= 16 keys each */
-        int64_t gb = (int64_t)a.Hkv * T;
-        ns = (nmax + GQ_CHUNK - 1) / GQ_CHUNK;
-        if (gb * ns < 2 * (int64_t)c->n_sm) {
-            int64_t more = (2 * (int64_t)c->n_sm + gb - 1) / gb, cap = (nmax + 15) / 16;
-            ns = more < cap ? more : cap;
-        }
-        if (ns > ATT_MAX_SPLIT) { /* very long rows: the per-head kernel takes longer chunks */
-            gqa = false;
-            ns = 1;
-        }
-    }
-    if (!gqa && base < want) {
+    if (base < want) {
         ns = (want + base - 1) / base;
         int64_t by_keys = (nmax + 31) / 32;
         if (ns > by_keys) ns = by_keys;
@@ -404,22 +303,12 @@ lmx_status lmx_cuda_attention(const lmx_node *n, lmx_pool *pool) {
         LMX_TRY(cuda_scratch(c, (size_t)(base * ns * (a.vd + 2)) * sizeof(float), &part));
         a.part = (float *)part;
     }
-    if (gqa) {
-        dim3 g2((unsigned)a.Hkv, (unsigned)T, (unsigned)ns);
-        switch (k->dtype) {
-        case LMX_F32: attn_gqa_k<float><<<g2, 128, 0, c->stream>>>(a); break;
-        case LMX_BF16: attn_gqa_k<__nv_bfloat16><<<g2, 128, 0, c->stream>>>(a); break;
-        case LMX_F16: attn_gqa_k<__half><<<g2, 128, 0, c->stream>>>(a); break;
-        default: return lmx_err(LMX_ERR_UNSUPPORTED, "cuda attention: cache dtype %s", lmx_dtype_info(k->dtype)->name);
-        }
-    } else {
     dim3 grid((unsigned)a.H, (unsigned)T, (unsigned)ns);
     switch (k->dtype) {
     case LMX_F32: attn_k<float><<<grid, ATT_WARPS * 32, 0, c->stream>>>(a); break;
     case LMX_BF16: attn_k<__nv_bfloat16><<<grid, ATT_WARPS * 32, 0, c->stream>>>(a); break;
     case LMX_F16: attn_k<__half><<<grid, ATT_WARPS * 32, 0, c->stream>>>(a); break;
     default: return lmx_err(LMX_ERR_UNSUPPORTED, "cuda attention: cache dtype %s", lmx_dtype_info(k->dtype)->name);
-    }
     }
     LMX_TRY(cuda_launched("attention"));
     if (ns > 1) {
