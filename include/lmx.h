@@ -158,7 +158,8 @@ typedef struct lmx_generate_options {
     /* KV cache. cache: NULL = a fresh cache for this call, made with the four
      * fields below; else the caller's cache (borrowed), which the prompt
      * continues: only the new tokens are prefilled, and on return it holds the
-     * prompt and every generated token except the last (as mlx-lm's). */
+     * prompt and every generated token except the last (as mlx-lm's). After a
+     * failed call its contents are unspecified: free it and start a new one. */
     struct lmx_cache *cache;
     int max_kv_size;             /* 0 = unbounded; N = rotating cache of N tokens keeping 4 */
     int kv_bits;                 /* 0 = float; 2,3,4,5,6,8 = MLX affine quantized KV */

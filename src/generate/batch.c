@@ -65,6 +65,10 @@ static lmx_status seq_start(lmx_model *m, const lmx_generate_options *o, size_t 
     q->recent[q->n_recent++] = p[n - 1];
     q->tok = p[n - 1];
     q->prompt_tokens = (int)n;
+    /* prompt speed: this sequence's own prefill (its last token runs in the
+     * next batched step), not the time it waited for other joiners */
+    double el = lmx_time_s() - q->t0;
+    q->prompt_tps = el > 0 ? (double)n / el : 0;
     return LMX_OK;
 }
 
@@ -86,10 +90,7 @@ static lmx_status seq_step(lmx_model *m, const lmx_generate_options *o, seq *q, 
     lmx_log_softmax(row, V);
     int32_t next = lmx_sampler_sample(&q->smp, row);
     double now = lmx_time_s();
-    if (q->n_gen == 0) {
-        q->prompt_tps = now > q->t0 ? q->prompt_tokens / (now - q->t0) : 0;
-        q->tic = now;
-    }
+    if (q->n_gen == 0) q->tic = now;
     q->n_gen++;
     lmx_response r;
     memset(&r, 0, sizeof r);

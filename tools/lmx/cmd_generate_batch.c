@@ -105,8 +105,9 @@ int cli_generate_batch(const char *cmd, lmx_model *m, const char *path, const lm
         printf("==========\n");
         printf("[batch_generate] Prompt: %d tokens, %.3f tokens-per-sec\n", b.prompt_tokens,
                b.prompt_time > 0 ? b.prompt_tokens / b.prompt_time : 0.0);
+        double gen_time = wall - b.prompt_time; /* joiners' prefill runs serially inside wall */
         printf("[batch_generate] Generation: %d tokens, %.3f tokens-per-sec\n", b.gen_tokens,
-               wall > 0 ? b.gen_tokens / wall : 0.0);
+               gen_time > 0 ? b.gen_tokens / gen_time : 0.0);
         printf("[batch_generate] Peak memory: %.3f GB\n", (double)lmx_peak_rss_bytes() / 1e9);
     }
     for (size_t i = 0; i < n; i++) {
