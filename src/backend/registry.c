@@ -31,3 +31,8 @@ void lmx_backend_free(lmx_backend *b) {
     if (!strcmp(b->name, "cpu") && b->ctx) lmx_pool_free(b->ctx);
     free(b);
 }
+
+size_t lmx_backend_mem_peak(const lmx_backend *b) {
+    if (b && b->buffers && b->buffers->mem_peak) return b->buffers->mem_peak(b);
+    return lmx_peak_rss_bytes();
+}

@@ -24,7 +24,9 @@ typedef struct lmx_buffer_ops {
     lmx_status (*upload)(struct lmx_backend *b, void *dst, const void *src, size_t bytes);
     lmx_status (*download)(struct lmx_backend *b, void *dst, const void *src, size_t bytes);
     lmx_status (*sync)(struct lmx_backend *b); /* waits for all queued work */
+    size_t (*mem_peak)(const struct lmx_backend *b); /* optional: peak device bytes */
 } lmx_buffer_ops;
+
 
 typedef struct lmx_backend {
     const char *name;
@@ -35,6 +37,10 @@ typedef struct lmx_backend {
     const lmx_buffer_ops *buffers;               /* NULL: host memory */
     void (*destroy)(struct lmx_backend *b);      /* NULL: the CPU backend's teardown */
 } lmx_backend;
+
+/* Peak memory to report (mlx-lm's peak_memory): the device's peak for a
+ * device backend, else the process's peak resident set. Bytes. */
+size_t lmx_backend_mem_peak(const lmx_backend *b);
 
 /* Execution context: which backend runs ops, and (optionally) a tape that
  * records every executed node for autograd or graph capture. */

@@ -100,7 +100,7 @@ static lmx_status seq_step(lmx_model *m, const lmx_generate_options *o, seq *q, 
     r.prompt_tps = q->prompt_tps;
     r.generation_tokens = q->n_gen;
     r.generation_tps = now > q->tic ? q->n_gen / (now - q->tic) : 0;
-    r.peak_memory_gb = (double)lmx_peak_rss_bytes() / 1e9;
+    r.peak_memory_gb = (double)lmx_backend_mem_peak(m->backend) / 1e9;
     r.text = "";
     *done = false;
     if (is_stop(m, o, next)) {

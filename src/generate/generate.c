@@ -286,7 +286,7 @@ lmx_status lmx_generate_stream(lmx_model *m, const int32_t *prompt, size_t n_pro
         r.generation_tokens = n + 1;
         double el = lmx_time_s() - tic;
         r.generation_tps = el > 0 ? (n + 1) / el : 0;
-        r.peak_memory_gb = (double)lmx_peak_rss_bytes() / 1e9;
+        r.peak_memory_gb = (double)lmx_backend_mem_peak(m->backend) / 1e9;
         r.text = "";
         r.text_len = 0;
         if (is_eos(m, o, next)) {

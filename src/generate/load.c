@@ -8,7 +8,7 @@
 void lmx_load_options_init(lmx_load_options *o) {
     memset(o, 0, sizeof *o);
     const char *env = getenv("LMX_DEVICE"); /* e.g. LMX_DEVICE=cuda ctest: the suite on the GPU */
-    o->device = env && *env ? env : "cpu";
+    o->device = env && *env ? env : "auto"; /* cuda when a GPU answers, else cpu */
 }
 
 static bool ends_with(const char *s, const char *suf) {
@@ -82,6 +82,13 @@ lmx_status lmx_load(const char *path, const lmx_load_options *opts, lmx_model **
                     lmx_tokenizer_vocab_size(m->tok), m->tf.hp.n_vocab);
     if (!s) s = lmx_backend_create(opts->device, opts->n_threads, &m->backend);
     if (!s) s = lmx_transformer_to_backend(m->backend, &m->tf); /* device: weights uploaded once */
+    if (s == LMX_ERR_UNSUPPORTED && opts->device && !strcmp(opts->device, "auto") && m->backend) {
+        /* "auto" means the best device that can run this model: formats the
+         * GPU kernels lack yet (checked before any upload) run on the CPU. */
+        lmx_backend_free(m->backend);
+        m->backend = NULL;
+        s = lmx_backend_create("cpu", opts->n_threads, &m->backend);
+    }
     if (s) {
         lmx_model_free(m);
         return s;

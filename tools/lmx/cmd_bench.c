@@ -58,14 +58,14 @@ int cmd_bench(int argc, char **argv) {
     const char *cmd = "bench";
     cli_args a;
     cli_init(&a, argc, argv);
-    const char *model = NULL, *device = "cpu";
+    const char *model = NULL, *device = NULL;
     long long p = 512, g = 128, b = 1, n = 5, threads = 0;
     bool json = false;
     const char *f;
     while ((f = cli_next(&a))) {
         if (!strcmp(f, "--help") || !strcmp(f, "-h")) {
             printf("usage: lmx bench [--model PATH] [-p/--prompt-tokens 512] [-g/--generation-tokens 128]\n"
-                   "                 [-b/--batch-size 1] [-n/--num-trials 5] [--threads N] [--device cpu|cuda] [--json]\n");
+                   "                 [-b/--batch-size 1] [-n/--num-trials 5] [--threads N] [--device cpu|cuda|auto] [--json]\n");
             return 0;
         } else if (!strcmp(f, "--model")) {
             model = cli_value(&a, f);
@@ -92,7 +92,7 @@ int cmd_bench(int argc, char **argv) {
     lmx_load_options lo;
     lmx_load_options_init(&lo);
     lo.n_threads = (int)threads;
-    lo.device = device;
+    if (device) lo.device = device;
     lo.no_tokenizer = true;
     double t0 = now_s();
     lmx_model *m;

@@ -23,7 +23,7 @@ static const char *usage_text =
     "  --eos-token T             recorded in the tokenizer_config metadata\n"
     "  --prefill-step-size N     prompt chunk size (default 2048)\n"
     "  --threads N               CPU threads (default: one per core)\n"
-    "  --device cpu|cuda         (default cpu)\n";
+    "  --device cpu|cuda|auto    (default auto: cuda when a GPU is present)\n";
 
 typedef struct {
     double t0;
@@ -46,7 +46,7 @@ int cmd_cache_prompt(int argc, char **argv) {
     const char *cmd = "cache-prompt";
     cli_args a;
     cli_init(&a, argc, argv);
-    const char *model = NULL, *prompt_arg = NULL, *file = NULL, *device = "cpu", *eos = NULL;
+    const char *model = NULL, *prompt_arg = NULL, *file = NULL, *device = NULL, *eos = NULL;
     lmx_cache_options co;
     lmx_cache_options_init(&co);
     long long threads = 0, step = 2048;
@@ -91,7 +91,7 @@ int cmd_cache_prompt(int argc, char **argv) {
     lmx_load_options lo;
     lmx_load_options_init(&lo);
     lo.n_threads = (int)threads;
-    lo.device = device;
+    if (device) lo.device = device;
     lmx_model *m;
     if (lmx_load(model, &lo, &m)) return cli_lib_fail(cmd);
     const lmx_tokenizer *tok = lmx_model_tokenizer(m);

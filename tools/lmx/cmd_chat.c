@@ -36,7 +36,7 @@ static const char *usage_text =
     "  --max-kv-size N           rotating KV cache of N tokens (keeps the first 4)\n"
     "  --prefill-step-size N     prompt chunk size (default 2048)\n"
     "  --threads N               CPU threads (default: one per core)\n"
-    "  --device cpu|cuda         (default cpu)\n"
+    "  --device cpu|cuda|auto    (default auto: cuda when a GPU is present)\n"
     "\n"
     "At the prompt: q quits, r resets the conversation, h shows help; end a line\n"
     "with '\\' to continue it on the next one.\n";
@@ -132,7 +132,7 @@ int cmd_chat(int argc, char **argv) {
     const char *cmd = "chat";
     cli_args a;
     cli_init(&a, argc, argv);
-    const char *model = NULL, *system = NULL, *device = "cpu";
+    const char *model = NULL, *system = NULL, *device = NULL;
     lmx_generate_options o;
     lmx_generate_options_init(&o);
     o.max_tokens = 256;
@@ -180,7 +180,7 @@ int cmd_chat(int argc, char **argv) {
     lmx_load_options lo;
     lmx_load_options_init(&lo);
     lo.n_threads = (int)threads;
-    lo.device = device;
+    if (device) lo.device = device;
     lmx_model *m;
     if (lmx_load(model, &lo, &m)) return cli_lib_fail(cmd);
     const lmx_tokenizer *tok = lmx_model_tokenizer(m);

@@ -45,7 +45,7 @@ static const char *usage_text =
     "  --draft-model PATH        speculative decoding with this draft model (same vocabulary)\n"
     "  --num-draft-tokens N      tokens the draft proposes per step (default 3)\n"
     "  --threads N               CPU threads (default: one per core)\n"
-    "  --device cpu|cuda         (default cpu)\n";
+    "  --device cpu|cuda|auto    (default auto: cuda when a GPU is present)\n";
 
 typedef struct {
     bool verbose;
@@ -127,7 +127,7 @@ int cmd_generate(int argc, char **argv) {
     const char *cmd = "generate";
     cli_args a;
     cli_init(&a, argc, argv);
-    const char *model = NULL, *prompt_arg = "hello", *system = NULL, *template_cfg = NULL, *device = "cpu";
+    const char *model = NULL, *prompt_arg = "hello", *system = NULL, *template_cfg = NULL, *device = NULL;
     const char *prefill = NULL, *cache_file = NULL, *draft_path = NULL, *prompts_file = NULL;
     long long batch_size = 32;
     bool kv_bits_given = false;
@@ -257,7 +257,7 @@ int cmd_generate(int argc, char **argv) {
     lmx_load_options lo;
     lmx_load_options_init(&lo);
     lo.n_threads = (int)threads;
-    lo.device = device;
+    if (device) lo.device = device;
     lmx_model *m;
     if (lmx_load(model, &lo, &m)) {
         lmx_free(cache_model);

@@ -179,8 +179,10 @@ static lmx_status buf_download(lmx_backend *b, void *dst, const void *src, size_
 
 static lmx_status buf_sync(lmx_backend *b) { return stream_sync(bctx(b), "sync"); }
 
+static size_t buf_mem_peak(const lmx_backend *b) { return b && b->ctx ? bctx(b)->mem_peak : 0; }
+
 static const lmx_buffer_ops cuda_buffer_ops = {
-    false, buf_alloc, buf_free, buf_upload, buf_download, buf_sync,
+    false, buf_alloc, buf_free, buf_upload, buf_download, buf_sync, buf_mem_peak,
 };
 
 lmx_status cuda_scratch(lmx_cuda_ctx *c, size_t bytes, void **out) {
