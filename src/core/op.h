@@ -55,13 +55,14 @@ typedef struct lmx_node {
 
 struct lmx_backend;
 typedef lmx_status (*lmx_kernel_fn)(const lmx_node *n, lmx_pool *pool);
-/* vjp(node, grad_out, grads_in[]) - reserved for autograd. */
+/* vjp(node, grad_out, grads_in[]): adds into each non-NULL grads_in[i]
+ * (dense f32 of src[i]'s shape); see core/tape.h. */
 typedef lmx_status (*lmx_vjp_fn)(const lmx_node *n, const lmx_array *dout, lmx_array *dsrc[]);
 
 typedef struct lmx_op_def {
     const char *name;
     int n_src_min, n_src_max;
-    lmx_vjp_fn vjp; /* NULL until the autograd issue */
+    lmx_vjp_fn vjp; /* core/vjp.c; NULL: no gradient flows through */
 } lmx_op_def;
 
 extern const lmx_op_def lmx_op_defs[LMX_OP_COUNT];

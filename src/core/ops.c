@@ -1,22 +1,23 @@
 /* ops.c - validation for each op constructor, then dispatch to the backend. */
 #include "core/ops.h"
+#include "core/tape.h"
 
 #include <stdio.h>
 
 const lmx_op_def lmx_op_defs[LMX_OP_COUNT] = {
-    [LMX_OP_GET_ROWS] = {"get_rows", 2, 4, NULL},
-    [LMX_OP_MATMUL] = {"matmul", 2, 5, NULL},
-    [LMX_OP_RMS_NORM] = {"rms_norm", 1, 2, NULL},
-    [LMX_OP_LAYER_NORM] = {"layer_norm", 1, 3, NULL},
-    [LMX_OP_ROPE] = {"rope", 2, 2, NULL},
-    [LMX_OP_ATTENTION] = {"attention", 3, 3, NULL},
-    [LMX_OP_ADD] = {"add", 2, 2, NULL},
-    [LMX_OP_MUL] = {"mul", 2, 2, NULL},
-    [LMX_OP_SCALE] = {"scale", 1, 1, NULL},
-    [LMX_OP_ACT] = {"act", 1, 2, NULL},
-    [LMX_OP_SOFTCAP] = {"softcap", 1, 1, NULL},
-    [LMX_OP_COPY] = {"copy", 1, 1, NULL},
-    [LMX_OP_SOFTMAX] = {"softmax", 1, 1, NULL},
+    [LMX_OP_GET_ROWS] = {"get_rows", 2, 4, lmx_vjp_get_rows},
+    [LMX_OP_MATMUL] = {"matmul", 2, 5, lmx_vjp_matmul},
+    [LMX_OP_RMS_NORM] = {"rms_norm", 1, 2, lmx_vjp_rms_norm},
+    [LMX_OP_LAYER_NORM] = {"layer_norm", 1, 3, lmx_vjp_layer_norm},
+    [LMX_OP_ROPE] = {"rope", 2, 2, lmx_vjp_rope},
+    [LMX_OP_ATTENTION] = {"attention", 3, 3, lmx_vjp_attention},
+    [LMX_OP_ADD] = {"add", 2, 2, lmx_vjp_binary},
+    [LMX_OP_MUL] = {"mul", 2, 2, lmx_vjp_binary},
+    [LMX_OP_SCALE] = {"scale", 1, 1, lmx_vjp_unary},
+    [LMX_OP_ACT] = {"act", 1, 2, lmx_vjp_unary},
+    [LMX_OP_SOFTCAP] = {"softcap", 1, 1, lmx_vjp_unary},
+    [LMX_OP_COPY] = {"copy", 1, 1, lmx_vjp_unary},
+    [LMX_OP_SOFTMAX] = {"softmax", 1, 1, lmx_vjp_softmax},
 };
 
 static lmx_status shape_err(const char *op, const char *what, const lmx_array *a, const lmx_array *b) {
@@ -210,5 +211,6 @@ lmx_status lmx_exec_node(lmx_exec *ex, const lmx_node *n) {
     if (!k || (b->supports && !b->supports(b, n)))
         return lmx_err(LMX_ERR_UNSUPPORTED, "%s: op %s not supported for these dtypes", b->name,
                        lmx_op_defs[n->op].name);
-    return k(n, b->pool);
+    LMX_TRY(k(n, b->pool));
+    return ex->tape ? lmx_tape_record(ex->tape, n, NULL) : LMX_OK;
 }

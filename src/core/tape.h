@@ -1,0 +1,69 @@
+/*
+ * tape.h - reverse-mode autograd over the op table (see docs/AUTOGRAD.md).
+ *
+ * While ex->tape is set, lmx_exec_node() appends every node it runs to the
+ * tape: a copy of the node whose arrays are retained, so the buffers stay
+ * alive until the tape is freed. lmx_tape_backward() then walks the nodes in
+ * reverse, calls each op's vjp (lmx_op_defs[op].vjp, plain C on the host)
+ * and accumulates f32 gradients per array identity (its memory: a gradient
+ * of a view lands on the producer of the memory it views).
+ *
+ * Contract for the forward pass being recorded: an array a node reads must
+ * not be overwritten by a later node before backward (no scratch reuse) -
+ * except rope in place, whose vjp needs only inv_freq. Host memory only.
+ */
+#ifndef LMX_CORE_TAPE_H
+#define LMX_CORE_TAPE_H
+
+#include "core/backend.h"
+
+lmx_status lmx_tape_create(lmx_tape **out);
+void lmx_tape_free(lmx_tape *t); /* releases recorded arrays and gradients; NULL ok */
+/* Drops recorded nodes and gradients (the tape is reused for the next step). */
+void lmx_tape_reset(lmx_tape *t);
+int lmx_tape_size(const lmx_tape *t);
+
+/* Appends a copy of n (arrays retained). vjp NULL: lmx_op_defs[n->op].vjp.
+ * Called by lmx_exec_node; functions outside the op table (the loss) call
+ * it with their own vjp. */
+lmx_status lmx_tape_record(lmx_tape *t, const lmx_node *n, lmx_vjp_fn vjp);
+
+/* No gradient is computed for a (a frozen base weight, say): matched by data
+ * pointer. Quantized weights, integer ids and inv_freq never get one. */
+lmx_status lmx_tape_freeze(lmx_tape *t, const lmx_array *a);
+
+/* Backward from y (a recorded output): dy = seed (f32, numel of y), or ones
+ * when seed is NULL (a scalar loss). Gradients of earlier runs are dropped. */
+lmx_status lmx_tape_backward(lmx_tape *t, const lmx_array *y, const lmx_array *seed);
+
+/* The f32 gradient (contiguous, a's logical shape) accumulated for a after
+ * backward (gradients of views inside a's memory are merged in), or NULL
+ * when none reached it (or out of memory). Borrowed: valid until the next
+ * backward, reset or free. */
+const lmx_array *lmx_tape_grad(lmx_tape *t, const lmx_array *a);
+
+/* Masked mean cross-entropy: loss[1] (f32) = Σ_t m_t·(logsumexp(logits_t) -
+ * logits_t[targets_t]) / Σ_t m_t over logits [T, V] f32, targets i32 [T],
+ * mask f32 [T] or NULL (all ones). Computed on the host, recorded on ex->tape
+ * with its vjp. A mask summing to 0 gives loss 0 and zero gradients. */
+lmx_status lmx_cross_entropy(lmx_exec *ex, lmx_array *loss, const lmx_array *logits,
+                             const lmx_array *targets, const lmx_array *mask);
+
+/* vjp.c: the vjp of each op, as lmx_op_defs rows use them. dsrc[i] is NULL
+ * (no gradient wanted) or a zeroed contiguous f32 array of src[i]'s logical
+ * shape that the vjp adds into; dout is contiguous f32 of out's shape. */
+lmx_status lmx_vjp_get_rows(const lmx_node *n, const lmx_array *dout, lmx_array *dsrc[]);
+lmx_status lmx_vjp_matmul(const lmx_node *n, const lmx_array *dout, lmx_array *dsrc[]);
+lmx_status lmx_vjp_rms_norm(const lmx_node *n, const lmx_array *dout, lmx_array *dsrc[]);
+lmx_status lmx_vjp_layer_norm(const lmx_node *n, const lmx_array *dout, lmx_array *dsrc[]);
+lmx_status lmx_vjp_rope(const lmx_node *n, const lmx_array *dout, lmx_array *dsrc[]);
+lmx_status lmx_vjp_attention(const lmx_node *n, const lmx_array *dout, lmx_array *dsrc[]);
+lmx_status lmx_vjp_binary(const lmx_node *n, const lmx_array *dout, lmx_array *dsrc[]);
+lmx_status lmx_vjp_unary(const lmx_node *n, const lmx_array *dout, lmx_array *dsrc[]);
+lmx_status lmx_vjp_softmax(const lmx_node *n, const lmx_array *dout, lmx_array *dsrc[]);
+lmx_status lmx_vjp_cross_entropy(const lmx_node *n, const lmx_array *dout, lmx_array *dsrc[]);
+/* A dense f32 copy (logical order) of any float array, strided or not;
+ * free() it. */
+lmx_status lmx_vjp_dense(const lmx_array *a, float **out);
+
+#endif
