@@ -4,7 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-static void set_contiguous(lmx_array *a, lmx_dtype dt, int ndim, const int64_t *shape) {
+void lmx_array_set_contiguous(lmx_array *a, lmx_dtype dt, int ndim, const int64_t *shape) {
     a->dtype = dt;
     a->ndim = ndim;
     int64_t st = 1;
@@ -43,7 +43,7 @@ lmx_status lmx_array_alloc(lmx_array *a, lmx_dtype dt, int ndim, const int64_t *
     b->kind = LMX_BUFFER_HEAP;
     a->buf = b;
     a->data = b->data;
-    set_contiguous(a, dt, ndim, shape);
+    lmx_array_set_contiguous(a, dt, ndim, shape);
     return LMX_OK;
 }
 
@@ -62,7 +62,7 @@ lmx_status lmx_array_from_map(lmx_array *a, lmx_file_map *map, const void *data,
     lmx_file_map_retain(map);
     a->buf = b;
     a->data = (void *)data;
-    set_contiguous(a, dt, ndim, shape);
+    lmx_array_set_contiguous(a, dt, ndim, shape);
     return LMX_OK;
 }
 
@@ -76,7 +76,7 @@ lmx_status lmx_array_view(lmx_array *dst, const lmx_array *src, int64_t elem_off
     memset(&v, 0, sizeof v);
     v.buf = src->buf;
     v.data = (uint8_t *)src->data + lmx_dtype_bytes(src->dtype, elem_offset);
-    set_contiguous(&v, src->dtype, ndim, shape);
+    lmx_array_set_contiguous(&v, src->dtype, ndim, shape);
     if (v.buf) __atomic_add_fetch(&v.buf->refcount, 1, __ATOMIC_RELAXED);
     *dst = v;
     return LMX_OK;

@@ -52,6 +52,8 @@ lmx_status lmx_array_rows(lmx_array *dst, const lmx_array *src, int64_t r0, int6
 void lmx_array_retain(lmx_array *a);
 void lmx_array_release(lmx_array *a); /* leaves *a empty */
 
+/* Sets dtype, shape and row-major contiguous strides (data/buf untouched). */
+void lmx_array_set_contiguous(lmx_array *a, lmx_dtype dt, int ndim, const int64_t *shape);
 int64_t lmx_array_numel(const lmx_array *a);
 bool lmx_array_is_contiguous(const lmx_array *a);
 size_t lmx_array_nbytes(const lmx_array *a);

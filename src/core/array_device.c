@@ -69,14 +69,7 @@ lmx_status lmx_array_alloc_on(lmx_backend *b, lmx_array *a, lmx_dtype dt, int nd
     buf->dev_owner = b;
     a->buf = buf;
     a->data = buf->data;
-    a->dtype = dt;
-    a->ndim = ndim;
-    int64_t st = 1;
-    for (int i = LMX_MAX_DIMS - 1; i >= 0; i--) {
-        a->shape[i] = i < ndim ? shape[i] : 1;
-        a->strides[i] = i < ndim ? st : 0;
-        if (i < ndim) st *= shape[i];
-    }
+    lmx_array_set_contiguous(a, dt, ndim, shape);
     return LMX_OK;
 }
 

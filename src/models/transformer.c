@@ -84,16 +84,9 @@ static lmx_status scratch_reserve(lmx_scratch **sp, const lmx_hparams *hp, int64
 static lmx_array tv(const lmx_array *a, int ndim, int64_t d0, int64_t d1, int64_t d2) {
     lmx_array v;
     memset(&v, 0, sizeof v);
-    v.dtype = a->dtype;
-    v.ndim = ndim;
     v.data = a->data;
     int64_t sh[3] = {d0, d1, d2};
-    int64_t st = 1;
-    for (int i = LMX_MAX_DIMS - 1; i >= 0; i--) {
-        v.shape[i] = i < ndim ? sh[i] : 1;
-        v.strides[i] = i < ndim ? st : 0;
-        if (i < ndim) st *= sh[i];
-    }
+    lmx_array_set_contiguous(&v, a->dtype, ndim, sh);
     return v;
 }
 

@@ -36,6 +36,13 @@ const char *cli_next(cli_args *a);
 const char *cli_value(cli_args *a, const char *flag);
 bool cli_int(cli_args *a, const char *flag, long long lo, long long hi, long long *out);
 bool cli_float(cli_args *a, const char *flag, double lo, double hi, double *out);
+/* The sampling and length flags shared by generate and chat (mlx-lm names):
+ * --max-tokens/-m --temp --top-p --top-k --min-p --min-tokens-to-keep
+ * --repetition-penalty --repetition-context-size --presence-penalty
+ * --frequency-penalty --xtc-probability --xtc-threshold --seed
+ * --prefill-step-size. Returns false when f is not one of them; range errors
+ * set a->error. */
+bool cli_sampling_flag(cli_args *a, const char *f, lmx_generate_options *o);
 /* Parses "1,2,3" into a malloc'ed id array. */
 bool cli_ids(const char *cmd, const char *flag, const char *s, int32_t **ids, size_t *n);
 

@@ -143,30 +143,17 @@ int cmd_chat(int argc, char **argv) {
     const char *f;
     while ((f = cli_next(&a))) {
         long long iv;
-        double dv;
         if (!strcmp(f, "--help") || !strcmp(f, "-h")) {
             fputs(usage_text, stdout);
             return 0;
+        } else if (cli_sampling_flag(&a, f, &o)) {
+            /* handled (range errors set a.error) */
         } else if (!strcmp(f, "--model")) {
             model = cli_value(&a, f);
         } else if (!strcmp(f, "--system-prompt")) {
             system = cli_value(&a, f);
-        } else if (!strcmp(f, "--max-tokens") || !strcmp(f, "-m")) {
-            if (cli_int(&a, f, 0, 10000000, &iv)) o.max_tokens = (int)iv;
-        } else if (!strcmp(f, "--temp")) {
-            if (cli_float(&a, f, 0, 1e6, &dv)) o.temp = (float)dv;
-        } else if (!strcmp(f, "--top-p")) {
-            if (cli_float(&a, f, 0, 1, &dv)) o.top_p = (float)dv;
-        } else if (!strcmp(f, "--xtc-probability")) {
-            if (cli_float(&a, f, 0, 1, &dv)) o.xtc_probability = (float)dv;
-        } else if (!strcmp(f, "--xtc-threshold")) {
-            if (cli_float(&a, f, 0, 0.5, &dv)) o.xtc_threshold = (float)dv;
-        } else if (!strcmp(f, "--seed")) {
-            if (cli_int(&a, f, 0, INT64_MAX, &iv)) o.seed = (uint64_t)iv;
         } else if (!strcmp(f, "--max-kv-size")) {
             if (cli_int(&a, f, 5, 1 << 30, &iv)) co.max_kv_size = (int)iv;
-        } else if (!strcmp(f, "--prefill-step-size")) {
-            if (cli_int(&a, f, 1, 1 << 20, &iv)) o.prefill_step_size = (int)iv;
         } else if (!strcmp(f, "--threads")) {
             cli_int(&a, f, 1, 512, &threads);
         } else if (!strcmp(f, "--device")) {

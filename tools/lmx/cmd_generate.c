@@ -141,43 +141,15 @@ int cmd_generate(int argc, char **argv) {
     const char *f;
     while ((f = cli_next(&a))) {
         long long iv;
-        double dv;
         if (!strcmp(f, "--help") || !strcmp(f, "-h")) {
             fputs(usage_text, stdout);
             return 0;
+        } else if (cli_sampling_flag(&a, f, &o)) {
+            /* handled (range errors set a.error) */
         } else if (!strcmp(f, "--model")) {
             model = cli_value(&a, f);
         } else if (!strcmp(f, "--prompt") || !strcmp(f, "-p")) {
             prompt_arg = cli_value(&a, f);
-        } else if (!strcmp(f, "--max-tokens") || !strcmp(f, "-m")) {
-            if (cli_int(&a, f, 0, 10000000, &iv)) o.max_tokens = (int)iv;
-        } else if (!strcmp(f, "--temp")) {
-            if (cli_float(&a, f, 0, 1e6, &dv)) o.temp = (float)dv;
-        } else if (!strcmp(f, "--top-p")) {
-            if (cli_float(&a, f, 0, 1, &dv)) o.top_p = (float)dv;
-        } else if (!strcmp(f, "--top-k")) {
-            if (cli_int(&a, f, 0, 100000000, &iv)) o.top_k = (int)iv;
-        } else if (!strcmp(f, "--min-p")) {
-            if (cli_float(&a, f, 0, 1, &dv)) o.min_p = (float)dv;
-        } else if (!strcmp(f, "--min-tokens-to-keep")) {
-            if (cli_int(&a, f, 1, 100000000, &iv)) o.min_tokens_to_keep = (int)iv;
-        } else if (!strcmp(f, "--repetition-penalty")) {
-            if (cli_float(&a, f, 0, 1e6, &dv)) o.repetition_penalty = (float)dv;
-        } else if (!strcmp(f, "--repetition-context-size")) {
-            if (cli_int(&a, f, 1, 1000000, &iv)) o.repetition_context_size = (int)iv;
-        } else if (!strcmp(f, "--presence-penalty")) {
-            if (cli_float(&a, f, -100, 100, &dv)) o.presence_penalty = (float)dv;
-        } else if (!strcmp(f, "--frequency-penalty")) {
-            if (cli_float(&a, f, -100, 100, &dv)) o.frequency_penalty = (float)dv;
-        } else if (!strcmp(f, "--xtc-probability")) {
-            if (cli_float(&a, f, 0, 1, &dv)) o.xtc_probability = (float)dv;
-        } else if (!strcmp(f, "--xtc-threshold")) {
-            if (cli_float(&a, f, 0, 0.5, &dv)) o.xtc_threshold = (float)dv;
-        } else if (!strcmp(f, "--seed")) {
-            if (cli_int(&a, f, 0, INT64_MAX, &iv)) {
-                o.seed = (uint64_t)iv;
-                o.has_seed = true;
-            }
         } else if (!strcmp(f, "--system-prompt")) {
             system = cli_value(&a, f);
         } else if (!strcmp(f, "--ignore-chat-template")) {
@@ -187,8 +159,6 @@ int cmd_generate(int argc, char **argv) {
         } else if (!strcmp(f, "--verbose")) {
             const char *v = cli_value(&a, f);
             if (v) verbose = parse_bool(v);
-        } else if (!strcmp(f, "--prefill-step-size")) {
-            if (cli_int(&a, f, 1, 1 << 20, &iv)) o.prefill_step_size = (int)iv;
         } else if (!strcmp(f, "--prefill-response")) {
             prefill = cli_value(&a, f);
         } else if (!strcmp(f, "--prompts-file")) {
