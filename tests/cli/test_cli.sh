@@ -48,6 +48,15 @@ head -c 200 "$TMP/l.safetensors" | grep -q '"logits":{"dtype":"F32","shape":\[3,
 out=$("$LMX" bench -p 8 -g 4 -n 1 --json)
 printf '%s' "$out" | grep -q '"averages": {"prompt_tps"' && ok bench_json || bad bench_json "$out"
 
+# perplexity: plain text works; malformed jsonl, missing file and bad flags are one-line errors
+printf 'Once upon a time there was a cat. The cat was happy and played all day.\n' > "$TMP/p.txt"
+"$LMX" perplexity --data "$TMP/p.txt" --sequence-length 16 2>&1 | grep -Eq '^Perplexity: [0-9.]+ ± [0-9.]+$' && ok perplexity || bad perplexity "no Perplexity line"
+printf '{"text": "ok"}\n{"text": broken\n' > "$TMP/bad.jsonl"
+err=$("$LMX" perplexity --data "$TMP/bad.jsonl" 2>&1 >/dev/null); rc=$?
+[ $rc -ne 0 ] && printf '%s' "$err" | grep -q 'bad.jsonl:2: not valid JSON' && ok perplexity_bad_jsonl || bad perplexity_bad_jsonl "rc=$rc $err"
+"$LMX" perplexity --data "$TMP/missing.txt" >/dev/null 2>&1 && bad perplexity_missing "exit 0" || ok perplexity_missing
+"$LMX" perplexity --data "$TMP/p.txt" --sequence-length -3 >/dev/null 2>&1; [ $? -eq 2 ] && ok perplexity_bad_flag || bad perplexity_bad_flag "exit not 2"
+
 # help and version
 "$LMX" --version | grep -Eq '^lmx [0-9]+\.[0-9]+\.[0-9]+$' && ok version || bad version "$("$LMX" --version)"
 "$LMX" --help | grep -q generate && ok help || bad help ""

@@ -173,3 +173,13 @@ bool cli_sampling_flag(cli_args *a, const char *f, lmx_generate_options *o) {
     }
     return true;
 }
+
+lmx_status cli_load_model(const char *model, long long threads, const char *device, bool no_tokenizer,
+                          lmx_model **out) {
+    lmx_load_options lo;
+    lmx_load_options_init(&lo);
+    lo.n_threads = (int)threads;
+    lo.no_tokenizer = no_tokenizer;
+    if (device) lo.device = device;
+    return lmx_load(model ? model : cli_default_model(), &lo, out);
+}

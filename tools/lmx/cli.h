@@ -43,6 +43,11 @@ bool cli_float(cli_args *a, const char *flag, double lo, double hi, double *out)
  * --prefill-step-size. Returns false when f is not one of them; range errors
  * set a->error. */
 bool cli_sampling_flag(cli_args *a, const char *f, lmx_generate_options *o);
+/* Loads a model with the common --threads / --device flags (device NULL =
+ * the library default, "auto"); model NULL = the bundled default. Returns the
+ * library status; the caller prints it with cli_lib_fail. */
+lmx_status cli_load_model(const char *model, long long threads, const char *device, bool no_tokenizer,
+                          lmx_model **out);
 /* Parses "1,2,3" into a malloc'ed id array. */
 bool cli_ids(const char *cmd, const char *flag, const char *s, int32_t **ids, size_t *n);
 

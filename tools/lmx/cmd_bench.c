@@ -89,14 +89,9 @@ int cmd_bench(int argc, char **argv) {
         if (a.error) return 2;
     }
     if (!model) model = cli_default_model();
-    lmx_load_options lo;
-    lmx_load_options_init(&lo);
-    lo.n_threads = (int)threads;
-    if (device) lo.device = device;
-    lo.no_tokenizer = true;
     double t0 = now_s();
     lmx_model *m;
-    if (lmx_load(model, &lo, &m)) return cli_lib_fail(cmd);
+    if (cli_load_model(model, threads, device, true, &m)) return cli_lib_fail(cmd);
     double load_s = now_s() - t0;
     int V = lmx_model_vocab_size(m);
     int32_t *prompt = malloc((size_t)p * sizeof *prompt);

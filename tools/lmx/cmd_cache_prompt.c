@@ -88,12 +88,8 @@ int cmd_cache_prompt(int argc, char **argv) {
         return 2;
     }
     if (!model) model = cli_default_model();
-    lmx_load_options lo;
-    lmx_load_options_init(&lo);
-    lo.n_threads = (int)threads;
-    if (device) lo.device = device;
     lmx_model *m;
-    if (lmx_load(model, &lo, &m)) return cli_lib_fail(cmd);
+    if (cli_load_model(model, threads, device, false, &m)) return cli_lib_fail(cmd);
     const lmx_tokenizer *tok = lmx_model_tokenizer(m);
     int rc = 0;
     char *prompt = NULL, *text = NULL, *tc = NULL;

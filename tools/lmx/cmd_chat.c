@@ -164,12 +164,8 @@ int cmd_chat(int argc, char **argv) {
         if (a.error) return 2;
     }
     if (!model) model = cli_default_model();
-    lmx_load_options lo;
-    lmx_load_options_init(&lo);
-    lo.n_threads = (int)threads;
-    if (device) lo.device = device;
     lmx_model *m;
-    if (lmx_load(model, &lo, &m)) return cli_lib_fail(cmd);
+    if (cli_load_model(model, threads, device, false, &m)) return cli_lib_fail(cmd);
     const lmx_tokenizer *tok = lmx_model_tokenizer(m);
     if (!tok) {
         cli_fail(cmd, "%s: model has no tokenizer", model);

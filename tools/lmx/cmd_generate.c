@@ -224,12 +224,8 @@ int cmd_generate(int argc, char **argv) {
         }
     }
     if (!model) model = cli_default_model();
-    lmx_load_options lo;
-    lmx_load_options_init(&lo);
-    lo.n_threads = (int)threads;
-    if (device) lo.device = device;
     lmx_model *m;
-    if (lmx_load(model, &lo, &m)) {
+    if (cli_load_model(model, threads, device, false, &m)) {
         lmx_free(cache_model);
         return cli_lib_fail(cmd);
     }
@@ -241,8 +237,7 @@ int cmd_generate(int argc, char **argv) {
     int32_t *ids = NULL, extra_ids[64];
     size_t n_ids = 0;
     if (draft_path) {
-        lo.no_tokenizer = true;
-        if (lmx_load(draft_path, &lo, &draft)) {
+        if (cli_load_model(draft_path, threads, device, true, &draft)) {
             rc = cli_lib_fail(cmd);
             goto done;
         }

@@ -44,12 +44,8 @@ int cmd_logits(int argc, char **argv) {
         free(ids);
         return 2;
     }
-    lmx_load_options lo;
-    lmx_load_options_init(&lo);
-    lo.no_tokenizer = true;
-    lo.n_threads = (int)threads;
     lmx_model *m;
-    if (lmx_load(model ? model : cli_default_model(), &lo, &m)) {
+    if (cli_load_model(model, threads, NULL, true, &m)) {
         free(ids);
         return cli_lib_fail(cmd);
     }

@@ -67,7 +67,9 @@ static bool load_samples(const char *cmd, const char *path, strs *out) {
     size_t pl = strlen(path);
     bool jsonl = pl > 6 && !strcmp(path + pl - 6, ".jsonl");
     bool ok = true;
+    int lineno = 0;
     for (char *line = d, *next; ok && line && *line; line = next) {
+        lineno++;
         next = strchr(line, '\n');
         size_t n = next ? (size_t)(next - line) : strlen(line);
         if (next) *next++ = 0;
@@ -76,7 +78,8 @@ static bool load_samples(const char *cmd, const char *path, strs *out) {
             cJSON *j = cJSON_Parse(line);
             const char *t = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "text"));
             if (!t) {
-                cli_fail(cmd, "--data: %s: a line without a \"text\" string", path);
+                cli_fail(cmd, "--data: %s:%d: %s", path, lineno,
+                         j ? "no \"text\" string in this object" : "not valid JSON");
                 ok = false;
             } else {
                 ok = push(out, t, strlen(t));
@@ -145,11 +148,8 @@ int cmd_perplexity(int argc, char **argv) {
     }
     if (!model) model = cli_default_model();
     printf("Loading model from %s...\n", model);
-    lmx_load_options lo;
-    lmx_load_options_init(&lo);
-    lo.n_threads = (int)threads;
     lmx_model *m;
-    if (lmx_load(model, &lo, &m)) return cli_lib_fail(cmd);
+    if (cli_load_model(model, threads, NULL, false, &m)) return cli_lib_fail(cmd);
     lmx_tokenizer *own = NULL;
     const lmx_tokenizer *tok = lmx_model_tokenizer(m);
     if (tok_path) {
