@@ -2,7 +2,7 @@
 # Installs the Debian packages lmx needs to build and test, only those missing.
 # Idempotent: a second run does nothing. Used by `make demo` and `make test`.
 set -e
-PKGS="build-essential cmake pkg-config libpcre2-dev libutf8proc-dev libcjson-dev"
+PKGS="build-essential cmake pkg-config libpcre2-dev libutf8proc-dev libcjson-dev libyaml-dev"
 # line editing for `lmx chat` (optional: CMake falls back to fgets without it)
 PKGS="$PKGS libreadline-dev"
 # clang + its runtime give libFuzzer and the sanitizer build; python3 runs fixture checks.

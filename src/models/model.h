@@ -79,6 +79,7 @@ typedef struct lmx_linear {
     lmx_array b;              /* additive bias [N] or empty */
     lmx_array scales, biases; /* MLX packed only: [N, K/group_size] */
     int group_size;
+    const struct lmx_lora *lora; /* attached LoRA/DoRA adapter (models/lora.h), borrowed; NULL = none */
 } lmx_linear;
 
 void lmx_linear_release(lmx_linear *l);
