@@ -71,6 +71,11 @@ typedef struct lmx_load_options {
     int n_threads;       /* 0 = one per core */
     const char *device;  /* "cpu" (default; $LMX_DEVICE overrides it), "cuda" or "auto" (cuda if a GPU answers) */
     bool no_tokenizer;   /* load weights only (e.g. for `lmx logits`) */
+    /* LoRA / DoRA / full fine-tuning adapters to apply (mlx-lm's --adapter-path):
+     * a folder with adapter_config.json + adapters.safetensors, or one
+     * .safetensors checkpoint inside such a folder. NULL = none. Adapters run
+     * on the CPU: device "auto" picks it, "cuda" is refused. Folder models only. */
+    const char *adapter_path;
 } lmx_load_options;
 
 void lmx_load_options_init(lmx_load_options *o);

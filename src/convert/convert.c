@@ -135,6 +135,79 @@ static lmx_status dequant_module(const cv_plan *p, const struct lmx_weights_src 
     return LMX_OK;
 }
 
+/* ---- edits (fuse) ------------------------------------------------------------ */
+
+static lmx_status apply_edit(const cv_plan *p, const char *name, lmx_dtype dt, int ndim, const int64_t *shape,
+                             void *data) {
+    int64_t rows = shape[0], cols = ndim == 2 ? shape[1] : 1;
+    lmx_status s = p->edit->apply(p->edit->user, name, dt, rows, cols, data);
+    if (s) lmx_err_prefix(s, "%s: tensor '%s': ", p->src, name);
+    return s;
+}
+
+/* A float tensor rewritten in its own dtype, then cast to the output's. */
+static lmx_status edited_copy(const cv_plan *p, const cv_entry *e, uint8_t **out, size_t *n_out) {
+    lmx_dtype sdt = e->src->dtype;
+    LMX_TRY(cast_src(e, sdt, out, n_out));
+    lmx_status s = apply_edit(p, e->name, sdt, e->ndim, e->shape, *out);
+    if (!s && sdt != e->dtype) {
+        int64_t n = (int64_t)(*n_out / lmx_dtype_bytes(sdt, 1));
+        float *f = malloc((size_t)(n ? n : 1) * sizeof *f);
+        uint8_t *o = malloc(lmx_dtype_bytes(e->dtype, n ? n : 1));
+        if (!f || !o) {
+            s = lmx_err(LMX_ERR_NOMEM, "convert: out of memory");
+        } else {
+            lmx_dtype_info(sdt)->to_f32(*out, f, n);
+            lmx_dtype_info(e->dtype)->from_f32(f, o, n);
+            free(*out);
+            *out = o;
+            *n_out = lmx_dtype_bytes(e->dtype, n);
+            o = NULL;
+        }
+        free(f), free(o);
+    }
+    if (s) {
+        free(*out);
+        *out = NULL;
+    }
+    return s;
+}
+
+/* An MLX-quantized module rewritten by the edit: dequantized as mx.dequantize
+ * does (affine: the scales' dtype; fp modes: bfloat16), rewritten, and
+ * quantized again with the module's own mode, bits and group size (what
+ * mlx-lm's fuse does through QuantizedLinear.from_linear). */
+static lmx_status requant_module(const cv_plan *p, const struct lmx_weights_src *ws, const cv_entry *e, qcache *c) {
+    if (c->module && !strcmp(c->module, e->module)) return LMX_OK;
+    qcache_clear(c);
+    lmx_linear l;
+    LMX_TRY(lmx_weights_get_linear(ws, e->module, 2, (int64_t[2]){-1, -1}, true, false, &l));
+    const lmx_dtype_traits *wt = lmx_dtype_info(l.w.dtype);
+    lmx_qmode m = l.w.dtype == LMX_MLX_FP8 ? LMX_QMODE_MXFP8 : l.w.dtype == LMX_MLX_FP4
+                  ? (l.group_size == 16 ? LMX_QMODE_NVFP4 : LMX_QMODE_MXFP4) : LMX_QMODE_AFFINE;
+    bool affine = m == LMX_QMODE_AFFINE;
+    lmx_dtype fdt = affine ? l.scales.dtype : LMX_BF16;
+    int64_t n = lmx_array_numel(&l.w);
+    uint8_t *w = malloc(lmx_dtype_bytes(fdt, n));
+    c->module = lmx_strdup(e->module);
+    c->wq_n = (size_t)(n * wt->bits / 8);
+    c->s_n = lmx_dtype_bytes(affine ? fdt : LMX_U8, n / l.group_size);
+    c->wq = malloc(c->wq_n);
+    c->scales = malloc(c->s_n);
+    c->biases = malloc(c->s_n);
+    lmx_status s = !w || !c->module || !c->wq || !c->scales || !c->biases ? lmx_err(LMX_ERR_NOMEM, "convert: out of memory")
+                   : lmx_dequantize(m, wt->bits, l.group_size, fdt, l.w.data, l.scales.data,
+                                    affine ? l.biases.data : NULL, n, w);
+    char name[600];
+    snprintf(name, sizeof name, "%s.weight", e->module);
+    if (!s) s = apply_edit(p, name, fdt, 2, l.w.shape, w);
+    if (!s) s = lmx_quantize(m, wt->bits, l.group_size, fdt, w, n, c->wq, c->scales, affine ? c->biases : NULL);
+    free(w);
+    lmx_linear_release(&l);
+    if (s) qcache_clear(c);
+    return s;
+}
+
 static lmx_status resolve_dequant_shapes(cv_plan *p, const struct lmx_weights_src *ws) {
     for (size_t i = 0; i < p->n; i++) {
         cv_entry *e = &p->e[i];
@@ -151,6 +224,36 @@ static uint64_t numel(const cv_entry *e) {
     uint64_t n = 1;
     for (int i = 0; i < e->ndim; i++) n *= (uint64_t)e->shape[i];
     return n;
+}
+
+static bool ends_with(const char *s, const char *suf) {
+    size_t a = strlen(s), b = strlen(suf);
+    return a >= b && !strcmp(s + a - b, suf);
+}
+
+/* Parameters of an entry as mlx-lm's get_total_parameters counts them: an
+ * MLX-quantized module passed through (copied or re-quantized) counts its
+ * unpacked weight and not its scales/biases. */
+static uint64_t packed_params(const cv_plan *p, const struct lmx_weights_src *ws, const cv_entry *e) {
+    size_t l = strlen(e->name);
+    if (e->dtype != LMX_U32 && (ends_with(e->name, ".scales") || ends_with(e->name, ".biases")) && l < 600) {
+        char w[600];
+        snprintf(w, sizeof w, "%.*s.weight", (int)(l - 7), e->name);
+        const lmx_st_tensor *t = lmx_st_set_find(p->st, w, NULL);
+        if (t && t->dtype == LMX_U32) return 0;
+    }
+    if (e->dtype == LMX_U32 && ends_with(e->name, ".weight") && l < 600 && (e->kind == CV_COPY || e->kind == CV_REQUANT_W)) {
+        char mod[600];
+        snprintf(mod, sizeof mod, "%.*s", (int)(l - 7), e->name);
+        lmx_linear lin;
+        int64_t any[LMX_MAX_DIMS] = {-1, -1, -1, -1};
+        if (lmx_weights_get_linear(ws, mod, e->ndim, any, true, false, &lin) == LMX_OK) {
+            uint64_t n = (uint64_t)lmx_array_numel(&lin.w);
+            lmx_linear_release(&lin);
+            return n;
+        }
+    }
+    return numel(e);
 }
 
 static lmx_status write_shard(const cv_plan *p, const struct lmx_weights_src *ws, const char *path, size_t a, size_t b,
@@ -172,12 +275,24 @@ static lmx_status write_shard(const cv_plan *p, const struct lmx_weights_src *ws
         size_t n = 0;
         switch (e->kind) {
         case CV_COPY:
-            s = cast_src(e, e->dtype, &buf, &n);
+            s = e->edit ? edited_copy(p, e, &buf, &n) : cast_src(e, e->dtype, &buf, &n);
             if (!s) s = lmx_st_writer_write(w, buf, n);
             break;
         case CV_DEQUANT:
             s = dequant_module(p, ws, e, &buf, &n);
+            if (!s && e->edit) s = apply_edit(p, e->name, e->dtype, e->ndim, e->shape, buf);
             if (!s) s = lmx_st_writer_write(w, buf, n);
+            break;
+        case CV_REQUANT_W:
+        case CV_REQUANT_S:
+        case CV_REQUANT_B:
+            s = requant_module(p, ws, e, qc);
+            n = e->kind == CV_REQUANT_W ? qc->wq_n : qc->s_n;
+            if (!s && n != lmx_dtype_bytes(e->dtype, (int64_t)numel(e)))
+                s = lmx_err(LMX_ERR_INTERNAL, "convert: '%s': re-quantized size differs from the source's", e->name);
+            if (!s)
+                s = lmx_st_writer_write(w, e->kind == CV_REQUANT_W ? qc->wq : e->kind == CV_REQUANT_S ? qc->scales
+                                                                                                     : qc->biases, n);
             break;
         default:
             s = quantize_module(e, qc);
@@ -271,6 +386,10 @@ static lmx_status write_config(const cv_plan *p, const char *dir) {
     if (p->dequantize || p->quantize) {
         cJSON_DeleteItemFromObjectCaseSensitive(c, "quantization");
         cJSON_DeleteItemFromObjectCaseSensitive(c, "quantization_config");
+    } else if (cJSON_GetObjectItemCaseSensitive(c, "quantization")) { /* mlx-lm's save_config */
+        cJSON_DeleteItemFromObjectCaseSensitive(c, "quantization_config");
+        cJSON_AddItemToObject(c, "quantization_config",
+                              cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(c, "quantization"), 1));
     }
     if (p->quantize) {
         cJSON *q = cJSON_CreateObject();
@@ -323,7 +442,8 @@ static lmx_status run(cv_plan *p, const lmx_convert_options *o, const char *tmp,
         const cv_entry *e = &p->e[i];
         total += lmx_dtype_bytes(e->dtype, (int64_t)numel(e));
         if (e->kind == CV_QUANT_W) params += numel(e) * 32 / (uint64_t)e->bits;
-        else if (e->kind != CV_QUANT_S && e->kind != CV_QUANT_B) params += numel(e);
+        else if (e->kind == CV_QUANT_S || e->kind == CV_QUANT_B || e->kind == CV_REQUANT_S || e->kind == CV_REQUANT_B) continue;
+        else params += packed_params(p, &ws, e);
     }
     /* greedy shards: a new shard when the next tensor would pass the limit */
     size_t *starts = calloc(p->n + 1, sizeof *starts);
@@ -367,7 +487,7 @@ static lmx_status run(cv_plan *p, const lmx_convert_options *o, const char *tmp,
     char card[1024];
     snprintf(card, sizeof card, "---\nlibrary_name: mlx\npipeline_tag: text-generation\ntags:\n- mlx\nbase_model: %s\n---\n",
              p->origin ? p->origin : p->src);
-    LMX_TRY(write_text(tmp, "README.md", card));
+    LMX_TRY(write_text(tmp, "README.md", o->model_card ? o->model_card : card));
     r->total_size = total;
     r->total_params = params;
     r->bits_per_weight = params ? (double)total * 8.0 / (double)params : 0;
@@ -406,6 +526,7 @@ lmx_status lmx_convert(const lmx_convert_options *o, lmx_convert_result *r) {
     if (lstat(o->dst, &sb) == 0)
         return lmx_err(LMX_ERR_INVALID_ARG, "%s: already exists; delete it or choose another --mlx-path", o->dst);
     if (o->quantize && o->dequantize) return lmx_err(LMX_ERR_INVALID_ARG, "convert: choose either -q or -d, not both");
+    if (o->edit && o->quantize) return lmx_err(LMX_ERR_INVALID_ARG, "convert: edits do not combine with -q");
     if (lmx_is_dir(o->src)) return convert_folder(o, o->src, NULL, r);
     if (stat(o->src, &sb) != 0)
         return lmx_err(LMX_ERR_NOT_FOUND, "%s: no such model folder or .gguf file", o->src);
@@ -454,7 +575,9 @@ static lmx_status convert_folder(const lmx_convert_options *o, const char *src, 
     const char *dt = o->dtype;
     if (!dt) dt = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(cfg->root, "torch_dtype"));
     if (!dt && cfg->text) dt = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(cfg->text, "dtype"));
-    p.cast = dtype_by_name(dt);
+    p.cast = o->keep_dtype && !o->dtype ? LMX_DTYPE_INVALID : dtype_by_name(dt);
+    p.edit = o->edit;
+    p.keep_dtype = o->keep_dtype;
     if (o->dtype && p.cast == LMX_DTYPE_INVALID)
         st = lmx_err(LMX_ERR_INVALID_ARG, "convert: --dtype: '%s' is not float16, bfloat16 or float32", o->dtype);
     r->dtype = p.cast == LMX_F16 ? "float16" : p.cast == LMX_BF16 ? "bfloat16" : p.cast == LMX_F32 ? "float32" : NULL;

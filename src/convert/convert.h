@@ -17,6 +17,18 @@
 
 #include <cjson/cJSON.h>
 
+/* A rewrite of chosen float tensors before they are written (`lmx fuse`,
+ * convert/fuse.c). claims(name) selects tensors ("<module>.weight", or any
+ * float tensor); apply() changes one in place: numel = rows·cols values of
+ * dtype dt (the file's float dtype; for an MLX-quantized module's weight its
+ * dequantized values in the dtype mx.dequantize returns, re-quantized with
+ * the module's own mode/bits/group_size afterwards unless dequantize). */
+typedef struct lmx_convert_edit {
+    bool (*claims)(void *user, const char *name);
+    lmx_status (*apply)(void *user, const char *name, lmx_dtype dt, int64_t rows, int64_t cols, void *data);
+    void *user;
+} lmx_convert_edit;
+
 typedef struct lmx_convert_options {
     const char *src, *dst;
     bool quantize, dequantize;
@@ -25,6 +37,9 @@ typedef struct lmx_convert_options {
     const char *recipe;    /* mixed_2_6 | mixed_3_4 | mixed_3_6 | mixed_4_6 | NULL */
     const char *dtype;     /* float16 | bfloat16 | float32 | NULL (config torch_dtype) */
     uint64_t max_shard_bytes; /* 0: 5 GiB */
+    const lmx_convert_edit *edit; /* NULL: none */
+    bool keep_dtype;       /* no cast, even where config.json names a torch_dtype (fuse) */
+    const char *model_card; /* README.md text; NULL: the convert card naming the source */
     /* called after each tensor is written (done/total bytes of data) */
     void (*progress)(uint64_t done, uint64_t total, void *user);
     void *user;

@@ -7,7 +7,9 @@
 #include "models/config.h"
 #include "models/weights.h"
 
-typedef enum { CV_COPY, CV_QUANT_W, CV_QUANT_S, CV_QUANT_B, CV_DEQUANT } cv_kind;
+/* CV_REQUANT_*: an MLX-quantized module rewritten by an edit, re-quantized
+ * with its own parameters (fuse). */
+typedef enum { CV_COPY, CV_QUANT_W, CV_QUANT_S, CV_QUANT_B, CV_DEQUANT, CV_REQUANT_W, CV_REQUANT_S, CV_REQUANT_B } cv_kind;
 
 typedef struct cv_entry {
     const char *name;   /* output tensor name (owned by the plan) */
@@ -22,6 +24,7 @@ typedef struct cv_entry {
     int64_t shape[LMX_MAX_DIMS];
     bool quant, per_layer;
     bool no_mode; /* per-layer entry without "mode" (the model's own quant_predicate) */
+    bool edit;    /* the options' edit rewrites this tensor (CV_COPY, CV_DEQUANT) */
     lmx_qmode mode;
     int bits, group;
 } cv_entry;
@@ -37,6 +40,8 @@ typedef struct cv_plan {
     int bits, group;
     const char *recipe;
     lmx_dtype cast; /* LMX_DTYPE_INVALID: keep */
+    const lmx_convert_edit *edit; /* NULL: none */
+    bool keep_dtype;
     int n_layers, layer_location;
     cv_entry *e;
     size_t n, cap;

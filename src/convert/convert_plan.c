@@ -211,6 +211,10 @@ static lmx_status plan_tensor(cv_plan *p, cv_entry *ep) {
         char sn[600];
         bool src_quant = is_weight && t->dtype == LMX_U32 &&
                          lmx_st_set_find(p->st, lmx_wname(sn, sizeof sn, "%s.scales", module), NULL);
+        bool claimed = p->edit && p->edit->claims(p->edit->user, nm);
+        if (claimed && (e.n_stack || (!src_quant && !tr->is_float)))
+            return lmx_err(LMX_ERR_UNSUPPORTED, "%s: tensor '%s': %s tensors cannot be rewritten", p->src, nm,
+                           e.n_stack ? "stacked expert" : tr->name);
         if (src_quant && e.n_stack)
             return lmx_err(LMX_ERR_UNSUPPORTED, "%s: tensor '%s': per-expert quantized weights cannot be stacked",
                            p->src, nm);
@@ -225,7 +229,27 @@ static lmx_status plan_tensor(cv_plan *p, cv_entry *ep) {
                 /* the scales' dtype is the original weight dtype (affine) */
                 const lmx_st_tensor *sc = lmx_st_set_find(p->st, sn, NULL);
                 if (p->cast == LMX_DTYPE_INVALID && sc && lmx_dtype_info(sc->dtype)->is_float) e.dtype = sc->dtype;
+                /* mx.dequantize's own dtype when nothing casts: fp modes give bfloat16 */
+                if (p->cast == LMX_DTYPE_INVALID && sc && !lmx_dtype_info(sc->dtype)->is_float && p->keep_dtype)
+                    e.dtype = LMX_BF16;
                 e.shape[e.ndim - 1] = -1; /* filled when loaded */
+                e.edit = claimed;
+                return add(p, &e);
+            }
+            if (claimed) { /* dequantized, rewritten and re-quantized with its own parameters */
+                e.kind = CV_REQUANT_W;
+                e.module = module;
+                return add(p, &e);
+            }
+        }
+        if (!p->dequantize && p->edit && (ends_with(nm, ".scales") || ends_with(nm, ".biases")) &&
+            strlen(nm) - 7 < sizeof module) {
+            snprintf(module, sizeof module, "%.*s", (int)(strlen(nm) - 7), nm);
+            char w[600];
+            const lmx_st_tensor *wt = lmx_st_set_find(p->st, lmx_wname(w, sizeof w, "%s.weight", module), NULL);
+            if (wt && wt->dtype == LMX_U32 && p->edit->claims(p->edit->user, w)) {
+                e.kind = ends_with(nm, ".scales") ? CV_REQUANT_S : CV_REQUANT_B;
+                e.module = module;
                 return add(p, &e);
             }
         }
@@ -237,6 +261,7 @@ static lmx_status plan_tensor(cv_plan *p, cv_entry *ep) {
         }
         if (tr->is_float && p->cast != LMX_DTYPE_INVALID) e.dtype = p->cast;
         e.kind = CV_COPY;
+        e.edit = claimed;
         if (is_weight && tr->is_float && (e.ndim == 2 || e.ndim == 3)) {
             module_quant(p, module, e.shape[e.ndim - 1], &e);
             if (e.quant) {

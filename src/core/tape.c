@@ -16,6 +16,7 @@ typedef struct tape_rec {
 typedef struct grad_entry {
     lmx_array view; /* the array as its consumer saw it (address map only) */
     lmx_array grad; /* f32, contiguous, view's logical shape */
+    int64_t left;   /* elements not yet consumed by a partial gather */
 } grad_entry;
 
 struct lmx_tape {
@@ -129,6 +130,7 @@ static lmx_status accumulate(lmx_tape *t, const lmx_array *view, lmx_array *grad
         float *d = t->g[i].grad.data;
         const float *s = grad->data;
         for (int64_t j = 0, n = lmx_array_numel(grad); j < n; j++) d[j] += s[j];
+        t->g[i].left = lmx_array_numel(grad); /* consumed parts may hold gradient again */
         lmx_array_release(grad);
         return LMX_OK;
     }
@@ -140,6 +142,7 @@ static lmx_status accumulate(lmx_tape *t, const lmx_array *view, lmx_array *grad
     t->g[t->ng].view = *view;
     t->g[t->ng].view.buf = NULL; /* not a reference */
     t->g[t->ng].grad = *grad;
+    t->g[t->ng].left = lmx_array_numel(grad);
     t->ng++;
     memset(grad, 0, sizeof *grad);
     return LMX_OK;
@@ -166,8 +169,31 @@ static int64_t out_index(const lmx_array *out, int64_t o, int64_t es) {
     return r < out->shape[0] && c < out->shape[1] ? r * out->shape[1] + c : -1;
 }
 
+/* An entry that only partly overlaps out (both contiguous): a consumer
+ * read a whole array that several nodes wrote in parts (row blocks of a
+ * batched forward). The overlap is added to dout and zeroed in the entry
+ * (consumed); the entry goes once nothing of it is left. */
+static lmx_status gather_part(grad_entry *e, const lmx_array *out, lmx_array *dout, int64_t es) {
+    const lmx_array *v = &e->view;
+    if (!lmx_array_is_contiguous(v) || !lmx_array_is_contiguous(out)) return LMX_OK;
+    intptr_t vs = (intptr_t)v->data, ve = vs + (intptr_t)(lmx_array_numel(v) * es);
+    intptr_t os = (intptr_t)out->data, oe = os + (intptr_t)(lmx_array_numel(out) * es);
+    intptr_t lo = vs > os ? vs : os, hi = ve < oe ? ve : oe;
+    if (lo >= hi || (lo - vs) % es || (lo - os) % es) return LMX_OK;
+    if (lmx_array_empty(dout)) LMX_TRY(alloc_like(dout, out));
+    int64_t j0 = (int64_t)(lo - vs) / es, k0 = (int64_t)(lo - os) / es, cnt = (int64_t)(hi - lo) / es;
+    float *d = (float *)dout->data + k0, *g = (float *)e->grad.data + j0;
+    for (int64_t j = 0; j < cnt; j++) {
+        d[j] += g[j];
+        g[j] = 0;
+    }
+    e->left = e->left > cnt ? e->left - cnt : 0;
+    return LMX_OK;
+}
+
 /* Collects (and consumes) every gradient entry whose memory lies inside
- * out's into dout (allocated on the first hit). */
+ * out's into dout (allocated on the first hit), and the overlapping part
+ * of entries that cover more than out (gather_part). */
 static lmx_status gather(lmx_tape *t, const lmx_array *out, lmx_array *dout) {
     const lmx_dtype_traits *tr = lmx_dtype_info(out->dtype);
     if (tr->block != 1) return LMX_OK;
@@ -182,7 +208,13 @@ static lmx_status gather(lmx_tape *t, const lmx_array *out, lmx_array *dout) {
         int64_t rel = (int64_t)((intptr_t)v->data - (intptr_t)out->data);
         int64_t k0 = hit ? out_index(out, rel + elem_off(v, 0), es) : -1;
         if (k0 < 0 || out_index(out, rel + elem_off(v, n - 1), es) < 0) {
-            i++;
+            if (hit) LMX_TRY(gather_part(e, out, dout, es));
+            if (e->left == 0) {
+                lmx_array_release(&e->grad);
+                t->g[i] = t->g[--t->ng];
+            } else {
+                i++;
+            }
             continue;
         }
         if (lmx_array_empty(dout)) LMX_TRY(alloc_like(dout, out));
@@ -228,6 +260,10 @@ lmx_status lmx_tape_backward(lmx_tape *t, const lmx_array *y, const lmx_array *s
     LMX_TRY(accumulate(t, y, &g0));
     for (int i = t->n - 1; i >= 0; i--) {
         tape_rec *r = &t->recs[i];
+        /* the node's pointers refer to r->arr, which moves when recs grows */
+        r->n.out = &r->arr[0];
+        for (int j = 0; j < LMX_MAX_SRC; j++)
+            if (r->n.src[j]) r->n.src[j] = &r->arr[1 + j];
         lmx_array dout = {0};
         LMX_TRY(gather(t, r->n.out, &dout));
         if (lmx_array_empty(&dout)) continue;

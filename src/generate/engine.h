@@ -19,6 +19,7 @@ struct lmx_model {
     lmx_backend *backend;
     lmx_exec ex;
     lmx_scratch *scratch;
+    struct lmx_adapters *adapters; /* attached adapters (models/adapters.h), or NULL */
     int32_t *eos; /* stop ids: generation_config > config > tokenizer */
     size_t n_eos;
 };

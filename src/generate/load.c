@@ -1,6 +1,7 @@
 /* load.c - lmx_load: a model folder (config.json + safetensors) or a .gguf
  * file, its tokenizer and stop tokens, on the chosen backend. */
 #include "generate/engine.h"
+#include "models/adapters.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -80,9 +81,20 @@ lmx_status lmx_load(const char *path, const lmx_load_options *opts, lmx_model **
     if (!s && m->tok && lmx_tokenizer_vocab_size(m->tok) > m->tf.hp.n_vocab + 1024)
         s = lmx_err(LMX_ERR_FORMAT, "%s: tokenizer has %d tokens but the model only %d", path,
                     lmx_tokenizer_vocab_size(m->tok), m->tf.hp.n_vocab);
-    if (!s) s = lmx_backend_create(opts->device, opts->n_threads, &m->backend);
+    const char *device = opts->device;
+    if (!s && opts->adapter_path) {
+        if (!m->cfg)
+            s = lmx_err(LMX_ERR_UNSUPPORTED, "%s: adapters apply to model folders only (GGUF rows are permuted)", path);
+        else if (device && !strcmp(device, "cuda"))
+            s = lmx_err(LMX_ERR_UNSUPPORTED, "%s: adapters run on the CPU only so far; use --device cpu or auto",
+                        opts->adapter_path);
+        else
+            s = lmx_adapters_load_ex(&m->tf, lmx_adapters_prefix(m->cfg), opts->adapter_path, &m->adapters);
+        if (!s) device = "cpu"; /* "auto": the adapter math has no device kernels yet */
+    }
+    if (!s) s = lmx_backend_create(device, opts->n_threads, &m->backend);
     if (!s) s = lmx_transformer_to_backend(m->backend, &m->tf); /* device: weights uploaded once */
-    if (s == LMX_ERR_UNSUPPORTED && opts->device && !strcmp(opts->device, "auto") && m->backend) {
+    if (s == LMX_ERR_UNSUPPORTED && device && !strcmp(device, "auto") && m->backend) {
         /* "auto" means the best device that can run this model: formats the
          * GPU kernels lack yet (checked before any upload) run on the CPU. */
         lmx_backend_free(m->backend);
@@ -100,6 +112,7 @@ lmx_status lmx_load(const char *path, const lmx_load_options *opts, lmx_model **
 
 void lmx_model_free(lmx_model *m) {
     if (!m) return;
+    lmx_adapters_free(m->adapters); /* detaches before the model's arrays go */
     lmx_transformer_free(&m->tf);
     lmx_scratch_free(m->scratch);
     if (m->tok) lmx_tokenizer_free(m->tok);

@@ -78,7 +78,8 @@ lmx_status lmx_st_writer_open(const char *path, const lmx_st_write_tensor *tenso
                               const char *const *meta_kv, lmx_st_writer **out);
 /* The same with mx.save_safetensors' header layout (byte-identical files for
  * the same tensors): fields data_offsets, dtype, shape; no padding. The
- * caller gives tensors sorted by name and the metadata MLX would write. */
+ * caller gives tensors sorted by name and the metadata MLX would write
+ * (none: "__metadata__":null, as MLX writes it). */
 lmx_status lmx_st_writer_open_mlx(const char *path, const lmx_st_write_tensor *tensors, size_t n,
                                   const char *const *meta_kv, lmx_st_writer **out);
 lmx_status lmx_st_writer_write(lmx_st_writer *w, const void *data, size_t size);

@@ -100,6 +100,9 @@ static lmx_status build_header(const char *path, const lmx_st_write_tensor *ts, 
         }
         sb_put(&b, "}", 1);
         first = false;
+    } else if (mlx) { /* mx.save_safetensors without metadata writes null */
+        sb_str(&b, "\"__metadata__\":null");
+        first = false;
     }
     uint64_t off = 0;
     for (size_t i = 0; i < n; i++) {

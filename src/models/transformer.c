@@ -7,7 +7,7 @@
  *   parallel (phi-2): x = x + a + mlp(h)
  *   else:             x = x + a; m = mlp(norm(x)); [post-ffn norm]; x = x + m
  * then final norm, lm_head (+b), [final soft-cap]. Activations are f32. */
-#include "models/model.h"
+#include "models/lora.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -21,13 +21,16 @@ struct lmx_scratch {
     float mscale[2];      /* per RoPE config, for the current step */
     lmx_array x, h, q, k, v, attn, o, mlp, gate, up, act, logits, ids, inv_freq, router, probs;
     lmx_array ex_in, ex_gate, ex_up, ex_act, ex_out;
+    /* LoRA/DoRA (host only), grown on demand: x·aᵀ [T, r], its ·bᵀ [T, out]
+     * and DoRA's per-row factor [out]. */
+    lmx_array lora_t, lora_u, lora_f;
 };
 
 void lmx_scratch_free(lmx_scratch *s) {
     if (!s) return;
     lmx_array *all[] = {&s->x, &s->h, &s->q, &s->k, &s->v, &s->attn, &s->o, &s->mlp, &s->gate, &s->up,
                         &s->act, &s->logits, &s->ids, &s->inv_freq, &s->router, &s->probs, &s->ex_in,
-                        &s->ex_gate, &s->ex_up, &s->ex_act, &s->ex_out};
+                        &s->ex_gate, &s->ex_up, &s->ex_act, &s->ex_out, &s->lora_t, &s->lora_u, &s->lora_f};
     for (size_t i = 0; i < sizeof all / sizeof *all; i++) lmx_array_release(all[i]);
     free(s);
 }
@@ -98,8 +101,47 @@ static lmx_status norm(lmx_exec *ex, const lmx_hparams *hp, lmx_array *out, cons
     return lmx_rms_norm(ex, out, x, opt(w), hp->norm_eps, hp->norm_add_one);
 }
 
-/* out = x·Wᵀ (+ b), W in any storage format (float, GGUF, MLX packed). */
-static lmx_status linear(lmx_exec *ex, lmx_array *out, const lmx_array *x, const lmx_linear *l) {
+/* A scratch array of at least n floats (host only; contents not kept). */
+static lmx_status grow_host(lmx_array *a, int64_t n) {
+    if (lmx_array_numel(a) >= n && !lmx_array_empty(a)) return LMX_OK;
+    lmx_array_release(a);
+    int64_t sh[1] = {n};
+    return lmx_array_alloc(a, LMX_F32, 1, sh);
+}
+
+/* LoRA: out = x·Wᵀ + b + scale·((x·aᵀ)·bᵀ).
+ * DoRA: out = f ⊙ (x·Wᵀ + scale·((x·aᵀ)·bᵀ)) + b, f = m/‖W + scale·b·a‖_row
+ * computed on the host each call; the bias joins after the rescale, so the
+ * base matmul runs without it. Generation applies no dropout. */
+static lmx_status linear_lora(lmx_exec *ex, lmx_scratch *s, lmx_array *out, const lmx_array *x,
+                              const lmx_linear *l) {
+    const lmx_lora *lo = l->lora;
+    if (!lmx_backend_is_host(ex->backend))
+        return lmx_err(LMX_ERR_UNSUPPORTED, "adapters run on the CPU only (use --device cpu)");
+    bool dora = !lmx_array_empty(&lo->m);
+    int64_t T = lmx_array_numel(x) / x->shape[x->ndim - 1], N = l->w.shape[0], R = lo->a.shape[0];
+    LMX_TRY(lmx_matmul_q(ex, out, x, &l->w, dora ? NULL : opt(&l->b), opt(&l->scales), opt(&l->biases),
+                         l->group_size));
+    LMX_TRY(grow_host(&s->lora_t, T * R));
+    LMX_TRY(grow_host(&s->lora_u, T * N));
+    lmx_array t = tv(&s->lora_t, 2, T, R, 0), u = tv(&s->lora_u, 2, T, N, 0);
+    LMX_TRY(lmx_matmul(ex, &t, x, &lo->a, NULL));
+    LMX_TRY(lmx_matmul(ex, &u, &t, &lo->b, NULL));
+    LMX_TRY(lmx_scale(ex, &u, &u, lo->scale));
+    LMX_TRY(lmx_add(ex, out, out, &u));
+    if (!dora) return LMX_OK;
+    LMX_TRY(grow_host(&s->lora_f, N));
+    lmx_array f = tv(&s->lora_f, 1, N, 0, 0);
+    LMX_TRY(lmx_lora_dora_factor(l, lo, f.data));
+    LMX_TRY(lmx_mul(ex, out, out, &f));
+    if (!lmx_array_empty(&l->b)) LMX_TRY(lmx_add(ex, out, out, &l->b));
+    return LMX_OK;
+}
+
+/* out = x·Wᵀ (+ b), W in any storage format (float, GGUF, MLX packed),
+ * plus the attached LoRA/DoRA adapter, if any. */
+static lmx_status linear(lmx_exec *ex, lmx_scratch *s, lmx_array *out, const lmx_array *x, const lmx_linear *l) {
+    if (l->lora) return linear_lora(ex, s, out, x, l);
     return lmx_matmul_q(ex, out, x, &l->w, opt(&l->b), opt(&l->scales), opt(&l->biases), l->group_size);
 }
 
@@ -109,14 +151,14 @@ static lmx_status mlp_dense(lmx_exec *ex, const lmx_hparams *hp, const lmx_layer
     lmx_array up = tv(&s->up, 2, T, F, 0), act = tv(&s->act, 2, T, F, 0);
     if (hp->mlp_gated) {
         lmx_array gate = tv(&s->gate, 2, T, F, 0);
-        LMX_TRY(linear(ex, &gate, in, &L->w_gate));
-        LMX_TRY(linear(ex, &up, in, &L->w_up));
+        LMX_TRY(linear(ex, s, &gate, in, &L->w_gate));
+        LMX_TRY(linear(ex, s, &up, in, &L->w_up));
         LMX_TRY(lmx_act(ex, &act, &gate, &up, hp->act));
     } else {
-        LMX_TRY(linear(ex, &up, in, &L->w_up));
+        LMX_TRY(linear(ex, s, &up, in, &L->w_up));
         LMX_TRY(lmx_act(ex, &act, &up, NULL, hp->act));
     }
-    return linear(ex, out, &act, &L->w_down);
+    return linear(ex, s, out, &act, &L->w_down);
 }
 
 /* Device path of the expert loop: the routing probabilities are read back
@@ -152,10 +194,10 @@ static lmx_status moe_experts_device(lmx_exec *ex, const lmx_hparams *hp, const 
             float wk = hp->norm_topk_prob ? w[k] / wsum : w[k];
             lmx_array g = tv(&s->ex_gate, 2, 1, Fe, 0), u = tv(&s->ex_up, 2, 1, Fe, 0);
             lmx_array a = tv(&s->ex_act, 2, 1, Fe, 0), y = tv(&s->ex_out, 2, 1, D, 0);
-            st = linear(ex, &g, &xin, &L->exp_gate[e]);
-            if (!st) st = linear(ex, &u, &xin, &L->exp_up[e]);
+            st = linear(ex, s, &g, &xin, &L->exp_gate[e]);
+            if (!st) st = linear(ex, s, &u, &xin, &L->exp_up[e]);
             if (!st) st = lmx_act(ex, &a, &g, &u, hp->act);
-            if (!st) st = linear(ex, &y, &a, &L->exp_down[e]);
+            if (!st) st = linear(ex, s, &y, &a, &L->exp_down[e]);
             if (!st && k == 0) st = lmx_scale(ex, &orow, &y, wk);
             if (!st && k > 0) st = lmx_scale(ex, &y, &y, wk);
             if (!st && k > 0) st = lmx_add(ex, &orow, &orow, &y);
@@ -172,7 +214,7 @@ static lmx_status mlp_moe(lmx_exec *ex, const lmx_hparams *hp, const lmx_layer *
     int E = hp->n_expert, K = hp->n_expert_used;
     int64_t D = hp->n_embd;
     lmx_array logits = tv(&s->router, 2, T, E, 0), probs = tv(&s->probs, 2, T, E, 0);
-    LMX_TRY(linear(ex, &logits, in, &L->router));
+    LMX_TRY(linear(ex, s, &logits, in, &L->router));
     LMX_TRY(lmx_softmax(ex, &probs, &logits));
     if (!lmx_backend_is_host(ex->backend)) return moe_experts_device(ex, hp, L, s, T, in, out, &probs);
     float *o = out->data;
@@ -198,10 +240,10 @@ static lmx_status mlp_moe(lmx_exec *ex, const lmx_hparams *hp, const lmx_layer *
             float wk = hp->norm_topk_prob ? w[k] / wsum : w[k];
             lmx_array g = tv(&s->ex_gate, 2, 1, hp->n_ff_expert, 0), u = tv(&s->ex_up, 2, 1, hp->n_ff_expert, 0);
             lmx_array a = tv(&s->ex_act, 2, 1, hp->n_ff_expert, 0), y = tv(&s->ex_out, 2, 1, D, 0);
-            LMX_TRY(linear(ex, &g, &xin, &L->exp_gate[e]));
-            LMX_TRY(linear(ex, &u, &xin, &L->exp_up[e]));
+            LMX_TRY(linear(ex, s, &g, &xin, &L->exp_gate[e]));
+            LMX_TRY(linear(ex, s, &u, &xin, &L->exp_up[e]));
             LMX_TRY(lmx_act(ex, &a, &g, &u, hp->act));
-            LMX_TRY(linear(ex, &y, &a, &L->exp_down[e]));
+            LMX_TRY(linear(ex, s, &y, &a, &L->exp_down[e]));
             const float *yd = y.data;
             for (int64_t d = 0; d < D; d++) o[t * D + d] += wk * yd[d];
         }
@@ -221,9 +263,9 @@ static lmx_status attention_block(lmx_exec *ex, const lmx_hparams *hp, const lmx
     lmx_kv_cache *cache = caches[0];
     int64_t H = hp->n_head, Hkv = hp->n_kv_head, hd = hp->head_dim, pos0 = cache->offset;
     lmx_array q = tv(&s->q, 2, T, H * hd, 0), k = tv(&s->k, 2, T, Hkv * hd, 0), v = tv(&s->v, 2, T, Hkv * hd, 0);
-    LMX_TRY(linear(ex, &q, h, &L->wq));
-    LMX_TRY(linear(ex, &k, h, &L->wk));
-    LMX_TRY(linear(ex, &v, h, &L->wv));
+    LMX_TRY(linear(ex, s, &q, h, &L->wq));
+    LMX_TRY(linear(ex, s, &k, h, &L->wk));
+    LMX_TRY(linear(ex, s, &v, h, &L->wv));
     if (hp->qk_norm) {
         lmx_array qh = tv(&s->q, 2, T * H, hd, 0), kh = tv(&s->k, 2, T * Hkv, hd, 0);
         LMX_TRY(lmx_rms_norm(ex, &qh, &qh, &L->q_norm, hp->norm_eps, hp->norm_add_one));
@@ -232,7 +274,7 @@ static lmx_status attention_block(lmx_exec *ex, const lmx_hparams *hp, const lmx
     if (nc > 1) {
         LMX_TRY(attention_rows(ex, hp, li, caches, nc, s));
         lmx_array attn = tv(&s->attn, 2, T, H * hd, 0);
-        return linear(ex, out, &attn, &L->wo);
+        return linear(ex, s, out, &attn, &L->wo);
     }
     int ri = hp->rope_idx[li];
     const lmx_rope_cfg *r = &hp->rope[ri];
@@ -249,7 +291,7 @@ static lmx_status attention_block(lmx_exec *ex, const lmx_hparams *hp, const lmx
     LMX_TRY(lmx_kv_store(ex, cache, li, &k, &v, hp->window[li], &kv_k, &kv_v, &apos0, &window));
     lmx_array attn = tv(&s->attn, 2, T, H * hd, 0);
     LMX_TRY(lmx_attention(ex, &attn, &q3, &kv_k, &kv_v, apos0, hp->attn_scale, hp->attn_softcap, window));
-    return linear(ex, out, &attn, &L->wo);
+    return linear(ex, s, out, &attn, &L->wo);
 }
 
 /* Inverse frequencies of the RoPE configs the layers use, for a step ending
@@ -377,7 +419,7 @@ static lmx_status forward_core(lmx_exec *ex, const lmx_transformer *m, lmx_kv_ca
     }
     lmx_array lg = tv(&s->logits, 2, R, hp->n_vocab, 0);
     if (host) lg.data = logits; /* write straight into the caller's buffer */
-    LMX_TRY(linear(ex, &lg, &hl, &m->lm_head)); /* tied: the (quantized) embedding */
+    LMX_TRY(linear(ex, s, &lg, &hl, &m->lm_head)); /* tied: the (quantized) embedding */
     if (hp->final_softcap > 0) LMX_TRY(lmx_softcap(ex, &lg, &lg, hp->final_softcap));
     if (!host) LMX_TRY(lmx_backend_download(ex->backend, logits, lg.data, (size_t)(R * hp->n_vocab) * sizeof(float)));
     return LMX_OK;

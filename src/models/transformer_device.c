@@ -2,8 +2,11 @@
  * backend once, after loading: every tensor of the model is copied into
  * backend memory and the host view (of the file mapping) is released.
  * Tensors that share bytes (a tied lm_head, repeated views) share one device
- * copy. Quantized weights are refused up front (no device kernels yet), so a
- * failed load costs no upload. */
+ * copy. Quantized weights (MLX packed with their scales/biases, GGUF blocks)
+ * go up as they are stored; before any upload every quantized linear is
+ * shown to the backend's supports() as the op it will run (matmul; get_rows
+ * for the embedding table), so a format the device lacks fails the load up
+ * front (and `--device auto` picks the CPU) without a wasted upload. */
 #include "models/model.h"
 
 #include <stdlib.h>
@@ -89,18 +92,58 @@ static void check_arr(uploader *u, lmx_array *a) {
     if (u->st || lmx_array_empty(a)) return;
     const lmx_dtype_traits *t = lmx_dtype_info(a->dtype);
     if (t->is_quant || t->needs_scales)
-        u->st = lmx_err(LMX_ERR_UNSUPPORTED, "device %s: weights of dtype %s have no kernels on this device yet",
+        u->st = lmx_err(LMX_ERR_UNSUPPORTED, "device %s: a plain tensor of dtype %s has no kernels on this device",
                         u->b->name, t->name);
 }
 
+static const lmx_array *opt_arr(const lmx_array *a) { return lmx_array_empty(a) ? NULL : a; }
+
+/* Asks the backend whether it runs a quantized linear as op (stand-in f32
+ * activations of one row; supports() reads dtypes and shapes only). */
+static void check_quant_op(uploader *u, const lmx_linear *l, lmx_op op) {
+    if (u->st || lmx_array_empty(&l->w)) return;
+    const lmx_dtype_traits *t = lmx_dtype_info(l->w.dtype);
+    if (!t->is_quant && !t->needs_scales) return;
+    int64_t K = l->w.shape[l->w.ndim - 1], N = l->w.shape[0];
+    lmx_array x, out, ids;
+    memset(&x, 0, sizeof x);
+    memset(&out, 0, sizeof out);
+    memset(&ids, 0, sizeof ids);
+    int64_t sx[2] = {1, K}, so[2] = {1, op == LMX_OP_MATMUL ? N : K}, si[1] = {1};
+    lmx_array_set_contiguous(&x, LMX_F32, 2, sx);
+    lmx_array_set_contiguous(&out, LMX_F32, 2, so);
+    lmx_array_set_contiguous(&ids, LMX_I32, 1, si);
+    lmx_node n;
+    memset(&n, 0, sizeof n);
+    n.op = op;
+    n.out = &out;
+    n.ip[0] = l->group_size;
+    if (op == LMX_OP_MATMUL) {
+        const lmx_array *src[5] = {&x, &l->w, opt_arr(&l->b), opt_arr(&l->scales), opt_arr(&l->biases)};
+        memcpy(n.src, src, sizeof src);
+    } else {
+        const lmx_array *src[4] = {&l->w, &ids, opt_arr(&l->scales), opt_arr(&l->biases)};
+        memcpy(n.src, src, sizeof src);
+    }
+    if (!u->b->kernels[op] || (u->b->supports && !u->b->supports(u->b, &n)))
+        u->st = lmx_err(LMX_ERR_UNSUPPORTED, "device %s: no %s kernel for weights of dtype %s [%lld, %lld] (group %d)",
+                        u->b->name, lmx_op_defs[op].name, t->name, (long long)N, (long long)K, l->group_size);
+}
+
 static void check_lin(uploader *u, lmx_linear *l) {
-    check_arr(u, &l->w);
+    check_quant_op(u, l, LMX_OP_MATMUL);
+    check_arr(u, &l->b);
+}
+
+static void check_embedding(uploader *u, lmx_linear *l) {
+    check_quant_op(u, l, LMX_OP_GET_ROWS);
     check_arr(u, &l->b);
 }
 
 lmx_status lmx_transformer_to_backend(lmx_backend *b, lmx_transformer *m) {
     if (lmx_backend_is_host(b)) return LMX_OK;
     uploader u = {b, NULL, 0, 0, LMX_OK};
+    check_embedding(&u, &m->tok_embd);
     walk(m, check_lin, check_arr, &u);
     if (!u.st) walk(m, up_lin, up, &u);
     if (!u.st) u.st = lmx_backend_sync(b);

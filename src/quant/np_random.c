@@ -2,10 +2,7 @@
  * (numpy/random/src/mt19937/mt19937.c, legacy random_interval). */
 #include "quant/np_random.h"
 
-typedef struct {
-    uint32_t mt[624];
-    int pos;
-} mt19937;
+typedef lmx_np_rng mt19937;
 
 static void mt_seed(mt19937 *s, uint32_t seed) {
     s->mt[0] = seed;
@@ -44,15 +41,24 @@ static uint64_t interval(mt19937 *s, uint64_t max) {
     return v;
 }
 
-bool lmx_np_permutation(uint64_t seed, size_t n, size_t *perm) {
+bool lmx_np_seed(lmx_np_rng *r, uint64_t seed) {
     if (seed > 0xffffffffu) return false;
-    mt19937 s;
-    mt_seed(&s, (uint32_t)seed);
+    mt_seed(r, (uint32_t)seed);
+    return true;
+}
+
+void lmx_np_rng_permutation(lmx_np_rng *r, size_t n, size_t *perm) {
     for (size_t i = 0; i < n; i++) perm[i] = i;
     for (size_t i = n; i-- > 1;) {
-        size_t j = (size_t)interval(&s, i), t = perm[i];
+        size_t j = (size_t)interval(r, i), t = perm[i];
         perm[i] = perm[j];
         perm[j] = t;
     }
+}
+
+bool lmx_np_permutation(uint64_t seed, size_t n, size_t *perm) {
+    mt19937 s;
+    if (!lmx_np_seed(&s, seed)) return false;
+    lmx_np_rng_permutation(&s, n, perm);
     return true;
 }

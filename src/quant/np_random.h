@@ -17,4 +17,17 @@
  * be below 2^32 (numpy refuses larger ones); returns false otherwise. */
 bool lmx_np_permutation(uint64_t seed, size_t n, size_t *perm);
 
+/* The global generator as a value, for callers that draw several
+ * permutations from one seeding (mlx-lm's training batches: np.random.seed
+ * once, then np.random.permutation per epoch and per evaluation). */
+typedef struct lmx_np_rng {
+    uint32_t mt[624];
+    int pos;
+} lmx_np_rng;
+
+/* np.random.seed(seed); false (r untouched) when seed >= 2^32. */
+bool lmx_np_seed(lmx_np_rng *r, uint64_t seed);
+/* perm[0..n) = np.random.permutation(n), advancing r. */
+void lmx_np_rng_permutation(lmx_np_rng *r, size_t n, size_t *perm);
+
 #endif

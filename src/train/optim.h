@@ -15,19 +15,33 @@
 
 typedef enum { LMX_OPT_ADAM = 0, LMX_OPT_ADAMW, LMX_OPT_SGD } lmx_opt_kind;
 
+/* The hyper-parameters are doubles because MLX holds them as Python floats
+ * and derives some coefficients in double before rounding to f32
+ * (1 - beta1 = 0.09999999999999998 -> 0.1f, not 1 - 0.9f). */
 typedef struct lmx_optim_config {
     lmx_opt_kind kind;
-    float beta1, beta2, eps;  /* adam/adamw: 0.9, 0.999, 1e-8 */
-    bool bias_correction;     /* adam/adamw: false (MLX's default) */
-    float weight_decay;       /* adamw: 0.01 (decoupled); sgd: 0 (L2, added to the gradient) */
-    float momentum, dampening; /* sgd: 0, 0 */
-    bool nesterov;            /* sgd: false */
+    double beta1, beta2, eps;  /* adam/adamw: 0.9, 0.999, 1e-8 */
+    bool bias_correction;      /* adam/adamw: false (MLX's default) */
+    double weight_decay;       /* adamw: 0.01 (decoupled); sgd: 0 (L2, added to the gradient) */
+    double momentum, dampening; /* sgd: 0, 0 */
+    bool nesterov;             /* sgd: false */
 } lmx_optim_config;
 
 /* MLX's defaults for kind. */
 void lmx_optim_config_init(lmx_optim_config *c, lmx_opt_kind kind);
-/* "adam" | "adamw" | "sgd" -> kind; LMX_ERR_INVALID_ARG names the others. */
+/* "adam" | "adamw" | "sgd" -> kind; LMX_ERR_INVALID_ARG names the others
+ * (mlx-lm's "muon" and "adafactor" are LMX_ERR_UNSUPPORTED). */
 lmx_status lmx_opt_kind_parse(const char *name, lmx_opt_kind *out);
+const char *lmx_opt_kind_name(lmx_opt_kind k);
+/* The checks MLX's constructors make (Adam: 0 <= beta < 1, eps >= 0; SGD:
+ * nesterov needs momentum > 0 and dampening 0), with MLX's wording. */
+lmx_status lmx_optim_config_check(const lmx_optim_config *c);
+/* One optimizer_config kwarg (mlx-lm's YAML `optimizer_config.<name>`):
+ * key is the Python keyword (betas, eps, bias_correction, weight_decay,
+ * momentum, dampening, nesterov), values[0..n) its number(s) (betas takes 2,
+ * booleans 0/1). An unknown keyword is an error naming it, as Python's
+ * "unexpected keyword argument". */
+lmx_status lmx_optim_config_set(lmx_optim_config *c, const char *key, const double *values, int n);
 
 typedef struct lmx_optim lmx_optim;
 lmx_status lmx_optim_create(const lmx_optim_config *c, lmx_optim **out);
@@ -38,6 +52,11 @@ void lmx_optim_free(lmx_optim *o);
  * (Adam's moments still decay and the parameter may still move). */
 lmx_status lmx_optim_update(lmx_optim *o, int n, lmx_array *const *params, const lmx_array *const *grads, float lr);
 int64_t lmx_optim_step(const lmx_optim *o); /* updates done so far */
+/* Optimizer state of parameter i: which 'm' (Adam's first moment) or 'v'
+ * (Adam's second moment, SGD's velocity); NULL before the first update or
+ * when the optimizer keeps no such state (SGD without momentum has v = 0
+ * in MLX and never touches it: NULL here). numel floats. */
+const float *lmx_optim_state(const lmx_optim *o, int i, char which);
 
 /* Learning-rate schedules: mlx.optimizers.schedulers + mlx-lm's warm-up join. */
 typedef enum {
@@ -58,8 +77,18 @@ typedef struct lmx_schedule {
 
 /* "cosine_decay" | "linear_schedule" | "step_decay" | "exponential_decay". */
 lmx_status lmx_sched_kind_parse(const char *name, lmx_sched_kind *out);
+const char *lmx_sched_kind_name(lmx_sched_kind k); /* "constant" for CONSTANT */
+/* The argument count each function takes (Python's TypeError otherwise) and
+ * the ValueErrors mlx.optimizers.schedulers raises (decay_steps, steps,
+ * step_size >= 1); warmup >= 0. */
+lmx_status lmx_schedule_check(const lmx_schedule *s);
 /* The rate used for optimizer update number `step` (0-based, as MLX counts
- * optimizer.step before its increment). CONSTANT returns base_lr. */
+ * optimizer.step before its increment). CONSTANT returns base_lr. Computed
+ * in f32 as MLX does (the step is a uint64 array, so every product is f32);
+ * the result is that f32 value. With warm-up W (mlx-lm's build_schedule):
+ * join_schedules([linear(warmup_init, args[0], W), fn], [W + 1]), so steps
+ * 0..W ramp (step W gives args[0]) and step W+1+k gives fn(k) - the peak
+ * rate is used twice. */
 double lmx_schedule_lr(const lmx_schedule *s, double base_lr, int64_t step);
 
 #endif

@@ -12,6 +12,7 @@
 #include "backend/cuda/cuda.h"
 #include "core/ops.h"
 #include "generate/engine.h"
+#include "gpu_quant_rand.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -105,6 +106,96 @@ static void bench_matmul(const char *label, lmx_dtype dt, int64_t M, int64_t N, 
     lmx_array_release(&a.x);
     lmx_array_release(&a.out);
     for (int i = 0; i < a.nw; i++) lmx_array_release(&a.w[i]);
+}
+
+/* ---- quantized matmul -------------------------------------------------------- */
+
+typedef struct {
+    lmx_array x, out, w[64], sc[64], bi[64];
+    int nw, group;
+} mq_arg;
+
+static lmx_status mq_call(void *p, int i) {
+    mq_arg *a = p;
+    int k = i % a->nw;
+    return lmx_matmul_q(&gex, &a->out, &a->x, &a->w[k], NULL, gq_opt(&a->sc[k]), gq_opt(&a->bi[k]), a->group);
+}
+
+static lmx_array up_or_empty(const lmx_array *h) {
+    lmx_array d;
+    memset(&d, 0, sizeof d);
+    if (!lmx_array_empty(h) && lmx_array_to_backend(gpu, &d, h)) die("upload");
+    return d;
+}
+
+/* Bytes moved = packed weight + scales/biases + x + out; one host copy of the
+ * weight uploaded nw times (> 200 MB together, so every call reads HBM). */
+static void bench_matmul_q(const char *label, const gq_spec *q, int64_t M, int64_t N, int64_t K) {
+    mq_arg a;
+    memset(&a, 0, sizeof a);
+    lmx_array hw, hs, hb;
+    if (gq_make(&rng, q, N, K, &hw, &hs, &hb)) die("quant alloc");
+    size_t wbytes = lmx_array_nbytes(&hw) + (lmx_array_empty(&hs) ? 0 : lmx_array_nbytes(&hs)) +
+                    (lmx_array_empty(&hb) ? 0 : lmx_array_nbytes(&hb));
+    a.nw = (int)((200u << 20) / wbytes) + 1;
+    if (a.nw > 64) a.nw = 64;
+    if (M > 8) a.nw = 1;
+    a.group = q->group;
+    a.x = rnd(LMX_F32, 2, M, K, 0, 1);
+    int64_t so[2] = {M, N};
+    if (lmx_array_alloc_on(gpu, &a.out, LMX_F32, 2, so)) die("alloc");
+    for (int i = 0; i < a.nw; i++) {
+        if (lmx_array_to_backend(gpu, &a.w[i], &hw)) die("upload");
+        a.sc[i] = up_or_empty(&hs);
+        a.bi[i] = up_or_empty(&hb);
+    }
+    double s = time_graph(mq_call, &a);
+    double bytes = (double)wbytes + 4.0 * (double)(M * K + M * N);
+    printf("matmul %-16s %-19s M=%-4lld N=%-6lld K=%-6lld %9.2f us  %7.1f GB/s  %5.1f%% of 3.1 TB/s  %7.1f TFLOP/s\n",
+           label, q->label, (long long)M, (long long)N, (long long)K, s * 1e6, bytes / s / 1e9,
+           bytes / s / 3.1e12 * 100, 2.0 * M * N * K / s / 1e12);
+    lmx_array_release(&a.x);
+    lmx_array_release(&a.out);
+    for (int i = 0; i < a.nw; i++) lmx_array_release(&a.w[i]), lmx_array_release(&a.sc[i]), lmx_array_release(&a.bi[i]);
+    lmx_array_release(&hw);
+    lmx_array_release(&hs);
+    lmx_array_release(&hb);
+}
+
+static const gq_spec BQ[] = {
+    {LMX_MLX_Q4, 64, LMX_BF16, true, "mlx 4-bit g64"}, {LMX_MLX_Q8, 64, LMX_BF16, true, "mlx 8-bit g64"},
+    {LMX_Q4_0, 0, LMX_F32, false, "gguf q4_0"},          {LMX_Q8_0, 0, LMX_F32, false, "gguf q8_0"},
+    {LMX_Q4_K, 0, LMX_F32, false, "gguf q4_K"},          {LMX_Q6_K, 0, LMX_F32, false, "gguf q6_K"},
+};
+
+/* only != NULL: a second backend started with LMX_CUDA_QGEMV=staged (MLX
+ * 4/8-bit decode through the staged kernel, same shapes) and
+ * LMX_CUDA_QTILE_MB=128 (prefill dequantizes 128 MB tiles, not 32). */
+static void bench_quant(const char *only) {
+    static const struct {
+        const char *label;
+        int64_t N, K;
+    } sh[] = {{"1B q/o", 2048, 2048}, {"1B k/v", 512, 2048}, {"1B gate/up", 8192, 2048}, {"1B down", 2048, 8192},
+              {"1B lm_head", 128256, 2048}, {"8B q/o", 4096, 4096}, {"8B k/v", 1024, 4096},
+              {"8B gate/up", 14336, 4096}, {"8B down", 4096, 14336}, {"8B lm_head", 128256, 4096}};
+    for (size_t f = 0; f < sizeof BQ / sizeof *BQ; f++) {
+        if (only && BQ[f].dt != LMX_MLX_Q4 && BQ[f].dt != LMX_MLX_Q8) continue;
+        for (size_t i = 0; i < sizeof sh / sizeof *sh; i++) {
+            char l[48];
+            snprintf(l, sizeof l, "%s%s", sh[i].label, only ? only : "");
+            bench_matmul_q(l, &BQ[f], 1, sh[i].N, sh[i].K);
+        }
+    }
+    if (only) {
+        bench_matmul_q("gemm [128 MB tiles]", &BQ[0], 512, 4096, 4096);
+        bench_matmul_q("gemm [128 MB tiles]", &BQ[0], 512, 14336, 4096);
+        return;
+    }
+    bench_matmul_q("8B q/o M=4", &BQ[0], 4, 4096, 4096);
+    bench_matmul_q("8B q/o M=8", &BQ[0], 8, 4096, 4096);
+    bench_matmul_q("8B q/o M=8", &BQ[2], 8, 4096, 4096);
+    for (size_t f = 0; f < sizeof BQ / sizeof *BQ; f++) bench_matmul_q("gemm", &BQ[f], 512, 4096, 4096);
+    bench_matmul_q("gemm", &BQ[0], 512, 14336, 4096);
 }
 
 /* ---- attention ------------------------------------------------------------- */
@@ -235,6 +326,7 @@ int main(int argc, char **argv) {
     bench_matmul("gemm", LMX_BF16, 2048, 8192, 8192);
     bench_matmul("gemm", LMX_F16, 512, 4096, 4096);
     bench_matmul("sgemm", LMX_F32, 512, 4096, 4096);
+    bench_quant(NULL);
     bench_attention(LMX_F32, 1, 640, 32, 8, 128);
     bench_attention(LMX_F32, 1, 640, 32, 8, 64);
     bench_attention(LMX_F32, 1, 1024, 32, 8, 128);
@@ -244,6 +336,12 @@ int main(int argc, char **argv) {
     bench_attention(LMX_F32, 512, 512, 32, 8, 128);
     bench_attention(LMX_BF16, 512, 512, 32, 8, 64);
     printf("peak device memory %.1f MiB\n", (double)lmx_cuda_mem_peak(gpu) / (1 << 20));
+    lmx_backend_free(gpu);
+    setenv("LMX_CUDA_QGEMV", "staged", 1); /* read when a backend starts */
+    setenv("LMX_CUDA_QTILE_MB", "128", 1);
+    if (lmx_backend_create("cuda", 0, &gpu)) die("backend");
+    gex.backend = gpu;
+    bench_quant(" [staged]");
     lmx_backend_free(gpu);
     return 0;
 }

@@ -6,9 +6,23 @@
  * Error = ||gpu - cpu|| / ||cpu|| over the written elements. Tolerances:
  * 1e-5 everywhere (bf16/f16 GEMMs split x into two halves; with
  * LMX_CUDA_FAST_GEMM=1 they round it once and need ~1e-2).
+ * The CPU side runs the plain-C reference kernels (LMX_CPU=reference is set
+ * before the backend starts, unless the caller set LMX_CPU).
+ *
+ * Quantized weights (every GGUF block format, MLX affine 2..8-bit at groups
+ * 32/64/128 with f32/f16/bf16 scales, mxfp4/nvfp4/mxfp8): random packed bytes
+ * (tests/gpu/gpu_quant_rand.h), rows that are and are not 16-byte aligned.
+ * matmul at M <= 8 (the packed-weight GEMVs) and M > 8 (dequantized bf16
+ * hi + lo tiles through cuBLAS): 1e-5, f32 accumulation of exactly
+ * dequantized weights in another order (GEMV: ~1e-7), resp. weights and x
+ * each carried to 16 bits (simulated ~3e-6). get_rows of quantized tables:
+ * 1e-6 (the decoders round as the host converters do: expected 0).
+ * MLX 4/8-bit decode runs once through the direct kernel and once more on a
+ * second backend started with LMX_CUDA_QGEMV=staged.
  * Exits 77 (ctest: skipped) with the reason when no CUDA device answers. */
 #include "backend/cuda/cuda.h"
 #include "core/ops.h"
+#include "gpu_quant_rand.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -311,6 +325,117 @@ static void t_copy(void) {
     rel(&src), rel(&dst), rel(&ds), rel(&dd);
 }
 
+/* ---- quantized weights ------------------------------------------------------ */
+
+static const gq_spec QSPECS[] = {
+    {LMX_Q4_0, 0, LMX_F32, false, "gguf q4_0"},
+    {LMX_Q4_1, 0, LMX_F32, false, "gguf q4_1"},
+    {LMX_Q5_0, 0, LMX_F32, false, "gguf q5_0"},
+    {LMX_Q5_1, 0, LMX_F32, false, "gguf q5_1"},
+    {LMX_Q8_0, 0, LMX_F32, false, "gguf q8_0"},
+    {LMX_Q2_K, 0, LMX_F32, false, "gguf q2_K"},
+    {LMX_Q3_K, 0, LMX_F32, false, "gguf q3_K"},
+    {LMX_Q4_K, 0, LMX_F32, false, "gguf q4_K"},
+    {LMX_Q5_K, 0, LMX_F32, false, "gguf q5_K"},
+    {LMX_Q6_K, 0, LMX_F32, false, "gguf q6_K"},
+    {LMX_MLX_Q4, 32, LMX_BF16, true, "mlx 4-bit g32 bf16"},
+    {LMX_MLX_Q4, 64, LMX_F16, true, "mlx 4-bit g64 f16"},
+    {LMX_MLX_Q4, 128, LMX_F32, true, "mlx 4-bit g128 f32"},
+    {LMX_MLX_Q8, 32, LMX_F16, true, "mlx 8-bit g32 f16"},
+    {LMX_MLX_Q8, 64, LMX_BF16, true, "mlx 8-bit g64 bf16"},
+    {LMX_MLX_Q8, 128, LMX_F32, true, "mlx 8-bit g128 f32"},
+    {LMX_MLX_Q2, 64, LMX_BF16, true, "mlx 2-bit g64 bf16"},
+    {LMX_MLX_Q3, 32, LMX_F16, true, "mlx 3-bit g32 f16"},
+    {LMX_MLX_Q5, 128, LMX_BF16, true, "mlx 5-bit g128 bf16"},
+    {LMX_MLX_Q6, 64, LMX_F32, true, "mlx 6-bit g64 f32"},
+    {LMX_MLX_FP4, 32, LMX_E8M0, false, "mxfp4 g32"},
+    {LMX_MLX_FP4, 16, LMX_E4M3, false, "nvfp4 g16"},
+    {LMX_MLX_FP8, 32, LMX_E8M0, false, "mxfp8 g32"},
+};
+#define N_QSPECS (sizeof QSPECS / sizeof *QSPECS)
+
+/* Shapes: a wide one, one whose GGUF K-quant / 3-bit rows are not 16-byte
+ * aligned (768 = 3 super-blocks), and for 32-wide units K = 96 (Q4_0 rows of
+ * 54 bytes) where the group divides it. */
+static bool qshape_ok(const gq_spec *q, int64_t K) {
+    const lmx_dtype_traits *t = lmx_dtype_info(q->dt);
+    return K % t->block == 0 && (!q->group || K % q->group == 0);
+}
+
+static void q_matmul_case(const gq_spec *q, int64_t M, int64_t N, int64_t K, bool bias, bool strided, const char *tag) {
+    lmx_array w, sc, bi;
+    if (gq_make(&rng, q, N, K, &w, &sc, &bi)) die("quant alloc");
+    int64_t xw = strided ? K + 64 : K;
+    lmx_array xf = H(LMX_F32, 2, M, xw, 0, 1), b = H(LMX_BF16, 1, N, 0, 0, 1), x, gx;
+    lmx_array_cols(&x, &xf, strided ? 32 : 0, K);
+    lmx_array oc = HP(LMX_F32, 2, M, N, 0), dx = D(&xf), dw = D(&w), db = D(&b), og = D(&oc), dsc, dbi;
+    memset(&dsc, 0, sizeof dsc);
+    memset(&dbi, 0, sizeof dbi);
+    if (!lmx_array_empty(&sc)) dsc = D(&sc);
+    if (!lmx_array_empty(&bi)) dbi = D(&bi);
+    lmx_array_cols(&gx, &dx, strided ? 32 : 0, K);
+    run2(lmx_matmul_q(&cex, &oc, &x, &w, bias ? &b : NULL, gq_opt(&sc), gq_opt(&bi), q->group),
+         lmx_matmul_q(&gex, &og, &gx, &dw, bias ? &db : NULL, gq_opt(&dsc), gq_opt(&dbi), q->group), "matmul_q");
+    char what[112];
+    snprintf(what, sizeof what, "matmul %s%s M=%lld N=%lld K=%lld%s%s", q->label, tag, (long long)M, (long long)N,
+             (long long)K, bias ? " +bias" : "", strided ? " strided x" : "");
+    cmp(what, &oc, &og, 1e-5);
+    lmx_array *all[] = {&w, &sc, &bi, &xf, &b, &oc, &dx, &dw, &db, &og, &dsc, &dbi};
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++) rel(all[i]);
+}
+
+static void t_quant_matmul(void) {
+    static const int64_t shapes[][2] = {{256, 4096}, {37, 768}, {19, 96}};
+    static const int64_t Ms[] = {1, 3, 8, 9, 64};
+    for (size_t qi = 0; qi < N_QSPECS; qi++)
+        for (int s = 0; s < 3; s++) {
+            if (!qshape_ok(&QSPECS[qi], shapes[s][1])) continue;
+            for (int mi = 0; mi < 5; mi++) {
+                if (s > 0 && (Ms[mi] == 3 || Ms[mi] == 9)) continue;
+                q_matmul_case(&QSPECS[qi], Ms[mi], shapes[s][0], shapes[s][1], (qi + s + mi) % 2 == 1, false, "");
+            }
+        }
+    q_matmul_case(&QSPECS[11], 3, 256, 4096, true, true, "");
+    q_matmul_case(&QSPECS[0], 3, 37, 768, false, true, "");
+}
+
+/* MLX 4/8-bit decode through the staged kernel (second backend). */
+static void t_quant_matmul_staged(lmx_backend *staged) {
+    lmx_backend *keep = gpu;
+    gpu = staged;
+    gex.backend = staged;
+    for (size_t qi = 0; qi < N_QSPECS; qi++) {
+        if (QSPECS[qi].dt != LMX_MLX_Q4 && QSPECS[qi].dt != LMX_MLX_Q8) continue;
+        q_matmul_case(&QSPECS[qi], 1, 256, 4096, false, false, " [staged]");
+        q_matmul_case(&QSPECS[qi], 8, 37, 768, true, false, " [staged]");
+    }
+    gpu = keep;
+    gex.backend = keep;
+}
+
+static void t_quant_get_rows(void) {
+    for (size_t qi = 0; qi < N_QSPECS; qi++) {
+        const gq_spec *q = &QSPECS[qi];
+        int64_t V = 300, K = 768;
+        lmx_array w, sc, bi;
+        if (gq_make(&rng, q, V, K, &w, &sc, &bi)) die("quant alloc");
+        lmx_array ids = H(LMX_I32, 1, 7, 0, 0, 0);
+        for (int r = 0; r < 7; r++) ((int32_t *)ids.data)[r] = r == 6 ? ((int32_t *)ids.data)[0] : (int32_t)(urand() * V);
+        lmx_array oc = HP(LMX_F32, 2, 7, K, 0), dw = D(&w), di = D(&ids), og = D(&oc), dsc, dbi;
+        memset(&dsc, 0, sizeof dsc);
+        memset(&dbi, 0, sizeof dbi);
+        if (!lmx_array_empty(&sc)) dsc = D(&sc);
+        if (!lmx_array_empty(&bi)) dbi = D(&bi);
+        run2(lmx_get_rows_q(&cex, &oc, &w, &ids, gq_opt(&sc), gq_opt(&bi), q->group),
+             lmx_get_rows_q(&gex, &og, &dw, &di, gq_opt(&dsc), gq_opt(&dbi), q->group), "get_rows_q");
+        char what[112];
+        snprintf(what, sizeof what, "get_rows %s [300,768] x7", q->label);
+        cmp(what, &oc, &og, 1e-6);
+        lmx_array *all[] = {&w, &sc, &bi, &ids, &oc, &dw, &di, &og, &dsc, &dbi};
+        for (size_t i = 0; i < sizeof all / sizeof *all; i++) rel(all[i]);
+    }
+}
+
 /* A decode-like sequence captured as one CUDA graph and replayed must match
  * the eager run (kernels queue no host synchronisation). */
 static void t_graph(void) {
@@ -355,6 +480,7 @@ int main(void) {
     const char *seed = getenv("LMX_TEST_SEED");
     rng = seed ? strtoull(seed, NULL, 10) : (uint64_t)time(NULL) * 2654435761u;
     if (!rng) rng = 1;
+    setenv("LMX_CPU", "reference", 0); /* the oracle: plain-C kernels (read when the CPU backend starts) */
     if (lmx_backend_create("cpu", 0, &cpu) || lmx_backend_create("cuda", 0, &gpu)) die("backend");
     cex.backend = cpu;
     gex.backend = gpu;
@@ -362,19 +488,32 @@ int main(void) {
     if (lmx_cuda_device_info(info, sizeof info)) die("device info");
     printf("device: %s\nseed: %llu\n", info, (unsigned long long)rng);
     size_t base = lmx_cuda_mem_in_use(gpu);
-    t_get_rows();
-    t_matmul();
-    t_norms();
-    t_rope();
-    t_attention();
-    t_elementwise();
-    t_copy();
-    t_graph();
+    const char *only = getenv("LMX_TEST_ONLY"); /* "quant": the quantized cases alone (for the sanitizers) */
+    if (!only || strcmp(only, "quant")) {
+        t_get_rows();
+        t_matmul();
+        t_norms();
+        t_rope();
+        t_attention();
+        t_elementwise();
+        t_copy();
+        t_graph();
+    }
+    t_quant_get_rows();
+    t_quant_matmul();
     size_t after = lmx_cuda_mem_in_use(gpu);
     bool mem_ok = after <= base + (64u << 20); /* scratch may have grown; arrays are all freed */
     printf("%s device memory: %zu bytes held at start, %zu after all cases (peak %zu)\n", mem_ok ? "ok  " : "FAIL",
            base, after, lmx_cuda_mem_peak(gpu));
     mem_ok ? n_ok++ : n_bad++;
+    const char *qg = getenv("LMX_CUDA_QGEMV");
+    setenv("LMX_CUDA_QGEMV", "staged", 1);
+    lmx_backend *staged;
+    if (lmx_backend_create("cuda", 0, &staged)) die("second backend");
+    if (qg) setenv("LMX_CUDA_QGEMV", qg, 1);
+    else unsetenv("LMX_CUDA_QGEMV");
+    t_quant_matmul_staged(staged);
+    lmx_backend_free(staged);
     lmx_backend_free(gpu);
     lmx_backend_free(cpu);
     printf("%d passed, %d failed\n", n_ok, n_bad);

@@ -14,6 +14,22 @@
  *   attention: |fast - ref| <= 1e-5 * max|v| (softmax weights sum to 1)
  *   rope:      bitwise equal (same operations per element)
  * Results must also be bitwise identical for 1 and 2 threads.
+ *
+ * GGUF Q8_0/Q4_0/Q6_K weights run with int8 activations (cpu_qdot.c): x is
+ * rounded to x^_k = d_b q_k per 32-block b (d_b = max|x|/127), so the bound
+ * is derived, not fitted (u = 2^-24, γ_n = n u / (1 - n u)):
+ *   (a) vs the f32 reference:
+ *       |fast - ref| <= Σ_b d_b (0.5 + 2.3e-5) Σ_(k in b) |w_k|      (rounding of x)
+ *                     + γ_(K/16+10) · Σ_k |s_k| (umax + off) |x^_k|   (kernel's f32 part)
+ *                     + γ_(K+1) · Σ_k |w_k x_k|                       (reference's f32 part)
+ *       where s_k is w_k's block scale, off the unsigned offset and umax
+ *       the largest unsigned code (Q4_0 15/8, Q8_0 255/128, Q6_K 63/32):
+ *       the kernels' partial sums are over u = w/s + off, not w/s;
+ *   (b) vs the same dot with the declared rounding, computed here in double:
+ *       |fast - Σ_k w_k x^_k| <= the kernel's f32 part above,
+ *       so a kernel that rounds x differently, or scales a block wrongly,
+ *       fails even where (a) would still hold;
+ *   and every table's quantize_x gives exactly this test's q and d.
  */
 #include "testing.h"
 
@@ -60,6 +76,45 @@ static void fill(lmx_array *a) {
 static void poison(lmx_array *a) {
     float *p = a->data;
     for (int64_t i = 0; i < lmx_array_numel(a); i++) p[i] = NAN;
+}
+
+/* The int8 activation rounding as cpu_qdot.c declares it, written
+ * independently (nearbyintf instead of the library's magic constant). */
+static void ref_quantize(const float *x, int64_t K, int8_t *q, float *d) {
+    for (int64_t b = 0; b < K / 32; b++) {
+        float amax = 0;
+        bool bad = false;
+        for (int j = 0; j < 32; j++) {
+            amax = fmaxf(amax, fabsf(x[32 * b + j]));
+            bad |= !isfinite(x[32 * b + j]);
+        }
+        float id = amax > 0 && !bad ? 127.0f / amax : 0.0f;
+        d[b] = bad ? NAN : amax / 127.0f;
+        for (int j = 0; j < 32; j++) q[32 * b + j] = (int8_t)(id != 0.0f ? nearbyintf(x[32 * b + j] * id) : 0.0f);
+    }
+}
+
+static double gamma_n(double n) { return n * 0x1p-24 / (1 - n * 0x1p-24); }
+
+/* |block scale| of every weight element (Q4_0/Q8_0: f16 d; Q6_K: d·sc). */
+static void weight_scales(const lmx_array *w, float *s) {
+    const uint8_t *p = w->data;
+    int64_t n = lmx_array_numel(w);
+    for (int64_t e = 0; e < n; e++) {
+        uint16_t h;
+        if (w->dtype == LMX_Q6_K) {
+            const uint8_t *b = p + (e / 256) * 210;
+            memcpy(&h, b + 208, 2);
+            s[e] = fabsf(lmx_f16_to_f32(h) * (float)((const int8_t *)(b + 192))[(e % 256) / 16]);
+        } else {
+            memcpy(&h, p + (e / 32) * (w->dtype == LMX_Q8_0 ? 34 : 18), 2);
+            s[e] = fabsf(lmx_f16_to_f32(h));
+        }
+    }
+}
+
+static bool int8_path(const lmx_simd_kernels *k, lmx_dtype wt) {
+    return k->quantize_x && lmx_int8_activations() && (wt == LMX_Q8_0 || wt == LMX_Q4_0 || wt == LMX_Q6_K);
 }
 
 static lmx_array arr(lmx_dtype dt, int ndim, int64_t d0, int64_t d1, int64_t d2) {
@@ -109,13 +164,39 @@ static void matmul_case_g(const lmx_simd_kernels *k, lmx_dtype wt, int64_t M, in
         CHECK_OK(lmx_array_to_f32(&w, wf));
     int bad = 0;
     const float *r = o_ref.data, *f1 = o1.data, *f2 = o2.data;
+    const bool q8 = int8_path(k, wt);
+    int8_t *xq = q8 ? malloc((size_t)K) : NULL;
+    float *xd = q8 ? malloc((size_t)(K / 32) * sizeof(float)) : NULL, *ws = q8 ? malloc((size_t)(N * K) * sizeof(float)) : NULL;
+    const double cu = wt == LMX_Q4_0 ? 15 + 8 : wt == LMX_Q8_0 ? 255 + 128 : 63 + 32; /* umax + off */
+    if (q8) weight_scales(&w, ws);
     for (int64_t m = 0; m < M && bad < 3; m++) {
         const float *xr = (const float *)x.data + m * x.strides[0];
+        if (q8) ref_quantize(xr, K, xq, xd);
         for (int64_t j = 0; j < N && bad < 3; j++) {
             double mag = 0;
             for (int64_t kk = 0; kk < K; kk++) mag += fabs((double)xr[kk] * wf[j * K + kk]);
             double tol = 1e-5 * mag + 1e-30;
             float a = f1[m * N + j], e = r[m * N + j];
+            if (q8) {
+                double rnd = 0, magu = 0, sim = 0;
+                for (int64_t kk = 0; kk < K; kk++) {
+                    double xh = (double)xd[kk / 32] * xq[kk];
+                    rnd += (double)xd[kk / 32] * (0.5 + 2.3e-5) * fabs((double)wf[j * K + kk]);
+                    magu += ws[j * K + kk] * cu * fabs(xh);
+                    sim += (double)wf[j * K + kk] * xh;
+                }
+                /* the bias is added to the f32 dot: one more rounding */
+                double bj = bias ? lmx_bf16_to_f32(((const uint16_t *)b.data)[j]) : 0.0;
+                sim += bj;
+                double tk = gamma_n((double)K / 16 + 10) * magu + 0x1p-23 * (fabs(sim) + fabs(bj)) + 1e-30;
+                if (!(fabs((double)a - sim) <= tk)) {
+                    CHECK_MSG(0, "%s int8 matmul %s M=%lld N=%lld K=%lld: [%lld,%lld] %.9g vs x^-dot %.9g (tol %g)",
+                              k->name, lmx_dtype_info(wt)->name, (long long)M, (long long)N, (long long)K, (long long)m,
+                              (long long)j, a, sim, tk);
+                    bad++;
+                }
+                tol = rnd + tk + gamma_n((double)K + 1) * mag;
+            }
             if (!(fabs((double)a - e) <= tol)) {
                 CHECK_MSG(0, "%s matmul %s M=%lld N=%lld K=%lld bias=%d: [%lld,%lld] %g vs ref %g (tol %g)", k->name,
                           lmx_dtype_info(wt)->name, (long long)M, (long long)N, (long long)K, bias, (long long)m,
@@ -129,7 +210,7 @@ static void matmul_case_g(const lmx_simd_kernels *k, lmx_dtype wt, int64_t M, in
             }
         }
     }
-    free(wf);
+    free(wf), free(xq), free(xd), free(ws);
     lmx_array *all[] = {&xw, &w, &b, &o_ref, &o1, &o2, &sc, &bi};
     for (size_t i = 0; i < sizeof all / sizeof *all; i++) lmx_array_release(all[i]);
 }
@@ -160,8 +241,11 @@ static void matmul_all(const lmx_simd_kernels *k) {
         for (int d = 0; d < 3; d++)
             matmul_case(k, dts[d], shapes[s][0], shapes[s][1], shapes[s][2], (s + d) % 2 == 1, s % 3 == 2 ? 5 : 0);
     /* GGUF blocks: K a multiple of 32; decode (quantized matvec) and GEMM. */
-    static const int64_t qshapes[][3] = {{1, 1, 32}, {1, 37, 96}, {2, 9, 64}, {3, 33, 320},
-                                         {5, 45, 256}, {13, 70, 544}, {1, 130, 2048}};
+    /* Also the int8 GEMM's tails: K past its 512-column panels, M past 512
+     * rows, odd row/column tiles. */
+    static const int64_t qshapes[][3] = {{1, 1, 32},    {1, 37, 96}, {2, 9, 64},    {3, 33, 320},
+                                         {5, 45, 256},  {13, 70, 544}, {1, 130, 2048}, {20, 70, 1056},
+                                         {530, 9, 64}, {7, 33, 96}};
     lmx_dtype qts[] = {LMX_Q8_0, LMX_Q4_0};
     for (size_t s = 0; s < sizeof qshapes / sizeof *qshapes; s++)
         for (int d = 0; d < 2; d++)
@@ -170,6 +254,8 @@ static void matmul_all(const lmx_simd_kernels *k) {
     matmul_case(k, LMX_Q6_K, 1, 7, 256, false, 0);
     matmul_case(k, LMX_Q6_K, 2, 35, 768, true, 3);
     matmul_case(k, LMX_Q6_K, 6, 33, 512, false, 0);
+    matmul_case(k, LMX_Q6_K, 9, 40, 1280, true, 0);
+    matmul_case(k, LMX_Q6_K, 3, 5, 1024, false, 2);
     /* MLX affine 4/8-bit, groups 32/64/128, decode and GEMM. */
     lmx_dtype mts[] = {LMX_MLX_Q4, LMX_MLX_Q8};
     for (int d = 0; d < 2; d++) {
@@ -182,6 +268,65 @@ static void matmul_all(const lmx_simd_kernels *k) {
 }
 
 static void test_matmul(void) { each_isa(matmul_all); }
+
+/* Every table's quantize_x equals the declared rounding: q, d, Σq exactly;
+ * Σx within its f32 summation error. Blocks of mixed scale, a zero block,
+ * exact ties (x·id = k + 0.5) and a NaN / an Inf block. */
+static void quantize_all(const lmx_simd_kernels *k) {
+    if (!k->quantize_x) return;
+    enum { K = 32 * 8 };
+    float x[K];
+    for (int i = 0; i < K; i++) x[i] = frand() * (i < 64 ? 1e-3f : 3.0f);
+    for (int i = 64; i < 96; i++) x[i] = 0;
+    for (int i = 96; i < 128; i++) x[i] = (float)(i - 112) + 0.5f; /* amax 15.5: id = 127/15.5 */
+    x[96] = 127.0f;                                                 /* ... now amax 127: id = 1, ties at k + 0.5 */
+    x[130] = NAN;
+    x[200] = INFINITY;
+    int8_t q[K], rq[K];
+    float d[K / 32], rd[K / 32], sum[K / 32];
+    int32_t s32[K / 32];
+    int16_t s16[K / 16];
+    k->quantize_x(x, K, q, d, sum, s32, s16);
+    ref_quantize(x, K, rq, rd);
+    CHECK_MSG(memcmp(q, rq, K) == 0, "%s quantize_x: q differs from the declared rounding", k->name);
+    for (int b = 0; b < K / 32; b++) {
+        CHECK_MSG(memcmp(&d[b], &rd[b], 4) == 0 || (isnan(d[b]) && isnan(rd[b])), "%s quantize_x: d[%d] %g vs %g",
+                  k->name, b, d[b], rd[b]);
+        int32_t t0 = 0, t1 = 0;
+        double sx = 0, ax = 0;
+        for (int j = 0; j < 16; j++) t0 += rq[32 * b + j], t1 += rq[32 * b + 16 + j];
+        for (int j = 0; j < 32; j++) sx += x[32 * b + j], ax += fabs(x[32 * b + j]);
+        CHECK_MSG(s32[b] == t0 + t1 && s16[2 * b] == t0 && s16[2 * b + 1] == t1, "%s quantize_x: block sums of %d",
+                  k->name, b);
+        if (isfinite(sx)) CHECK_MSG(fabs(sum[b] - sx) <= gamma_n(32) * ax, "%s quantize_x: sum[%d]", k->name, b);
+        if (b == 4 || b == 6) CHECK_MSG(isnan(d[b]), "%s quantize_x: block %d holds NaN/Inf but d = %g", k->name, b, d[b]);
+    }
+}
+
+/* A NaN in x makes its whole output row NaN on the int8 path, as in the
+ * reference (decode and GEMM). */
+static void nan_rows(const lmx_simd_kernels *k) {
+    if (!int8_path(k, LMX_Q4_0)) return;
+    for (int64_t M = 1; M <= 6; M += 5) {
+        lmx_array x = arr(LMX_F32, 2, M, 64, 0), w = arr(LMX_Q4_0, 2, 40, 64, 0), o = arr(LMX_F32, 2, M, 40, 0);
+        fill(&x), fill(&w);
+        ((float *)x.data)[(M - 1) * 64 + 37] = NAN;
+        lmx_node n = {.op = LMX_OP_MATMUL, .out = &o, .src = {&x, &w}};
+        CHECK_OK(lmx_fast_matmul_with(k, &n, pool2));
+        const float *y = o.data;
+        for (int64_t j = 0; j < 40; j++) {
+            CHECK_MSG(isnan(y[(M - 1) * 40 + j]), "%s M=%lld: output %lld of the NaN row is %g", k->name, (long long)M,
+                      (long long)j, y[(M - 1) * 40 + j]);
+            if (M > 1) CHECK_MSG(isfinite(y[j]), "%s: a clean row got %g", k->name, y[j]);
+        }
+        lmx_array_release(&x), lmx_array_release(&w), lmx_array_release(&o);
+    }
+}
+
+static void test_int8_activations(void) {
+    each_isa(quantize_all);
+    each_isa(nan_rows);
+}
 
 static void attn_case(const lmx_simd_kernels *k, int64_t T, int64_t H, int64_t Hkv, int64_t hd, int64_t pos0,
                       int window, float softcap) {
@@ -282,6 +427,7 @@ void run_tests(void) {
     }
     TEST(test_dispatch);
     TEST(test_matmul);
+    TEST(test_int8_activations);
     TEST(test_attention);
     TEST(test_rope);
     lmx_pool_free(pool1);

@@ -176,10 +176,16 @@ bool cli_sampling_flag(cli_args *a, const char *f, lmx_generate_options *o) {
 
 lmx_status cli_load_model(const char *model, long long threads, const char *device, bool no_tokenizer,
                           lmx_model **out) {
+    return cli_load_model_adapters(model, NULL, threads, device, no_tokenizer, out);
+}
+
+lmx_status cli_load_model_adapters(const char *model, const char *adapter_path, long long threads, const char *device,
+                                   bool no_tokenizer, lmx_model **out) {
     lmx_load_options lo;
     lmx_load_options_init(&lo);
     lo.n_threads = (int)threads;
     lo.no_tokenizer = no_tokenizer;
+    lo.adapter_path = adapter_path;
     if (device) lo.device = device;
     return lmx_load(model ? model : cli_default_model(), &lo, out);
 }

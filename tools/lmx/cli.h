@@ -48,6 +48,9 @@ bool cli_sampling_flag(cli_args *a, const char *f, lmx_generate_options *o);
  * library status; the caller prints it with cli_lib_fail. */
 lmx_status cli_load_model(const char *model, long long threads, const char *device, bool no_tokenizer,
                           lmx_model **out);
+/* The same with --adapter-path (NULL = none): LoRA/DoRA/full adapters applied. */
+lmx_status cli_load_model_adapters(const char *model, const char *adapter_path, long long threads, const char *device,
+                                   bool no_tokenizer, lmx_model **out);
 /* Parses "1,2,3" into a malloc'ed id array. */
 bool cli_ids(const char *cmd, const char *flag, const char *s, int32_t **ids, size_t *n);
 
@@ -93,5 +96,7 @@ int cmd_convert(int argc, char **argv);
 int cmd_perplexity(int argc, char **argv);
 int cmd_cache_prompt(int argc, char **argv);
 int cmd_chat(int argc, char **argv);
+int cmd_fuse(int argc, char **argv);
+int cmd_lora(int argc, char **argv);
 
 #endif

@@ -58,14 +58,15 @@ int cmd_bench(int argc, char **argv) {
     const char *cmd = "bench";
     cli_args a;
     cli_init(&a, argc, argv);
-    const char *model = NULL, *device = NULL;
+    const char *model = NULL, *device = NULL, *adapter_path = NULL;
     long long p = 512, g = 128, b = 1, n = 5, threads = 0;
     bool json = false;
     const char *f;
     while ((f = cli_next(&a))) {
         if (!strcmp(f, "--help") || !strcmp(f, "-h")) {
             printf("usage: lmx bench [--model PATH] [-p/--prompt-tokens 512] [-g/--generation-tokens 128]\n"
-                   "                 [-b/--batch-size 1] [-n/--num-trials 5] [--threads N] [--device cpu|cuda|auto] [--json]\n");
+                   "                 [-b/--batch-size 1] [-n/--num-trials 5] [--threads N] [--device cpu|cuda|auto] [--json]\n"
+                   "                 [--adapter-path PATH]\n");
             return 0;
         } else if (!strcmp(f, "--model")) {
             model = cli_value(&a, f);
@@ -83,6 +84,8 @@ int cmd_bench(int argc, char **argv) {
             device = cli_value(&a, f);
         } else if (!strcmp(f, "--json")) {
             json = true;
+        } else if (!strcmp(f, "--adapter-path")) {
+            adapter_path = cli_value(&a, f);
         } else {
             return cli_unknown(cmd, f);
         }
@@ -91,7 +94,7 @@ int cmd_bench(int argc, char **argv) {
     if (!model) model = cli_default_model();
     double t0 = now_s();
     lmx_model *m;
-    if (cli_load_model(model, threads, device, true, &m)) return cli_lib_fail(cmd);
+    if (cli_load_model_adapters(model, adapter_path, threads, device, true, &m)) return cli_lib_fail(cmd);
     double load_s = now_s() - t0;
     int V = lmx_model_vocab_size(m);
     int32_t *prompt = malloc((size_t)p * sizeof *prompt);

@@ -22,6 +22,7 @@ static const char *usage_text =
     "  --quantized-kv-start N    quantize once the cache holds N tokens (default 5000)\n"
     "  --eos-token T             recorded in the tokenizer_config metadata\n"
     "  --prefill-step-size N     prompt chunk size (default 2048)\n"
+    "  --adapter-path PATH       LoRA/DoRA/full adapters (mlx_lm.lora's folder); runs on the CPU\n"
     "  --threads N               CPU threads (default: one per core)\n"
     "  --device cpu|cuda|auto    (default auto: cuda when a GPU is present)\n";
 
@@ -46,7 +47,7 @@ int cmd_cache_prompt(int argc, char **argv) {
     const char *cmd = "cache-prompt";
     cli_args a;
     cli_init(&a, argc, argv);
-    const char *model = NULL, *prompt_arg = NULL, *file = NULL, *device = NULL, *eos = NULL;
+    const char *model = NULL, *prompt_arg = NULL, *file = NULL, *device = NULL, *eos = NULL, *adapter_path = NULL;
     lmx_cache_options co;
     lmx_cache_options_init(&co);
     long long threads = 0, step = 2048;
@@ -72,6 +73,8 @@ int cmd_cache_prompt(int argc, char **argv) {
             if (cli_int(&a, f, 0, 1 << 30, &iv)) co.quantized_kv_start = (int)iv;
         } else if (!strcmp(f, "--eos-token")) {
             eos = cli_value(&a, f);
+        } else if (!strcmp(f, "--adapter-path")) {
+            adapter_path = cli_value(&a, f);
         } else if (!strcmp(f, "--prefill-step-size")) {
             cli_int(&a, f, 1, 1 << 20, &step);
         } else if (!strcmp(f, "--threads")) {
@@ -89,7 +92,7 @@ int cmd_cache_prompt(int argc, char **argv) {
     }
     if (!model) model = cli_default_model();
     lmx_model *m;
-    if (cli_load_model(model, threads, device, false, &m)) return cli_lib_fail(cmd);
+    if (cli_load_model_adapters(model, adapter_path, threads, device, false, &m)) return cli_lib_fail(cmd);
     const lmx_tokenizer *tok = lmx_model_tokenizer(m);
     int rc = 0;
     char *prompt = NULL, *text = NULL, *tc = NULL;

@@ -35,6 +35,7 @@ static const char *usage_text =
     "  --seed S                  (default 0)\n"
     "  --max-kv-size N           rotating KV cache of N tokens (keeps the first 4)\n"
     "  --prefill-step-size N     prompt chunk size (default 2048)\n"
+    "  --adapter-path PATH       LoRA/DoRA/full adapters (mlx_lm.lora's folder); runs on the CPU\n"
     "  --threads N               CPU threads (default: one per core)\n"
     "  --device cpu|cuda|auto    (default auto: cuda when a GPU is present)\n"
     "\n"
@@ -132,7 +133,7 @@ int cmd_chat(int argc, char **argv) {
     const char *cmd = "chat";
     cli_args a;
     cli_init(&a, argc, argv);
-    const char *model = NULL, *system = NULL, *device = NULL;
+    const char *model = NULL, *system = NULL, *device = NULL, *adapter_path = NULL;
     lmx_generate_options o;
     lmx_generate_options_init(&o);
     o.max_tokens = 256;
@@ -152,6 +153,8 @@ int cmd_chat(int argc, char **argv) {
             model = cli_value(&a, f);
         } else if (!strcmp(f, "--system-prompt")) {
             system = cli_value(&a, f);
+        } else if (!strcmp(f, "--adapter-path")) {
+            adapter_path = cli_value(&a, f);
         } else if (!strcmp(f, "--max-kv-size")) {
             if (cli_int(&a, f, 5, 1 << 30, &iv)) co.max_kv_size = (int)iv;
         } else if (!strcmp(f, "--threads")) {
@@ -165,7 +168,7 @@ int cmd_chat(int argc, char **argv) {
     }
     if (!model) model = cli_default_model();
     lmx_model *m;
-    if (cli_load_model(model, threads, device, false, &m)) return cli_lib_fail(cmd);
+    if (cli_load_model_adapters(model, adapter_path, threads, device, false, &m)) return cli_lib_fail(cmd);
     const lmx_tokenizer *tok = lmx_model_tokenizer(m);
     if (!tok) {
         cli_fail(cmd, "%s: model has no tokenizer", model);

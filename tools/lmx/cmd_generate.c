@@ -42,6 +42,7 @@ static const char *usage_text =
     "  --prompts-file FILE       one prompt per line (text, JSON string or {\"prompt\": ...}),\n"
     "                            generated together with continuous batching\n"
     "  --batch-size N            sequences decoded together with --prompts-file (default 32)\n"
+    "  --adapter-path PATH       LoRA/DoRA/full adapters (mlx_lm.lora's folder); runs on the CPU\n"
     "  --draft-model PATH        speculative decoding with this draft model (same vocabulary)\n"
     "  --num-draft-tokens N      tokens the draft proposes per step (default 3)\n"
     "  --threads N               CPU threads (default: one per core)\n"
@@ -127,7 +128,7 @@ int cmd_generate(int argc, char **argv) {
     const char *cmd = "generate";
     cli_args a;
     cli_init(&a, argc, argv);
-    const char *model = NULL, *prompt_arg = "hello", *system = NULL, *template_cfg = NULL, *device = NULL;
+    const char *model = NULL, *prompt_arg = "hello", *system = NULL, *template_cfg = NULL, *device = NULL, *adapter_path = NULL;
     const char *prefill = NULL, *cache_file = NULL, *draft_path = NULL, *prompts_file = NULL;
     long long batch_size = 32;
     bool kv_bits_given = false;
@@ -167,6 +168,8 @@ int cmd_generate(int argc, char **argv) {
             cli_int(&a, f, 1, 4096, &batch_size);
         } else if (!strcmp(f, "--draft-model")) {
             draft_path = cli_value(&a, f);
+        } else if (!strcmp(f, "--adapter-path")) {
+            adapter_path = cli_value(&a, f);
         } else if (!strcmp(f, "--num-draft-tokens")) {
             if (cli_int(&a, f, 1, 32, &iv)) o.num_draft_tokens = (int)iv;
         } else if (!strcmp(f, "--prompt-cache-file")) {
@@ -225,7 +228,7 @@ int cmd_generate(int argc, char **argv) {
     }
     if (!model) model = cli_default_model();
     lmx_model *m;
-    if (cli_load_model(model, threads, device, false, &m)) {
+    if (cli_load_model_adapters(model, adapter_path, threads, device, false, &m)) {
         lmx_free(cache_model);
         return cli_lib_fail(cmd);
     }

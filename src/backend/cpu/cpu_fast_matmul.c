@@ -8,9 +8,11 @@
  * another process (or by its share of the memory bus) does fewer chunks
  * instead of leaving the other one spinning at the join. Which thread does a
  * row never changes its value.
- * GGUF Q8_0/Q4_0/Q6_K and MLX affine 4/8-bit weights take the same two paths
- * (quantized matvec where the table has one; the GEMM dequantizes each panel
- * once, with the reference's arithmetic).
+ * GGUF Q8_0/Q4_0/Q6_K weights go to the int8-activation kernels first
+ * (cpu_fast_qmatmul.c); with LMX_INT8_ACT=0, and for MLX affine 4/8-bit
+ * weights, they take the same two paths as floats (quantized matvec where
+ * the table has one; the GEMM dequantizes each panel once, with the
+ * reference's arithmetic).
  * Larger M (prefill): a blocked GEMM. Threads take contiguous ranges of NR-row
  * weight panels; per (MC x KC) block every thread packs x into A[k][MR] once,
  * then converts each weight panel to f32 once (B[k][NR], L1-resident) and
@@ -70,7 +72,7 @@ static bool handled(const lmx_simd_kernels *k, const lmx_node *n) {
 }
 
 /* Adds the bias to out columns [lo, hi) of all M rows. */
-static bool add_bias(const lmx_array *b, float *out, int64_t os, int64_t M, int64_t lo, int64_t hi) {
+bool lmx_fast_add_bias(const lmx_array *b, float *out, int64_t os, int64_t M, int64_t lo, int64_t hi) {
     if (!b || hi <= lo) return true;
     float *bf = lmx_fast_scratch(3, hi - lo);
     if (!bf) return false;
@@ -104,7 +106,7 @@ static void matvec_task(int ith, int nth, void *arg) {
                                n->src[3]->dtype, n->src[3]->data, n->src[4]->data, n->ip[0]);
         else
             job->k->matvec_q(w->dtype, w->data, K, lo, hi, x->data, xs, M, out, os);
-        if (!add_bias(n->src[2], out, os, M, lo, hi)) job->failed = true;
+        if (!lmx_fast_add_bias(n->src[2], out, os, M, lo, hi)) job->failed = true;
     }
 }
 
@@ -194,11 +196,14 @@ static void gemm_task(int ith, int nth, void *arg) {
         }
     }
     int64_t lo = plo * NR, hi = phi * NR < N ? phi * NR : N;
-    if (!add_bias(n->src[2], out, os, M, lo, hi)) job->failed = true;
+    if (!lmx_fast_add_bias(n->src[2], out, os, M, lo, hi)) job->failed = true;
 }
 
 lmx_status lmx_fast_matmul_with(const lmx_simd_kernels *k, const lmx_node *n, lmx_pool *pool) {
-    if (!k || !handled(k, n)) return lmx_cpu_matmul(n, pool);
+    if (!k) return lmx_cpu_matmul(n, pool);
+    lmx_status st;
+    if (lmx_fast_qmatmul(k, n, pool, &st)) return st;
+    if (!handled(k, n)) return lmx_cpu_matmul(n, pool);
     fm_job job = {.k = k, .n = n};
     atomic_init(&job.failed, false);
     atomic_init(&job.next, 0);

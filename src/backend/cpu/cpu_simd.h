@@ -22,9 +22,23 @@
 typedef enum lmx_isa {
     LMX_ISA_GENERIC = 0,
     LMX_ISA_AVX2 = 1,   /* AVX2 + FMA + F16C */
-    LMX_ISA_AVX512 = 2, /* AVX-512 F/BW/VL/DQ (+ the AVX2 set) */
+    LMX_ISA_AVX512 = 2, /* AVX-512 F/BW/VL/DQ/VNNI (+ the AVX2 set) */
     LMX_ISA_COUNT
 } lmx_isa;
+
+/* Activation rows quantized to int8 for the integer dot-product kernels
+ * (cpu_qdot.c documents the format and its error bound): blocks of 32,
+ * x ≈ d·q with d = max|x|/127 per block, q = round-to-nearest-even(x·127/max|x|).
+ * Row m of each array starts at m·(qrs, K/32, K/32, K/16) elements. */
+typedef struct lmx_xq {
+    int64_t K;    /* elements per row, a multiple of 32 */
+    int64_t qrs;  /* bytes from one row of q to the next (>= K) */
+    int8_t *q;    /* [M][qrs] */
+    float *d;     /* [M][K/32] block scale; NaN when the block holds a NaN/Inf */
+    float *sum;   /* [M][K/32] Σx of the block in f32 (MLX affine bias term) */
+    int32_t *s32; /* [M][K/32] Σq of the block (offset corrections) */
+    int16_t *s16; /* [M][K/16] Σq of each half block (Q6_K sub-blocks) */
+} lmx_xq;
 
 /* GEMM register tile: MR rows of x times NR weight rows (output columns).
  * Packed panels: A[k][MR] (x rows, f32), B[k][NR] (weight rows, f32). */
@@ -66,6 +80,25 @@ typedef struct lmx_simd_kernels {
     void (*gemm_tile)(int64_t kc, const float *A, const float *B, float *C, int64_t cs, int mr, int nr,
                       bool accumulate);
 
+    /* int8-activation path (all NULL where the table has none; the driver
+     * then uses matvec_q / the f32 GEMM). quantize_x: one row of K floats
+     * (K a multiple of 32) into q[K], d/sum/s32[K/32], s16[K/16]; the same
+     * values on every table (see cpu_qdot.c). */
+    void (*quantize_x)(const float *x, int64_t K, int8_t *q, float *d, float *sum, int32_t *s32, int16_t *s16);
+    /* As matvec_q (GGUF Q8_0, Q4_0, Q6_K rows), against M rows of xq. */
+    void (*matvec_qx)(lmx_dtype wt, const void *w, int64_t K, int64_t r0, int64_t r1, const lmx_xq *x, int64_t M,
+                      float *y, int64_t ys);
+    /* Prefill: int8 GEMM over packed panels of QNR weight rows (see
+     * cpu_qdot.h for the packed layout). pack_qx packs rows [n0, n0+nr),
+     * columns [k0, k0+kc) (kc a multiple of 32, k0 of the weight block);
+     * gemm_qx computes C[i*cs + j] (+)= x_(m0+i) · w_(n0+j) over those
+     * columns for i < mr, j < nr. */
+    int qmr, qnr;
+    void (*pack_qx)(lmx_dtype wt, const void *w, int64_t K, int64_t n0, int nr, int64_t k0, int64_t kc,
+                    uint8_t *B, float *Bs);
+    void (*gemm_qx)(lmx_dtype wt, int64_t kc, const lmx_xq *x, int64_t m0, int64_t k0, const int32_t *corr,
+                    const uint8_t *B, const float *Bs, float *C, int64_t cs, int mr, int nr, bool accumulate);
+
     /* Attention leaves. scores: s[g*ss + j] = (q_g · k_j) * scale for g < G,
      * j < n; q_g = q + g*qs, k_j = k + j*ks, hd features. */
     void (*attn_scores)(const float *q, int G, int64_t qs, const float *k, int64_t ks, int64_t n, int64_t hd,
@@ -97,11 +130,21 @@ extern const lmx_simd_kernels lmx_simd_avx512;
 lmx_status lmx_fast_matmul_with(const lmx_simd_kernels *k, const lmx_node *n, lmx_pool *pool);
 lmx_status lmx_fast_attention_with(const lmx_simd_kernels *k, const lmx_node *n, lmx_pool *pool);
 lmx_status lmx_fast_matmul(const lmx_node *n, lmx_pool *pool);
+/* The int8-activation matmul (cpu_fast_qmatmul.c): false when it does not
+ * handle n (then nothing ran), else true with its status in *st. */
+bool lmx_fast_qmatmul(const lmx_simd_kernels *k, const lmx_node *n, lmx_pool *pool, lmx_status *st);
+/* out[m*os + j] += bias[j] for m < M, j in [lo, hi); false when out of memory. */
+bool lmx_fast_add_bias(const lmx_array *b, float *out, int64_t os, int64_t M, int64_t lo, int64_t hi);
 lmx_status lmx_fast_attention(const lmx_node *n, lmx_pool *pool);
 lmx_status lmx_fast_rope(const lmx_node *n, lmx_pool *pool);
 
+/* Whether GGUF block weights use the int8-activation kernels (default yes;
+ * LMX_INT8_ACT=0 says no). */
+bool lmx_int8_activations(void);
+
 /* Per-thread scratch for the fast kernels (64-byte aligned, grown on demand,
- * never shrunk: a steady decode loop allocates nothing). slot 0..3. */
+ * never shrunk: a steady decode loop allocates nothing). slot 0..6; slot 4
+ * holds the int8 activations of the thread that started a matmul. */
 float *lmx_fast_scratch(int slot, int64_t n);
 
 #endif

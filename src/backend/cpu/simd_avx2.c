@@ -5,7 +5,7 @@
  * rows with two accumulators each (8 of 16 ymm), GEMM tile 6 x 16 (12 ymm
  * accumulators + 2 B + 1 broadcast = 15 of 16 registers). K tails are scalar
  * (AVX2 has no 16-bit masked loads). */
-#include "backend/cpu/cpu_simd.h"
+#include "backend/cpu/cpu_qdot.h"
 
 #include <immintrin.h>
 
@@ -196,6 +196,12 @@ const lmx_simd_kernels lmx_simd_avx2 = {
     .matvec = y_matvec,
     .pack_b = y_pack_b,
     .gemm_tile = y_gemm_tile,
+    .quantize_x = lmx_qx_quantize_avx2,
+    .matvec_qx = lmx_qx_matvec_avx2,
+    .qmr = LMX_QX_AVX2_MR,
+    .qnr = LMX_QX_AVX2_NR,
+    .pack_qx = lmx_qx_pack_avx2,
+    .gemm_qx = lmx_qx_gemm_avx2,
     .attn_scores = y_attn_scores,
     .attn_av = y_attn_av,
 };

@@ -7,7 +7,7 @@
  * crosses the memory bus once and decode runs at the stream rate.
  * GEMM tile: 12 x 32 (24 zmm accumulators, 2 B loads and 12 broadcasts per
  * k), the register-blocked shape that keeps both FMA ports busy. */
-#include "backend/cpu/cpu_simd.h"
+#include "backend/cpu/cpu_qdot.h"
 
 #include <immintrin.h>
 
@@ -483,6 +483,12 @@ const lmx_simd_kernels lmx_simd_avx512 = {
     .matvec_mlx = z_matvec_mlx,
     .pack_b = z_pack_b,
     .gemm_tile = z_gemm_tile,
+    .quantize_x = lmx_qx_quantize_avx512,
+    .matvec_qx = lmx_qx_matvec_avx512,
+    .qmr = LMX_QX_AVX512_MR,
+    .qnr = LMX_QX_AVX512_NR,
+    .pack_qx = lmx_qx_pack_avx512,
+    .gemm_qx = lmx_qx_gemm_avx512,
     .attn_scores = z_attn_scores,
     .attn_av = z_attn_av,
 };

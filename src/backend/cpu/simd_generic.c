@@ -4,7 +4,7 @@
  * x86-64, NEON on arm64): fixed-width partial sums (no -ffast-math needed) and
  * rows converted to f32 in small chunks that stay in L1. This is what runs on
  * CPUs without AVX2 and what LMX_CPU=generic forces. */
-#include "backend/cpu/cpu_simd.h"
+#include "backend/cpu/cpu_qdot.h"
 
 #define CH 256 /* conversion chunk: 1 KiB of f32, stays in L1 */
 
@@ -117,6 +117,12 @@ const lmx_simd_kernels lmx_simd_generic = {
     .matvec = g_matvec,
     .pack_b = g_pack_b,
     .gemm_tile = g_gemm_tile,
+    .quantize_x = lmx_qx_quantize_generic,
+    .matvec_qx = lmx_qx_matvec_generic,
+    .qmr = LMX_QX_GENERIC_MR,
+    .qnr = LMX_QX_GENERIC_NR,
+    .pack_qx = lmx_qx_pack_generic,
+    .gemm_qx = lmx_qx_gemm_generic,
     .attn_scores = g_attn_scores,
     .attn_av = g_attn_av,
 };

@@ -2,7 +2,7 @@
  * handle with a fixed workspace), device memory (plain cudaMalloc, tracked
  * for peak-memory reports), the kernel table, supports(), and decode-step
  * graphs. */
-#include "backend/cuda/cuda_common.cuh"
+#include "backend/cuda/cuda_quant.cuh"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -270,11 +270,13 @@ static bool cuda_supports(const lmx_backend *b, const lmx_node *n) {
     const lmx_array *const *s = n->src;
     switch (n->op) {
     case LMX_OP_GET_ROWS:
-        return f32(n->out) && cu_is_float(s[0]->dtype) && s[1]->dtype == LMX_I32 && !s[2] &&
-               lmx_array_is_contiguous(s[0]) && lmx_array_is_contiguous(n->out);
+        if (!f32(n->out) || s[1]->dtype != LMX_I32 || !lmx_array_is_contiguous(s[0]) ||
+            !lmx_array_is_contiguous(n->out))
+            return false;
+        return cu_is_float(s[0]->dtype) ? !s[2] && !s[3] : cuda_quant_ok(s[0], s[2], s[3], n->ip[0]);
     case LMX_OP_MATMUL:
-        return f32(n->out) && f32(s[0]) && cu_is_float(s[1]->dtype) && lmx_array_is_contiguous(s[1]) &&
-               flt_or_null(s[2]) && !s[3] && !s[4];
+        if (!f32(n->out) || !f32(s[0]) || !lmx_array_is_contiguous(s[1]) || !flt_or_null(s[2])) return false;
+        return cu_is_float(s[1]->dtype) ? !s[3] && !s[4] : cuda_quant_ok(s[1], s[3], s[4], n->ip[0]);
     case LMX_OP_RMS_NORM:
     case LMX_OP_LAYER_NORM:
         return f32(n->out) && f32(s[0]) && flt_or_null(s[1]) && flt_or_null(s[2]);
@@ -389,6 +391,11 @@ extern "C" lmx_status lmx_cuda_backend_create(lmx_backend **out) {
     }
     const char *fg = getenv("LMX_CUDA_FAST_GEMM");
     c->fast_gemm = fg && *fg && strcmp(fg, "0") != 0;
+    const char *qg = getenv("LMX_CUDA_QGEMV");
+    c->qgemv_staged = qg && !strcmp(qg, "staged");
+    const char *qt = getenv("LMX_CUDA_QTILE_MB");
+    long qmb = qt ? strtol(qt, NULL, 10) : 0;
+    c->qtile_bytes = (size_t)(qmb > 0 && qmb <= 4096 ? qmb : 32) << 20;
     const char *ag = getenv("LMX_CUDA_GRAPHS");
     c->auto_graph = ag && *ag && strcmp(ag, "0") != 0;
     const char *pd = getenv("LMX_CUDA_PAGEABLE_DOWNLOAD");

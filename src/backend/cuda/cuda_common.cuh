@@ -36,6 +36,8 @@ struct lmx_cuda_ctx {
     size_t dl_size;
     bool pageable_download; /* LMX_CUDA_PAGEABLE_DOWNLOAD=1: copy straight into the caller's memory */
     bool fast_gemm;
+    bool qgemv_staged;  /* LMX_CUDA_QGEMV=staged: MLX 4/8-bit decode through the staged kernel */
+    size_t qtile_bytes; /* prefill: bf16 hi+lo bytes per dequantized weight tile (LMX_CUDA_QTILE_MB, 32) */
     /* LMX_CUDA_GRAPHS=1: the kernels queued between two host synchronisations
      * (one decode step) are captured and replayed as one graph, updated in
      * place while the topology repeats (cuda_backend.cu). */
@@ -81,6 +83,15 @@ __device__ __forceinline__ float ld_any(const void *p, int dt, int64_t i) {
     if (dt == LMX_BF16) return __bfloat162float(((const __nv_bfloat16 *)p)[i]);
     if (dt == LMX_F16) return __half2float(((const __half *)p)[i]);
     return ((const float *)p)[i];
+}
+
+/* A 16-byte load of weights, which are read once: kept out of L1. */
+__device__ __forceinline__ uint4 ld_stream(const uint4 *p) {
+    uint4 r;
+    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+                 : "l"(p));
+    return r;
 }
 
 __device__ __forceinline__ float warp_sum(float v) {

@@ -2,7 +2,7 @@
  * row), scale/softcap/activations (gated), dtype-converting copy of strided
  * rows, row softmax. Rows are 2-D views: R rows of C elements, row strides
  * in elements as the CPU kernels read them. */
-#include "backend/cuda/cuda_common.cuh"
+#include "backend/cuda/cuda_quant.cuh"
 
 static dim3 grid_for(int64_t n, int threads) {
     int64_t b = (n + threads - 1) / threads;
@@ -26,6 +26,7 @@ lmx_status lmx_cuda_get_rows(const lmx_node *n, lmx_pool *pool) {
     const lmx_array *tab = n->src[0];
     int64_t R = lmx_array_numel(n->src[1]), V = tab->shape[0], D = tab->shape[1];
     if (R == 0) return LMX_OK;
+    if (lmx_dtype_info(tab->dtype)->is_quant) return cuda_get_rows_quant(c, n);
     if (R > 65535) return lmx_err(LMX_ERR_UNSUPPORTED, "cuda get_rows: %lld rows", (long long)R);
     dim3 grid((unsigned)((D + 255) / 256 < 64 ? (D + 255) / 256 : 64), (unsigned)R);
     const int32_t *ids = (const int32_t *)n->src[1]->data;

@@ -8,8 +8,16 @@
  * x = hi + lo (hi = round(x), lo = round(x - hi)): out = W·hi + W·lo carries
  * ~16 (bf16) / 22 (f16) bits of x, so results agree with the f32 reference
  * to ~1e-5 at twice the tensor work. LMX_CUDA_FAST_GEMM=1 uses hi alone
- * (one GEMM, ~1e-3..1e-2 relative, as frameworks computing in bf16 do). */
-#include "backend/cuda/cuda_common.cuh"
+ * (one GEMM, ~1e-3..1e-2 relative, as frameworks computing in bf16 do).
+ *
+ * Quantized weights (cuda_quant*.cu): decode reads the packed bytes
+ * (cuda_gemv_quant). Prefill dequantizes tiles of rows to bf16 in scratch and
+ * runs the same cuBLAS GEMMs; a dequantized weight (s·q + b in f32) is not a
+ * bf16 value, so it is split too, W = Wh + Wl, and three GEMMs add
+ * Wh·xh + Wh·xl + Wl·xh (the dropped Wl·xl is ~2^-16 of the product): ~3e-6
+ * relative to the f32 reference, at 1.5x the tensor work of a bf16 weight.
+ * LMX_CUDA_FAST_GEMM=1: Wh·xh alone. */
+#include "backend/cuda/cuda_quant.cuh"
 
 #define GEMV_MAX_M 8
 #define GEMV_WARPS 8
@@ -38,15 +46,6 @@ __device__ __forceinline__ void unpack16(const uint4 &u, float *f, const __half 
         f[2 * i] = v.x;
         f[2 * i + 1] = v.y;
     }
-}
-
-/* Weights are read once: keep them out of L1. */
-__device__ __forceinline__ uint4 ld_stream(const uint4 *p) {
-    uint4 r;
-    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
-                 : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
-                 : "l"(p));
-    return r;
 }
 
 /* A block of GEMV_WARPS warps covers GEMV_WARPS/S rows; the S warps of a row
@@ -219,6 +218,40 @@ static lmx_status gemm(lmx_cuda_ctx *c, const lmx_node *n, int64_t M, int64_t N,
                            "gemm (low half)");
 }
 
+static lmx_status gemm_quant(lmx_cuda_ctx *c, const lmx_node *n, const cuda_qw *qw, int64_t M, int64_t xs, int64_t os) {
+    const lmx_array *x = n->src[0];
+    int64_t N = qw->N, K = qw->K;
+    float *out = (float *)n->out->data;
+    const float one = 1.0f, zero = 0.0f;
+    if (M > 0x7fffffff || N > 0x7fffffff || K > 0x7fffffff || xs > 0x7fffffff || os > 0x7fffffff)
+        return lmx_err(LMX_ERR_UNSUPPORTED, "cuda matmul: dimensions beyond 2^31");
+    bool split = !c->fast_gemm;
+    int halves = split ? 2 : 1;
+    int64_t nt = (int64_t)c->qtile_bytes / (2 * halves * K); /* rows per dequantized tile */
+    if (nt < 64) nt = 64;
+    if (nt > N) nt = N;
+    size_t xbytes = (size_t)(M * K) * 2 * halves, wbytes = (size_t)(nt * K) * 2 * halves;
+    uint8_t *scr;
+    LMX_TRY(cuda_scratch(c, xbytes + wbytes, (void **)&scr));
+    __nv_bfloat16 *xh = (__nv_bfloat16 *)scr, *xl = split ? xh + M * K : NULL;
+    __nv_bfloat16 *wh = (__nv_bfloat16 *)(scr + xbytes), *wl = split ? wh + nt * K : NULL;
+    split_x_k<<<blocks_for(M * K), 256, 0, c->stream>>>(xh, xl, (const float *)x->data, M, K, xs);
+    LMX_TRY(cuda_launched("matmul: split x"));
+    for (int64_t n0 = 0; n0 < N; n0 += nt) {
+        int64_t cur = N - n0 < nt ? N - n0 : nt;
+        LMX_TRY(cuda_dequant_bf16(c, qw, n0, cur, wh, wl));
+        /* column-major view: outᵀ[cur, M] = W_tile · xᵀ, columns os apart */
+        const __nv_bfloat16 *A[3] = {wh, wh, wl}, *B[3] = {xh, xl, xh};
+        for (int t = 0; t < (split ? 3 : 1); t++)
+            LMX_TRY(cuda_blas_check(cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)cur, (int)M, (int)K, &one,
+                                                 A[t], CUDA_R_16BF, (int)K, B[t], CUDA_R_16BF, (int)K,
+                                                 t ? &one : &zero, out + n0, CUDA_R_32F, (int)os, CUBLAS_COMPUTE_32F,
+                                                 CUBLAS_GEMM_DEFAULT),
+                                    "gemm (dequantized tile)"));
+    }
+    return LMX_OK;
+}
+
 lmx_status lmx_cuda_matmul(const lmx_node *n, lmx_pool *pool) {
     lmx_cuda_ctx *c = cuda_ctx(pool);
     const lmx_array *x = n->src[0], *w = n->src[1], *b = n->src[2];
@@ -228,7 +261,11 @@ lmx_status lmx_cuda_matmul(const lmx_node *n, lmx_pool *pool) {
     if (M == 0 || N == 0) return LMX_OK;
     const void *bias = b ? b->data : NULL;
     int bdt = b ? b->dtype : 0;
-    if (M <= GEMV_MAX_M) {
+    if (lmx_dtype_info(w->dtype)->is_quant) {
+        cuda_qw qw = cuda_qw_of(w, n->src[3], n->src[4], n->ip[0]);
+        if (M <= GEMV_MAX_M) return cuda_gemv_quant(c, n, &qw);
+        LMX_TRY(gemm_quant(c, n, &qw, M, xs, os));
+    } else if (M <= GEMV_MAX_M) {
         const float *xd = (const float *)x->data;
         switch (w->dtype) {
         case LMX_F32: launch_gemv(c->stream, c->n_sm, out, xd, (const float *)w->data, bias, bdt, (int)M, N, K, xs, os); break;
@@ -239,8 +276,9 @@ lmx_status lmx_cuda_matmul(const lmx_node *n, lmx_pool *pool) {
         default: return lmx_err(LMX_ERR_UNSUPPORTED, "cuda matmul: weight dtype %s", lmx_dtype_info(w->dtype)->name);
         }
         return cuda_launched("matmul (gemv)");
+    } else {
+        LMX_TRY(gemm(c, n, M, N, K, xs, os));
     }
-    LMX_TRY(gemm(c, n, M, N, K, xs, os));
     if (bias) {
         add_bias_k<<<blocks_for(M * N), 256, 0, c->stream>>>(out, bias, bdt, M, N, os);
         LMX_TRY(cuda_launched("matmul: bias"));

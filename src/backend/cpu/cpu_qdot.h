@@ -1,0 +1,79 @@
+/*
+ * cpu_qdot.h - the int8-activation kernels shared by the SIMD tables.
+ *
+ * GGUF block weights (Q8_0, Q4_0, Q6_K) are multiplied by activations that
+ * were quantized once per matmul to int8 blocks of 32 (lmx_xq, cpu_simd.h),
+ * so every product is an 8-bit integer dot (AVX-512 VNNI vpdpbusd, AVX2
+ * vpmaddubsw) and floats appear once per block. This is what llama.cpp does
+ * for these types (its Q8_0/Q8_K activation blocks); the numerics differ from
+ * the f32 reference by the rounding of x, bounded in cpu_qdot.c.
+ *
+ * Both integer instructions take one unsigned and one signed byte operand.
+ * The weights are the unsigned side, as u = w + off in [0, 255] (off: Q4_0 8,
+ * Q8_0 128, Q6_K 32), and the activations the signed side; the offset comes
+ * back out through the block sums of q: Σ w·q = Σ u·q - off·Σ q.
+ *
+ * Packed GEMM panel (pack_qx / gemm_qx): for each group of 4 columns k of
+ * [k0, k0+kc), QNR weight rows × 4 bytes u (B[(k/4)·QNR·4 + j·4 + k%4]), so
+ * one 4-byte broadcast of x times one vector of B is a vpdpbusd; the weight
+ * scale of each sub-block (lmx_qx_sub columns) per row in Bs[(k/sub)·QNR + j].
+ * Rows past nr are zero (u = 0, scale 0).
+ */
+#ifndef LMX_BACKEND_CPU_QDOT_H
+#define LMX_BACKEND_CPU_QDOT_H
+
+#include "backend/cpu/cpu_simd.h"
+
+/* The weight types with int8-activation kernels. */
+static inline bool lmx_qx_type(lmx_dtype t) { return t == LMX_Q8_0 || t == LMX_Q4_0 || t == LMX_Q6_K; }
+/* u = w + off (see above). */
+static inline int lmx_qx_offset(lmx_dtype t) { return t == LMX_Q4_0 ? 8 : t == LMX_Q6_K ? 32 : 128; }
+/* Columns sharing one weight scale: Q6_K has 16-element sub-blocks. */
+static inline int lmx_qx_sub(lmx_dtype t) { return t == LMX_Q6_K ? 16 : 32; }
+
+/* corr[m·(K/sub) + s] = -off · Σq over sub-block s of x row m, for the
+ * GEMM's accumulator start (gemm_qx). Rows [m0, m1). */
+void lmx_qx_corr(const lmx_xq *x, int64_t m0, int64_t m1, lmx_dtype wt, int32_t *corr);
+
+/* One weight block (32 elements; Q6_K 256) as u = w + off in natural element
+ * order and its sub-block scales (1; Q6_K 16, = d·sc). */
+void lmx_qx_unpack_block(lmx_dtype wt, const uint8_t *blk, uint8_t *u, float *scale);
+
+/* Portable pack_qx for any panel width qnr (the generic table's, and the
+ * wide tables' fallback). */
+void lmx_qx_pack_any(int qnr, lmx_dtype wt, const void *w, int64_t K, int64_t n0, int nr, int64_t k0, int64_t kc,
+                     uint8_t *B, float *Bs);
+
+/* Per-ISA entry points (qdot_avx2.c, qdot_avx512.c); the generic ones are in
+ * cpu_qdot.c. */
+void lmx_qx_quantize_generic(const float *x, int64_t K, int8_t *q, float *d, float *sum, int32_t *s32, int16_t *s16);
+void lmx_qx_matvec_generic(lmx_dtype wt, const void *w, int64_t K, int64_t r0, int64_t r1, const lmx_xq *x, int64_t M,
+                           float *y, int64_t ys);
+void lmx_qx_gemm_generic(lmx_dtype wt, int64_t kc, const lmx_xq *x, int64_t m0, int64_t k0, const int32_t *corr,
+                         const uint8_t *B, const float *Bs, float *C, int64_t cs, int mr, int nr, bool accumulate);
+void lmx_qx_pack_generic(lmx_dtype wt, const void *w, int64_t K, int64_t n0, int nr, int64_t k0, int64_t kc,
+                         uint8_t *B, float *Bs);
+#define LMX_QX_GENERIC_MR 4
+#define LMX_QX_GENERIC_NR 8
+#ifdef LMX_SIMD_X86
+void lmx_qx_quantize_avx2(const float *x, int64_t K, int8_t *q, float *d, float *sum, int32_t *s32, int16_t *s16);
+void lmx_qx_matvec_avx2(lmx_dtype wt, const void *w, int64_t K, int64_t r0, int64_t r1, const lmx_xq *x, int64_t M,
+                        float *y, int64_t ys);
+void lmx_qx_gemm_avx2(lmx_dtype wt, int64_t kc, const lmx_xq *x, int64_t m0, int64_t k0, const int32_t *corr,
+                      const uint8_t *B, const float *Bs, float *C, int64_t cs, int mr, int nr, bool accumulate);
+void lmx_qx_pack_avx2(lmx_dtype wt, const void *w, int64_t K, int64_t n0, int nr, int64_t k0, int64_t kc, uint8_t *B,
+                      float *Bs);
+void lmx_qx_quantize_avx512(const float *x, int64_t K, int8_t *q, float *d, float *sum, int32_t *s32, int16_t *s16);
+void lmx_qx_matvec_avx512(lmx_dtype wt, const void *w, int64_t K, int64_t r0, int64_t r1, const lmx_xq *x, int64_t M,
+                          float *y, int64_t ys);
+void lmx_qx_gemm_avx512(lmx_dtype wt, int64_t kc, const lmx_xq *x, int64_t m0, int64_t k0, const int32_t *corr,
+                        const uint8_t *B, const float *Bs, float *C, int64_t cs, int mr, int nr, bool accumulate);
+void lmx_qx_pack_avx512(lmx_dtype wt, const void *w, int64_t K, int64_t n0, int nr, int64_t k0, int64_t kc,
+                        uint8_t *B, float *Bs);
+#define LMX_QX_AVX2_MR 4
+#define LMX_QX_AVX2_NR 8
+#define LMX_QX_AVX512_MR 6
+#define LMX_QX_AVX512_NR 32
+#endif
+
+#endif
