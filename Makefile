@@ -1,11 +1,12 @@
 # Top-level wrapper: the two commands a new user needs.
 #   make demo   install missing Debian packages, build, generate a story with the bundled model
 #   make test   install, build, run every test (ctest), then the ASan+UBSan build's tests
+#   make lora-demo  fine-tune the bundled model on tiny Shakespeare (LoRA + QLoRA, fuse) and print the results
 BUILD ?= build
 ASAN_BUILD ?= build-asan
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps build demo test test-fast asan fuzz clean
+.PHONY: all deps build demo lora-demo test test-fast asan fuzz clean
 
 all: build
 
@@ -18,6 +19,11 @@ build: deps
 
 demo: build
 	./$(BUILD)/lmx generate --prompt "Once upon a time" --max-tokens 200
+
+# The CLI test tests/cli/test_lora_demo.sh with more iterations (ctest runs 60).
+LORA_DEMO_ITERS ?= 300
+lora-demo: build
+	sh tests/cli/test_lora_demo.sh $(CURDIR)/$(BUILD)/lmx $(CURDIR) $(CURDIR)/$(BUILD)/example_generate $(LORA_DEMO_ITERS)
 
 test-fast: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) $(CTEST_ARGS)

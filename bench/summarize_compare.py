@@ -7,14 +7,47 @@ Prints a markdown table: per model, llama.cpp and lmx prompt (pp) and
 generation (tg) tokens/s as median [min-max] over the trials, the lmx/llama.cpp
 ratio of medians, and decode bandwidth (model file bytes x tg tokens/s) as a
 fraction of the probe's median 2-thread read bandwidth. A ratio whose ranges
-overlap is marked "~" (inside the spread: not a win or a loss)."""
+overlap is marked "~" (inside the spread: not a win or a loss). Per-round
+files of INTERLEAVE=1 runs (NAME.lmx.N.json, NAME.llamacpp.N.json) are
+merged into one list of trials per tool."""
 import glob, json, os, statistics, sys
 
 def rng(xs):
     return f"{statistics.median(xs):.2f} [{min(xs):.2f}-{max(xs):.2f}]"
 
+def merge_rounds(d):
+    """NAME.lmx.N.json / NAME.llamacpp.N.json -> NAME.lmx.json / NAME.llamacpp.json."""
+    names = {os.path.basename(f).split(".lmx.")[0] for f in glob.glob(os.path.join(d, "*.lmx.*.json"))}
+    for name in names:
+        lm, cpp = None, []
+        for f in sorted(glob.glob(os.path.join(d, name + ".lmx.*.json"))):
+            try:
+                j = json.load(open(f))
+            except Exception:
+                continue
+            if lm is None:
+                lm = j
+            else:
+                lm["trials"] += j["trials"]
+        for f in sorted(glob.glob(os.path.join(d, name + ".llamacpp.*.json"))):
+            try:
+                cpp += json.load(open(f))
+            except Exception:
+                continue
+        merged = {}
+        for e in cpp:  # one entry per (test, round): join their samples
+            k = (e["n_prompt"], e["n_gen"])
+            if k in merged:
+                merged[k]["samples_ts"] += e["samples_ts"]
+            else:
+                merged[k] = e
+        if lm is not None:
+            json.dump(lm, open(os.path.join(d, name + ".lmx.json"), "w"))
+        json.dump(list(merged.values()), open(os.path.join(d, name + ".llamacpp.json"), "w"))
+
 def main():
     d = sys.argv[1]
+    merge_rounds(d)
     bw = []
     for f in ("bandwidth_before.json", "bandwidth_after.json"):
         p = os.path.join(d, f)

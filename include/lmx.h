@@ -227,11 +227,14 @@ lmx_status lmx_generate_stream(lmx_model *m, const int32_t *prompt, size_t n_pro
 typedef int (*lmx_batch_fn)(size_t index, const lmx_response *r, void *user);
 
 /* Generates for n tokenized prompts with continuous batching: at most
- * max_batch sequences decode together, one batched forward pass per step;
- * a finished sequence leaves and the next prompt joins. Each sequence has
- * its own KV cache and sampler (seed o->seed + index), so at temperature 0
- * its tokens equal lmx_generate_stream's on that prompt. o->cache,
- * draft_model, stop_strings and top_logprobs are not supported here. */
+ * max_batch sequences run together, one forward pass per step over every
+ * decoding sequence's next token and joiners' prompt chunks (at most
+ * o->prefill_step_size prompt tokens per step); a finished sequence leaves
+ * and the next prompt joins. Each sequence has its own KV cache and sampler
+ * (seed o->seed + index), so at temperature 0 its tokens equal
+ * lmx_generate_stream's on that prompt. r->prompt_tps: the prompt's tokens
+ * over its share (by rows) of the passes it ran in. o->cache, draft_model,
+ * stop_strings and top_logprobs are not supported here. */
 lmx_status lmx_batch_generate(lmx_model *m, const int32_t *const *prompts, const size_t *n_prompts, size_t n,
                               const lmx_generate_options *o, int max_batch, lmx_batch_fn cb, void *user);
 

@@ -36,6 +36,11 @@ typedef struct lmx_backend {
     void *ctx;
     const lmx_buffer_ops *buffers;               /* NULL: host memory */
     void (*destroy)(struct lmx_backend *b);      /* NULL: the CPU backend's teardown */
+    /* Optional fast vjps, indexed by op (NULL, or a NULL entry: the reference
+     * vjp of lmx_op_defs). Only a backend whose pool is a host lmx_pool sets
+     * it (the CPU: src/backend/cpu/cpu_vjp*.c); the tape runs them for the
+     * nodes recorded on this backend (core/tape.h). */
+    const lmx_vjp_kernel_fn *vjps;
 } lmx_backend;
 
 /* Peak memory to report (mlx-lm's peak_memory): the device's peak for a

@@ -58,6 +58,11 @@ typedef lmx_status (*lmx_kernel_fn)(const lmx_node *n, lmx_pool *pool);
 /* vjp(node, grad_out, grads_in[]): adds into each non-NULL grads_in[i]
  * (dense f32 of src[i]'s shape); see core/tape.h. */
 typedef lmx_status (*lmx_vjp_fn)(const lmx_node *n, const lmx_array *dout, lmx_array *dsrc[]);
+/* A backend's fast vjp (same contract as lmx_vjp_fn, run on the backend's
+ * host thread pool); it falls back to the reference vjp for what it does
+ * not handle. */
+typedef lmx_status (*lmx_vjp_kernel_fn)(const lmx_node *n, const lmx_array *dout, lmx_array *dsrc[],
+                                        lmx_pool *pool);
 
 typedef struct lmx_op_def {
     const char *name;

@@ -212,5 +212,5 @@ lmx_status lmx_exec_node(lmx_exec *ex, const lmx_node *n) {
         return lmx_err(LMX_ERR_UNSUPPORTED, "%s: op %s not supported for these dtypes", b->name,
                        lmx_op_defs[n->op].name);
     LMX_TRY(k(n, b->pool));
-    return ex->tape ? lmx_tape_record(ex->tape, n, NULL) : LMX_OK;
+    return ex->tape ? lmx_tape_record_on(ex->tape, b, n) : LMX_OK;
 }

@@ -1,15 +1,24 @@
 /* tape.c - the autograd tape: recording executed nodes, reverse replay with
- * per-memory gradient accumulation, and the masked cross-entropy loss. */
+ * per-memory gradient accumulation, and the masked cross-entropy loss.
+ *
+ * Each record keeps the reference vjp (lmx_op_defs, plain C: the oracle)
+ * and, when the node ran on a backend with fast vjps, that backend's vjp
+ * and thread pool; backward uses the fast one unless the tape was told to
+ * use the references (lmx_tape_set_reference, or LMX_VJP=reference). */
 #include "core/tape.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 typedef struct tape_rec {
     lmx_node n;
     lmx_array arr[1 + LMX_MAX_SRC]; /* out, src[0..]: retained copies */
     lmx_vjp_fn vjp;
+    lmx_vjp_kernel_fn fast; /* NULL: the reference only */
+    lmx_pool *pool;         /* fast's thread pool */
     bool custom; /* recorded outside the op table: only src[0] gets a gradient */
 } tape_rec;
 
@@ -26,7 +35,15 @@ struct lmx_tape {
     int ng, gcap;
     const void **frozen;
     int nf, fcap;
+    bool reference; /* backward with the reference vjps only */
 };
+
+static bool env_reference;
+static pthread_once_t env_once = PTHREAD_ONCE_INIT;
+static void read_env(void) {
+    const char *e = getenv("LMX_VJP");
+    env_reference = e && !strcmp(e, "reference");
+}
 
 static lmx_status grow(void **p, int *cap, int need, size_t elem) {
     if (need <= *cap) return LMX_OK;
@@ -41,8 +58,13 @@ static lmx_status grow(void **p, int *cap, int need, size_t elem) {
 
 lmx_status lmx_tape_create(lmx_tape **out) {
     *out = calloc(1, sizeof **out);
-    return *out ? LMX_OK : lmx_err(LMX_ERR_NOMEM, "tape: out of memory");
+    if (!*out) return lmx_err(LMX_ERR_NOMEM, "tape: out of memory");
+    pthread_once(&env_once, read_env);
+    (*out)->reference = env_reference;
+    return LMX_OK;
 }
+
+void lmx_tape_set_reference(lmx_tape *t, bool reference) { t->reference = reference; }
 
 static void drop_grads(lmx_tape *t) {
     for (int i = 0; i < t->ng; i++) lmx_array_release(&t->g[i].grad);
@@ -68,13 +90,15 @@ void lmx_tape_free(lmx_tape *t) {
 
 int lmx_tape_size(const lmx_tape *t) { return t ? t->n : 0; }
 
-lmx_status lmx_tape_record(lmx_tape *t, const lmx_node *n, lmx_vjp_fn vjp) {
+static lmx_status record(lmx_tape *t, const lmx_node *n, lmx_vjp_fn vjp, lmx_vjp_kernel_fn fast, lmx_pool *pool) {
     LMX_TRY(grow((void **)&t->recs, &t->cap, t->n + 1, sizeof *t->recs));
     tape_rec *r = &t->recs[t->n++];
     memset(r, 0, sizeof *r);
     r->n = *n;
     r->custom = vjp != NULL;
     r->vjp = vjp ? vjp : (n->op < LMX_OP_COUNT ? lmx_op_defs[n->op].vjp : NULL);
+    r->fast = fast;
+    r->pool = pool;
     r->arr[0] = *n->out;
     lmx_array_retain(&r->arr[0]);
     r->n.out = &r->arr[0];
@@ -85,6 +109,13 @@ lmx_status lmx_tape_record(lmx_tape *t, const lmx_node *n, lmx_vjp_fn vjp) {
         r->n.src[i] = &r->arr[1 + i];
     }
     return LMX_OK;
+}
+
+lmx_status lmx_tape_record(lmx_tape *t, const lmx_node *n, lmx_vjp_fn vjp) { return record(t, n, vjp, NULL, NULL); }
+
+lmx_status lmx_tape_record_on(lmx_tape *t, lmx_backend *b, const lmx_node *n) {
+    lmx_vjp_kernel_fn fast = b && b->vjps && n->op < LMX_OP_COUNT ? b->vjps[n->op] : NULL;
+    return record(t, n, NULL, fast, fast ? b->pool : NULL);
 }
 
 lmx_status lmx_tape_freeze(lmx_tape *t, const lmx_array *a) {
@@ -281,7 +312,8 @@ lmx_status lmx_tape_backward(lmx_tape *t, const lmx_array *y, const lmx_array *s
         if (!st && any && !r->vjp)
             st = lmx_err(LMX_ERR_UNSUPPORTED, "tape: op %s has no vjp",
                          r->n.op < LMX_OP_COUNT ? lmx_op_defs[r->n.op].name : "?");
-        if (!st && any) st = r->vjp(&r->n, &dout, dp);
+        if (!st && any)
+            st = r->fast && !t->reference ? r->fast(&r->n, &dout, dp, r->pool) : r->vjp(&r->n, &dout, dp);
         lmx_array_release(&dout);
         for (int j = 0; j < LMX_MAX_SRC; j++) {
             if (!dp[j]) continue;
@@ -330,20 +362,89 @@ static double row_lse(const float *x, int64_t V) {
     return mx + log(s);
 }
 
+/* Rows of the loss and of its vjp are independent: they run on the
+ * backend's host pool when it has one (backend.h: a backend with vjps has
+ * a host lmx_pool), each row with the same arithmetic as one thread, and
+ * the loss is summed over rows in order afterwards, so the results do not
+ * depend on the thread count. */
+static lmx_pool *host_pool(const lmx_exec *ex) {
+    return ex && ex->backend && ex->backend->vjps ? ex->backend->pool : NULL;
+}
+
+typedef struct {
+    const float *logits, *m;
+    const int32_t *tg;
+    int64_t T, V;
+    double *row;  /* forward: w·(lse - logit[target]) per row */
+    float *d;     /* vjp: d logits */
+    double scale; /* vjp: d loss / Σm */
+} ce_job;
+
+static void ce_fwd_rows(int ith, int nth, void *arg) {
+    ce_job *j = arg;
+    int64_t lo, hi;
+    lmx_split(j->T, ith, nth, &lo, &hi);
+    for (int64_t t = lo; t < hi; t++) {
+        double w = j->m ? j->m[t] : 1.0;
+        const float *x = j->logits + t * j->V;
+        j->row[t] = w == 0 ? 0 : w * (row_lse(x, j->V) - x[j->tg[t]]);
+    }
+}
+
+static void ce_vjp_rows(int ith, int nth, void *arg) {
+    ce_job *j = arg;
+    int64_t lo, hi, V = j->V;
+    lmx_split(j->T, ith, nth, &lo, &hi);
+    for (int64_t t = lo; t < hi; t++) {
+        double w = (j->m ? j->m[t] : 1.0) * j->scale;
+        if (w == 0) continue;
+        const float *x = j->logits + t * V;
+        float *d = j->d + t * V;
+        double lse = row_lse(x, V);
+        for (int64_t v = 0; v < V; v++) d[v] += (float)(w * exp((double)x[v] - lse));
+        d[j->tg[t]] -= (float)w;
+    }
+}
+
+static void run_rows(lmx_pool *pool, lmx_pool_fn fn, ce_job *j) {
+    if (pool)
+        lmx_pool_run(pool, fn, j);
+    else
+        fn(0, 1, j);
+}
+
+static lmx_status ce_vjp(const lmx_node *n, const lmx_array *dout, lmx_array *dsrc[], lmx_pool *pool) {
+    const lmx_array *logits = n->src[0], *mask = n->src[2];
+    if (!dsrc[0]) return LMX_OK;
+    int64_t T = logits->shape[0];
+    const float *m = mask ? mask->data : NULL;
+    double msum = 0;
+    for (int64_t t = 0; t < T; t++) msum += m ? m[t] : 1.0;
+    if (msum == 0) return LMX_OK;
+    ce_job j = {.logits = logits->data, .m = m, .tg = n->src[1]->data, .T = T, .V = logits->shape[1],
+                .d = dsrc[0]->data, .scale = ((const float *)dout->data)[0] / msum};
+    run_rows(pool, ce_vjp_rows, &j);
+    return LMX_OK;
+}
+
 lmx_status lmx_cross_entropy(lmx_exec *ex, lmx_array *loss, const lmx_array *logits, const lmx_array *targets,
                              const lmx_array *mask) {
     LMX_TRY(ce_check(loss, logits, targets, mask));
-    int64_t T = logits->shape[0], V = logits->shape[1];
-    const int32_t *tg = targets->data;
+    int64_t T = logits->shape[0];
     const float *m = mask ? mask->data : NULL;
+    ce_job j = {.logits = logits->data, .m = m, .tg = targets->data, .T = T, .V = logits->shape[1]};
+    if (!(j.row = malloc((size_t)(T ? T : 1) * sizeof *j.row)))
+        return lmx_err(LMX_ERR_NOMEM, "cross_entropy: out of memory");
+    lmx_pool *pool = host_pool(ex);
+    run_rows(pool, ce_fwd_rows, &j);
     double sum = 0, msum = 0;
     for (int64_t t = 0; t < T; t++) {
         double w = m ? m[t] : 1.0;
         if (w == 0) continue;
-        const float *x = (const float *)logits->data + t * V;
-        sum += w * (row_lse(x, V) - x[tg[t]]);
+        sum += j.row[t];
         msum += w;
     }
+    free(j.row);
     *(float *)loss->data = msum > 0 ? (float)(sum / msum) : 0.0f;
     if (!ex || !ex->tape) return LMX_OK;
     lmx_node n;
@@ -353,27 +454,9 @@ lmx_status lmx_cross_entropy(lmx_exec *ex, lmx_array *loss, const lmx_array *log
     n.src[0] = logits;
     n.src[1] = targets;
     n.src[2] = mask;
-    return lmx_tape_record(ex->tape, &n, lmx_vjp_cross_entropy);
+    return record(ex->tape, &n, lmx_vjp_cross_entropy, pool ? ce_vjp : NULL, pool);
 }
 
 lmx_status lmx_vjp_cross_entropy(const lmx_node *n, const lmx_array *dout, lmx_array *dsrc[]) {
-    const lmx_array *logits = n->src[0], *mask = n->src[2];
-    if (!dsrc[0]) return LMX_OK;
-    int64_t T = logits->shape[0], V = logits->shape[1];
-    const int32_t *tg = n->src[1]->data;
-    const float *m = mask ? mask->data : NULL;
-    double msum = 0;
-    for (int64_t t = 0; t < T; t++) msum += m ? m[t] : 1.0;
-    if (msum == 0) return LMX_OK;
-    float g = ((const float *)dout->data)[0];
-    for (int64_t t = 0; t < T; t++) {
-        double w = (m ? m[t] : 1.0) * g / msum;
-        if (w == 0) continue;
-        const float *x = (const float *)logits->data + t * V;
-        float *d = (float *)dsrc[0]->data + t * V;
-        double lse = row_lse(x, V);
-        for (int64_t v = 0; v < V; v++) d[v] += (float)(w * exp((double)x[v] - lse));
-        d[tg[t]] -= (float)w;
-    }
-    return LMX_OK;
+    return ce_vjp(n, dout, dsrc, NULL);
 }

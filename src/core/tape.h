@@ -24,9 +24,16 @@ void lmx_tape_reset(lmx_tape *t);
 int lmx_tape_size(const lmx_tape *t);
 
 /* Appends a copy of n (arrays retained). vjp NULL: lmx_op_defs[n->op].vjp.
- * Called by lmx_exec_node; functions outside the op table (the loss) call
- * it with their own vjp. */
+ * Functions outside the op table (the loss) call it with their own vjp. */
 lmx_status lmx_tape_record(lmx_tape *t, const lmx_node *n, lmx_vjp_fn vjp);
+/* As lmx_tape_record(t, n, NULL) for a node that ran on backend b (called by
+ * lmx_exec_node): backward uses b's fast vjp for it (b->vjps[op], on b's
+ * pool) when b has one, else the reference. */
+lmx_status lmx_tape_record_on(lmx_tape *t, lmx_backend *b, const lmx_node *n);
+/* reference = true: backward calls only the reference vjps of lmx_op_defs
+ * (the oracles the fast ones are tested against). The default is false,
+ * or true when the environment has LMX_VJP=reference. */
+void lmx_tape_set_reference(lmx_tape *t, bool reference);
 
 /* No gradient is computed for a (a frozen base weight, say): matched by data
  * pointer. Quantized weights, integer ids and inv_freq never get one. */
@@ -62,6 +69,10 @@ lmx_status lmx_vjp_binary(const lmx_node *n, const lmx_array *dout, lmx_array *d
 lmx_status lmx_vjp_unary(const lmx_node *n, const lmx_array *dout, lmx_array *dsrc[]);
 lmx_status lmx_vjp_softmax(const lmx_node *n, const lmx_array *dout, lmx_array *dsrc[]);
 lmx_status lmx_vjp_cross_entropy(const lmx_node *n, const lmx_array *dout, lmx_array *dsrc[]);
+/* act(x) and act'(x) of an lmx_act_kind, as the ACT vjp computes them
+ * (fast vjps call these to stay equal to the reference). */
+float lmx_vjp_act(float x, int act);
+float lmx_vjp_act_grad(float x, int act);
 /* A dense f32 copy (logical order) of any float array, strided or not;
  * free() it. */
 lmx_status lmx_vjp_dense(const lmx_array *a, float **out);

@@ -230,7 +230,7 @@ lmx_status lmx_vjp_binary(const lmx_node *n, const lmx_array *dout, lmx_array *d
     return st;
 }
 
-static float act_f(float x, int act) {
+float lmx_vjp_act(float x, int act) {
     switch (act) {
     case LMX_ACT_SILU: return x / (1.0f + expf(-x));
     case LMX_ACT_GELU_ERF: return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
@@ -241,7 +241,7 @@ static float act_f(float x, int act) {
     return x;
 }
 
-static float act_df(float x, int act) {
+float lmx_vjp_act_grad(float x, int act) {
     switch (act) {
     case LMX_ACT_SILU: {
         float s = 1.0f / (1.0f + expf(-x));
@@ -279,8 +279,8 @@ lmx_status lmx_vjp_unary(const lmx_node *n, const lmx_array *dout, lmx_array *ds
             break;
         }
         default:
-            da = g[i] * act_df(A[i], n->ip[0]) * (B ? B[i] : 1.0f);
-            if (B && dsrc[1]) ((float *)dsrc[1]->data)[i] += g[i] * act_f(A[i], n->ip[0]);
+            da = g[i] * lmx_vjp_act_grad(A[i], n->ip[0]) * (B ? B[i] : 1.0f);
+            if (B && dsrc[1]) ((float *)dsrc[1]->data)[i] += g[i] * lmx_vjp_act(A[i], n->ip[0]);
         }
         if (dsrc[0]) ((float *)dsrc[0]->data)[i] += da;
     }

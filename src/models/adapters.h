@@ -21,8 +21,10 @@
  * Entries: LoRA/DoRA — one per module, named by its MLX path, with
  * a [r, in] ~ U(-1/sqrt(in), 1/sqrt(in)) (in = unpacked input size),
  * b [out, r] = 0, DoRA m [out] = row norms of the dequantized weight (f32).
- * Full — one per parameter tensor of the last num_layers blocks (norms,
- * weights, biases), named "<module>.weight"/".bias", holding an f32 copy.
+ * Full — one per module of the last num_layers blocks (every norm and
+ * Linear: mlx-lm trains all of a block's parameters), named by its path,
+ * holding f32 copies (full, full_bias) that attaching swaps into the model;
+ * its file tensors are "<module>.weight"/".bias" in the base dtype.
  * Entries are sorted by name (the order of adapters.safetensors' header).
  *
  * The set assumes Hugging Face row order: GGUF models (q/k rows permuted)

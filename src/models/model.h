@@ -128,6 +128,17 @@ lmx_status lmx_transformer_forward(lmx_exec *ex, const lmx_transformer *m, lmx_k
  * RoPE, the cache write and attention run per sequence. */
 lmx_status lmx_transformer_forward_batch(lmx_exec *ex, const lmx_transformer *m, lmx_kv_cache **caches, int B,
                                          lmx_scratch **scratch, const int32_t *tokens, float *logits);
+/* Several sequences in one pass (varlen): sequence b's lens[b] tokens
+ * (tokens holds them concatenated in b order, Σ lens[b] rows) at positions
+ * caches[b]->offset.., appended to caches[b]; each cache at most once.
+ * Embedding, norms, every projection and the MLP run once over all rows;
+ * RoPE, the cache append and causal attention run per sequence span, so
+ * each sequence sees exactly what lmx_transformer_forward on its own tokens
+ * would. logits: f32 [Σ lens, V] when all_logits, else [n, V] (each
+ * sequence's last row). */
+lmx_status lmx_transformer_forward_varlen(lmx_exec *ex, const lmx_transformer *m, lmx_kv_cache **caches, int n,
+                                          const int64_t *lens, lmx_scratch **scratch, const int32_t *tokens,
+                                          bool all_logits, float *logits);
 void lmx_transformer_free(lmx_transformer *m);
 /* transformer_device.c: copies every weight into device backend b's memory
  * once (no-op on host backends); free the model before the backend. */

@@ -18,7 +18,13 @@
 struct lmx_scratch {
     int64_t cap, logits_rows;
     lmx_backend *backend; /* where the arrays live (NULL: host) */
-    float mscale[2];      /* per RoPE config, for the current step */
+    /* Per step, per sequence span i and RoPE config c (index 2·i + c):
+     * mscale, and the inverse frequencies in row 2·i + c of inv_freq. Only
+     * span 0's are filled unless the frequencies depend on the sequence
+     * length (dynamic NTK, longrope). ids: the step's token ids, then each
+     * span's last row index. The *_host arrays stage uploads to a device. */
+    float *mscale, *inv_host;
+    int32_t *ids_host;
     lmx_array x, h, q, k, v, attn, o, mlp, gate, up, act, logits, ids, inv_freq, router, probs;
     lmx_array ex_in, ex_gate, ex_up, ex_act, ex_out;
     /* LoRA/DoRA (host only), grown on demand: x·aᵀ [T, r], its ·bᵀ [T, out]
@@ -32,6 +38,9 @@ void lmx_scratch_free(lmx_scratch *s) {
                         &s->act, &s->logits, &s->ids, &s->inv_freq, &s->router, &s->probs, &s->ex_in,
                         &s->ex_gate, &s->ex_up, &s->ex_act, &s->ex_out, &s->lora_t, &s->lora_u, &s->lora_f};
     for (size_t i = 0; i < sizeof all / sizeof *all; i++) lmx_array_release(all[i]);
+    free(s->mscale);
+    free(s->inv_host);
+    free(s->ids_host);
     free(s);
 }
 
@@ -65,8 +74,15 @@ static lmx_status scratch_reserve(lmx_scratch **sp, const lmx_hparams *hp, int64
     if (!st) st = alloc2(&s->act, LMX_F32, T, F);
     s->logits_rows = 1; /* grown on demand: the host path writes the caller's buffer */
     if (!st) st = alloc2(&s->logits, LMX_F32, 1, hp->n_vocab);
-    if (!st) st = alloc2(&s->ids, LMX_I32, 1, T);
-    if (!st) st = alloc2(&s->inv_freq, LMX_F32, 2, hd / 2);
+    if (!st) st = alloc2(&s->ids, LMX_I32, 1, 2 * T);
+    if (!st) st = alloc2(&s->inv_freq, LMX_F32, 2 * T, hd / 2);
+    s->mscale = malloc((size_t)(2 * T) * sizeof *s->mscale);
+    if (!st && !s->mscale) st = lmx_err(LMX_ERR_NOMEM, "out of memory");
+    if (!st && b) {
+        s->inv_host = malloc((size_t)(T * hd) * sizeof *s->inv_host);
+        s->ids_host = malloc((size_t)(2 * T) * sizeof *s->ids_host);
+        if (!s->inv_host || !s->ids_host) st = lmx_err(LMX_ERR_NOMEM, "out of memory");
+    }
     if (!st) st = alloc2(&s->router, LMX_F32, T, hp->n_expert);
     if (!st) st = alloc2(&s->probs, LMX_F32, T, hp->n_expert);
     if (!st) st = alloc2(&s->ex_in, LMX_F32, 1, D);
@@ -251,17 +267,76 @@ static lmx_status mlp_moe(lmx_exec *ex, const lmx_hparams *hp, const lmx_layer *
     return LMX_OK;
 }
 
-static lmx_status rope_freqs(lmx_exec *ex, const lmx_hparams *hp, lmx_scratch *s, int64_t seq_len);
-static lmx_status attention_rows(lmx_exec *ex, const lmx_hparams *hp, int li, lmx_kv_cache **caches, int nc,
-                                 lmx_scratch *s);
+/* Only dynamic NTK and longrope frequencies depend on the sequence length. */
+static bool rope_per_length(const lmx_hparams *hp) {
+    for (int i = 0; i < 2; i++)
+        if (hp->rope[i].type == LMX_ROPE_DYNAMIC || hp->rope[i].type == LMX_ROPE_LONGROPE) return true;
+    return false;
+}
 
-/* nc == 1: T tokens of one sequence (caches[0]); nc > 1: one token of each
- * of nc sequences (T == nc), batched through the projections. */
+/* One step of n sequence spans (span b: lens[b] rows starting at row r0,
+ * positions caches[b]->offset..): the token ids and each span's last row
+ * index into s->ids, and the RoPE inverse frequencies and mscale of the
+ * configs the layers use, for a step ending at offset + len - 1 — what a
+ * single-sequence step over that span computes. Uploaded once per step. */
+static lmx_status step_inputs(lmx_exec *ex, const lmx_hparams *hp, lmx_scratch *s, lmx_kv_cache **caches, int n,
+                              const int64_t *lens, const int32_t *tokens, int64_t T) {
+    bool host = lmx_backend_is_host(ex->backend);
+    int64_t half = hp->head_dim / 2;
+    bool used[2] = {false, false};
+    for (int l = 0; l < hp->n_layer; l++) used[hp->rope_idx[l] & 1] = true;
+    int nr = rope_per_length(hp) ? n : 1;
+    float *inv = host ? (float *)s->inv_freq.data : s->inv_host;
+    for (int i = 0; i < nr; i++)
+        for (int c = 0; c < 2; c++)
+            if (used[c])
+                lmx_rope_inv_freq(&hp->rope[c], caches[i]->offset + lens[i], inv + (2 * i + c) * half,
+                                  &s->mscale[2 * i + c]);
+    int32_t *ids = host ? (int32_t *)s->ids.data : s->ids_host;
+    memcpy(ids, tokens, (size_t)T * sizeof(int32_t));
+    int64_t row = 0;
+    for (int b = 0; b < n; b++) {
+        row += lens[b];
+        ids[T + b] = (int32_t)(row - 1);
+    }
+    if (host) return LMX_OK;
+    LMX_TRY(lmx_backend_upload(ex->backend, s->inv_freq.data, inv, (size_t)(2 * nr * half) * sizeof(float)));
+    return lmx_backend_upload(ex->backend, s->ids.data, ids, (size_t)(T + n) * sizeof(int32_t));
+}
+
+/* Span b of the step (rows [r0, r0 + len) of q/k/v, already projected):
+ * RoPE at positions c->offset.., the cache append, causal attention against
+ * c into the same rows of s->attn. */
+static lmx_status attention_span(lmx_exec *ex, const lmx_hparams *hp, int li, lmx_scratch *s, lmx_kv_cache *c,
+                                 int b, int64_t r0, int64_t len) {
+    int64_t H = hp->n_head, Hkv = hp->n_kv_head, hd = hp->head_dim;
+    int ri = hp->rope_idx[li];
+    const lmx_rope_cfg *r = &hp->rope[ri];
+    int fr = rope_per_length(hp) ? 2 * b + ri : ri; /* row of inv_freq / mscale */
+    lmx_array inv = tv(&s->inv_freq, 1, r->dims / 2, 0, 0);
+    inv.data = (float *)s->inv_freq.data + fr * (hd / 2);
+    lmx_array q3 = tv(&s->q, 3, len, H, hd), k3 = tv(&s->k, 3, len, Hkv, hd);
+    lmx_array k2 = tv(&s->k, 2, len, Hkv * hd, 0), v2 = tv(&s->v, 2, len, Hkv * hd, 0);
+    lmx_array attn = tv(&s->attn, 2, len, H * hd, 0);
+    q3.data = (float *)s->q.data + r0 * H * hd;
+    k3.data = k2.data = (float *)s->k.data + r0 * Hkv * hd;
+    v2.data = (float *)s->v.data + r0 * Hkv * hd;
+    attn.data = (float *)s->attn.data + r0 * H * hd;
+    LMX_TRY(lmx_rope(ex, &q3, &q3, &inv, c->offset, r->dims, r->traditional, s->mscale[fr]));
+    LMX_TRY(lmx_rope(ex, &k3, &k3, &inv, c->offset, r->dims, r->traditional, s->mscale[fr]));
+    lmx_array kv_k, kv_v;
+    int64_t apos0;
+    int window;
+    LMX_TRY(lmx_kv_store(ex, c, li, &k2, &v2, hp->window[li], &kv_k, &kv_v, &apos0, &window));
+    return lmx_attention(ex, &attn, &q3, &kv_k, &kv_v, apos0, hp->attn_scale, hp->attn_softcap, window);
+}
+
+/* The projections run once over all T rows of the step; RoPE, the cache
+ * write and attention per sequence span. */
 static lmx_status attention_block(lmx_exec *ex, const lmx_hparams *hp, const lmx_layer *L, int li,
-                                  lmx_kv_cache **caches, int nc, lmx_scratch *s, int64_t T, const lmx_array *h,
-                                  lmx_array *out) {
-    lmx_kv_cache *cache = caches[0];
-    int64_t H = hp->n_head, Hkv = hp->n_kv_head, hd = hp->head_dim, pos0 = cache->offset;
+                                  lmx_kv_cache **caches, int n, const int64_t *lens, lmx_scratch *s, int64_t T,
+                                  const lmx_array *h, lmx_array *out) {
+    int64_t H = hp->n_head, Hkv = hp->n_kv_head, hd = hp->head_dim;
     lmx_array q = tv(&s->q, 2, T, H * hd, 0), k = tv(&s->k, 2, T, Hkv * hd, 0), v = tv(&s->v, 2, T, Hkv * hd, 0);
     LMX_TRY(linear(ex, s, &q, h, &L->wq));
     LMX_TRY(linear(ex, s, &k, h, &L->wk));
@@ -271,114 +346,48 @@ static lmx_status attention_block(lmx_exec *ex, const lmx_hparams *hp, const lmx
         LMX_TRY(lmx_rms_norm(ex, &qh, &qh, &L->q_norm, hp->norm_eps, hp->norm_add_one));
         LMX_TRY(lmx_rms_norm(ex, &kh, &kh, &L->k_norm, hp->norm_eps, hp->norm_add_one));
     }
-    if (nc > 1) {
-        LMX_TRY(attention_rows(ex, hp, li, caches, nc, s));
-        lmx_array attn = tv(&s->attn, 2, T, H * hd, 0);
-        return linear(ex, s, out, &attn, &L->wo);
+    int64_t r0 = 0;
+    for (int b = 0; b < n; b++) {
+        LMX_TRY(attention_span(ex, hp, li, s, caches[b], b, r0, lens[b]));
+        r0 += lens[b];
     }
-    int ri = hp->rope_idx[li];
-    const lmx_rope_cfg *r = &hp->rope[ri];
-    float mscale = s->mscale[ri];
-    lmx_array inv = tv(&s->inv_freq, 1, r->dims / 2, 0, 0); /* row ri, filled by rope_step() */
-    inv.data = (float *)s->inv_freq.data + ri * (hp->head_dim / 2);
-    lmx_array q3 = tv(&s->q, 3, T, H, hd), k3 = tv(&s->k, 3, T, Hkv, hd);
-    LMX_TRY(lmx_rope(ex, &q3, &q3, &inv, pos0, r->dims, r->traditional, mscale));
-    LMX_TRY(lmx_rope(ex, &k3, &k3, &inv, pos0, r->dims, r->traditional, mscale));
-
-    lmx_array kv_k, kv_v;
-    int64_t apos0;
-    int window;
-    LMX_TRY(lmx_kv_store(ex, cache, li, &k, &v, hp->window[li], &kv_k, &kv_v, &apos0, &window));
     lmx_array attn = tv(&s->attn, 2, T, H * hd, 0);
-    LMX_TRY(lmx_attention(ex, &attn, &q3, &kv_k, &kv_v, apos0, hp->attn_scale, hp->attn_softcap, window));
     return linear(ex, s, out, &attn, &L->wo);
 }
 
-/* Inverse frequencies of the RoPE configs the layers use, for a step ending
- * at position seq_len-1 (one row each), and the token ids, into scratch. */
-static lmx_status rope_freqs(lmx_exec *ex, const lmx_hparams *hp, lmx_scratch *s, int64_t seq_len) {
-    bool host = lmx_backend_is_host(ex->backend);
-    int64_t half = hp->head_dim / 2;
-    float buf[2 * 512];
-    if (!host && half > 512) return lmx_err(LMX_ERR_UNSUPPORTED, "head_dim %d too large", hp->head_dim);
-    bool used[2] = {false, false};
-    for (int l = 0; l < hp->n_layer; l++) used[hp->rope_idx[l] & 1] = true;
-    for (int i = 0; i < 2; i++) {
-        if (!used[i]) continue;
-        float *dst = host ? (float *)s->inv_freq.data + i * half : buf + i * half;
-        lmx_rope_inv_freq(&hp->rope[i], seq_len, dst, &s->mscale[i]);
-    }
-    if (host) return LMX_OK;
-    return lmx_backend_upload(ex->backend, s->inv_freq.data, buf, (size_t)(2 * half) * sizeof(float));
-}
-
-static lmx_status step_inputs(lmx_exec *ex, const lmx_hparams *hp, lmx_scratch *s, int64_t seq_len,
-                              const int32_t *tokens, int64_t T) {
-    LMX_TRY(rope_freqs(ex, hp, s, seq_len));
-    if (lmx_backend_is_host(ex->backend)) {
-        memcpy(s->ids.data, tokens, (size_t)T * sizeof(int32_t));
-        return LMX_OK;
-    }
-    return lmx_backend_upload(ex->backend, s->ids.data, tokens, (size_t)T * sizeof(int32_t));
-}
-
-/* Only dynamic NTK and longrope frequencies depend on the sequence length. */
-static bool rope_per_length(const lmx_hparams *hp) {
-    for (int i = 0; i < 2; i++)
-        if (hp->rope[i].type == LMX_ROPE_DYNAMIC || hp->rope[i].type == LMX_ROPE_LONGROPE) return true;
-    return false;
-}
-
-/* Batched decode: row b of q/k/v (already projected) belongs to sequence b
- * at position caches[b]->offset; RoPE, the cache write and attention run
- * per row, into row b of s->attn. */
-static lmx_status attention_rows(lmx_exec *ex, const lmx_hparams *hp, int li, lmx_kv_cache **caches, int nc,
-                                 lmx_scratch *s) {
-    int64_t H = hp->n_head, Hkv = hp->n_kv_head, hd = hp->head_dim;
-    int ri = hp->rope_idx[li];
-    const lmx_rope_cfg *r = &hp->rope[ri];
-    bool per_len = rope_per_length(hp);
-    for (int b = 0; b < nc; b++) {
+static lmx_status check_step(const lmx_hparams *hp, lmx_kv_cache **caches, int n, const int64_t *lens, int64_t *T) {
+    if (n <= 0) return lmx_err(LMX_ERR_INVALID_ARG, "forward: empty batch");
+    *T = 0;
+    for (int b = 0; b < n; b++) {
         lmx_kv_cache *c = caches[b];
-        if (per_len) LMX_TRY(rope_freqs(ex, hp, s, c->offset + 1));
-        lmx_array inv = tv(&s->inv_freq, 1, r->dims / 2, 0, 0);
-        inv.data = (float *)s->inv_freq.data + ri * (hp->head_dim / 2);
-        lmx_array q3 = tv(&s->q, 3, 1, H, hd), k3 = tv(&s->k, 3, 1, Hkv, hd), v2 = tv(&s->v, 2, 1, Hkv * hd, 0);
-        q3.data = (float *)s->q.data + b * H * hd;
-        k3.data = (float *)s->k.data + b * Hkv * hd;
-        v2.data = (float *)s->v.data + b * Hkv * hd;
-        LMX_TRY(lmx_rope(ex, &q3, &q3, &inv, c->offset, r->dims, r->traditional, s->mscale[ri]));
-        LMX_TRY(lmx_rope(ex, &k3, &k3, &inv, c->offset, r->dims, r->traditional, s->mscale[ri]));
-        lmx_array k2 = tv(&s->k, 2, 1, Hkv * hd, 0), kv_k, kv_v;
-        k2.data = k3.data;
-        int64_t apos0;
-        int window;
-        LMX_TRY(lmx_kv_store(ex, c, li, &k2, &v2, hp->window[li], &kv_k, &kv_v, &apos0, &window));
-        lmx_array attn = tv(&s->attn, 2, 1, H * hd, 0);
-        attn.data = (float *)s->attn.data + b * H * hd;
-        LMX_TRY(lmx_attention(ex, &attn, &q3, &kv_k, &kv_v, apos0, hp->attn_scale, hp->attn_softcap, window));
-    }
-    return LMX_OK;
-}
-
-static lmx_status forward_core(lmx_exec *ex, const lmx_transformer *m, lmx_kv_cache **caches, int nc,
-                               lmx_scratch **sp, const int32_t *tokens, int64_t T, bool all_logits, float *logits) {
-    const lmx_hparams *hp = &m->hp;
-    lmx_kv_cache *cache = caches[0];
-    if (T <= 0) return lmx_err(LMX_ERR_INVALID_ARG, "forward: empty token list");
-    for (int b = 0; b < nc; b++) {
-        lmx_kv_cache *c = caches[b];
+        if (lens[b] <= 0) return lmx_err(LMX_ERR_INVALID_ARG, "forward: sequence %d has no tokens", b);
+        *T += lens[b];
         if (c->n_layer != hp->n_layer || c->n_kv_head != hp->n_kv_head || c->head_dim != hp->head_dim)
             return lmx_err(LMX_ERR_SHAPE, "forward: the KV cache was made for another model (%d layers, %d kv heads, "
                            "head_dim %d)", c->n_layer, c->n_kv_head, c->head_dim);
+        /* two spans of one cache would both plan a step at the same offset */
+        for (int j = 0; j < b; j++)
+            if (caches[j] == c) return lmx_err(LMX_ERR_INVALID_ARG, "forward: sequences %d and %d share a cache", j, b);
     }
+    if (*T > INT32_MAX) return lmx_err(LMX_ERR_INVALID_ARG, "forward: %lld tokens in one step", (long long)*T);
+    return LMX_OK;
+}
+
+/* n sequence spans of lens[b] tokens each, concatenated in tokens; logits
+ * of every row (all_logits) or of each span's last row. */
+static lmx_status forward_core(lmx_exec *ex, const lmx_transformer *m, lmx_kv_cache **caches, int n,
+                               const int64_t *lens, lmx_scratch **sp, const int32_t *tokens, bool all_logits,
+                               float *logits) {
+    const lmx_hparams *hp = &m->hp;
+    int64_t T = 0;
+    LMX_TRY(check_step(hp, caches, n, lens, &T));
     LMX_TRY(scratch_reserve(sp, hp, T, ex->backend));
     lmx_scratch *s = *sp;
     int64_t D = hp->n_embd;
     bool host = lmx_backend_is_host(ex->backend);
     lmx_array ids = tv(&s->ids, 1, T, 0, 0);
-    LMX_TRY(step_inputs(ex, hp, s, cache->offset + T, tokens, T));
-    for (int b = 0; b < nc; b++) LMX_TRY(lmx_kv_begin(ex, caches[b], nc > 1 ? 1 : T));
+    LMX_TRY(step_inputs(ex, hp, s, caches, n, lens, tokens, T));
+    for (int b = 0; b < n; b++) LMX_TRY(lmx_kv_begin(ex, caches[b], lens[b]));
     lmx_array x = tv(&s->x, 2, T, D, 0), h = tv(&s->h, 2, T, D, 0), o = tv(&s->o, 2, T, D, 0);
     lmx_array mo = tv(&s->mlp, 2, T, D, 0);
     const lmx_linear *E = &m->tok_embd;
@@ -388,7 +397,7 @@ static lmx_status forward_core(lmx_exec *ex, const lmx_transformer *m, lmx_kv_ca
     for (int li = 0; li < hp->n_layer; li++) {
         const lmx_layer *L = &m->layers[li];
         LMX_TRY(norm(ex, hp, &h, &x, &L->attn_norm, &L->attn_norm_b));
-        LMX_TRY(attention_block(ex, hp, L, li, caches, nc, s, T, &h, &o));
+        LMX_TRY(attention_block(ex, hp, L, li, caches, n, lens, s, T, &h, &o));
         if (hp->sandwich_norm) LMX_TRY(norm(ex, hp, &o, &o, &L->post_attn_norm, NULL));
         if (hp->parallel_block) {
             LMX_TRY(mlp_dense(ex, hp, L, s, T, &h, &mo));
@@ -405,11 +414,20 @@ static lmx_status forward_core(lmx_exec *ex, const lmx_transformer *m, lmx_kv_ca
         if (hp->sandwich_norm) LMX_TRY(norm(ex, hp, &mo, &mo, &L->post_ffn_norm, NULL));
         LMX_TRY(lmx_add(ex, &x, &x, &mo));
     }
-    for (int b = 0; b < nc; b++) LMX_TRY(lmx_kv_end(caches[b]));
+    for (int b = 0; b < n; b++) LMX_TRY(lmx_kv_end(caches[b]));
 
-    int64_t R = all_logits ? T : 1;
+    /* The rows that get logits: all, one trailing row, or (several spans
+     * longer than one token) each span's last row gathered into s->o. */
+    int64_t R = all_logits || T == n ? T : n;
     lmx_array xl = tv(&s->x, 2, R, D, 0);
-    xl.data = (float *)s->x.data + (T - R) * D;
+    if (R == 1) {
+        xl.data = (float *)s->x.data + (T - 1) * D;
+    } else if (R < T) {
+        lmx_array last = tv(&s->ids, 1, n, 0, 0);
+        last.data = (int32_t *)s->ids.data + T;
+        xl = tv(&s->o, 2, n, D, 0);
+        LMX_TRY(lmx_get_rows(ex, &xl, &x, &last));
+    }
     lmx_array hl = tv(&s->h, 2, R, D, 0);
     LMX_TRY(norm(ex, hp, &hl, &xl, &m->out_norm, &m->out_norm_b));
     if (!host && R > s->logits_rows) {
@@ -428,14 +446,25 @@ static lmx_status forward_core(lmx_exec *ex, const lmx_transformer *m, lmx_kv_ca
 lmx_status lmx_transformer_forward(lmx_exec *ex, const lmx_transformer *m, lmx_kv_cache *cache,
                                    lmx_scratch **sp, const int32_t *tokens, int64_t T, bool all_logits,
                                    float *logits) {
-    return forward_core(ex, m, &cache, 1, sp, tokens, T, all_logits, logits);
+    if (T <= 0) return lmx_err(LMX_ERR_INVALID_ARG, "forward: empty token list");
+    return forward_core(ex, m, &cache, 1, &T, sp, tokens, all_logits, logits);
 }
 
 lmx_status lmx_transformer_forward_batch(lmx_exec *ex, const lmx_transformer *m, lmx_kv_cache **caches, int B,
                                          lmx_scratch **sp, const int32_t *tokens, float *logits) {
     if (B <= 0) return lmx_err(LMX_ERR_INVALID_ARG, "forward: empty batch");
-    if (B == 1) return forward_core(ex, m, caches, 1, sp, tokens, 1, false, logits);
-    return forward_core(ex, m, caches, B, sp, tokens, B, true, logits);
+    int64_t *ones = malloc((size_t)B * sizeof *ones);
+    if (!ones) return lmx_err(LMX_ERR_NOMEM, "out of memory");
+    for (int b = 0; b < B; b++) ones[b] = 1;
+    lmx_status st = forward_core(ex, m, caches, B, ones, sp, tokens, true, logits);
+    free(ones);
+    return st;
+}
+
+lmx_status lmx_transformer_forward_varlen(lmx_exec *ex, const lmx_transformer *m, lmx_kv_cache **caches, int n,
+                                          const int64_t *lens, lmx_scratch **sp, const int32_t *tokens,
+                                          bool all_logits, float *logits) {
+    return forward_core(ex, m, caches, n, lens, sp, tokens, all_logits, logits);
 }
 
 void lmx_transformer_free(lmx_transformer *m) {

@@ -168,9 +168,10 @@ static const gq_spec BQ[] = {
     {LMX_Q4_K, 0, LMX_F32, false, "gguf q4_K"},          {LMX_Q6_K, 0, LMX_F32, false, "gguf q6_K"},
 };
 
-/* only != NULL: a second backend started with LMX_CUDA_QGEMV=staged (MLX
- * 4/8-bit decode through the staged kernel, same shapes) and
- * LMX_CUDA_QTILE_MB=128 (prefill dequantizes 128 MB tiles, not 32). */
+/* only != NULL: MLX 4/8-bit decode on a backend started with
+ * LMX_CUDA_QGEMV=staged (through the staged kernel; with LMX_CUDA_QTILE_MB=128
+ * also two prefill GEMMs on 128 MB dequantized tiles, not 32) or
+ * LMX_CUDA_QGEMV=unfactored (w = s·q + b per weight), same shapes. */
 static void bench_quant(const char *only) {
     static const struct {
         const char *label;
@@ -181,14 +182,16 @@ static void bench_quant(const char *only) {
     for (size_t f = 0; f < sizeof BQ / sizeof *BQ; f++) {
         if (only && BQ[f].dt != LMX_MLX_Q4 && BQ[f].dt != LMX_MLX_Q8) continue;
         for (size_t i = 0; i < sizeof sh / sizeof *sh; i++) {
-            char l[48];
+            char l[64];
             snprintf(l, sizeof l, "%s%s", sh[i].label, only ? only : "");
             bench_matmul_q(l, &BQ[f], 1, sh[i].N, sh[i].K);
         }
     }
     if (only) {
-        bench_matmul_q("gemm [128 MB tiles]", &BQ[0], 512, 4096, 4096);
-        bench_matmul_q("gemm [128 MB tiles]", &BQ[0], 512, 14336, 4096);
+        if (strstr(only, "staged")) {
+            bench_matmul_q("gemm [128 MB tiles]", &BQ[0], 512, 4096, 4096);
+            bench_matmul_q("gemm [128 MB tiles]", &BQ[0], 512, 14336, 4096);
+        }
         return;
     }
     bench_matmul_q("8B q/o M=4", &BQ[0], 4, 4096, 4096);
@@ -342,6 +345,11 @@ int main(int argc, char **argv) {
     if (lmx_backend_create("cuda", 0, &gpu)) die("backend");
     gex.backend = gpu;
     bench_quant(" [staged]");
+    lmx_backend_free(gpu);
+    setenv("LMX_CUDA_QGEMV", "unfactored", 1);
+    if (lmx_backend_create("cuda", 0, &gpu)) die("backend");
+    gex.backend = gpu;
+    bench_quant(" [unfactored]");
     lmx_backend_free(gpu);
     return 0;
 }

@@ -83,7 +83,8 @@ if has sanitize && command -v compute-sanitizer > /dev/null; then
   S=$OUT/sanitize.log
   LMX_TEST_ONLY=quant timeout 200 compute-sanitizer --tool memcheck --leak-check full "$B/test_cuda_ops" > "$S" 2>&1
   echo "memcheck rc=$? $(grep -E 'passed|ERROR SUMMARY|LEAK SUMMARY' "$S" | tr '\n' ' ')"
-  # racecheck reports hazards inside cuBLAS's own GEMM kernels (nvjet_*): those are left out
-  LMX_TEST_ONLY=quant timeout 200 compute-sanitizer --tool racecheck --kernel-name-exclude kns=nvjet "$B/test_cuda_ops" >> "$S" 2>&1
-  echo "racecheck rc=$? $(grep -E 'passed|RACECHECK SUMMARY|ERROR SUMMARY|nrecognized|nvalid' "$S" | tail -3 | tr '\n' ' ')"
+  # racecheck also reports hazards inside cuBLAS's own GEMM kernels (nvjet_*, some unnamed): counted apart
+  LMX_TEST_ONLY=quant timeout 200 compute-sanitizer --tool racecheck "$B/test_cuda_ops" >> "$S" 2>&1
+  echo "racecheck rc=$? $(grep -E 'passed|RACECHECK SUMMARY' "$S" | tail -2 | tr '\n' ' ')"
+  echo "race reports by kernel (outside nvjet):"; grep 'Race reported' "$S" | grep -v nvjet | sed 's/+0x[0-9a-f]*//' | sort | uniq -c | head
 fi

@@ -15,7 +15,8 @@
  *   rope:      bitwise equal (same operations per element)
  * Results must also be bitwise identical for 1 and 2 threads.
  *
- * GGUF Q8_0/Q4_0/Q6_K weights run with int8 activations (cpu_qdot.c): x is
+ * GGUF Q8_0/Q4_0/Q6_K weights run with int8 activations (cpu_qdot.c; the
+ * generic table only for decode, its prefill stays f32): x is
  * rounded to x^_k = d_b q_k per 32-block b (d_b = max|x|/127), so the bound
  * is derived, not fitted (u = 2^-24, γ_n = n u / (1 - n u)):
  *   (a) vs the f32 reference:
@@ -113,8 +114,11 @@ static void weight_scales(const lmx_array *w, float *s) {
     }
 }
 
-static bool int8_path(const lmx_simd_kernels *k, lmx_dtype wt) {
-    return k->quantize_x && lmx_int8_activations() && (wt == LMX_Q8_0 || wt == LMX_Q4_0 || wt == LMX_Q6_K);
+/* Whether table k runs this matmul with int8 activations (decode: M < 4,
+ * the matvec; prefill: the table's int8 GEMM, where it has one). */
+static bool int8_path(const lmx_simd_kernels *k, lmx_dtype wt, int64_t M) {
+    if (!k->quantize_x || !lmx_int8_activations() || !(wt == LMX_Q8_0 || wt == LMX_Q4_0 || wt == LMX_Q6_K)) return false;
+    return M < 4 ? k->matvec_qx != NULL : k->gemm_qx != NULL;
 }
 
 static lmx_array arr(lmx_dtype dt, int ndim, int64_t d0, int64_t d1, int64_t d2) {
@@ -164,7 +168,7 @@ static void matmul_case_g(const lmx_simd_kernels *k, lmx_dtype wt, int64_t M, in
         CHECK_OK(lmx_array_to_f32(&w, wf));
     int bad = 0;
     const float *r = o_ref.data, *f1 = o1.data, *f2 = o2.data;
-    const bool q8 = int8_path(k, wt);
+    const bool q8 = int8_path(k, wt, M);
     int8_t *xq = q8 ? malloc((size_t)K) : NULL;
     float *xd = q8 ? malloc((size_t)(K / 32) * sizeof(float)) : NULL, *ws = q8 ? malloc((size_t)(N * K) * sizeof(float)) : NULL;
     const double cu = wt == LMX_Q4_0 ? 15 + 8 : wt == LMX_Q8_0 ? 255 + 128 : 63 + 32; /* umax + off */
@@ -306,8 +310,8 @@ static void quantize_all(const lmx_simd_kernels *k) {
 /* A NaN in x makes its whole output row NaN on the int8 path, as in the
  * reference (decode and GEMM). */
 static void nan_rows(const lmx_simd_kernels *k) {
-    if (!int8_path(k, LMX_Q4_0)) return;
     for (int64_t M = 1; M <= 6; M += 5) {
+        if (!int8_path(k, LMX_Q4_0, M)) continue;
         lmx_array x = arr(LMX_F32, 2, M, 64, 0), w = arr(LMX_Q4_0, 2, 40, 64, 0), o = arr(LMX_F32, 2, M, 40, 0);
         fill(&x), fill(&w);
         ((float *)x.data)[(M - 1) * 64 + 37] = NAN;

@@ -105,7 +105,8 @@ int cli_generate_batch(const char *cmd, lmx_model *m, const char *path, const lm
         printf("==========\n");
         printf("[batch_generate] Prompt: %d tokens, %.3f tokens-per-sec\n", b.prompt_tokens,
                b.prompt_time > 0 ? b.prompt_tokens / b.prompt_time : 0.0);
-        double gen_time = wall - b.prompt_time; /* joiners' prefill runs serially inside wall */
+        /* prompt_time: the prompt rows' share of the batched passes (batch.c) */
+        double gen_time = wall - b.prompt_time;
         printf("[batch_generate] Generation: %d tokens, %.3f tokens-per-sec\n", b.gen_tokens,
                gen_time > 0 ? b.gen_tokens / gen_time : 0.0);
         printf("[batch_generate] Peak memory: %.3f GB\n", (double)lmx_peak_rss_bytes() / 1e9);

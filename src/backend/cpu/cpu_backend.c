@@ -4,7 +4,7 @@
  * which use the SIMD table picked at start-up (cpu_features.c) and fall back
  * to the reference kernels for whatever they do not handle; LMX_CPU=reference
  * sends every op to the reference kernels. */
-#include "backend/cpu/cpu_simd.h"
+#include "backend/cpu/cpu_vjp.h"
 
 #include <stdlib.h>
 
@@ -44,6 +44,7 @@ lmx_status lmx_cpu_backend_create(int n_threads, lmx_backend **out) {
     b->name = "cpu";
     b->kernels = cpu_kernels;
     b->supports = cpu_supports;
+    b->vjps = lmx_cpu_vjps(); /* fast vjps for training (cpu_vjp*.c) */
     if (n_threads <= 0) {
         b->pool = lmx_pool_default();
     } else {

@@ -1,5 +1,8 @@
 /* cpu_qdot.c - the int8 activation format, its portable kernels, and the
- * pieces every table shares (offset corrections, block unpacking, packing).
+ * pieces every table shares (offset corrections, block unpacking).
+ * The portable table has no int8 GEMM: with the baseline ISA (SSE2 has no
+ * byte multiply-add) -O3 made it 4-8x slower than the f32 GEMM, so its
+ * prefill keeps the f32 path; its decode is int8 (cpu_fast_qmatmul.c).
  *
  * Format (lmx_xq): per block b of 32 activations, amax = max|x_k|,
  *   d_b = fl(amax / 127),  id = fl(127 / amax) (0 when amax = 0),
@@ -66,13 +69,28 @@ void lmx_qx_corr(const lmx_xq *x, int64_t m0, int64_t m1, lmx_dtype wt, int32_t 
     }
 }
 
+/* f16 -> f32, exact, inline (the per-block scale of the portable kernels). */
 static inline float f16_at(const uint8_t *p) {
     uint16_t h;
     memcpy(&h, p, 2);
-    return lmx_f16_to_f32(h);
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, em = h & 0x7fffu, u;
+    float f;
+    if (em >= 0x7c00u) { /* Inf / NaN */
+        u = sign | 0x7f800000u | ((em & 0x3ffu) << 13);
+    } else if (em >= 0x0400u) { /* normal: rebias the exponent by 127 - 15 */
+        u = sign | ((em << 13) + 0x38000000u);
+    } else { /* subnormal (or zero): em · 2^-24, exact in f32 */
+        f = (float)em * 0x1p-24f;
+        memcpy(&u, &f, 4);
+        u |= sign;
+    }
+    memcpy(&f, &u, 4);
+    return f;
 }
 
-void lmx_qx_unpack_block(lmx_dtype wt, const uint8_t *b, uint8_t *u, float *scale) {
+/* One weight block (32 elements; Q6_K 256) as u = w + off in natural element
+ * order and its sub-block scales (1; Q6_K 16, = d·sc). */
+static void unpack_block(lmx_dtype wt, const uint8_t *b, uint8_t *u, float *scale) {
     if (wt == LMX_Q4_0) {
         scale[0] = f16_at(b);
         for (int j = 0; j < 16; j++) u[j] = b[2 + j] & 15, u[j + 16] = b[2 + j] >> 4;
@@ -96,31 +114,24 @@ void lmx_qx_unpack_block(lmx_dtype wt, const uint8_t *b, uint8_t *u, float *scal
     }
 }
 
-void lmx_qx_pack_any(int qnr, lmx_dtype wt, const void *w, int64_t K, int64_t n0, int nr, int64_t k0, int64_t kc,
-                     uint8_t *B, float *Bs) {
-    const lmx_dtype_traits *tr = lmx_dtype_info(wt);
-    const int64_t blk = tr->block, sub = lmx_qx_sub(wt);
-    const size_t rb = lmx_dtype_bytes(wt, K);
-    uint8_t u[256];
-    float sc[16];
-    for (int j = 0; j < qnr; j++) {
-        if (j >= nr) {
-            for (int64_t k = 0; k < kc; k++) B[(k / 4) * qnr * 4 + j * 4 + k % 4] = 0;
-            for (int64_t s = 0; s < kc / sub; s++) Bs[s * qnr + j] = 0;
-            continue;
-        }
-        const uint8_t *row = (const uint8_t *)w + (size_t)(n0 + j) * rb;
-        for (int64_t k = 0; k < kc; k += blk) {
-            lmx_qx_unpack_block(wt, row + (size_t)((k0 + k) / blk) * tr->size, u, sc);
-            for (int64_t t = 0; t < blk; t++) B[((k + t) / 4) * qnr * 4 + j * 4 + t % 4] = u[t];
-            for (int64_t s = 0; s < blk / sub; s++) Bs[(k / sub + s) * qnr + j] = sc[s];
-        }
-    }
+/* Integer dot of one 32-block of Q4_0 / Q8_0 weights with q (signed values
+ * directly: no offset is needed without the unsigned-operand instructions);
+ * written so that -O3 vectorizes it with the baseline ISA. */
+static inline int32_t dot_q40(const uint8_t *qs, const int8_t *q) {
+    int32_t d = 0;
+    for (int j = 0; j < 16; j++) d += ((qs[j] & 15) - 8) * q[j] + ((qs[j] >> 4) - 8) * q[j + 16];
+    return d;
 }
 
-/* y = Σ over blocks of scale·dx·(Σ u·q - off·Σq), one block at a time. */
+static inline int32_t dot_q80(const int8_t *w, const int8_t *q) {
+    int32_t d = 0;
+    for (int j = 0; j < 32; j++) d += w[j] * q[j];
+    return d;
+}
+
+/* y = Σ over blocks of scale·dx·(integer block dot), one block at a time. */
 void lmx_qx_matvec_generic(lmx_dtype wt, const void *w, int64_t K, int64_t r0, int64_t r1, const lmx_xq *x, int64_t M,
-                        float *y, int64_t ys) {
+                           float *y, int64_t ys) {
     const lmx_dtype_traits *tr = lmx_dtype_info(wt);
     const int64_t blk = tr->block, sub = lmx_qx_sub(wt), off = lmx_qx_offset(wt);
     const size_t rb = lmx_dtype_bytes(wt, K);
@@ -131,48 +142,28 @@ void lmx_qx_matvec_generic(lmx_dtype wt, const void *w, int64_t K, int64_t r0, i
         for (int64_t m = 0; m < M; m++) {
             const int8_t *q = x->q + m * x->qrs;
             const float *dx = x->d + m * (K / 32);
-            const int32_t *s32 = x->s32 + m * (K / 32);
             const int16_t *s16 = x->s16 + m * (K / 16);
             float acc = 0;
-            for (int64_t k = 0; k < K; k += blk) {
-                lmx_qx_unpack_block(wt, row + (size_t)(k / blk) * tr->size, u, sc);
-                for (int64_t s = 0; s < blk / sub; s++) {
-                    int64_t k1 = k + s * sub;
-                    int32_t dot = 0;
-                    for (int64_t t = 0; t < sub; t++) dot += (int32_t)u[s * sub + t] * q[k1 + t];
-                    dot -= (int32_t)off * (sub == 16 ? s16[k1 / 16] : s32[k1 / 32]);
-                    acc += sc[s] * dx[k1 / 32] * (float)dot;
+            if (wt == LMX_Q4_0 || wt == LMX_Q8_0) {
+                for (int64_t b = 0; b < K / 32; b++) {
+                    const uint8_t *bp = row + (size_t)b * tr->size;
+                    int32_t dot = wt == LMX_Q4_0 ? dot_q40(bp + 2, q + 32 * b)
+                                                 : dot_q80((const int8_t *)(bp + 2), q + 32 * b);
+                    acc += f16_at(bp) * dx[b] * (float)dot;
+                }
+            } else { /* Q6_K: unpacked per super-block, 16-element sub-blocks */
+                for (int64_t k = 0; k < K; k += blk) {
+                    unpack_block(wt, row + (size_t)(k / blk) * tr->size, u, sc);
+                    for (int64_t s = 0; s < blk / sub; s++) {
+                        int64_t k1 = k + s * sub;
+                        int32_t dot = 0;
+                        for (int64_t t = 0; t < sub; t++) dot += (int32_t)u[s * sub + t] * q[k1 + t];
+                        dot -= (int32_t)off * s16[k1 / 16];
+                        acc += sc[s] * dx[k1 / 32] * (float)dot;
+                    }
                 }
             }
             y[m * ys + r] = acc;
         }
     }
-}
-
-void lmx_qx_pack_generic(lmx_dtype wt, const void *w, int64_t K, int64_t n0, int nr, int64_t k0, int64_t kc, uint8_t *B,
-                      float *Bs) {
-    lmx_qx_pack_any(LMX_QX_GENERIC_NR, wt, w, K, n0, nr, k0, kc, B, Bs);
-}
-
-void lmx_qx_gemm_generic(lmx_dtype wt, int64_t kc, const lmx_xq *x, int64_t m0, int64_t k0, const int32_t *corr,
-                      const uint8_t *B, const float *Bs, float *C, int64_t cs, int mr, int nr, bool accumulate) {
-    const int64_t K = x->K, sub = lmx_qx_sub(wt), ns = K / sub;
-    float acc[LMX_QX_GENERIC_MR][LMX_QX_GENERIC_NR] = {{0}};
-    for (int i = 0; i < mr; i++) {
-        const int8_t *q = x->q + (m0 + i) * x->qrs + k0;
-        const float *dx = x->d + (m0 + i) * (K / 32) + k0 / 32;
-        const int32_t *cr = corr + (m0 + i) * ns + k0 / sub;
-        for (int64_t s = 0; s < kc / sub; s++) {
-            int32_t dot[LMX_QX_GENERIC_NR];
-            for (int j = 0; j < LMX_QX_GENERIC_NR; j++) dot[j] = cr[s];
-            for (int64_t k = s * sub; k < (s + 1) * sub; k++) {
-                const uint8_t *b = B + (k / 4) * LMX_QX_GENERIC_NR * 4 + k % 4;
-                for (int j = 0; j < LMX_QX_GENERIC_NR; j++) dot[j] += (int32_t)b[4 * j] * q[k];
-            }
-            float dxs = dx[s * sub / 32];
-            for (int j = 0; j < LMX_QX_GENERIC_NR; j++) acc[i][j] += Bs[s * LMX_QX_GENERIC_NR + j] * dxs * (float)dot[j];
-        }
-    }
-    for (int i = 0; i < mr; i++)
-        for (int j = 0; j < nr; j++) C[i * cs + j] = accumulate ? C[i * cs + j] + acc[i][j] : acc[i][j];
 }

@@ -35,26 +35,11 @@ static inline int lmx_qx_sub(lmx_dtype t) { return t == LMX_Q6_K ? 16 : 32; }
  * GEMM's accumulator start (gemm_qx). Rows [m0, m1). */
 void lmx_qx_corr(const lmx_xq *x, int64_t m0, int64_t m1, lmx_dtype wt, int32_t *corr);
 
-/* One weight block (32 elements; Q6_K 256) as u = w + off in natural element
- * order and its sub-block scales (1; Q6_K 16, = d·sc). */
-void lmx_qx_unpack_block(lmx_dtype wt, const uint8_t *blk, uint8_t *u, float *scale);
-
-/* Portable pack_qx for any panel width qnr (the generic table's, and the
- * wide tables' fallback). */
-void lmx_qx_pack_any(int qnr, lmx_dtype wt, const void *w, int64_t K, int64_t n0, int nr, int64_t k0, int64_t kc,
-                     uint8_t *B, float *Bs);
-
 /* Per-ISA entry points (qdot_avx2.c, qdot_avx512.c); the generic ones are in
  * cpu_qdot.c. */
 void lmx_qx_quantize_generic(const float *x, int64_t K, int8_t *q, float *d, float *sum, int32_t *s32, int16_t *s16);
 void lmx_qx_matvec_generic(lmx_dtype wt, const void *w, int64_t K, int64_t r0, int64_t r1, const lmx_xq *x, int64_t M,
                            float *y, int64_t ys);
-void lmx_qx_gemm_generic(lmx_dtype wt, int64_t kc, const lmx_xq *x, int64_t m0, int64_t k0, const int32_t *corr,
-                         const uint8_t *B, const float *Bs, float *C, int64_t cs, int mr, int nr, bool accumulate);
-void lmx_qx_pack_generic(lmx_dtype wt, const void *w, int64_t K, int64_t n0, int nr, int64_t k0, int64_t kc,
-                         uint8_t *B, float *Bs);
-#define LMX_QX_GENERIC_MR 4
-#define LMX_QX_GENERIC_NR 8
 #ifdef LMX_SIMD_X86
 void lmx_qx_quantize_avx2(const float *x, int64_t K, int8_t *q, float *d, float *sum, int32_t *s32, int16_t *s16);
 void lmx_qx_matvec_avx2(lmx_dtype wt, const void *w, int64_t K, int64_t r0, int64_t r1, const lmx_xq *x, int64_t M,

@@ -2,9 +2,10 @@
  * cpu_simd.h - the optimized CPU kernels, one table per instruction set.
  *
  * Three tables exist: generic C (always built, no intrinsics), AVX2+FMA+F16C
- * and AVX-512 (F/BW/VL/DQ). Each lives in its own file compiled with its own
- * flags (simd_generic.c, simd_avx2.c, simd_avx512.c), so intrinsics never leak
- * into code that runs before the CPU was checked. The table is picked once
+ * and AVX-512 (F/BW/VL/DQ/VNNI). Each lives in its own files compiled with
+ * their own flags (simd_*.c; the int8-activation kernels of GGUF block weights
+ * in cpu_qdot.c, qdot_avx2.c, qdot_avx512.c), so intrinsics never leak into
+ * code that runs before the CPU was checked. The table is picked once
  * (lmx_simd()) from cpuid, capped by the environment variable
  * LMX_CPU=generic|avx2|avx512 so tests and benchmarks can force each path.
  *

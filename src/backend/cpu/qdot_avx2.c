@@ -199,9 +199,82 @@ void lmx_qx_matvec_avx2(lmx_dtype wt, const void *w, int64_t K, int64_t r0, int6
 #define QMR LMX_QX_AVX2_MR
 #define QNR LMX_QX_AVX2_NR
 
+/* 32 unsigned weights (u = w + off) of one row, columns [k, k+32). */
+static inline __attribute__((always_inline)) __m256i unpack32(const int dt, const uint8_t *row, int64_t k) {
+    if (dt == LMX_Q4_0) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(row + (k / 32) * 18 + 2));
+        return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(v, 4), v), _mm256_set1_epi8(15));
+    }
+    if (dt == LMX_Q8_0)
+        return _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(row + (k / 32) * 34 + 2)),
+                                _mm256_set1_epi8((char)0x80));
+    const uint8_t *b = row + (k / 256) * 210; /* Q6_K: x-block t of the super-block, see q6k_row_qx */
+    const int t = (int)(k % 256) / 32, h = t / 4;
+    const __m256i m4 = _mm256_set1_epi8(0x0f), m30 = _mm256_set1_epi8(0x30);
+    __m256i L = _mm256_loadu_si256((const __m256i *)(b + 64 * h + (t % 2) * 32));
+    __m256i H = _mm256_loadu_si256((const __m256i *)(b + 128 + 32 * h));
+    switch (t % 4) {
+    case 0: return _mm256_or_si256(_mm256_and_si256(L, m4), _mm256_and_si256(_mm256_slli_epi16(H, 4), m30));
+    case 1: return _mm256_or_si256(_mm256_and_si256(L, m4), _mm256_and_si256(_mm256_slli_epi16(H, 2), m30));
+    case 2: return _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(L, 4), m4), _mm256_and_si256(H, m30));
+    default:
+        return _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(L, 4), m4),
+                               _mm256_and_si256(_mm256_srli_epi16(H, 2), m30));
+    }
+}
+
+/* 8 rows x 32 columns: each row is 8 dwords of 4 weights; an 8 x 8 dword
+ * transpose makes every store one column group of all 8 rows (32 bytes). */
+static inline __attribute__((always_inline)) void pack_impl(const int dt, const uint8_t *w, int64_t K, int64_t n0,
+                                                            int nr, int64_t k0, int64_t kc, uint8_t *B, float *Bs) {
+    const size_t rb = lmx_dtype_bytes((lmx_dtype)dt, K);
+    for (int64_t k = 0; k < kc; k += 32) {
+        __m256i r[8], t[8];
+        for (int j = 0; j < 8; j++) r[j] = j < nr ? unpack32(dt, w + (size_t)(n0 + j) * rb, k0 + k) : _mm256_setzero_si256();
+        for (int j = 0; j < 8; j += 2) {
+            t[j] = _mm256_unpacklo_epi32(r[j], r[j + 1]);
+            t[j + 1] = _mm256_unpackhi_epi32(r[j], r[j + 1]);
+        }
+        for (int j = 0; j < 8; j += 4) {
+            r[j] = _mm256_unpacklo_epi64(t[j], t[j + 2]);
+            r[j + 1] = _mm256_unpackhi_epi64(t[j], t[j + 2]);
+            r[j + 2] = _mm256_unpacklo_epi64(t[j + 1], t[j + 3]);
+            r[j + 3] = _mm256_unpackhi_epi64(t[j + 1], t[j + 3]);
+        }
+        /* r[j] lane L now holds rows 0-3 (r[j]) / 4-7 (r[4+j]) of dword 4L + j */
+        for (int j = 0; j < 4; j++) {
+            __m256i lo = _mm256_permute2x128_si256(r[j], r[4 + j], 0x20), hi = _mm256_permute2x128_si256(r[j], r[4 + j], 0x31);
+            _mm256_store_si256((__m256i *)(B + (k / 4 + j) * QNR * 4), lo);
+            _mm256_store_si256((__m256i *)(B + (k / 4 + 4 + j) * QNR * 4), hi);
+        }
+    }
+    const int sub = dt == LMX_Q6_K ? 16 : 32;
+    for (int j = 0; j < QNR; j++) {
+        const uint8_t *row = w + (size_t)(n0 + j) * rb;
+        for (int64_t s = 0; s < kc / sub; s++) {
+            float v = 0;
+            if (j < nr) {
+                int64_t k = k0 + s * sub;
+                if (dt == LMX_Q6_K) {
+                    const uint8_t *b = row + (k / 256) * 210;
+                    v = f16_at(b + 208) * (float)((const int8_t *)(b + 192))[(k % 256) / 16];
+                } else {
+                    v = f16_at(row + (k / 32) * (dt == LMX_Q8_0 ? 34 : 18));
+                }
+            }
+            Bs[s * QNR + j] = v;
+        }
+    }
+}
+
 void lmx_qx_pack_avx2(lmx_dtype wt, const void *w, int64_t K, int64_t n0, int nr, int64_t k0, int64_t kc, uint8_t *B,
                       float *Bs) {
-    lmx_qx_pack_any(QNR, wt, w, K, n0, nr, k0, kc, B, Bs);
+    if (wt == LMX_Q4_0)
+        pack_impl(LMX_Q4_0, w, K, n0, nr, k0, kc, B, Bs);
+    else if (wt == LMX_Q8_0)
+        pack_impl(LMX_Q8_0, w, K, n0, nr, k0, kc, B, Bs);
+    else
+        pack_impl(LMX_Q6_K, w, K, n0, nr, k0, kc, B, Bs);
 }
 
 static inline __attribute__((always_inline)) void gemm_impl(const int dt, const int SUB, int64_t kc, const lmx_xq *x,

@@ -2,19 +2,25 @@
  * with F/BW/VL/DQ + VNNI; the table is chosen only when cpuid reports all of
  * them, see cpu_features.c). Format and error bound: cpu_qdot.c.
  *
- * Decode (matvec): 4 weight rows per pass share each 32-byte block of x. A
- * block is one 256-bit vpdpbusd of u = w + off (unsigned) against q (signed);
- * the accumulator starts at -off·Σq/8 per lane, so the eight lanes of a block
- * sum to Σ w·q. One convert and one FMA by d_w·d_x per block; the next four
- * rows are prefetched (the weights are 4 KiB file pages, see simd_avx512.c).
- * Q6_K: vpmaddubsw (u <= 63, so pairs fit int16) then vpmaddwd by the two
- * sub-block scales of each 32-block; the -32 offset is one vpmaddwd of the
- * 16 scales by the 16 half-block sums per super-block.
+ * Decode (matvec), Q4_0 / Q8_0: 4 weight rows per pass share each 64-byte
+ * load of x; two blocks of a row fill one 512-bit vpdpbusd of u = w + off
+ * (unsigned) against q (signed). The accumulator starts at -off·Σq/8 per lane,
+ * so the eight lanes of a block sum to Σ w·q; then one convert and one FMA by
+ * [d_w·d_x of block b ×8, of block b+1 ×8]. The two f16 scales come from one
+ * load + vpermw. The next four rows are prefetched (the weights are 4 KiB file
+ * pages, see simd_avx512.c). These are compute-bound near the per-core DRAM
+ * rate (~1.1 ns per block-row), so every shuffle saved counts: measured
+ * alternatives (one block per 256-bit op; scales converted in a per-row
+ * prologue) were 10-20% slower.
+ * Q6_K: one row at a time, two 32-blocks per 512-bit vpmaddubsw (u <= 63, so
+ * pairs fit int16) then vpmaddwd by the four sub-block scales; the -32 offset
+ * is one vpmaddwd of the 16 scales by the 16 half-block sums per super-block.
  *
- * Prefill (gemm_qx): a MR x 32 register tile over the packed panel
- * (cpu_qdot.h): per 4 columns, 2 loads of B and MR 4-byte broadcasts of x feed
- * 2·MR vpdpbusd; after each sub-block the int32 sums are converted and scaled
- * by Bs·d_x into f32 accumulators. */
+ * Prefill (gemm_qx): a 6 x 32 register tile over the packed panel
+ * (cpu_qdot.h): per 4 columns, 2 loads of B and 6 4-byte broadcasts of x feed
+ * 12 vpdpbusd; after each sub-block the int32 sums are converted and scaled
+ * by Bs·d_x into f32 accumulators. The panel is packed by unpacking 64 columns
+ * of 16 rows and transposing 16 x 16 dwords in registers. */
 #include "backend/cpu/cpu_qdot.h"
 
 #include <immintrin.h>
@@ -110,7 +116,7 @@ static inline __attribute__((always_inline)) void mv_q40_q80(const int dt, const
     const size_t bs = dt == LMX_Q8_0 ? 34 : 18;
     const int64_t nb = K / 32;
     const size_t rb = (size_t)nb * bs;
-    const int32_t offl = dt == LMX_Q8_0 ? 16 : 1; /* off / 8 lanes */
+    const int offs = dt == LMX_Q8_0 ? 4 : 0; /* off / 8 lanes = 1 << offs */
     int64_t r = r0;
     for (; r + 4 <= r1; r += 4) {
         const uint8_t *w0 = w + (size_t)r * rb, *w1 = w0 + rb, *w2 = w1 + rb, *w3 = w2 + rb, *pf = w3 + rb;
@@ -124,15 +130,15 @@ static inline __attribute__((always_inline)) void mv_q40_q80(const int dt, const
             int64_t b = 0;
             for (; b + 2 <= nb; b += 2) { /* two blocks per 512-bit vector */
                 const size_t o = (size_t)b * bs;
-                if (m == 0) {
-                    _mm_prefetch((const char *)pf + o, _MM_HINT_T0);
-                    _mm_prefetch((const char *)pf + rb + o, _MM_HINT_T0);
-                    _mm_prefetch((const char *)pf + 2 * rb + o, _MM_HINT_T0);
-                    _mm_prefetch((const char *)pf + 3 * rb + o, _MM_HINT_T0);
+                if (m == 0) { /* the same pair of the next 4 rows (36 or 68 bytes: 1 or 2 lines) */
+                    for (int i = 0; i < 4; i++) {
+                        _mm_prefetch((const char *)pf + i * rb + o, _MM_HINT_T0);
+                        if (dt == LMX_Q8_0) _mm_prefetch((const char *)pf + i * rb + o + 64, _MM_HINT_T0);
+                    }
                 }
                 __m512i xv = _mm512_loadu_si512((const void *)(q + 32 * b));
-                __m512i init = _mm512_permutexvar_epi32(lanes01, _mm512_castsi128_si512(_mm_loadl_epi64((const __m128i *)(s32 + b))));
-                init = _mm512_mullo_epi32(init, _mm512_set1_epi32(-offl));
+                __m512i sq = _mm512_permutexvar_epi32(lanes01, _mm512_castsi128_si512(_mm_loadl_epi64((const __m128i *)(s32 + b))));
+                __m512i init = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(sq, offs));
                 __m512 dv = _mm512_permutexvar_ps(lanes01, _mm512_castps128_ps512(_mm_castsi128_ps(_mm_loadl_epi64((const __m128i *)(dx + b)))));
                 __m512i d0 = _mm512_dpbusd_epi32(init, pair_u(dt, w0 + o), xv);
                 __m512i d1 = _mm512_dpbusd_epi32(init, pair_u(dt, w1 + o), xv);
@@ -156,7 +162,7 @@ static inline __attribute__((always_inline)) void mv_q40_q80(const int dt, const
                     _mm_prefetch((const char *)pf + 3 * rb + o, _MM_HINT_T0);
                 }
                 __m256i xv = _mm256_loadu_si256((const __m256i *)(q + 32 * b));
-                __m256i init = _mm256_set1_epi32(-offl * s32[b]);
+                __m256i init = _mm256_set1_epi32(-s32[b] * (1 << offs));
                 float db = dx[b];
                 __m256i d0 = _mm256_dpbusd_epi32(init, block_u(dt, w0 + o + 2), xv);
                 __m256i d1 = _mm256_dpbusd_epi32(init, block_u(dt, w1 + o + 2), xv);
@@ -181,7 +187,7 @@ static inline __attribute__((always_inline)) void mv_q40_q80(const int dt, const
             for (int64_t b = 0; b < nb; b++) {
                 const size_t o = (size_t)b * bs;
                 __m256i xv = _mm256_loadu_si256((const __m256i *)(q + 32 * b));
-                __m256i d0 = _mm256_dpbusd_epi32(_mm256_set1_epi32(-offl * s32[b]), block_u(dt, w0 + o + 2), xv);
+                __m256i d0 = _mm256_dpbusd_epi32(_mm256_set1_epi32(-s32[b] * (1 << offs)), block_u(dt, w0 + o + 2), xv);
                 a0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d0), _mm256_set1_ps(f16_at(w0 + o) * dx[b]), a0);
             }
             y[m * ys + r] = hsum256(a0);
@@ -191,42 +197,51 @@ static inline __attribute__((always_inline)) void mv_q40_q80(const int dt, const
 
 /* ---- decode: Q6_K ---- */
 
+/* One row: per half super-block (128 elements = x-blocks 4h..4h+3), one
+ * 64-byte load of ql and a broadcast of the 32 qh bytes give the 6-bit codes
+ * of two x-blocks per 512-bit vector (u01: low nibbles + qh bits 0-1 / 2-3;
+ * u23: high nibbles + bits 4-5 / 6-7; the per-half shift counts differ). */
 static inline float q6k_row_qx(const uint8_t *b, int64_t nb, const int8_t *q, const float *dx, const int16_t *s16,
                                const uint8_t *pf) {
-    const __m256i m4 = _mm256_set1_epi8(0x0f), m30 = _mm256_set1_epi8(0x30);
-    __m256 acc = _mm256_setzero_ps(), accc = acc;
+    const __m512i m4 = _mm512_set1_epi8(0x0f), m30 = _mm512_set1_epi8(0x30);
+    const __m512i shl01 = _mm512_setr_epi64(0x0004000400040004ll, 0x0004000400040004ll, 0x0004000400040004ll,
+                                            0x0004000400040004ll, 0x0002000200020002ll, 0x0002000200020002ll,
+                                            0x0002000200020002ll, 0x0002000200020002ll);
+    const __m512i shr23 = _mm512_setr_epi64(0, 0, 0, 0, 0x0002000200020002ll, 0x0002000200020002ll,
+                                            0x0002000200020002ll, 0x0002000200020002ll);
+    const __m512i lanes01 = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+    __m512 acc = _mm512_setzero_ps();
+    __m256 accc = _mm256_setzero_ps();
     for (int64_t i = 0; i < nb; i++, b += 210, q += 256, dx += 8, s16 += 16) {
         for (int c = 0; c < 210; c += 64) _mm_prefetch((const char *)pf + i * 210 + c, _MM_HINT_T0);
         __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(b + 192)));
+        __m512i scz = _mm512_castsi256_si512(sc16);
         __m256 dv = _mm256_mul_ps(_mm256_set1_ps(f16_at(b + 208)), _mm256_loadu_ps(dx));
         /* lane j: Σ over x-block j of sc·Σq (the -32 offset, applied below) */
         __m256i cj = _mm256_madd_epi16(sc16, _mm256_loadu_si256((const __m256i *)s16));
         accc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(cj), dv, accc);
-        float dvs[8];
-        _mm256_storeu_ps(dvs, dv);
+        __m512 dvz = _mm512_castps256_ps512(dv);
         for (int h = 0; h < 2; h++) {
-            __m256i L0 = _mm256_loadu_si256((const __m256i *)(b + 64 * h));
-            __m256i L1 = _mm256_loadu_si256((const __m256i *)(b + 64 * h + 32));
-            __m256i H = _mm256_loadu_si256((const __m256i *)(b + 128 + 32 * h));
-            __m256i u[4];
-            u[0] = _mm256_or_si256(_mm256_and_si256(L0, m4), _mm256_and_si256(_mm256_slli_epi16(H, 4), m30));
-            u[1] = _mm256_or_si256(_mm256_and_si256(L1, m4), _mm256_and_si256(_mm256_slli_epi16(H, 2), m30));
-            u[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(L0, 4), m4), _mm256_and_si256(H, m30));
-            u[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(L1, 4), m4),
-                                   _mm256_and_si256(_mm256_srli_epi16(H, 2), m30));
-            for (int t = 0; t < 4; t++) {
-                const int j = 4 * h + t;
-                /* words 0-7: sub-block 2j's scale, words 8-15: 2j+1's */
-                const __m256i idx = _mm256_setr_epi16(2 * j, 2 * j, 2 * j, 2 * j, 2 * j, 2 * j, 2 * j, 2 * j, 2 * j + 1,
-                                                      2 * j + 1, 2 * j + 1, 2 * j + 1, 2 * j + 1, 2 * j + 1, 2 * j + 1,
-                                                      2 * j + 1);
-                __m256i p = _mm256_maddubs_epi16(u[t], _mm256_loadu_si256((const __m256i *)(q + 32 * j)));
-                __m256i s = _mm256_madd_epi16(p, _mm256_permutexvar_epi16(idx, sc16));
-                acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(dvs[j]), acc);
+            __m512i L = _mm512_loadu_si512((const void *)(b + 64 * h));
+            __m512i H = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(b + 128 + 32 * h)));
+            __m512i u01 = _mm512_or_si512(_mm512_and_si512(L, m4), _mm512_and_si512(_mm512_sllv_epi16(H, shl01), m30));
+            __m512i u23 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(L, 4), m4),
+                                          _mm512_and_si512(_mm512_srlv_epi16(H, shr23), m30));
+            for (int t = 0; t < 2; t++) {
+                const int j = 4 * h + 2 * t; /* x-blocks j, j+1: sub-blocks 2j .. 2j+3 */
+                const __m512i idx = _mm512_setr_epi32(
+                    (2 * j) * 0x10001, (2 * j) * 0x10001, (2 * j) * 0x10001, (2 * j) * 0x10001, (2 * j + 1) * 0x10001,
+                    (2 * j + 1) * 0x10001, (2 * j + 1) * 0x10001, (2 * j + 1) * 0x10001, (2 * j + 2) * 0x10001,
+                    (2 * j + 2) * 0x10001, (2 * j + 2) * 0x10001, (2 * j + 2) * 0x10001, (2 * j + 3) * 0x10001,
+                    (2 * j + 3) * 0x10001, (2 * j + 3) * 0x10001, (2 * j + 3) * 0x10001);
+                __m512i p = _mm512_maddubs_epi16(t ? u23 : u01, _mm512_loadu_si512((const void *)(q + 32 * j)));
+                __m512i sv = _mm512_madd_epi16(p, _mm512_permutexvar_epi16(idx, scz));
+                __m512 dj = _mm512_permutexvar_ps(_mm512_add_epi32(lanes01, _mm512_set1_epi32(j)), dvz);
+                acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sv), dj, acc);
             }
         }
     }
-    return hsum256(acc) - 32.0f * hsum256(accc);
+    return _mm512_reduce_add_ps(acc) - 32.0f * hsum256(accc);
 }
 
 void lmx_qx_matvec_avx512(lmx_dtype wt, const void *w, int64_t K, int64_t r0, int64_t r1, const lmx_xq *x, int64_t M,

@@ -118,11 +118,7 @@ const lmx_simd_kernels lmx_simd_generic = {
     .pack_b = g_pack_b,
     .gemm_tile = g_gemm_tile,
     .quantize_x = lmx_qx_quantize_generic,
-    .matvec_qx = lmx_qx_matvec_generic,
-    .qmr = LMX_QX_GENERIC_MR,
-    .qnr = LMX_QX_GENERIC_NR,
-    .pack_qx = lmx_qx_pack_generic,
-    .gemm_qx = lmx_qx_gemm_generic,
+    .matvec_qx = lmx_qx_matvec_generic, /* no int8 GEMM: see cpu_qdot.c */
     .attn_scores = g_attn_scores,
     .attn_av = g_attn_av,
 };

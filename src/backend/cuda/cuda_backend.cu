@@ -393,6 +393,7 @@ extern "C" lmx_status lmx_cuda_backend_create(lmx_backend **out) {
     c->fast_gemm = fg && *fg && strcmp(fg, "0") != 0;
     const char *qg = getenv("LMX_CUDA_QGEMV");
     c->qgemv_staged = qg && !strcmp(qg, "staged");
+    c->qgemv_unfactored = qg && !strcmp(qg, "unfactored");
     const char *qt = getenv("LMX_CUDA_QTILE_MB");
     long qmb = qt ? strtol(qt, NULL, 10) : 0;
     c->qtile_bytes = (size_t)(qmb > 0 && qmb <= 4096 ? qmb : 32) << 20;

@@ -102,6 +102,17 @@ LMX_QD float q_f16(const uint8_t *p, int i) { return __half2float(__ushort_as_ha
  * instruction): the bits 2^23 + v, minus 2^23. */
 LMX_QD float q_i2f(uint32_t v) { return q_as_float(0x4B000000u | v) - 8388608.0f; }
 
+/* Byte `byte` of src minus `off` as an exact float: the bits of 2^23 + byte
+ * (one PRMT on the device), then one FADD of -(2^23 + off). */
+LMX_QD float q_byte_f(uint32_t src, int byte, float off) {
+#ifdef __CUDA_ARCH__
+    uint32_t bits = __byte_perm(src, 0x4B000000u, 0x7440u | (uint32_t)byte);
+#else
+    uint32_t bits = 0x4B000000u | ((src >> (8 * byte)) & 0xFFu);
+#endif
+    return q_as_float(bits) - (8388608.0f + off);
+}
+
 /* a·b + c: rounded twice (X, the host converters' order) or fused. */
 template <bool X> LMX_QD float q_mad(float a, float b, float c) {
 #ifdef __CUDA_ARCH__
@@ -339,6 +350,35 @@ Q_UNROLL
                 }
             }
         }
+    }
+};
+
+/* For the GEMV: Q4_0 / Q8_0 pieces as the integers q - 8 / q (exact floats)
+ * and the block scale d, which returns; the dot is then d·Σ x·q (one
+ * multiply per block, not per weight). */
+template <int DT> struct QDecInt;
+template <> struct QDecInt<LMX_Q4_0> {
+    static LMX_QD float piece(const uint8_t *u, float *v) {
+        Q_UNROLL
+        for (int j = 0; j < 8; j++) {
+            uint32_t h = q_u16(u, 2 + 2 * j), lo = h & 0x0F0Fu, hi = (h >> 4) & 0x0F0Fu;
+            v[2 * j] = q_byte_f(lo, 0, 8.0f);
+            v[2 * j + 1] = q_byte_f(lo, 1, 8.0f);
+            v[2 * j + 16] = q_byte_f(hi, 0, 8.0f);
+            v[2 * j + 17] = q_byte_f(hi, 1, 8.0f);
+        }
+        return q_f16(u, 0);
+    }
+};
+template <> struct QDecInt<LMX_Q8_0> {
+    static LMX_QD float piece(const uint8_t *u, float *v) {
+        Q_UNROLL
+        for (int j = 0; j < 16; j++) {
+            uint32_t h = q_u16(u, 2 + 2 * j) ^ 0x8080u; /* int8 q = (q ^ 0x80) - 128 */
+            v[2 * j] = q_byte_f(h, 0, 128.0f);
+            v[2 * j + 1] = q_byte_f(h, 1, 128.0f);
+        }
+        return q_f16(u, 0);
     }
 };
 

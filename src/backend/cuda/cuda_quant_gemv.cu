@@ -16,7 +16,7 @@
  * - gemv_mlx_k: MLX affine 4/8-bit (the mlx-community formats). A lane takes
  *   one 16-byte vector of each of its R rows (R loads in flight), the
  *   vectors' group scales and biases; q becomes a float by bit tricks (no
- *   I2F), w = fma(s, q, b).
+ *   I2F) and a vector's dot is s·Σ x·q + b·Σ x.
  * - gemv_staged_k: every other format (GGUF blocks and K-quants, MLX 2..8-bit
  *   and fp modes). GGUF blocks are 18/20/22/34/84/110/210 bytes, so 16-byte
  *   lanes do not line up with blocks: each warp copies 32 pieces (of 32
@@ -24,7 +24,8 @@
  *   cp.async copies (from the 16-byte boundary below the chunk; a vector that
  *   would pass the end of the weight is copied byte by byte), double-buffered
  *   so the next chunk is in flight while each lane decodes one piece per row
- *   of this one.
+ *   of this one. Q4_0 / Q8_0 blocks dot their integers with x and scale once
+ *   per block.
  * LMX_CUDA_QGEMV=staged sends MLX 4/8-bit through the staged kernel too (to
  * compare them). */
 #include "backend/cuda/cuda_quant.cuh"
@@ -63,15 +64,18 @@ __device__ __forceinline__ void q_finish(float (*red)[R * MR], const float *acc,
 
 /* ---- MLX affine 4/8-bit: direct 16-byte lanes ---------------------------------- */
 
-/* At most 128 registers: 2 blocks (16 warps, 16 x 32 x R x 16 bytes of
- * weights in flight) per SM. */
-template <int BITS, typename Ts, int MR, int R>
+/* F (factored, the default): a vector lies in one group, so its dot is
+ * s·Σ x·q + b·Σ x, with Σ x shared by the R rows: per weight one PRMT, one
+ * FADD and one FFMA (MLX's own qmv kernels factor the same way). !F
+ * (LMX_CUDA_QGEMV=unfactored, kept to compare): w = fma(s, q, b) per weight,
+ * then x·w, as the reference rounds. At most 128 registers: 2 blocks
+ * (16 warps, 16 x 32 x R x 16 bytes of weights in flight) per SM. */
+template <int BITS, typename Ts, int MR, int R, bool F>
 __global__ void __launch_bounds__(QV_WARPS * 32, 2)
     gemv_mlx_k(float *__restrict__ out, const float *__restrict__ x, const uint4 *__restrict__ w,
                const Ts *__restrict__ sc, const Ts *__restrict__ bi, const void *bias, int bdt, int M, int64_t N,
                int64_t K, int64_t xs, int64_t os, int S, int vpg_shift) {
     constexpr int V = 128 / BITS, WPW = 32 / BITS; /* weights per vector, per word */
-    constexpr uint32_t MASK = (1u << BITS) - 1;
     __shared__ float red[QV_WARPS][R * MR];
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     int64_t row0 = ((int64_t)blockIdx.x * (QV_WARPS / S) + warp / S) * R;
@@ -96,6 +100,12 @@ __global__ void __launch_bounds__(QV_WARPS * 32, 2)
                     s[r] = b[r] = 0.0f;
                 }
             }
+            constexpr int NDQ = F ? R * MR : 1;
+            float dq[NDQ], xsum[MR]; /* F: Σ x·q of this vector per row; Σ x */
+#pragma unroll
+            for (int j = 0; j < NDQ; j++) dq[j] = 0.0f;
+#pragma unroll
+            for (int m = 0; m < MR; m++) xsum[m] = 0.0f;
 #pragma unroll
             for (int t = 0; t < 4; t++) {
                 float xv[MR][WPW];
@@ -108,20 +118,42 @@ __global__ void __launch_bounds__(QV_WARPS * 32, 2)
                         float4 a = __ldg(xp + q);
                         xv[m][4 * q] = a.x, xv[m][4 * q + 1] = a.y, xv[m][4 * q + 2] = a.z, xv[m][4 * q + 3] = a.w;
                     }
+                    if constexpr (F) {
+#pragma unroll
+                        for (int e = 0; e < WPW; e++) xsum[m] += xv[m][e];
+                    }
                 }
 #pragma unroll
                 for (int r = 0; r < R; r++) {
                     uint32_t wd = t == 0 ? u[r].x : t == 1 ? u[r].y : t == 2 ? u[r].z : u[r].w;
+                    /* 4-bit: even nibbles are the bytes of lo, odd ones the bytes of hi */
+                    uint32_t lo = BITS == 4 ? wd & 0x0F0F0F0Fu : wd, hi = BITS == 4 ? (wd >> 4) & 0x0F0F0F0Fu : wd;
 #pragma unroll
                     for (int e = 0; e < WPW; e++) {
-                        float wf = fmaf(s[r], q_i2f((wd >> (BITS * e)) & MASK), b[r]);
+                        float q = BITS == 4 ? q_byte_f((e & 1) ? hi : lo, e >> 1, 0.0f) : q_byte_f(wd, e, 0.0f);
+                        if constexpr (F) {
 #pragma unroll
-                        for (int m = 0; m < MR; m++) {
-                            if (m >= M) break;
-                            acc[r * MR + m] = fmaf(xv[m][e], wf, acc[r * MR + m]);
+                            for (int m = 0; m < MR; m++) {
+                                if (m >= M) break;
+                                dq[F ? r * MR + m : 0] = fmaf(xv[m][e], q, dq[F ? r * MR + m : 0]);
+                            }
+                        } else {
+                            float wf = fmaf(s[r], q, b[r]);
+#pragma unroll
+                            for (int m = 0; m < MR; m++) {
+                                if (m >= M) break;
+                                acc[r * MR + m] = fmaf(xv[m][e], wf, acc[r * MR + m]);
+                            }
                         }
                     }
                 }
+            }
+            if constexpr (F) {
+#pragma unroll
+                for (int r = 0; r < R; r++)
+#pragma unroll
+                    for (int m = 0; m < MR; m++)
+                        acc[r * MR + m] = fmaf(s[r], dq[F ? r * MR + m : 0], fmaf(b[r], xsum[m], acc[r * MR + m]));
             }
         }
     }
@@ -229,10 +261,17 @@ __global__ void __launch_bounds__(QS_WARPS * 32)
                         if (r >= nr) break;
                         float v[32];
                         const uint8_t *sb = q_staged(stage[warp][b][r], qw, row0 + r, cu * UB);
-                        q_piece<DT, false>(sb + (pc / PPU) * UB, pc % PPU, qw.sc, qw.bi, qw.sdt, qw.group, row0 + r,
-                                           qw.K, k0, v);
+                        if constexpr (DT == LMX_Q4_0 || DT == LMX_Q8_0) { /* d·Σ x·q */
+                            float d = QDecInt<DT>::piece(sb + pc * UB, v), dot = 0.0f;
 #pragma unroll
-                        for (int e = 0; e < 32; e++) acc[r] = fmaf(xr[e], v[e], acc[r]);
+                            for (int e = 0; e < 32; e++) dot = fmaf(xr[e], v[e], dot);
+                            acc[r] = fmaf(d, dot, acc[r]);
+                        } else {
+                            q_piece<DT, false>(sb + (pc / PPU) * UB, pc % PPU, qw.sc, qw.bi, qw.sdt, qw.group,
+                                               row0 + r, qw.K, k0, v);
+#pragma unroll
+                            for (int e = 0; e < 32; e++) acc[r] = fmaf(xr[e], v[e], acc[r]);
+                        }
                     }
                 } else {
 #pragma unroll
@@ -284,9 +323,13 @@ static void launch_mlx_r(lmx_cuda_ctx *c, const cuda_qw *qw, float *out, const f
     int64_t N = qw->N, K = qw->K, nv = K / V, groups = (N + R - 1) / R;
     int S = split_for(c, groups, QV_WARPS, nv, 32);
     dim3 grid((unsigned)((groups + QV_WARPS / S - 1) / (QV_WARPS / S)));
-    gemv_mlx_k<BITS, Ts, MR, R><<<grid, QV_WARPS * 32, 0, c->stream>>>(
-        out, x, reinterpret_cast<const uint4 *>(qw->w), (const Ts *)qw->sc, (const Ts *)qw->bi, bias, bdt, M, N, K, xs,
-        os, S, vpg_shift);
+    const uint4 *w = reinterpret_cast<const uint4 *>(qw->w);
+    if (c->qgemv_unfactored)
+        gemv_mlx_k<BITS, Ts, MR, R, false><<<grid, QV_WARPS * 32, 0, c->stream>>>(
+            out, x, w, (const Ts *)qw->sc, (const Ts *)qw->bi, bias, bdt, M, N, K, xs, os, S, vpg_shift);
+    else
+        gemv_mlx_k<BITS, Ts, MR, R, true><<<grid, QV_WARPS * 32, 0, c->stream>>>(
+            out, x, w, (const Ts *)qw->sc, (const Ts *)qw->bi, bias, bdt, M, N, K, xs, os, S, vpg_shift);
 }
 
 template <int BITS, typename Ts>
