@@ -20,6 +20,9 @@ for bin in "$a" "$b"; do
   grep -v '^\[batch_generate\]' "$tmp/$label.out" > "$tmp/$label.text"
   p=$(grep -o 'Prompt: [0-9]* tokens, [0-9.]*' "$tmp/$label.out" | awk '{print $2 " tok, " $4 " tok/s"}')
   g=$(grep -o 'Generation: [0-9]* tokens, [0-9.]*' "$tmp/$label.out" | awk '{print $2 " tok, " $4 " tok/s"}')
-  echo "$label prompts=$np batch=$bs -m $m: wall $(echo "$t1 - $t0" | bc) s; prompt $p; generation $g; load $load"
+  # time inside lmx_batch_generate (no model load): prompt_time + generation time as the CLI splits it
+  bt=$(grep -o -E '(Prompt|Generation): [0-9]* tokens, [0-9.]*' "$tmp/$label.out" |
+       awk '$4 > 0 { t += $2 / $4 } END { printf "%.2f", t }')
+  echo "$label prompts=$np batch=$bs -m $m: wall $(awk "BEGIN { printf \"%.2f\", $t1 - $t0 }") s, batch $bt s; prompt $p; generation $g; load $load"
 done
 if cmp -s "$tmp/$(basename "$a").text" "$tmp/$(basename "$b").text"; then echo "  texts identical"; else echo "  TEXTS DIFFER"; fi

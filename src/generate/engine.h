@@ -55,6 +55,7 @@ typedef struct lmx_gen_src {
     float *dlogits;  /* V */
     int32_t *seq;    /* K+1 */
     int accepted, proposed;
+    bool device_greedy; /* plain steps pick on the device (sampler_device.c) */
 } lmx_gen_src;
 
 /* Up to max_left next tokens (count >= 1): ids, their logprobs in g->lp rows. */
@@ -101,5 +102,23 @@ void lmx_sampler_process(lmx_sampler *s, float *logits, const int32_t *recent, s
 void lmx_log_softmax(float *x, int n);
 /* Picks the next token from logprobs (temp 0 = argmax). */
 int32_t lmx_sampler_sample(lmx_sampler *s, const float *logprobs);
+
+/* sampler_device.c: greedy decoding with the logits left on the device. */
+
+/* True when m runs on CUDA, LMX_DEVICE_SAMPLER is not "0", and nothing
+ * needs the whole distribution on the host: temperature 0, no logit bias or
+ * penalties, no top_logprobs, no draft model. */
+bool lmx_device_greedy_usable(const lmx_model *m, const lmx_generate_options *o, const lmx_sampler *s);
+/* True when the host pipeline (log-softmax, then the first index of the
+ * largest logprob) must pick the logit max's index too: finite row and the
+ * runner-up (the largest logit at any other index) further below max than
+ * f32 rounding of x - logsumexp can close; lse is log sum exp of the row,
+ * within 1e-4. */
+bool lmx_greedy_pick_exact(float max, float second, float lse, int n_nonfinite);
+/* After a step run with logits == NULL: the device's greedy pick from the
+ * model's step scratch into *tok and logprobs[*tok] (*decided = true), or,
+ * when lmx_greedy_pick_exact says no, the whole row downloaded into
+ * logprobs (V floats, still logits) for the host pipeline (*decided = false). */
+lmx_status lmx_device_greedy(lmx_model *m, int32_t *tok, float *logprobs, bool *decided);
 
 #endif

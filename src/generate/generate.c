@@ -140,13 +140,20 @@ static lmx_status validate(const lmx_model *m, const int32_t *prompt, size_t n_p
     return check_ids(m, prompt, n_prompt);
 }
 
-/* One plain step: the target on its last token, processors, sampler. */
+/* One plain step: the target on its last token, processors, sampler. With
+ * device_greedy the logits stay on the device and only the pick comes back,
+ * unless it cannot be proven to be the host pipeline's (sampler_device.c). */
 static lmx_status plain_produce(lmx_gen_src *g, int32_t *toks, bool *from_draft, int *count) {
     lmx_model *m = g->m;
-    LMX_TRY(lmx_transformer_forward(&m->ex, &m->tf, &g->cache->kv, &m->scratch, &g->tok, 1, false, g->lp));
-    lmx_sampler_process(g->smp, g->lp, g->recent, g->n_recent);
-    lmx_log_softmax(g->lp, m->tf.hp.n_vocab);
-    toks[0] = lmx_sampler_sample(g->smp, g->lp);
+    bool decided = false;
+    LMX_TRY(lmx_transformer_forward(&m->ex, &m->tf, &g->cache->kv, &m->scratch, &g->tok, 1, false,
+                                    g->device_greedy ? NULL : g->lp));
+    if (g->device_greedy) LMX_TRY(lmx_device_greedy(m, &toks[0], g->lp, &decided));
+    if (!decided) {
+        lmx_sampler_process(g->smp, g->lp, g->recent, g->n_recent);
+        lmx_log_softmax(g->lp, m->tf.hp.n_vocab);
+        toks[0] = lmx_sampler_sample(g->smp, g->lp);
+    }
     from_draft[0] = false;
     *count = 1;
     g->recent[g->n_recent++] = toks[0];
@@ -209,6 +216,7 @@ static lmx_status res_init(gen_res *r, lmx_model *m, const lmx_generate_options 
     LMX_TRY(lmx_sampler_init(&r->smp, o, (int)V));
     r->smp_ok = true;
     g->smp = &r->smp;
+    g->device_greedy = lmx_device_greedy_usable(m, o, &r->smp);
     if (g->draft) {
         lmx_generate_options od = *o;
         od.seed = o->seed ^ 0x9e3779b97f4a7c15ull; /* its own random stream */

@@ -139,6 +139,11 @@ lmx_status lmx_transformer_forward_batch(lmx_exec *ex, const lmx_transformer *m,
 lmx_status lmx_transformer_forward_varlen(lmx_exec *ex, const lmx_transformer *m, lmx_kv_cache **caches, int n,
                                           const int64_t *lens, lmx_scratch **scratch, const int32_t *tokens,
                                           bool all_logits, float *logits);
+/* The logits of the last step run with logits == NULL (lmx_transformer_forward
+ * and its batch/varlen forms accept NULL and then leave them in the scratch,
+ * in the backend's memory: a device sampler reads them there): f32
+ * [rows, V], a borrowed view valid until the next step. */
+lmx_status lmx_scratch_logits(const lmx_scratch *s, int64_t rows, lmx_array *out);
 void lmx_transformer_free(lmx_transformer *m);
 /* transformer_device.c: copies every weight into device backend b's memory
  * once (no-op on host backends); free the model before the backend. */

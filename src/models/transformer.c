@@ -430,16 +430,18 @@ static lmx_status forward_core(lmx_exec *ex, const lmx_transformer *m, lmx_kv_ca
     }
     lmx_array hl = tv(&s->h, 2, R, D, 0);
     LMX_TRY(norm(ex, hp, &hl, &xl, &m->out_norm, &m->out_norm_b));
-    if (!host && R > s->logits_rows) {
+    if ((!host || !logits) && R > s->logits_rows) {
         lmx_array_release(&s->logits);
         LMX_TRY(alloc2_on(s->backend, &s->logits, LMX_F32, R, hp->n_vocab));
         s->logits_rows = R;
     }
     lmx_array lg = tv(&s->logits, 2, R, hp->n_vocab, 0);
-    if (host) lg.data = logits; /* write straight into the caller's buffer */
+    if (host && logits) lg.data = logits; /* write straight into the caller's buffer */
     LMX_TRY(linear(ex, s, &lg, &hl, &m->lm_head)); /* tied: the (quantized) embedding */
     if (hp->final_softcap > 0) LMX_TRY(lmx_softcap(ex, &lg, &lg, hp->final_softcap));
-    if (!host) LMX_TRY(lmx_backend_download(ex->backend, logits, lg.data, (size_t)(R * hp->n_vocab) * sizeof(float)));
+    /* logits == NULL: they stay in s->logits (lmx_scratch_logits), e.g. for a device sampler */
+    if (!host && logits)
+        LMX_TRY(lmx_backend_download(ex->backend, logits, lg.data, (size_t)(R * hp->n_vocab) * sizeof(float)));
     return LMX_OK;
 }
 
@@ -465,6 +467,15 @@ lmx_status lmx_transformer_forward_varlen(lmx_exec *ex, const lmx_transformer *m
                                           const int64_t *lens, lmx_scratch **sp, const int32_t *tokens,
                                           bool all_logits, float *logits) {
     return forward_core(ex, m, caches, n, lens, sp, tokens, all_logits, logits);
+}
+
+lmx_status lmx_scratch_logits(const lmx_scratch *s, int64_t rows, lmx_array *out) {
+    memset(out, 0, sizeof *out);
+    if (!s || rows < 1 || rows > s->logits_rows || lmx_array_empty(&s->logits))
+        return lmx_err(LMX_ERR_INVALID_ARG, "scratch logits: %lld rows requested, %lld held", (long long)rows,
+                       s ? (long long)s->logits_rows : 0LL);
+    *out = tv(&s->logits, 2, rows, s->logits.shape[1], 0);
+    return LMX_OK;
 }
 
 void lmx_transformer_free(lmx_transformer *m) {

@@ -13,7 +13,13 @@
 #                  here to MLX 4-bit g64 and 8-bit g64), forward-only timings
 #   bench_ops.log  bench_cuda_ops kernel table (bench/cuda-notes.md)
 #   sanitize.log   compute-sanitizer memcheck + racecheck of the quantized cases
-# RUN_PARTS="tests bench ops sanitize" picks parts (default: all).
+#                  (SANITIZE_ONLY=greedy: of the greedy-pick cases instead)
+#   sampler.log    lmx bench of llama-1b bf16 and MLX 4-bit, host pipeline
+#                  (LMX_DEVICE_SAMPLER=0) vs device greedy pick, interleaved
+#                  twice, and greedy CLI text of both paths (part "sampler")
+# RUN_PARTS="tests bench ops sanitize sampler" picks parts (default: all but
+# sampler); RUN_TESTS overrides the list of model suites of part "tests",
+# RUN_QTESTS the suites it runs with LMX_DEVICE=cuda afterwards.
 R=$PWD
 export LD_LIBRARY_PATH=$R/.gpu/lib:${LD_LIBRARY_PATH:-}
 B=$R/.gpu/bin
@@ -22,6 +28,7 @@ mkdir -p "$B"
 OUT=${OUT:-/tmp/gpu_out}
 mkdir -p "$OUT"
 PARTS=${RUN_PARTS:-tests bench ops sanitize}
+SUITES=${RUN_TESTS:-test_gpu_memory test_device_sampler test_models_hf test_stories260k test_models_gguf test_kv_cache test_batch test_speculative}
 has() { case " $PARTS " in *" $1 "*) return 0 ;; esac; return 1; }
 # The tests carry build-time paths (LMX_TEST_DATA=/work/main/tests/data,
 # LMX_CLI=/work/main/build-cuda/lmx).
@@ -44,8 +51,8 @@ run_test() { # name [env assignments...]
 if has tests; then
   : > "$T"
   run_test test_cuda_ops
-  for t in test_models_hf test_stories260k test_models_gguf test_kv_cache test_batch test_speculative; do run_test $t; done
-  for t in test_quant_quality test_convert test_models_gguf; do run_test $t LMX_DEVICE=cuda; done
+  for t in $SUITES; do run_test $t; done
+  for t in ${RUN_QTESTS-test_quant_quality test_convert test_models_gguf}; do run_test $t LMX_DEVICE=cuda; done
   grep -E "^FAIL|FAILED|not ok" "$T" | head -20
 fi
 
@@ -79,12 +86,36 @@ if has ops; then
   grep -E "^matmul .*(mlx|gguf)" "$OUT/bench_ops.log" | awk '{printf "%s %s\n", $0, ""}' | cut -c1-160
 fi
 
+if has sampler; then
+  L=$OUT/sampler.log
+  [ -d /tmp/llama-1b ] || python3 bench/make_synthetic_model.py --shape llama-1b --out /tmp/llama-1b > /dev/null 2>&1
+  [ -d /tmp/llama-1b-q4 ] || "$B/lmx" convert --hf-path /tmp/llama-1b --mlx-path /tmp/llama-1b-q4 -q --q-bits 4 --q-group-size 64 >> "$L" 2>&1
+  for rep in 1 2; do
+    for m in llama-1b llama-1b-q4; do
+      for ds in 0 1; do
+        echo "===== lmx bench $m LMX_DEVICE_SAMPLER=$ds (round $rep)" >> "$L"
+        LMX_DEVICE_SAMPLER=$ds timeout 120 "$B/lmx" bench --model /tmp/$m -p 512 -g 128 -n 3 --device cuda >> "$L" 2>&1
+        echo "$m sampler=$ds round $rep: $(grep Averages "$L" | tail -1)"
+      done
+    done
+  done
+  for m in llama-1b llama-1b-q4; do # greedy text, host pipeline vs device pick: must be identical
+    for ds in 0 1; do
+      LMX_DEVICE_SAMPLER=$ds timeout 60 "$B/lmx" generate --model /tmp/$m --device cuda --prompt "hello world" -m 48 \
+        --temp 0 --ignore-chat-template 2>/dev/null | grep -v -E '^(Prompt|Generation|Peak memory):' > /tmp/gen_$ds.txt
+    done
+    cmp -s /tmp/gen_0.txt /tmp/gen_1.txt && r=identical || r=DIFFERENT
+    echo "$m greedy text host vs device: $r ($(wc -c < /tmp/gen_1.txt) bytes)" | tee -a "$L"
+  done
+fi
+
 if has sanitize && command -v compute-sanitizer > /dev/null; then
   S=$OUT/sanitize.log
-  LMX_TEST_ONLY=quant timeout 200 compute-sanitizer --tool memcheck --leak-check full "$B/test_cuda_ops" > "$S" 2>&1
+  SO=${SANITIZE_ONLY:-quant}
+  LMX_TEST_ONLY=$SO timeout 200 compute-sanitizer --tool memcheck --leak-check full "$B/test_cuda_ops" > "$S" 2>&1
   echo "memcheck rc=$? $(grep -E 'passed|ERROR SUMMARY|LEAK SUMMARY' "$S" | tr '\n' ' ')"
   # racecheck also reports hazards inside cuBLAS's own GEMM kernels (nvjet_*, some unnamed): counted apart
-  LMX_TEST_ONLY=quant timeout 200 compute-sanitizer --tool racecheck "$B/test_cuda_ops" >> "$S" 2>&1
+  LMX_TEST_ONLY=$SO timeout 200 compute-sanitizer --tool racecheck "$B/test_cuda_ops" >> "$S" 2>&1
   echo "racecheck rc=$? $(grep -E 'passed|RACECHECK SUMMARY' "$S" | tail -2 | tr '\n' ' ')"
   echo "race reports by kernel (outside nvjet):"; grep 'Race reported' "$S" | grep -v nvjet | sed 's/+0x[0-9a-f]*//' | sort | uniq -c | head
 fi

@@ -19,6 +19,8 @@
  * 1e-6 (the decoders round as the host converters do: expected 0).
  * MLX 4/8-bit decode runs once through the direct kernel and once more on a
  * second backend started with LMX_CUDA_QGEMV=staged.
+ * Greedy pick (lmx_cuda_greedy): id, max, runner-up and non-finite count
+ * exact, log-sum-exp within 2e-5 + 4e-7·|lse| (see greedy_case).
  * Exits 77 (ctest: skipped) with the reason when no CUDA device answers. */
 #include "backend/cuda/cuda.h"
 #include "core/ops.h"
@@ -471,6 +473,139 @@ static void t_graph(void) {
     for (size_t i = 0; i < sizeof all / sizeof *all; i++) rel(all[i]);
 }
 
+/* ---- greedy pick (cuda_sample.cu) ----------------------------------------- */
+
+/* CPU reference of one row of lmx_cuda_greedy: over the finite values, the
+ * first index of the max, the max at any other index, log sum exp (double). */
+static void greedy_ref(const float *x, int64_t V, lmx_cuda_pick *p) {
+    int64_t id = -1;
+    int nf = 0;
+    for (int64_t i = 0; i < V; i++) {
+        if (!isfinite(x[i])) {
+            nf++;
+            continue;
+        }
+        if (id < 0 || x[i] > x[id]) id = i;
+    }
+    double second = -INFINITY, sum = 0;
+    for (int64_t i = 0; id >= 0 && i < V; i++) {
+        if (!isfinite(x[i])) continue;
+        if (i != id && x[i] > second) second = x[i];
+        sum += exp((double)x[i] - x[id]);
+    }
+    p->id = (int32_t)id;
+    p->n_nonfinite = nf;
+    p->max = id >= 0 ? x[id] : -INFINITY;
+    p->second = (float)second;
+    p->lse = id >= 0 ? (float)(x[id] + log(sum)) : -INFINITY;
+}
+
+/* Rows of x [R, V] through the device; id, max, second and the non-finite
+ * count must equal the reference exactly; lse within 2e-5 + 4e-7·|lse|:
+ * each thread sums <= 126 terms in f32 and 10 merge levels follow, a
+ * relative error of the sum <= ~8e-6 (log: the same, absolute), plus the
+ * f32 rounding of lse itself. */
+static void greedy_case(const char *what, const float *x, int64_t R, int64_t V) {
+    lmx_array h;
+    int64_t sh[2] = {R, V};
+    if (lmx_array_alloc(&h, LMX_F32, 2, sh)) die("alloc");
+    memcpy(h.data, x, (size_t)(R * V) * sizeof *x);
+    lmx_array d = D(&h);
+    lmx_cuda_pick got[4];
+    memset(got, 0xff, sizeof got); /* poison: every field must be written */
+    lmx_status s = lmx_cuda_greedy(gpu, &d, got);
+    bool ok = s == LMX_OK;
+    double worst = 0;
+    for (int64_t r = 0; r < R && ok; r++) {
+        lmx_cuda_pick want;
+        greedy_ref(x + r * V, V, &want);
+        double dl = fabs((double)got[r].lse - want.lse);
+        if (dl > worst || isnan(dl)) worst = dl;
+        bool same = got[r].id == want.id && got[r].n_nonfinite == want.n_nonfinite &&
+                    !memcmp(&got[r].max, &want.max, 4) && !memcmp(&got[r].second, &want.second, 4) &&
+                    dl <= 2e-5 + 4e-7 * fabs(want.lse);
+        if (!same)
+            printf("     row %lld: id %d/%d nonfinite %d/%d max %.9g/%.9g second %.9g/%.9g lse %.9g/%.9g\n",
+                   (long long)r, got[r].id, want.id, got[r].n_nonfinite, want.n_nonfinite, got[r].max, want.max,
+                   got[r].second, want.second, got[r].lse, want.lse);
+        ok = ok && same;
+    }
+    printf("%s greedy %-51s lse |d| %.2e (tol 2e-5 + 4e-7|lse|)", ok ? "ok  " : "FAIL", what, worst);
+    if (s) printf(" %s", lmx_last_error());
+    printf("\n");
+    ok ? n_ok++ : n_bad++;
+    rel(&h);
+    rel(&d);
+}
+
+static void t_greedy(void) {
+    static const int64_t vocabs[] = {1, 7, 1023, 1024, 1025, 4097, 4099, 32000, 128256, 151936};
+    char what[96];
+    for (size_t vi = 0; vi < sizeof vocabs / sizeof *vocabs; vi++) {
+        int64_t V = vocabs[vi], R = V > 1000 ? 3 : 2;
+        float *x = malloc((size_t)(R * V) * sizeof *x);
+        for (int64_t i = 0; i < R * V; i++) x[i] = (float)((urand() + urand() + urand() - 1.5) * 6);
+        snprintf(what, sizeof what, "random V=%lld R=%lld", (long long)V, (long long)R);
+        greedy_case(what, x, R, V);
+        if (V >= 8) {
+            /* ties: the max at several indices, in different threads, warps,
+             * and in one thread's later stride; the lowest index must win */
+            int64_t at[5] = {V - 1, V / 2, 1024 + 5 < V ? 1024 + 5 : V - 2, 5, 37 < V ? 37 : 6};
+            for (int64_t r = 0; r < R; r++)
+                for (int j = 0; j < 5 - (int)r; j++) x[r * V + at[j]] = 40.0f;
+            snprintf(what, sizeof what, "ties V=%lld", (long long)V);
+            greedy_case(what, x, R, V);
+            /* a near tie one f32 step apart, the smaller one first; the max at 0 / at V-1 */
+            for (int64_t i = 0; i < R * V; i++) x[i] = (float)((urand() - 0.5) * 4);
+            x[3] = nextafterf(41.0f, 0.0f);
+            x[V - 2] = 41.0f;
+            x[V + 0] = 50.0f;
+            x[(R - 1) * V + V - 1] = 60.0f;
+            snprintf(what, sizeof what, "near tie, max first/last V=%lld", (long long)V);
+            greedy_case(what, x, R, V);
+            /* NaN and infinities are counted and skipped */
+            x[V / 3] = NAN;
+            x[V / 4] = INFINITY;
+            x[V + 1] = -INFINITY;
+            snprintf(what, sizeof what, "non-finite V=%lld", (long long)V);
+            greedy_case(what, x, R, V);
+            /* a flat row: every index ties, lse = x + log V */
+            for (int64_t i = 0; i < V; i++) x[i] = -3.5f;
+            snprintf(what, sizeof what, "flat V=%lld", (long long)V);
+            greedy_case(what, x, 1, V);
+        }
+        free(x);
+    }
+    /* refusals, not crashes: bf16 logits, a host backend */
+    lmx_array hb = H(LMX_BF16, 2, 1, 64, 0, 1), db = D(&hb);
+    lmx_cuda_pick p;
+    bool refused = lmx_cuda_greedy(gpu, &db, &p) != LMX_OK && lmx_cuda_greedy(cpu, &hb, &p) != LMX_OK;
+    printf("%s greedy refuses bf16 logits and a host backend\n", refused ? "ok  " : "FAIL");
+    refused ? n_ok++ : n_bad++;
+    rel(&hb);
+    rel(&db);
+    /* time per call at V = 128256 (launch + kernel + 20-byte read back), informational */
+    int64_t V = 128256, sh[2] = {1, V};
+    lmx_array h, d;
+    if (lmx_array_alloc(&h, LMX_F32, 2, sh)) die("alloc");
+    for (int64_t i = 0; i < V; i++) ((float *)h.data)[i] = (float)urand();
+    d = D(&h);
+    struct timespec t0, t1;
+    for (int i = 0; i < 10; i++) (void)lmx_cuda_greedy(gpu, &d, &p);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (int i = 0; i < 200; i++) (void)lmx_cuda_greedy(gpu, &d, &p);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double per_call = ((double)(t1.tv_sec - t0.tv_sec) * 1e9 + (double)(t1.tv_nsec - t0.tv_nsec)) / 200 / 1e3;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (int i = 0; i < 200; i++) (void)lmx_backend_download(gpu, &p, d.data, sizeof p);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    printf("     greedy pick V=128256: %.1f us per call (launch + kernel + read back, mean of 200); "
+           "the 20-byte read back + sync alone: %.1f us\n",
+           per_call, ((double)(t1.tv_sec - t0.tv_sec) * 1e9 + (double)(t1.tv_nsec - t0.tv_nsec)) / 200 / 1e3);
+    rel(&h);
+    rel(&d);
+}
+
 int main(void) {
     char why[256];
     if (lmx_cuda_device_count(why, sizeof why) <= 0) {
@@ -488,7 +623,15 @@ int main(void) {
     if (lmx_cuda_device_info(info, sizeof info)) die("device info");
     printf("device: %s\nseed: %llu\n", info, (unsigned long long)rng);
     size_t base = lmx_cuda_mem_in_use(gpu);
-    const char *only = getenv("LMX_TEST_ONLY"); /* "quant": the quantized cases alone (for the sanitizers) */
+    /* "quant" / "greedy": those cases alone (for the sanitizers) */
+    const char *only = getenv("LMX_TEST_ONLY");
+    if (only && !strcmp(only, "greedy")) {
+        t_greedy();
+        lmx_backend_free(gpu);
+        lmx_backend_free(cpu);
+        printf("%d passed, %d failed\n", n_ok, n_bad);
+        return n_bad ? 1 : 0;
+    }
     if (!only || strcmp(only, "quant")) {
         t_get_rows();
         t_matmul();
@@ -498,6 +641,7 @@ int main(void) {
         t_elementwise();
         t_copy();
         t_graph();
+        t_greedy();
     }
     t_quant_get_rows();
     t_quant_matmul();

@@ -16,18 +16,22 @@
  * Results must also be bitwise identical for 1 and 2 threads.
  *
  * GGUF Q8_0/Q4_0/Q6_K weights run with int8 activations (cpu_qdot.c; the
- * generic table only for decode, its prefill stays f32): x is
+ * generic table only for decode, its prefill stays f32), Q4_K for decode: x is
  * rounded to x^_k = d_b q_k per 32-block b (d_b = max|x|/127), so the bound
- * is derived, not fitted (u = 2^-24, γ_n = n u / (1 - n u)):
+ * is derived, not fitted (u = 2^-24, γ_n = n u / (1 - n u)). Write each
+ * weight as w_k = a_k - c_k, a_k = s_k·code_k the part multiplied by x^
+ * (s_k its block scale) and c_k the part multiplied by the exact x (Q4_K's
+ * dmin·m of the sub-block; 0 for the others). Then
  *   (a) vs the f32 reference:
- *       |fast - ref| <= Σ_b d_b (0.5 + 2.3e-5) Σ_(k in b) |w_k|      (rounding of x)
+ *       |fast - ref| <= Σ_b d_b (0.5 + 2.3e-5) Σ_(k in b) |a_k|      (rounding of x)
  *                     + γ_(K/16+10) · Σ_k |s_k| (umax + off) |x^_k|   (kernel's f32 part)
+ *                     + γ_(K/16+42) · Σ_k |c_k x_k|                   (Q4_K's min term)
  *                     + γ_(K+1) · Σ_k |w_k x_k|                       (reference's f32 part)
- *       where s_k is w_k's block scale, off the unsigned offset and umax
- *       the largest unsigned code (Q4_0 15/8, Q8_0 255/128, Q6_K 63/32):
- *       the kernels' partial sums are over u = w/s + off, not w/s;
+ *       where off is the unsigned offset and umax the largest unsigned code
+ *       (Q4_0 15/8, Q8_0 255/128, Q6_K 63/32, Q4_K 15/0): the kernels' partial
+ *       sums are over u = code + off, not the code;
  *   (b) vs the same dot with the declared rounding, computed here in double:
- *       |fast - Σ_k w_k x^_k| <= the kernel's f32 part above,
+ *       |fast - (Σ a_k x^_k - Σ c_k x_k)| <= the kernel's f32 parts above,
  *       so a kernel that rounds x differently, or scales a block wrongly,
  *       fails even where (a) would still hold;
  *   and every table's quantize_x gives exactly this test's q and d.
@@ -56,12 +60,17 @@ static void fill(lmx_array *a) {
         for (size_t i = 0; i < lmx_array_nbytes(a); i++) b[i] = (uint8_t)(frand() * 127.0f + 128.0f);
         return;
     }
-    if (a->dtype == LMX_Q6_K) { /* no quantizer: random codes, finite scales */
+    if (a->dtype == LMX_Q6_K || a->dtype == LMX_Q4_K) { /* no quantizer: random codes, finite scales */
         uint8_t *b = a->data;
         for (size_t i = 0; i < lmx_array_nbytes(a); i++) b[i] = (uint8_t)(frand() * 127.0f + 128.0f);
         for (int64_t blk = 0; blk < n / 256; blk++) {
-            uint16_t h = lmx_f32_to_f16(0.01f * frand());
-            memcpy(b + blk * 210 + 208, &h, 2);
+            uint16_t h = lmx_f32_to_f16(0.01f * frand()), h2 = lmx_f32_to_f16(0.01f * frand());
+            if (a->dtype == LMX_Q6_K) {
+                memcpy(b + blk * 210 + 208, &h, 2);
+            } else { /* Q4_K: d, dmin */
+                memcpy(b + blk * 144, &h, 2);
+                memcpy(b + blk * 144 + 2, &h2, 2);
+            }
         }
         return;
     }
@@ -97,19 +106,35 @@ static void ref_quantize(const float *x, int64_t K, int8_t *q, float *d) {
 
 static double gamma_n(double n) { return n * 0x1p-24 / (1 - n * 0x1p-24); }
 
-/* |block scale| of every weight element (Q4_0/Q8_0: f16 d; Q6_K: d·sc). */
-static void weight_scales(const lmx_array *w, float *s) {
+static float f16_of(const uint8_t *p) {
+    uint16_t h;
+    memcpy(&h, p, 2);
+    return lmx_f16_to_f32(h);
+}
+
+/* Every weight element as w = a - c, a the part the kernels multiply by the
+ * rounded x (a = s·code with the block scale s), c the part they multiply by
+ * the exact x (Q4_K's dmin·m; 0 for the others): a, c and |s| per element.
+ * wf holds the reference's dequantized weights. */
+static void weight_parts(const lmx_array *w, const float *wf, double *a, double *c, double *s) {
     const uint8_t *p = w->data;
     int64_t n = lmx_array_numel(w);
     for (int64_t e = 0; e < n; e++) {
-        uint16_t h;
+        c[e] = 0, a[e] = wf[e];
         if (w->dtype == LMX_Q6_K) {
             const uint8_t *b = p + (e / 256) * 210;
-            memcpy(&h, b + 208, 2);
-            s[e] = fabsf(lmx_f16_to_f32(h) * (float)((const int8_t *)(b + 192))[(e % 256) / 16]);
+            s[e] = fabs((double)f16_of(b + 208) * ((const int8_t *)(b + 192))[(e % 256) / 16]);
+        } else if (w->dtype == LMX_Q4_K) { /* layout as lmx_q4_k_to_f32 */
+            const uint8_t *b = p + (e / 256) * 144, *sc = b + 4;
+            int j = (int)(e % 256) / 32, l = (int)(e % 32);
+            int scj = j < 4 ? sc[j] & 63 : (sc[j + 4] & 15) | ((sc[j - 4] >> 6) << 4);
+            int mj = j < 4 ? sc[j + 4] & 63 : (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4);
+            int code = j % 2 ? b[16 + 32 * (j / 2) + l] >> 4 : b[16 + 32 * (j / 2) + l] & 15;
+            s[e] = fabs((double)f16_of(b) * scj);
+            a[e] = (double)f16_of(b) * scj * code;
+            c[e] = (double)f16_of(b + 2) * mj;
         } else {
-            memcpy(&h, p + (e / 32) * (w->dtype == LMX_Q8_0 ? 34 : 18), 2);
-            s[e] = fabsf(lmx_f16_to_f32(h));
+            s[e] = fabs((double)f16_of(p + (e / 32) * (w->dtype == LMX_Q8_0 ? 34 : 18)));
         }
     }
 }
@@ -117,8 +142,9 @@ static void weight_scales(const lmx_array *w, float *s) {
 /* Whether table k runs this matmul with int8 activations (decode: M < 4,
  * the matvec; prefill: the table's int8 GEMM, where it has one). */
 static bool int8_path(const lmx_simd_kernels *k, lmx_dtype wt, int64_t M) {
-    if (!k->quantize_x || !lmx_int8_activations() || !(wt == LMX_Q8_0 || wt == LMX_Q4_0 || wt == LMX_Q6_K)) return false;
-    return M < 4 ? k->matvec_qx != NULL : k->gemm_qx != NULL;
+    if (!k->quantize_x || !lmx_int8_activations()) return false;
+    if (M < 4) return k->matvec_qx && (wt == LMX_Q8_0 || wt == LMX_Q4_0 || wt == LMX_Q6_K || wt == LMX_Q4_K);
+    return k->gemm_qx && (wt == LMX_Q8_0 || wt == LMX_Q4_0 || wt == LMX_Q6_K); /* Q4_K prefill: f32 GEMM */
 }
 
 static lmx_array arr(lmx_dtype dt, int ndim, int64_t d0, int64_t d1, int64_t d2) {
@@ -170,9 +196,11 @@ static void matmul_case_g(const lmx_simd_kernels *k, lmx_dtype wt, int64_t M, in
     const float *r = o_ref.data, *f1 = o1.data, *f2 = o2.data;
     const bool q8 = int8_path(k, wt, M);
     int8_t *xq = q8 ? malloc((size_t)K) : NULL;
-    float *xd = q8 ? malloc((size_t)(K / 32) * sizeof(float)) : NULL, *ws = q8 ? malloc((size_t)(N * K) * sizeof(float)) : NULL;
-    const double cu = wt == LMX_Q4_0 ? 15 + 8 : wt == LMX_Q8_0 ? 255 + 128 : 63 + 32; /* umax + off */
-    if (q8) weight_scales(&w, ws);
+    float *xd = q8 ? malloc((size_t)(K / 32) * sizeof(float)) : NULL;
+    double *wa = q8 ? malloc((size_t)(N * K) * 3 * sizeof(double)) : NULL, *wc = wa ? wa + N * K : NULL,
+           *ws = wa ? wa + 2 * N * K : NULL;
+    const double cu = wt == LMX_Q4_0 ? 15 + 8 : wt == LMX_Q8_0 ? 255 + 128 : wt == LMX_Q4_K ? 15 : 63 + 32; /* umax + off */
+    if (q8) weight_parts(&w, wf, wa, wc, ws);
     for (int64_t m = 0; m < M && bad < 3; m++) {
         const float *xr = (const float *)x.data + m * x.strides[0];
         if (q8) ref_quantize(xr, K, xq, xd);
@@ -182,17 +210,20 @@ static void matmul_case_g(const lmx_simd_kernels *k, lmx_dtype wt, int64_t M, in
             double tol = 1e-5 * mag + 1e-30;
             float a = f1[m * N + j], e = r[m * N + j];
             if (q8) {
-                double rnd = 0, magu = 0, sim = 0;
+                double rnd = 0, magu = 0, magc = 0, sim = 0;
                 for (int64_t kk = 0; kk < K; kk++) {
                     double xh = (double)xd[kk / 32] * xq[kk];
-                    rnd += (double)xd[kk / 32] * (0.5 + 2.3e-5) * fabs((double)wf[j * K + kk]);
+                    rnd += (double)xd[kk / 32] * (0.5 + 2.3e-5) * fabs(wa[j * K + kk]);
                     magu += ws[j * K + kk] * cu * fabs(xh);
-                    sim += (double)wf[j * K + kk] * xh;
+                    magc += fabs(wc[j * K + kk] * xr[kk]);
+                    sim += wa[j * K + kk] * xh - wc[j * K + kk] * xr[kk];
                 }
                 /* the bias is added to the f32 dot: one more rounding */
                 double bj = bias ? lmx_bf16_to_f32(((const uint16_t *)b.data)[j]) : 0.0;
                 sim += bj;
-                double tk = gamma_n((double)K / 16 + 10) * magu + 0x1p-23 * (fabs(sim) + fabs(bj)) + 1e-30;
+                /* Q4_K's Σx per block is an f32 sum of 32: +32 in that term */
+                double tk = gamma_n((double)K / 16 + 10) * magu + gamma_n((double)K / 16 + 42) * magc +
+                            0x1p-23 * (fabs(sim) + fabs(bj)) + 1e-30;
                 if (!(fabs((double)a - sim) <= tk)) {
                     CHECK_MSG(0, "%s int8 matmul %s M=%lld N=%lld K=%lld: [%lld,%lld] %.9g vs x^-dot %.9g (tol %g)",
                               k->name, lmx_dtype_info(wt)->name, (long long)M, (long long)N, (long long)K, (long long)m,
@@ -214,7 +245,7 @@ static void matmul_case_g(const lmx_simd_kernels *k, lmx_dtype wt, int64_t M, in
             }
         }
     }
-    free(wf), free(xq), free(xd), free(ws);
+    free(wf), free(xq), free(xd), free(wa);
     lmx_array *all[] = {&xw, &w, &b, &o_ref, &o1, &o2, &sc, &bi};
     for (size_t i = 0; i < sizeof all / sizeof *all; i++) lmx_array_release(all[i]);
 }
@@ -260,6 +291,11 @@ static void matmul_all(const lmx_simd_kernels *k) {
     matmul_case(k, LMX_Q6_K, 6, 33, 512, false, 0);
     matmul_case(k, LMX_Q6_K, 9, 40, 1280, true, 0);
     matmul_case(k, LMX_Q6_K, 3, 5, 1024, false, 2);
+    /* Q4_K (Q4_K_M files): int8 decode; prefill on the f32 GEMM. */
+    matmul_case(k, LMX_Q4_K, 1, 7, 256, false, 0);
+    matmul_case(k, LMX_Q4_K, 2, 35, 768, true, 3);
+    matmul_case(k, LMX_Q4_K, 3, 9, 2048, false, 0);
+    matmul_case(k, LMX_Q4_K, 6, 33, 512, true, 0);
     /* MLX affine 4/8-bit, groups 32/64/128, decode and GEMM. */
     lmx_dtype mts[] = {LMX_MLX_Q4, LMX_MLX_Q8};
     for (int d = 0; d < 2; d++) {

@@ -36,7 +36,10 @@ typedef struct {
 } fm_job;
 
 static bool is_float(lmx_dtype t) { return t == LMX_F32 || t == LMX_F16 || t == LMX_BF16; }
-static bool is_block_q(lmx_dtype t) { return t == LMX_Q8_0 || t == LMX_Q4_0 || t == LMX_Q6_K; }
+/* GGUF blocks the GEMM dequantizes per panel; the tables' f32-activation
+ * matvec_q covers the first three only. */
+static bool is_block_q(lmx_dtype t) { return t == LMX_Q8_0 || t == LMX_Q4_0 || t == LMX_Q6_K || t == LMX_Q4_K; }
+static bool has_matvec_q(lmx_dtype t) { return t == LMX_Q8_0 || t == LMX_Q4_0 || t == LMX_Q6_K; }
 
 static bool is_mlx(lmx_dtype t) { return t == LMX_MLX_Q4 || t == LMX_MLX_Q8; }
 
@@ -61,7 +64,9 @@ static bool handled(const lmx_simd_kernels *k, const lmx_node *n) {
     } else if (is_mlx(w->dtype)) {
         return false;
     }
-    if (!is_float(w->dtype) && !is_mlx(w->dtype) && !(is_block_q(w->dtype) && (!decode || k->matvec_q))) return false;
+    if (!is_float(w->dtype) && !is_mlx(w->dtype) &&
+        !(is_block_q(w->dtype) && (!decode || (k->matvec_q && has_matvec_q(w->dtype)))))
+        return false;
     if (is_block_q(w->dtype) && w->shape[w->ndim - 1] % lmx_dtype_info(w->dtype)->block) return false;
     /* The GEMM dequantizes KC-wide chunks: blocks must tile KC. */
     if (!decode && is_block_q(w->dtype) && KC % lmx_dtype_info(w->dtype)->block) return false;

@@ -1,5 +1,5 @@
 /* cpu_fast_qmatmul.c - out[M,N] = x[M,K] · w[N,K]ᵀ + b for GGUF block
- * weights (Q8_0, Q4_0, Q6_K) through the int8-activation kernels
+ * weights (Q8_0, Q4_0, Q6_K; Q4_K for decode) through the int8-activation kernels
  * (cpu_qdot.h): x is quantized once per matmul (rows split over the pool when
  * there are many), then
  * - decode (M < LMX_QX_MIN_M): the table's matvec_qx over chunks of weight
@@ -29,7 +29,8 @@ typedef struct {
 static bool qx_handled(const lmx_simd_kernels *k, const lmx_node *n) {
     const lmx_array *x = n->src[0], *w = n->src[1];
     if (!k->quantize_x || !lmx_int8_activations() || !lmx_qx_type(w->dtype) || n->src[3] || n->src[4]) return false;
-    if (cpu_rows(x) < LMX_QX_MIN_M ? !k->matvec_qx : !(k->gemm_qx && k->pack_qx)) return false;
+    if (cpu_rows(x) < LMX_QX_MIN_M ? !k->matvec_qx : !(k->gemm_qx && k->pack_qx && lmx_qx_gemm_type(w->dtype)))
+        return false;
     if (w->ndim != 2 || !lmx_array_is_contiguous(w) || w->shape[1] % lmx_dtype_info(w->dtype)->block) return false;
     if (x->dtype != LMX_F32 || n->out->dtype != LMX_F32 || x->ndim < 1) return false;
     return x->strides[x->ndim - 1] == 1 && n->out->strides[n->out->ndim - 1] == 1 && x->shape[x->ndim - 1] == w->shape[1];

@@ -24,10 +24,17 @@
 
 #include "backend/cpu/cpu_simd.h"
 
-/* The weight types with int8-activation kernels. */
-static inline bool lmx_qx_type(lmx_dtype t) { return t == LMX_Q8_0 || t == LMX_Q4_0 || t == LMX_Q6_K; }
-/* u = w + off (see above). */
-static inline int lmx_qx_offset(lmx_dtype t) { return t == LMX_Q4_0 ? 8 : t == LMX_Q6_K ? 32 : 128; }
+/* The weight types with int8-activation kernels: decode (matvec_qx) and
+ * prefill (pack_qx / gemm_qx; Q4_K prefill stays on the f32 GEMM). */
+static inline bool lmx_qx_type(lmx_dtype t) {
+    return t == LMX_Q8_0 || t == LMX_Q4_0 || t == LMX_Q6_K || t == LMX_Q4_K;
+}
+static inline bool lmx_qx_gemm_type(lmx_dtype t) { return t == LMX_Q8_0 || t == LMX_Q4_0 || t == LMX_Q6_K; }
+/* u = w + off (see above); Q4_K's codes are unsigned already (its mins are
+ * a separate term). */
+static inline int lmx_qx_offset(lmx_dtype t) {
+    return t == LMX_Q4_0 ? 8 : t == LMX_Q6_K ? 32 : t == LMX_Q8_0 ? 128 : 0;
+}
 /* Columns sharing one weight scale: Q6_K has 16-element sub-blocks. */
 static inline int lmx_qx_sub(lmx_dtype t) { return t == LMX_Q6_K ? 16 : 32; }
 
@@ -59,6 +66,28 @@ void lmx_qx_pack_avx512(lmx_dtype wt, const void *w, int64_t K, int64_t n0, int 
 #define LMX_QX_AVX2_NR 8
 #define LMX_QX_AVX512_MR 6
 #define LMX_QX_AVX512_NR 32
+#endif
+
+#if defined(__AVX2__) && defined(__F16C__) && defined(__FMA__)
+#include <immintrin.h>
+/* Q4_K super-block b: ds[j] = d·sc_j·dx_j for its 8 x-blocks, and
+ * *accm += dmin·m_j·Σx_j (lane j). The 6-bit scales and mins are unpacked
+ * as llama.cpp's get_scale_min_k4 (lmx_q4_k_to_f32), four at a time. */
+static inline void lmx_qx_q4k_scales(const uint8_t *b, const float *dx, const float *xs, float *ds, __m256 *accm) {
+    uint32_t u[4];
+    uint16_t h[2];
+    memcpy(u, b + 4, 12);
+    memcpy(h, b, 4);
+    u[3] = ((u[2] >> 4) & 0x0f0f0f0fu) | (((u[1] >> 6) & 0x03030303u) << 4); /* mins 4-7 */
+    const uint32_t m03 = u[1] & 0x3f3f3f3fu;                                  /* mins 0-3 */
+    u[1] = (u[2] & 0x0f0f0f0fu) | (((u[0] >> 6) & 0x03030303u) << 4);         /* scales 4-7 */
+    u[2] = m03;
+    u[0] &= 0x3f3f3f3fu; /* scales 0-3 */
+    __m256 sc = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)u)));
+    __m256 mn = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(u + 2))));
+    _mm256_storeu_ps(ds, _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(_cvtsh_ss(h[0])), sc), _mm256_loadu_ps(dx)));
+    *accm = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(_cvtsh_ss(h[1])), mn), _mm256_loadu_ps(xs), *accm);
+}
 #endif
 
 #endif

@@ -39,6 +39,46 @@ lmx_status lmx_fast_vjp_binary(const lmx_node *n, const lmx_array *dout, lmx_arr
 lmx_status lmx_fast_vjp_unary(const lmx_node *n, const lmx_array *dout, lmx_array *dsrc[], lmx_pool *pool);
 lmx_status lmx_fast_vjp_softmax(const lmx_node *n, const lmx_array *dout, lmx_array *dsrc[], lmx_pool *pool);
 
+/* C (+)= A·B, the GEMM under the matmul and attention vjps
+ * (cpu_vjp_gemm.c), on SIMD table kt's tile:
+ *   C(i, j) = c[i*crs + j], i < M, j < N;  A(i, k) = a[i*ars + k*acs] (f32);
+ *   B(k, j) = element k*brs + j of b (dtype bdt: f32/f16/bf16, GGUF blocks
+ *   or MLX packed rows with scales bsc/biases bbi per `group` of columns;
+ *   rows of whole blocks), or with btrans b[j*brs + k] (f32 only).
+ * overwrite: C = A·B, else C += A·B. */
+typedef struct lmx_vjp_gemm {
+    const lmx_simd_kernels *kt;
+    int64_t M, N, K;
+    const float *a;
+    int64_t ars, acs;
+    const void *b;
+    lmx_dtype bdt;
+    int64_t brs;
+    bool btrans;
+    const lmx_array *bsc, *bbi;
+    int group;
+    float *c;
+    int64_t crs;
+    bool overwrite;
+    bool by_rows;        /* set by the runner: threads split C's rows, not its column panels */
+    _Atomic bool failed; /* set by the runner */
+} lmx_vjp_gemm;
+/* On the pool (or inline when small: lmx_vjp_pool_run). */
+lmx_status lmx_vjp_gemm_run(lmx_vjp_gemm *g, lmx_pool *pool);
+/* On the calling thread, inside another job (scratch slots 0-2 of
+ * lmx_fast_scratch); false when out of memory. */
+bool lmx_vjp_gemm_serial(lmx_vjp_gemm *g);
+
+/* Runs fn over the pool, or inline on the calling thread when the job is
+ * small (work: about the job's single-thread cost in ns): waking the other
+ * threads for a few microseconds of work costs more than it saves, and far
+ * more when other processes share the cores. Results do not depend on it
+ * (every fast vjp computes the same values on any number of threads). */
+void lmx_vjp_pool_run(lmx_pool *pool, lmx_pool_fn fn, void *job, double work);
+/* The inline threshold in ns (default 20000); tests set 0 to put every
+ * job on the pool. Not thread-safe: set it before training starts. */
+void lmx_vjp_set_serial_ns(double ns);
+
 /* a as R rows of C f32 elements, row r at (float *)a->data + r·rs: a
  * contiguous array, or a 2-D view with unit column stride. */
 bool lmx_vjp_rows_f32(const lmx_array *a, int64_t *R, int64_t *C, int64_t *rs);

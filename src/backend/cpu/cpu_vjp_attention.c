@@ -1,19 +1,22 @@
-/* cpu_vjp_attention.c - the attention vjp over whole [T, H, hd] blocks with
- * the SIMD attention leaves (cpu_simd.h), threads taking whole kv heads.
+/* cpu_vjp_attention.c - the attention vjp over whole [T, H, hd] blocks as
+ * small GEMMs (lmx_vjp_gemm) per query head, threads taking whole kv heads.
  *
- * Same recomputation as the reference (src/core/vjp_attention.c): for each
- * query step t the G = H/Hkv query heads sharing kv head kh are done at once
- *   s = scale·q·kᵀ (soft-capped), p = softmax(s)          attn_scores
- *   dp = dO·vᵀ,  ds = p·(1 - (s/cap)²)·(dp - Σ p·dp)·scale  attn_scores
- *   dq_t += ds·k                                           attn_av
- *   dv_j += Σ_g p_gj·dO_g,  dk_j += Σ_g ds_gj·q_g           attn_av, rows j
- * so each K/V row is read once per group, the rank-G updates of dk/dv run
- * as G-term sums per key row, and memory stays O(G·S) per thread. A kv head
- * is owned by one thread (its dk/dv rows are written by no one else), so
- * results do not depend on the thread count. */
+ * Same recomputation as the reference (src/core/vjp_attention.c), for each
+ * query head h (kv head kh) and a block of up to TB query rows at a time:
+ *   S  = scale·Q_h·K_khᵀ (soft-capped), P = softmax(S) per row   GEMM, rows
+ *   dP = dO_h·V_khᵀ,  dS = P·(1 - (S/cap)²)·(dP - Σ P·dP)·scale   GEMM, rows
+ *   dQ_h += dS·K_kh,  dK_kh += dSᵀ·Q_h,  dV_kh += Pᵀ·dO_h           GEMMs
+ * Masked entries (future keys, outside the window) of P and dS are zero;
+ * a block only spans the keys its rows can see, so the causal triangle
+ * costs about half the full square. A kv head (its G query heads and its
+ * dK/dV rows) is owned by one thread, so results do not depend on the
+ * thread count. Memory: two TB x S f32 blocks per thread. */
 #include "backend/cpu/cpu_vjp.h"
 
 #include <math.h>
+#include <string.h>
+
+#define TB 48 /* query rows per block: a multiple of every table's MR (12, 6, 4) */
 
 typedef struct {
     const lmx_simd_kernels *kt;
@@ -23,59 +26,129 @@ typedef struct {
     bool failed;
 } av_job;
 
-static void attn_vjp_task(int ith, int nth, void *arg) {
-    av_job *job = arg;
-    const lmx_simd_kernels *kt = job->kt;
+/* exp(x) for x <= 0, vectorisable (the same polynomial as the sampler's
+ * log-softmax, src/generate/sampler.c): 2^(x·log2 e) as an exponent-bit
+ * power times a degree-6 polynomial on [-ln2/2, ln2/2]; relative error
+ * < 2e-7 near 0 and < 1e-6 down to x = -20 (the rounding of x·log2 e).
+ * libm's expf per score was a third of this vjp at small head sizes. */
+static inline float exp_nonpos(float x) {
+    if (!(x >= -87.0f)) x = -87.0f; /* also NaN: the int conversion below must see a number */
+    float t = x * 1.44269504088896341f;
+    int32_t k = (int32_t)(t - 0.5f); /* round to nearest for t <= 0 */
+    float f = (t - (float)k) * 0.69314718055994531f;
+    float p = 1.0f + f * (1.0f + f * (0.5f + f * (1.0f / 6 + f * (1.0f / 24 + f * (1.0f / 120 + f * (1.0f / 720))))));
+    int32_t bits = (k + 127) << 23;
+    float sc;
+    memcpy(&sc, &bits, 4);
+    return p * sc;
+}
+
+/* One query row over its n visible keys: on entry p = q·k (unscaled) and
+ * d = dO·v; on exit p = softmax(s) with s = scale·q·k (soft-capped) and
+ * d = p·(1 - (s/cap)²)·(dO·v - Σ p·dO·v)·scale. Sums in f32 with 8
+ * partial accumulators (vectorised; the reference sums in f64 in order:
+ * covered by the attention tolerance of test_grad.c). */
+static void softmax_grad_row(float *p, float *d, float *xs, int64_t n, float scale, float cap) {
+    float acc[8], sum = 0, pdp = 0, mx = -INFINITY;
+    int64_t j;
+    for (j = 0; j < n; j++) xs[j] = p[j] * scale;
+    if (cap > 0)
+        for (j = 0; j < n; j++) xs[j] = cap * tanhf(xs[j] / cap);
+    for (int l = 0; l < 8; l++) acc[l] = -INFINITY;
+    for (j = 0; j + 8 <= n; j += 8)
+        for (int l = 0; l < 8; l++) acc[l] = xs[j + l] > acc[l] ? xs[j + l] : acc[l];
+    for (; j < n; j++) mx = xs[j] > mx ? xs[j] : mx;
+    for (int l = 0; l < 8; l++) mx = acc[l] > mx ? acc[l] : mx, acc[l] = 0;
+    for (j = 0; j < n; j++) p[j] = exp_nonpos(xs[j] - mx);
+    for (j = 0; j + 8 <= n; j += 8)
+        for (int l = 0; l < 8; l++) acc[l] += p[j + l];
+    for (; j < n; j++) sum += p[j];
+    for (int l = 0; l < 8; l++) sum += acc[l], acc[l] = 0;
+    float inv = 1.0f / sum;
+    for (j = 0; j + 8 <= n; j += 8)
+        for (int l = 0; l < 8; l++) {
+            p[j + l] *= inv;
+            acc[l] += p[j + l] * d[j + l];
+        }
+    for (; j < n; j++) {
+        p[j] *= inv;
+        pdp += p[j] * d[j];
+    }
+    for (int l = 0; l < 8; l++) pdp += acc[l];
+    if (cap > 0)
+        for (j = 0; j < n; j++) d[j] = p[j] * (1.0f - (xs[j] / cap) * (xs[j] / cap)) * (d[j] - pdp) * scale;
+    else
+        for (j = 0; j < n; j++) d[j] = p[j] * (d[j] - pdp) * scale;
+}
+
+/* One block: rows [t0, t1) of query head h, keys [jlo, jhi). P, dS: nt x ns
+ * blocks; xs: ns floats (a row's capped scores). */
+static bool attn_block(const av_job *job, int64_t h, int64_t t0, int64_t t1, int64_t jlo, int64_t jhi, float *P,
+                       float *dS, float *xs) {
     const lmx_node *n = job->n;
     const lmx_array *q = n->src[0], *k = n->src[1], *v = n->src[2];
-    int64_t T = q->shape[0], H = q->shape[1], hd = q->shape[2], Hkv = k->shape[1], vd = v->shape[2];
-    int64_t pos0 = n->ip[0], S = pos0 + T;
+    int64_t H = q->shape[1], hd = q->shape[2], Hkv = k->shape[1], vd = v->shape[2], kh = h / (H / Hkv);
+    int64_t pos0 = n->ip[0], nt = t1 - t0, ns = jhi - jlo;
     int window = n->ip[1];
     float scale = n->fp[0], cap = n->fp[1];
-    int G = (int)(H / Hkv);
-    float *p = lmx_fast_scratch(0, G * S), *ds = lmx_fast_scratch(1, G * S), *sc = lmx_fast_scratch(2, G * S);
-    float *pT = lmx_fast_scratch(3, S * G), *dsT = lmx_fast_scratch(4, S * G);
-    if (!p || !ds || !sc || !pT || !dsT) {
+    const float *qh = (const float *)q->data + t0 * q->strides[0] + h * q->strides[1];
+    const float *kk = (const float *)k->data + jlo * k->strides[0] + kh * k->strides[1];
+    const float *vv = (const float *)v->data + jlo * v->strides[0] + kh * v->strides[1];
+    const float *gh = job->g + t0 * (H * vd) + h * vd;
+    lmx_vjp_gemm s = {.kt = job->kt, .M = nt, .N = ns, .K = hd, .a = qh, .ars = q->strides[0], .acs = 1, .b = kk,
+                      .bdt = LMX_F32, .brs = k->strides[0], .btrans = true, .c = P, .crs = ns, .overwrite = true};
+    lmx_vjp_gemm dp = {.kt = job->kt, .M = nt, .N = ns, .K = vd, .a = gh, .ars = H * vd, .acs = 1, .b = vv,
+                       .bdt = LMX_F32, .brs = v->strides[0], .btrans = true, .c = dS, .crs = ns, .overwrite = true};
+    if (!lmx_vjp_gemm_serial(&s) || !lmx_vjp_gemm_serial(&dp)) return false;
+    for (int64_t i = 0; i < nt; i++) {
+        int64_t pos = pos0 + t0 + i, j0 = window > 0 && pos - window + 1 > 0 ? pos - window + 1 : 0;
+        int64_t a = j0 - jlo, b = pos - jlo + 1; /* the row's visible keys in the block */
+        float *p = P + i * ns, *d = dS + i * ns;
+        softmax_grad_row(p + a, d + a, xs, b - a, scale, cap);
+        for (int64_t j = 0; j < a; j++) p[j] = d[j] = 0;
+        for (int64_t j = b; j < ns; j++) p[j] = d[j] = 0;
+    }
+    bool ok = true;
+    if (job->dq) {
+        lmx_vjp_gemm g = {.kt = job->kt, .M = nt, .N = hd, .K = ns, .a = dS, .ars = ns, .acs = 1, .b = kk,
+                          .bdt = LMX_F32, .brs = k->strides[0], .c = job->dq + t0 * (H * hd) + h * hd, .crs = H * hd};
+        ok = ok && lmx_vjp_gemm_serial(&g);
+    }
+    if (job->dk) {
+        lmx_vjp_gemm g = {.kt = job->kt, .M = ns, .N = hd, .K = nt, .a = dS, .ars = 1, .acs = ns, .b = qh,
+                          .bdt = LMX_F32, .brs = q->strides[0], .c = job->dk + jlo * (Hkv * hd) + kh * hd,
+                          .crs = Hkv * hd};
+        ok = ok && lmx_vjp_gemm_serial(&g);
+    }
+    if (job->dv) {
+        lmx_vjp_gemm g = {.kt = job->kt, .M = ns, .N = vd, .K = nt, .a = P, .ars = 1, .acs = ns, .b = gh,
+                          .bdt = LMX_F32, .brs = H * vd, .c = job->dv + jlo * (Hkv * vd) + kh * vd, .crs = Hkv * vd};
+        ok = ok && lmx_vjp_gemm_serial(&g);
+    }
+    return ok;
+}
+
+static void attn_vjp_task(int ith, int nth, void *arg) {
+    av_job *job = arg;
+    const lmx_node *n = job->n;
+    const lmx_array *q = n->src[0], *k = n->src[1];
+    int64_t T = q->shape[0], H = q->shape[1], Hkv = k->shape[1], G = H / Hkv, pos0 = n->ip[0], S = pos0 + T;
+    int window = n->ip[1];
+    float *P = lmx_fast_scratch(3, TB * S), *dS = lmx_fast_scratch(4, TB * S), *xs = lmx_fast_scratch(5, S);
+    if (!P || !dS || !xs) {
         job->failed = true;
         return;
     }
-    const float *qd = q->data, *kd = k->data, *vdat = v->data;
-    int64_t qs0 = q->strides[0], qs1 = q->strides[1], ks0 = k->strides[0], ks1 = k->strides[1];
-    int64_t vs0 = v->strides[0], vs1 = v->strides[1];
-    for (int64_t kh = ith; kh < Hkv; kh += nth) {
-        for (int64_t t = 0; t < T; t++) {
-            int64_t pos = pos0 + t, j0 = 0;
-            if (window > 0 && pos - window + 1 > 0) j0 = pos - window + 1;
-            int64_t nj = pos - j0 + 1;
-            const float *q0 = qd + t * qs0 + kh * G * qs1, *k0 = kd + j0 * ks0 + kh * ks1;
-            const float *v0 = vdat + j0 * vs0 + kh * vs1, *g0 = job->g + t * (H * vd) + kh * G * vd;
-            kt->attn_scores(q0, G, qs1, k0, ks0, nj, hd, scale, p, nj);
-            kt->attn_scores(g0, G, vd, v0, vs0, nj, vd, 1.0f, ds, nj); /* dp */
-            for (int gi = 0; gi < G; gi++) {
-                float *pg = p + gi * nj, *dg = ds + gi * nj, *sg = sc + gi * nj, mx = -INFINITY;
-                for (int64_t j = 0; j < nj; j++) {
-                    float s = cap > 0 ? cap * tanhf(pg[j] / cap) : pg[j];
-                    sg[j] = s;
-                    mx = s > mx ? s : mx;
-                }
-                double sum = 0, pdp = 0;
-                for (int64_t j = 0; j < nj; j++) sum += (pg[j] = expf(sg[j] - mx));
-                for (int64_t j = 0; j < nj; j++) {
-                    pg[j] = (float)(pg[j] / sum);
-                    pdp += (double)pg[j] * dg[j];
-                }
-                for (int64_t j = 0; j < nj; j++) {
-                    float pc = cap > 0 ? pg[j] * (1.0f - (sg[j] / cap) * (sg[j] / cap)) : pg[j];
-                    dg[j] = pc * (float)(dg[j] - pdp) * scale;
-                    pT[j * G + gi] = pg[j];
-                    dsT[j * G + gi] = dg[j];
+    for (int64_t kh = ith; kh < Hkv; kh += nth)
+        for (int64_t h = kh * G; h < (kh + 1) * G; h++)
+            for (int64_t t0 = 0; t0 < T; t0 += TB) {
+                int64_t t1 = t0 + TB < T ? t0 + TB : T, jlo = 0;
+                if (window > 0 && pos0 + t0 - window + 1 > 0) jlo = pos0 + t0 - window + 1;
+                if (!attn_block(job, h, t0, t1, jlo, pos0 + t1, P, dS, xs)) {
+                    job->failed = true;
+                    return;
                 }
             }
-            if (job->dq) kt->attn_av(ds, G, nj, k0, ks0, nj, hd, job->dq + (t * H + kh * G) * hd, hd);
-            if (job->dv) kt->attn_av(pT, (int)nj, G, g0, vd, G, vd, job->dv + (j0 * Hkv + kh) * vd, Hkv * vd);
-            if (job->dk) kt->attn_av(dsT, (int)nj, G, q0, qs1, G, hd, job->dk + (j0 * Hkv + kh) * hd, Hkv * hd);
-        }
-    }
 }
 
 static bool handled(const lmx_node *n) {
@@ -92,7 +165,9 @@ lmx_status lmx_fast_vjp_attention_with(const lmx_simd_kernels *k, const lmx_node
     if (!k || !handled(n)) return lmx_vjp_attention(n, dout, dsrc);
     av_job job = {k, n, dout->data, dsrc[0] ? dsrc[0]->data : NULL, dsrc[1] ? dsrc[1]->data : NULL,
                   dsrc[2] ? dsrc[2]->data : NULL, false};
-    lmx_pool_run(pool, attn_vjp_task, &job);
+    const lmx_array *q = n->src[0];
+    double T = (double)q->shape[0], S = T + n->ip[0];
+    lmx_vjp_pool_run(pool, attn_vjp_task, &job, T * S * (double)q->shape[1] * (q->shape[2] / 4.0 + 10.0));
     return job.failed ? lmx_err(LMX_ERR_NOMEM, "attention vjp: out of memory") : LMX_OK;
 }
 

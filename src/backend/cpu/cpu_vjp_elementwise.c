@@ -26,6 +26,17 @@ bool lmx_vjp_rows_f32(const lmx_array *a, int64_t *R, int64_t *C, int64_t *rs) {
     return true;
 }
 
+static double serial_ns = 20000.0; /* below ~20 us of work, one thread */
+
+void lmx_vjp_set_serial_ns(double ns) { serial_ns = ns; }
+
+void lmx_vjp_pool_run(lmx_pool *pool, lmx_pool_fn fn, void *job, double work) {
+    if (work < serial_ns)
+        fn(0, 1, job);
+    else
+        lmx_pool_run(pool, fn, job);
+}
+
 /* ---- SCALE, SOFTCAP, ACT, COPY -------------------------------------------- */
 
 typedef struct {
@@ -92,7 +103,7 @@ lmx_status lmx_fast_vjp_unary(const lmx_node *n, const lmx_array *dout, lmx_arra
     }
     j.da = dsrc[0] ? dsrc[0]->data : NULL;
     j.db = b && dsrc[1] ? dsrc[1]->data : NULL;
-    lmx_pool_run(pool, unary_rows, &j);
+    lmx_vjp_pool_run(pool, unary_rows, &j, (double)j.R * j.C * (reads_a ? 8.0 : 0.5));
     return LMX_OK;
 }
 
@@ -147,8 +158,9 @@ lmx_status lmx_fast_vjp_binary(const lmx_node *n, const lmx_array *dout, lmx_arr
     j.b = b->data;
     j.da = dsrc[0] ? dsrc[0]->data : NULL;
     j.db = dsrc[1] ? dsrc[1]->data : NULL;
-    if (j.da || (j.db && !j.bcast)) lmx_pool_run(pool, binary_rows, &j);
-    if (j.db && j.bcast) lmx_pool_run(pool, binary_bcast_cols, &j);
+    double work = 0.5 * (double)j.R * j.C;
+    if (j.da || (j.db && !j.bcast)) lmx_vjp_pool_run(pool, binary_rows, &j, work);
+    if (j.db && j.bcast) lmx_vjp_pool_run(pool, binary_bcast_cols, &j, work);
     return LMX_OK;
 }
 
@@ -201,7 +213,7 @@ lmx_status lmx_fast_vjp_rope(const lmx_node *n, const lmx_array *dout, lmx_array
     const lmx_array *x = n->src[0], *f = n->src[1];
     if (f->dtype != LMX_F32 || !lmx_array_is_contiguous(f) || x->ndim != 3) return lmx_vjp_rope(n, dout, dsrc);
     rope_job j = {n, dout->data, f->data, dsrc[0]->data, x->shape[0], x->shape[1], x->shape[2], false};
-    lmx_pool_run(pool, rope_rows, &j);
+    lmx_vjp_pool_run(pool, rope_rows, &j, (double)j.T * (j.H * j.hd + 20.0 * n->ip[1]));
     return j.failed ? lmx_err(LMX_ERR_NOMEM, "rope vjp: out of memory") : LMX_OK;
 }
 
@@ -243,7 +255,7 @@ lmx_status lmx_fast_vjp_softmax(const lmx_node *n, const lmx_array *dout, lmx_ar
     sm_job j = {.g = dout->data, .da = dsrc[0]->data};
     if (!lmx_vjp_rows_f32(n->src[0], &j.R, &j.C, &j.as)) return lmx_vjp_softmax(n, dout, dsrc);
     j.a = n->src[0]->data;
-    lmx_pool_run(pool, softmax_rows, &j);
+    lmx_vjp_pool_run(pool, softmax_rows, &j, 8.0 * (double)j.R * j.C);
     return j.failed ? lmx_err(LMX_ERR_NOMEM, "softmax vjp: out of memory") : LMX_OK;
 }
 

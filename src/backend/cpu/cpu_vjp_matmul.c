@@ -1,188 +1,10 @@
-/* cpu_vjp_matmul.c - the matmul vjp on the SIMD GEMM tile (cpu_simd.h):
+/* cpu_vjp_matmul.c - the matmul vjp on the vjp GEMM (cpu_vjp_gemm.c):
  *   dx[M,K] += dout[M,N] · W[N,K]     W of any weight dtype, read in place
  *   dW[N,K] += doutᵀ[N,M] · x[M,K]    W a plain float dtype (trainable)
- *   db[N]   += Σ_m dout[m, :]
- * Both products are one driver, C[i,j] += Σ_k A(i,k)·B(k,j) with A a
- * strided f32 matrix (dout or its transpose) and B a row-major matrix
- * whose rows run along the sum (W's rows for dx, x's rows for dW). As in
- * the forward GEMM (cpu_fast_matmul.c), each (MC x KC) block of A is
- * packed into MR-row panels and each (KC x NR) block of B is converted to
- * f32 once (bf16 widened, MLX/GGUF rows dequantized with the reference's
- * arithmetic: s·q + b per group) and reused for all rows of A, so no dense
- * f32 copy of a weight is made. Threads split the NR-column panels of C,
- * or, when C has too few of them (LoRA's rank-r sides), its rows; either
- * way every element is summed over k in order by one thread. */
+ *   db[N]   += Σ_m dout[m, :]         columns split over threads, m in order
+ * What it does not handle (x not f32 rows, a weight dtype without a row
+ * converter, odd MLX scales) goes to the reference. */
 #include "backend/cpu/cpu_vjp.h"
-
-#include <stdatomic.h>
-#include <string.h>
-
-#define KC 256 /* B block = KC*NR floats: 32 KiB at NR 32 (L1) */
-#define MC 512 /* A block = MC*KC floats: 512 KiB (L2) */
-
-typedef struct {
-    const lmx_simd_kernels *kt;
-    int64_t M, N, K;               /* C is M x N, the sum runs over K */
-    const float *a;                /* A(i, k) = a[i*ars + k*acs] */
-    int64_t ars, acs;
-    const uint8_t *b;              /* B row k = elements [k*brs, k*brs + N) of b, dtype bdt */
-    lmx_dtype bdt;
-    int64_t brs;
-    const lmx_array *bsc, *bbi;    /* MLX: per-group scales/biases of B's rows ([K, N/group]) */
-    int group;
-    float *c;                      /* C(i, j) = c[i*crs + j] */
-    int64_t crs;
-    bool by_rows;                  /* threads split C's rows (else its column panels) */
-    _Atomic bool failed;
-} vg_job;
-
-static float ld_scalar(lmx_dtype dt, const void *p, int64_t i) {
-    if (dt == LMX_F32) return ((const float *)p)[i];
-    if (dt == LMX_BF16) return lmx_bf16_to_f32(((const uint16_t *)p)[i]);
-    float f;
-    lmx_dtype_info(dt)->to_f32((const uint8_t *)p + lmx_dtype_bytes(dt, i), &f, 1);
-    return f;
-}
-
-/* Columns [n0, n0+nr) of quantized row `row` of B into dst: the dtype's
- * to_f32 over the whole blocks that hold them (tmp), then, for MLX rows,
- * s·q + b per group exactly as the reference's dense_weight computes it. */
-static void dequant_cols(const vg_job *j, int64_t row, int64_t n0, int nr, float *dst, float *tmp) {
-    const lmx_dtype_traits *tr = lmx_dtype_info(j->bdt);
-    int64_t blk = tr->block, lo = n0 / blk * blk, hi = (n0 + nr + blk - 1) / blk * blk;
-    int64_t e0 = row * j->brs + lo; /* a multiple of the block: rows are whole blocks */
-    if (j->bdt == LMX_MLX_Q4) {
-        const uint8_t *p = j->b + e0 / 2;
-        for (int64_t c = 0; c < hi - lo; c += 2) {
-            tmp[c] = (float)(p[c / 2] & 15);
-            tmp[c + 1] = (float)(p[c / 2] >> 4);
-        }
-    } else if (j->bdt == LMX_MLX_Q8) {
-        const uint8_t *p = j->b + e0;
-        for (int64_t c = 0; c < hi - lo; c++) tmp[c] = (float)p[c];
-    } else {
-        tr->to_f32(j->b + lmx_dtype_bytes(j->bdt, e0), tmp, hi - lo);
-    }
-    if (!j->bsc) {
-        memcpy(dst, tmp + (n0 - lo), (size_t)nr * sizeof *dst);
-        return;
-    }
-    int64_t G = j->N / j->group;
-    for (int64_t c = n0; c < n0 + nr;) {
-        int64_t g = c / j->group, end = (g + 1) * j->group < n0 + nr ? (g + 1) * j->group : n0 + nr;
-        float s = ld_scalar(j->bsc->dtype, j->bsc->data, row * G + g);
-        float b = j->bbi ? ld_scalar(j->bbi->dtype, j->bbi->data, row * G + g) : 0.0f;
-        for (; c < end; c++) dst[c - n0] = s * tmp[c - lo] + b;
-    }
-}
-
-/* B[k][NR] = B(k0+k, n0+jj) as f32, columns jj >= nr zero. The kc rows
- * lie in kc different pages (a weight row is KiBs long), which the
- * hardware prefetchers do not follow: each row's next NR elements (the
- * next panel, packed after this one's tiles) are prefetched here. */
-static void pack_b(const vg_job *j, int NR, int64_t n0, int nr, int64_t k0, int64_t kc, float *B, float *tmp) {
-    size_t es = lmx_dtype_info(j->bdt)->block == 1 ? lmx_dtype_info(j->bdt)->size : 0;
-    bool pf = es && n0 + 2 * NR <= j->N;
-    for (int64_t k = 0; k < kc; k++) {
-        float *dst = B + k * NR;
-        int64_t e = (k0 + k) * j->brs + n0;
-        if (pf) {
-            const char *nx = (const char *)j->b + (size_t)(e + NR) * es;
-            __builtin_prefetch(nx);
-            __builtin_prefetch(nx + (size_t)NR * es - 1);
-        }
-        if (j->bdt == LMX_F32) {
-            memcpy(dst, (const float *)j->b + e, (size_t)nr * sizeof *dst);
-        } else if (j->bdt == LMX_BF16) {
-            const uint16_t *s = (const uint16_t *)j->b + e;
-            for (int jj = 0; jj < nr; jj++) {
-                uint32_t u = (uint32_t)s[jj] << 16;
-                memcpy(&dst[jj], &u, sizeof u);
-            }
-        } else if (j->bdt == LMX_F16) {
-            const uint16_t *s = (const uint16_t *)j->b + e;
-            for (int jj = 0; jj < nr; jj++) dst[jj] = lmx_f16_to_f32(s[jj]);
-        } else {
-            dequant_cols(j, k0 + k, n0, nr, dst, tmp);
-        }
-        for (int jj = nr; jj < NR; jj++) dst[jj] = 0;
-    }
-}
-
-/* A[mb][k][i] = A(m0 + mb*MR + i, k0 + k); rows past m0+mc are zero. */
-static void pack_a(const vg_job *j, int MR, int64_t m0, int64_t mc, int64_t k0, int64_t kc, float *A) {
-    for (int64_t mb = 0; mb * MR < mc; mb++) {
-        float *Ab = A + mb * kc * MR;
-        int64_t i0 = m0 + mb * MR, ni = mc - mb * MR < MR ? mc - mb * MR : MR;
-        if (j->ars == 1) { /* A is a transpose: MR consecutive rows are contiguous for each k */
-            for (int64_t k = 0; k < kc; k++) {
-                const float *s = j->a + (k0 + k) * j->acs + i0;
-                for (int64_t i = 0; i < ni; i++) Ab[k * MR + i] = s[i];
-                for (int64_t i = ni; i < MR; i++) Ab[k * MR + i] = 0;
-            }
-            continue;
-        }
-        for (int64_t i = 0; i < MR; i++) {
-            if (i < ni) {
-                const float *s = j->a + (i0 + i) * j->ars + k0 * j->acs;
-                for (int64_t k = 0; k < kc; k++) Ab[k * MR + i] = s[k * j->acs];
-            } else {
-                for (int64_t k = 0; k < kc; k++) Ab[k * MR + i] = 0;
-            }
-        }
-    }
-}
-
-static void gemm_task(int ith, int nth, void *arg) {
-    vg_job *j = arg;
-    const lmx_simd_kernels *kt = j->kt;
-    const int MR = kt->mr, NR = kt->nr;
-    int64_t P = (j->N + NR - 1) / NR, r0 = 0, r1 = j->M, p0 = 0, p1 = P;
-    if (j->by_rows) {
-        int64_t lo, hi;
-        lmx_split((j->M + MR - 1) / MR, ith, nth, &lo, &hi);
-        r0 = lo * MR;
-        r1 = hi * MR < j->M ? hi * MR : j->M;
-    } else {
-        lmx_split(P, ith, nth, &p0, &p1);
-    }
-    if (r0 >= r1 || p0 >= p1) return;
-    int64_t mc_max = r1 - r0 < MC ? r1 - r0 : MC;
-    int64_t blk = lmx_dtype_info(j->bdt)->block;
-    float *A = lmx_fast_scratch(0, (mc_max + MR - 1) / MR * MR * KC);
-    float *B = lmx_fast_scratch(1, (int64_t)KC * NR);
-    float *tmp = lmx_fast_scratch(2, NR + 2 * blk);
-    if (!A || !B || !tmp) {
-        atomic_store(&j->failed, true);
-        return;
-    }
-    for (int64_t m0 = r0; m0 < r1; m0 += MC) {
-        int64_t mc = r1 - m0 < MC ? r1 - m0 : MC;
-        for (int64_t k0 = 0; k0 < j->K; k0 += KC) {
-            int64_t kc = j->K - k0 < KC ? j->K - k0 : KC;
-            pack_a(j, MR, m0, mc, k0, kc, A);
-            for (int64_t p = p0; p < p1; p++) {
-                int64_t n0 = p * NR;
-                int nr = j->N - n0 < NR ? (int)(j->N - n0) : NR;
-                pack_b(j, NR, n0, nr, k0, kc, B, tmp);
-                for (int64_t mb = 0; mb * MR < mc; mb++) {
-                    int mr = mc - mb * MR < MR ? (int)(mc - mb * MR) : MR;
-                    kt->gemm_tile(kc, A + mb * kc * MR, B, j->c + (m0 + mb * MR) * j->crs + n0, j->crs, mr, nr, true);
-                }
-            }
-        }
-    }
-}
-
-static lmx_status run_gemm(vg_job *j, lmx_pool *pool) {
-    if (j->M <= 0 || j->N <= 0 || j->K <= 0) return LMX_OK;
-    int nth = lmx_pool_size(pool);
-    int64_t P = (j->N + j->kt->nr - 1) / j->kt->nr, RB = (j->M + j->kt->mr - 1) / j->kt->mr;
-    j->by_rows = P < 2 * (int64_t)nth && RB > P;
-    atomic_init(&j->failed, false);
-    lmx_pool_run(pool, gemm_task, j);
-    return atomic_load(&j->failed) ? lmx_err(LMX_ERR_NOMEM, "matmul vjp: out of memory") : LMX_OK;
-}
 
 typedef struct {
     const float *g;
@@ -225,18 +47,18 @@ lmx_status lmx_fast_vjp_matmul_with(const lmx_simd_kernels *k, const lmx_node *n
     int64_t M = lmx_array_numel(x) / w->shape[1], K = w->shape[1], N = w->shape[0];
     const float *g = dout->data;
     if (dsrc[0]) { /* dx = dout · W */
-        vg_job j = {.kt = k, .M = M, .N = K, .K = N, .a = g, .ars = N, .acs = 1, .b = w->data, .bdt = w->dtype,
+        lmx_vjp_gemm j = {.kt = k, .M = M, .N = K, .K = N, .a = g, .ars = N, .acs = 1, .b = w->data, .bdt = w->dtype,
                     .brs = K, .bsc = n->src[3], .bbi = n->src[4], .group = n->ip[0], .c = dsrc[0]->data, .crs = K};
-        LMX_TRY(run_gemm(&j, pool));
+        LMX_TRY(lmx_vjp_gemm_run(&j, pool));
     }
     if (dsrc[1]) { /* dW = doutᵀ · x */
-        vg_job j = {.kt = k, .M = N, .N = K, .K = M, .a = g, .ars = 1, .acs = N, .b = x->data, .bdt = LMX_F32,
+        lmx_vjp_gemm j = {.kt = k, .M = N, .N = K, .K = M, .a = g, .ars = 1, .acs = N, .b = x->data, .bdt = LMX_F32,
                     .brs = xs, .c = dsrc[1]->data, .crs = K};
-        LMX_TRY(run_gemm(&j, pool));
+        LMX_TRY(lmx_vjp_gemm_run(&j, pool));
     }
     if (dsrc[2]) {
         bias_job j = {g, dsrc[2]->data, M, N};
-        lmx_pool_run(pool, bias_task, &j);
+        lmx_vjp_pool_run(pool, bias_task, &j, 0.5 * (double)M * N);
     }
     return LMX_OK;
 }

@@ -113,8 +113,9 @@ static lmx_status run_norm(const lmx_node *n, const lmx_array *dout, lmx_array *
     j.db = b && dsrc[2] ? dsrc[2]->data : NULL;
     if (!(j.stat = malloc((size_t)(j.R ? j.R : 1) * 2 * sizeof *j.stat)))
         return lmx_err(LMX_ERR_NOMEM, "norm vjp: out of memory");
-    lmx_pool_run(pool, layer ? ln_rows : rms_rows, &j);
-    if (j.dw || j.db) lmx_pool_run(pool, layer ? ln_cols : rms_cols, &j);
+    double work = 2.0 * (double)j.R * j.C;
+    lmx_vjp_pool_run(pool, layer ? ln_rows : rms_rows, &j, work);
+    if (j.dw || j.db) lmx_vjp_pool_run(pool, layer ? ln_cols : rms_cols, &j, work);
     free(j.stat);
     return LMX_OK;
 }

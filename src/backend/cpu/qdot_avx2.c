@@ -177,9 +177,38 @@ static inline float q6k_row_qx(const uint8_t *b, int64_t nb, const int8_t *q, co
     return hsum(acc) - 32.0f * hsum(accc);
 }
 
+/* Q4_K: as on AVX-512 (qdot_avx512.c), u = q <= 15 against q^ directly. */
+static inline float q4k_row_qx(const uint8_t *b, int64_t nb, const int8_t *q, const float *dx, const float *xs,
+                               const uint8_t *pf) {
+    const __m256i m4 = _mm256_set1_epi8(15);
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0, accm = acc0;
+    for (int64_t i = 0; i < nb; i++, b += 144, q += 256, dx += 8, xs += 8) {
+        for (int c = 0; c < 144; c += 64) _mm_prefetch((const char *)pf + i * 144 + c, _MM_HINT_T0);
+        float ds[8];
+        lmx_qx_q4k_scales(b, dx, xs, ds, &accm);
+        for (int c = 0; c < 4; c++) {
+            __m256i v = _mm256_loadu_si256((const __m256i *)(b + 16 + 32 * c));
+            __m256i d0 = dot_uq(_mm256_and_si256(v, m4), _mm256_loadu_si256((const __m256i *)(q + 64 * c)));
+            __m256i d1 = dot_uq(_mm256_and_si256(_mm256_srli_epi16(v, 4), m4),
+                                _mm256_loadu_si256((const __m256i *)(q + 64 * c + 32)));
+            acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d0), _mm256_set1_ps(ds[2 * c]), acc0);
+            acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d1), _mm256_set1_ps(ds[2 * c + 1]), acc1);
+        }
+    }
+    return hsum(_mm256_add_ps(acc0, acc1)) - hsum(accm);
+}
+
 void lmx_qx_matvec_avx2(lmx_dtype wt, const void *w, int64_t K, int64_t r0, int64_t r1, const lmx_xq *x, int64_t M,
                         float *y, int64_t ys) {
-    if (wt == LMX_Q6_K) {
+    if (wt == LMX_Q4_K) {
+        const int64_t nb = K / 256;
+        const size_t rb = (size_t)nb * 144;
+        for (int64_t r = r0; r < r1; r++) {
+            const uint8_t *row = (const uint8_t *)w + r * rb;
+            for (int64_t m = 0; m < M; m++)
+                y[m * ys + r] = q4k_row_qx(row, nb, x->q + m * x->qrs, x->d + m * (K / 32), x->sum + m * (K / 32), row + rb);
+        }
+    } else if (wt == LMX_Q6_K) {
         const int64_t nb = K / 256;
         const size_t rb = (size_t)nb * 210;
         for (int64_t r = r0; r < r1; r++) {

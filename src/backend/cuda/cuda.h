@@ -28,6 +28,20 @@ lmx_status lmx_cuda_graph_begin(lmx_backend *b);
 lmx_status lmx_cuda_graph_end(lmx_backend *b, int key);
 lmx_status lmx_cuda_graph_launch(lmx_backend *b, int key);
 
+/* Greedy decoding on the device (cuda_sample.cu). For each row of f32
+ * logits [R, V] in this backend's memory (contiguous): the index of the
+ * largest finite value (ties: the lowest index; -1 when none is finite),
+ * that value, the largest finite value at any other index (-inf when there
+ * is none; equal to max on a tie), log sum exp over the finite values (f32
+ * sums, relative to max), and how many values are NaN or +-inf. Waits for
+ * the result; only R * 20 bytes are copied back. */
+typedef struct lmx_cuda_pick {
+    int32_t id;
+    int32_t n_nonfinite;
+    float max, second, lse;
+} lmx_cuda_pick;
+lmx_status lmx_cuda_greedy(lmx_backend *b, const lmx_array *logits, lmx_cuda_pick *out);
+
 #ifdef __cplusplus
 }
 #endif

@@ -46,3 +46,10 @@ lmx_status lmx_cuda_graph_launch(lmx_backend *b, int key) {
     (void)key;
     return no_cuda();
 }
+
+lmx_status lmx_cuda_greedy(lmx_backend *b, const lmx_array *logits, lmx_cuda_pick *out) {
+    (void)b;
+    (void)logits;
+    (void)out;
+    return no_cuda();
+}
