@@ -1,13 +1,13 @@
 /* matmul_bench.c - one lmx matmul shape on each kernel path, in GFLOP/s and
  * GB/s of weights, for tuning the decode matvec and the prefill GEMM.
  *
- * usage: lmx_matmul_bench [M=512] [N=2048] [K=2048] [dtype=bf16|f16|f32|q8_0|q4_0|q6_k] [reps=5] [threads=ncpu]
+ * usage: lmx_matmul_bench [M=512] [N=2048] [K=2048] [dtype=bf16|f16|f32|q8_0|q4_0|q6_k|q4_k] [reps=5] [threads=ncpu]
  * Prints one line per path (reference, then every SIMD table this CPU runs):
  * best time of reps, GFLOP/s (2*M*N*K) and weight GB/s (N*K*bytes). With
  * OpenBLAS found at build time (LMX_HAVE_CBLAS) also cblas_sgemm on the same
  * shape with f32 weights. GGUF types run the int8-activation kernels unless
- * LMX_INT8_ACT=0 (then the f32-activation ones); q6_k weights are random
- * codes with small scales (lmx has no Q6_K quantizer). Weights larger than
+ * LMX_INT8_ACT=0 (then the f32-activation ones); q6_k/q4_k weights are
+ * random codes with small scales (lmx has no K-quant quantizer). Weights larger than
  * the last-level cache give DRAM numbers; smaller ones measure the cache. */
 #include "backend/cpu/cpu_simd.h"
 
@@ -45,6 +45,7 @@ int main(int argc, char **argv) {
                    : !strcmp(dts, "q8_0") ? LMX_Q8_0
                    : !strcmp(dts, "q4_0") ? LMX_Q4_0
                    : !strcmp(dts, "q6_k") ? LMX_Q6_K
+                   : !strcmp(dts, "q4_k") ? LMX_Q4_K
                                           : LMX_BF16;
     lmx_pool *pool;
     if (M <= 0 || N <= 0 || K <= 0 || reps <= 0 || lmx_pool_create(threads, &pool) != LMX_OK) {
@@ -66,15 +67,16 @@ int main(int argc, char **argv) {
     for (int64_t i = 0; i < M * K; i++) ((float *)x.data)[i] = tmp[i % (N * K)];
     if (wt == LMX_F32) {
         memcpy(w.data, tmp, (size_t)(N * K) * 4);
-    } else if (wt == LMX_Q6_K) {
+    } else if (wt == LMX_Q6_K || wt == LMX_Q4_K) {
         uint8_t *b = w.data;
         for (size_t i = 0; i < lmx_array_nbytes(&w); i++) {
             s ^= s << 13, s ^= s >> 7, s ^= s << 17;
             b[i] = (uint8_t)(s >> 32);
         }
-        for (int64_t i = 0; i < N * K / 256; i++) {
+        for (int64_t i = 0; i < N * K / 256; i++) { /* Q6_K: d; Q4_K: d, dmin */
             uint16_t h = lmx_f32_to_f16(0.001f);
-            memcpy(b + i * 210 + 208, &h, 2);
+            memcpy(b + i * (wt == LMX_Q6_K ? 210 : 144) + (wt == LMX_Q6_K ? 208 : 0), &h, 2);
+            if (wt == LMX_Q4_K) memcpy(b + i * 144 + 2, &h, 2);
         }
     } else {
         lmx_dtype_info(wt)->from_f32(tmp, w.data, N * K);

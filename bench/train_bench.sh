@@ -117,9 +117,9 @@ memory() {
   done
   wait "$pid" || { echo "FAILED: $(tail -1 "$tmp/mem.out")"; return 1; }
   grep 'Train loss' "$tmp/mem.out" | sed 's/^\(Iter [0-9]*\):.*It\/sec \([0-9.]*\), Tokens\/sec \([0-9.]*\),.*\(Peak mem [0-9.]* GB\).*/\1: \2 it\/s, \3 tok\/s, \4/'
-  awk 'NR == 1 { f = $1 } { l = $1; if ($1 > m) m = $1 } END {
-         printf "RSS sampled each second: first %.1f MB, last %.1f MB, max %.1f MB (%d samples)\n", f / 1024, l / 1024, m / 1024, NR }' \
-    "$tmp/rss.txt"
+  awk '{ r[NR] = $1 } END { h = int(NR / 2); for (i = 1; i <= NR; i++) if (i <= h) { if (r[i] > a) a = r[i] } else if (r[i] > b) b = r[i];
+         printf "RSS sampled each second (%d samples): max of the first half %.1f MB, of the second half %.1f MB, last %.1f MB\n",
+                NR, a / 1024, b / 1024, r[NR] / 1024 }' "$tmp/rss.txt"
   echo "load after: $(load)"
 }
 

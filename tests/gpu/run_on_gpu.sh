@@ -17,6 +17,8 @@
 #   sampler.log    lmx bench of llama-1b bf16 and MLX 4-bit, host pipeline
 #                  (LMX_DEVICE_SAMPLER=0) vs device greedy pick, interleaved
 #                  twice, and greedy CLI text of both paths (part "sampler")
+#   spec.log       speculative decoding on the pair of bench/make_speculative_pair.py:
+#                  plain vs --draft-model, output identity checked (part "spec")
 # RUN_PARTS="tests bench ops sanitize sampler" picks parts (default: all but
 # sampler); RUN_TESTS overrides the list of model suites of part "tests",
 # RUN_QTESTS the suites it runs with LMX_DEVICE=cuda afterwards.
@@ -118,4 +120,14 @@ if has sanitize && command -v compute-sanitizer > /dev/null; then
   LMX_TEST_ONLY=$SO timeout 200 compute-sanitizer --tool racecheck "$B/test_cuda_ops" >> "$S" 2>&1
   echo "racecheck rc=$? $(grep -E 'passed|RACECHECK SUMMARY' "$S" | tail -2 | tr '\n' ' ')"
   echo "race reports by kernel (outside nvjet):"; grep 'Race reported' "$S" | grep -v nvjet | sed 's/+0x[0-9a-f]*//' | sort | uniq -c | head
+fi
+
+if has spec; then
+  L=$OUT/spec.log
+  python3 bench/make_speculative_pair.py --out /tmp/spec > "$L" 2>&1
+  for rep in 1 2; do
+    echo "===== round $rep" >> "$L"
+    timeout 200 sh bench/speculative_bench.sh "$B/lmx" /tmp/spec 256 --device cuda >> "$L" 2>&1
+  done
+  grep -E "generation|identical|DIFFERS" "$L"
 fi

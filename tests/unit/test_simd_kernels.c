@@ -16,7 +16,7 @@
  * Results must also be bitwise identical for 1 and 2 threads.
  *
  * GGUF Q8_0/Q4_0/Q6_K weights run with int8 activations (cpu_qdot.c; the
- * generic table only for decode, its prefill stays f32), Q4_K for decode: x is
+ * generic table only for decode, its prefill stays f32) and Q4_K: x is
  * rounded to x^_k = d_b q_k per 32-block b (d_b = max|x|/127), so the bound
  * is derived, not fitted (u = 2^-24, γ_n = n u / (1 - n u)). Write each
  * weight as w_k = a_k - c_k, a_k = s_k·code_k the part multiplied by x^
@@ -143,8 +143,8 @@ static void weight_parts(const lmx_array *w, const float *wf, double *a, double 
  * the matvec; prefill: the table's int8 GEMM, where it has one). */
 static bool int8_path(const lmx_simd_kernels *k, lmx_dtype wt, int64_t M) {
     if (!k->quantize_x || !lmx_int8_activations()) return false;
-    if (M < 4) return k->matvec_qx && (wt == LMX_Q8_0 || wt == LMX_Q4_0 || wt == LMX_Q6_K || wt == LMX_Q4_K);
-    return k->gemm_qx && (wt == LMX_Q8_0 || wt == LMX_Q4_0 || wt == LMX_Q6_K); /* Q4_K prefill: f32 GEMM */
+    if (!(wt == LMX_Q8_0 || wt == LMX_Q4_0 || wt == LMX_Q6_K || wt == LMX_Q4_K)) return false;
+    return M < 4 ? k->matvec_qx != NULL : k->gemm_qx != NULL;
 }
 
 static lmx_array arr(lmx_dtype dt, int ndim, int64_t d0, int64_t d1, int64_t d2) {
@@ -291,11 +291,12 @@ static void matmul_all(const lmx_simd_kernels *k) {
     matmul_case(k, LMX_Q6_K, 6, 33, 512, false, 0);
     matmul_case(k, LMX_Q6_K, 9, 40, 1280, true, 0);
     matmul_case(k, LMX_Q6_K, 3, 5, 1024, false, 2);
-    /* Q4_K (Q4_K_M files): int8 decode; prefill on the f32 GEMM. */
+    /* Q4_K (Q4_K_M files): decode, and the GEMM past its 512-column panels */
     matmul_case(k, LMX_Q4_K, 1, 7, 256, false, 0);
     matmul_case(k, LMX_Q4_K, 2, 35, 768, true, 3);
     matmul_case(k, LMX_Q4_K, 3, 9, 2048, false, 0);
     matmul_case(k, LMX_Q4_K, 6, 33, 512, true, 0);
+    matmul_case(k, LMX_Q4_K, 13, 40, 1280, false, 5);
     /* MLX affine 4/8-bit, groups 32/64/128, decode and GEMM. */
     lmx_dtype mts[] = {LMX_MLX_Q4, LMX_MLX_Q8};
     for (int d = 0; d < 2; d++) {

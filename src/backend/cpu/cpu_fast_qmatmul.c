@@ -1,5 +1,5 @@
 /* cpu_fast_qmatmul.c - out[M,N] = x[M,K] · w[N,K]ᵀ + b for GGUF block
- * weights (Q8_0, Q4_0, Q6_K; Q4_K for decode) through the int8-activation kernels
+ * weights (Q8_0, Q4_0, Q6_K, Q4_K) through the int8-activation kernels
  * (cpu_qdot.h): x is quantized once per matmul (rows split over the pool when
  * there are many), then
  * - decode (M < LMX_QX_MIN_M): the table's matvec_qx over chunks of weight
@@ -105,7 +105,7 @@ static void gemm_task(int ith, int nth, void *arg) {
     const int QMR = kt->qmr, QNR = kt->qnr;
     (void)ith, (void)nth;
     uint8_t *B = (uint8_t *)lmx_fast_scratch(0, (int64_t)KCQ * QNR / 4);
-    float *Bs = lmx_fast_scratch(1, (int64_t)(KCQ / 16) * QNR);
+    float *Bs = lmx_fast_scratch(1, (int64_t)(KCQ / 16) * QNR); /* Q6_K scales; Q4_K scales + mins */
     if (!B || !Bs) {
         job->failed = true;
         return;

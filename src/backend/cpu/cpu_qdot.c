@@ -88,17 +88,6 @@ static inline float f16_at(const uint8_t *p) {
     return f;
 }
 
-/* Q4_K sub-block j's 6-bit scale and min, as llama.cpp's get_scale_min_k4. */
-static void k4_scale_min(int j, const uint8_t *q, uint8_t *sc, uint8_t *m) {
-    if (j < 4) {
-        *sc = q[j] & 63;
-        *m = q[j + 4] & 63;
-    } else {
-        *sc = (uint8_t)((q[j + 4] & 15) | ((q[j - 4] >> 6) << 4));
-        *m = (uint8_t)((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
-    }
-}
-
 /* One weight block (32 elements; Q6_K 256) as u = w + off in natural element
  * order and its sub-block scales (1; Q6_K 16, = d·sc). */
 static void unpack_block(lmx_dtype wt, const uint8_t *b, uint8_t *u, float *scale) {
@@ -169,7 +158,7 @@ void lmx_qx_matvec_generic(lmx_dtype wt, const void *w, int64_t K, int64_t r0, i
                     const int j = (int)(b % 8);
                     const uint8_t *qs = bp + 16 + 32 * (j / 2);
                     uint8_t scj, mj;
-                    k4_scale_min(j, bp + 4, &scj, &mj);
+                    lmx_qx_k4_scale_min(j, bp + 4, &scj, &mj);
                     int32_t dot = 0;
                     for (int l = 0; l < 32; l++) dot += (j % 2 ? qs[l] >> 4 : qs[l] & 15) * q[32 * b + l];
                     acc += f16_at(bp) * (float)scj * dx[b] * (float)dot - f16_at(bp + 2) * (float)mj * xs[b];

@@ -16,7 +16,9 @@
  * Packed GEMM panel (pack_qx / gemm_qx): for each group of 4 columns k of
  * [k0, k0+kc), QNR weight rows × 4 bytes u (B[(k/4)·QNR·4 + j·4 + k%4]), so
  * one 4-byte broadcast of x times one vector of B is a vpdpbusd; the weight
- * scale of each sub-block (lmx_qx_sub columns) per row in Bs[(k/sub)·QNR + j].
+ * scale of each sub-block (lmx_qx_sub columns) per row in Bs[(k/sub)·QNR + j];
+ * for Q4_K the sub-block mins dmin·m follow at Bs[(kc/sub)·QNR + (k/sub)·QNR + j]
+ * and the tile subtracts min·Σx (the f32 block sums of x).
  * Rows past nr are zero (u = 0, scale 0).
  */
 #ifndef LMX_BACKEND_CPU_QDOT_H
@@ -25,11 +27,11 @@
 #include "backend/cpu/cpu_simd.h"
 
 /* The weight types with int8-activation kernels: decode (matvec_qx) and
- * prefill (pack_qx / gemm_qx; Q4_K prefill stays on the f32 GEMM). */
+ * prefill (pack_qx / gemm_qx). */
 static inline bool lmx_qx_type(lmx_dtype t) {
     return t == LMX_Q8_0 || t == LMX_Q4_0 || t == LMX_Q6_K || t == LMX_Q4_K;
 }
-static inline bool lmx_qx_gemm_type(lmx_dtype t) { return t == LMX_Q8_0 || t == LMX_Q4_0 || t == LMX_Q6_K; }
+static inline bool lmx_qx_gemm_type(lmx_dtype t) { return lmx_qx_type(t); }
 /* u = w + off (see above); Q4_K's codes are unsigned already (its mins are
  * a separate term). */
 static inline int lmx_qx_offset(lmx_dtype t) {
@@ -37,6 +39,17 @@ static inline int lmx_qx_offset(lmx_dtype t) {
 }
 /* Columns sharing one weight scale: Q6_K has 16-element sub-blocks. */
 static inline int lmx_qx_sub(lmx_dtype t) { return t == LMX_Q6_K ? 16 : 32; }
+
+/* Q4_K sub-block j's 6-bit scale and min, as llama.cpp's get_scale_min_k4. */
+static inline void lmx_qx_k4_scale_min(int j, const uint8_t *q, uint8_t *sc, uint8_t *m) {
+    if (j < 4) {
+        *sc = q[j] & 63;
+        *m = q[j + 4] & 63;
+    } else {
+        *sc = (uint8_t)((q[j + 4] & 15) | ((q[j - 4] >> 6) << 4));
+        *m = (uint8_t)((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
+    }
+}
 
 /* corr[m·(K/sub) + s] = -off · Σq over sub-block s of x row m, for the
  * GEMM's accumulator start (gemm_qx). Rows [m0, m1). */

@@ -39,6 +39,19 @@ lmx_status lmx_fast_vjp_binary(const lmx_node *n, const lmx_array *dout, lmx_arr
 lmx_status lmx_fast_vjp_unary(const lmx_node *n, const lmx_array *dout, lmx_array *dsrc[], lmx_pool *pool);
 lmx_status lmx_fast_vjp_softmax(const lmx_node *n, const lmx_array *dout, lmx_array *dsrc[], lmx_pool *pool);
 
+/* Work shared by claiming: the threads of a job take chunks [lo, hi) of
+ * [0, n) from a counter until none is left, so a thread slowed down by
+ * another process (the cores are shared) does fewer chunks instead of
+ * holding up the join. What a chunk computes never depends on which
+ * thread runs it. init before the pool run: about `per_thread` chunks per
+ * pool thread, each at least `min_chunk` long. */
+typedef struct lmx_vjp_chunks {
+    _Atomic int64_t next;
+    int64_t n, chunk;
+} lmx_vjp_chunks;
+void lmx_vjp_chunks_init(lmx_vjp_chunks *c, int64_t n, const lmx_pool *pool, int per_thread, int64_t min_chunk);
+bool lmx_vjp_chunks_next(lmx_vjp_chunks *c, int64_t *lo, int64_t *hi);
+
 /* C (+)= A·B, the GEMM under the matmul and attention vjps
  * (cpu_vjp_gemm.c), on SIMD table kt's tile:
  *   C(i, j) = c[i*crs + j], i < M, j < N;  A(i, k) = a[i*ars + k*acs] (f32);
@@ -60,8 +73,9 @@ typedef struct lmx_vjp_gemm {
     float *c;
     int64_t crs;
     bool overwrite;
-    bool by_rows;        /* set by the runner: threads split C's rows, not its column panels */
+    bool by_rows;        /* set by the runner: threads take C's rows, not its column panels */
     _Atomic bool failed; /* set by the runner */
+    lmx_vjp_chunks ch;   /* set by the runner: row blocks or column panels */
 } lmx_vjp_gemm;
 /* On the pool (or inline when small: lmx_vjp_pool_run). */
 lmx_status lmx_vjp_gemm_run(lmx_vjp_gemm *g, lmx_pool *pool);
@@ -75,6 +89,7 @@ bool lmx_vjp_gemm_serial(lmx_vjp_gemm *g);
  * more when other processes share the cores. Results do not depend on it
  * (every fast vjp computes the same values on any number of threads). */
 void lmx_vjp_pool_run(lmx_pool *pool, lmx_pool_fn fn, void *job, double work);
+bool lmx_vjp_inline(double work); /* whether lmx_vjp_pool_run runs such a job inline */
 /* The inline threshold in ns (default 20000); tests set 0 to put every
  * job on the pool. Not thread-safe: set it before training starts. */
 void lmx_vjp_set_serial_ns(double ns);

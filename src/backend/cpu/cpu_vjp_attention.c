@@ -8,9 +8,9 @@
  *   dQ_h += dS·K_kh,  dK_kh += dSᵀ·Q_h,  dV_kh += Pᵀ·dO_h           GEMMs
  * Masked entries (future keys, outside the window) of P and dS are zero;
  * a block only spans the keys its rows can see, so the causal triangle
- * costs about half the full square. A kv head (its G query heads and its
- * dK/dV rows) is owned by one thread, so results do not depend on the
- * thread count. Memory: two TB x S f32 blocks per thread. */
+ * costs about half the full square. Threads claim kv heads (a head's G
+ * query heads and its dK/dV rows are done by one thread), so results do
+ * not depend on the thread count. Memory: two TB x S f32 blocks per thread. */
 #include "backend/cpu/cpu_vjp.h"
 
 #include <math.h>
@@ -24,6 +24,7 @@ typedef struct {
     const float *g;
     float *dq, *dk, *dv;
     bool failed;
+    lmx_vjp_chunks ch; /* kv heads */
 } av_job;
 
 /* exp(x) for x <= 0, vectorisable (the same polynomial as the sampler's
@@ -139,7 +140,10 @@ static void attn_vjp_task(int ith, int nth, void *arg) {
         job->failed = true;
         return;
     }
-    for (int64_t kh = ith; kh < Hkv; kh += nth)
+    int64_t lo, hi;
+    (void)ith, (void)nth;
+    while (lmx_vjp_chunks_next(&job->ch, &lo, &hi))
+    for (int64_t kh = lo; kh < hi; kh++)
         for (int64_t h = kh * G; h < (kh + 1) * G; h++)
             for (int64_t t0 = 0; t0 < T; t0 += TB) {
                 int64_t t1 = t0 + TB < T ? t0 + TB : T, jlo = 0;
@@ -164,8 +168,12 @@ lmx_status lmx_fast_vjp_attention_with(const lmx_simd_kernels *k, const lmx_node
                                        lmx_array *dsrc[], lmx_pool *pool) {
     if (!k || !handled(n)) return lmx_vjp_attention(n, dout, dsrc);
     av_job job = {k, n, dout->data, dsrc[0] ? dsrc[0]->data : NULL, dsrc[1] ? dsrc[1]->data : NULL,
-                  dsrc[2] ? dsrc[2]->data : NULL, false};
+                  dsrc[2] ? dsrc[2]->data : NULL, false, {0}};
     const lmx_array *q = n->src[0];
+    /* chunks of kv heads whose slice of a dk/dv row fills a cache line (16 floats): with small heads,
+       single ones would put two threads' writes in every line */
+    int64_t hd = q->shape[2] < n->src[2]->shape[2] ? q->shape[2] : n->src[2]->shape[2];
+    lmx_vjp_chunks_init(&job.ch, n->src[1]->shape[1], pool, 4, hd >= 16 ? 1 : (16 + hd - 1) / hd);
     double T = (double)q->shape[0], S = T + n->ip[0];
     lmx_vjp_pool_run(pool, attn_vjp_task, &job, T * S * (double)q->shape[1] * (q->shape[2] / 4.0 + 10.0));
     return job.failed ? lmx_err(LMX_ERR_NOMEM, "attention vjp: out of memory") : LMX_OK;

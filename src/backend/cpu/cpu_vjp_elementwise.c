@@ -11,6 +11,7 @@
 #include "backend/cpu/cpu_vjp.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 
 bool lmx_vjp_rows_f32(const lmx_array *a, int64_t *R, int64_t *C, int64_t *rs) {
@@ -30,11 +31,28 @@ static double serial_ns = 20000.0; /* below ~20 us of work, one thread */
 
 void lmx_vjp_set_serial_ns(double ns) { serial_ns = ns; }
 
+bool lmx_vjp_inline(double work) { return work < serial_ns; }
+
 void lmx_vjp_pool_run(lmx_pool *pool, lmx_pool_fn fn, void *job, double work) {
-    if (work < serial_ns)
+    if (lmx_vjp_inline(work))
         fn(0, 1, job);
     else
         lmx_pool_run(pool, fn, job);
+}
+
+void lmx_vjp_chunks_init(lmx_vjp_chunks *c, int64_t n, const lmx_pool *pool, int per_thread, int64_t min_chunk) {
+    int64_t want = (int64_t)lmx_pool_size(pool) * per_thread, ch = want > 0 ? (n + want - 1) / want : n;
+    c->n = n;
+    c->chunk = ch < min_chunk ? min_chunk : ch < 1 ? 1 : ch;
+    atomic_init(&c->next, 0);
+}
+
+bool lmx_vjp_chunks_next(lmx_vjp_chunks *c, int64_t *lo, int64_t *hi) {
+    int64_t i = atomic_fetch_add_explicit(&c->next, 1, memory_order_relaxed);
+    if (i * c->chunk >= c->n) return false;
+    *lo = i * c->chunk;
+    *hi = *lo + c->chunk < c->n ? *lo + c->chunk : c->n;
+    return true;
 }
 
 /* ---- SCALE, SOFTCAP, ACT, COPY -------------------------------------------- */
@@ -44,14 +62,16 @@ typedef struct {
     const float *g, *a, *b; /* a/b: NULL when not read */
     int64_t R, C, as, bs;
     float *da, *db;
+    lmx_vjp_chunks ch; /* rows */
 } un_job;
 
 static void unary_rows(int ith, int nth, void *arg) {
     un_job *j = arg;
     const lmx_node *n = j->n;
     int64_t lo, hi, C = j->C;
-    lmx_split(j->R, ith, nth, &lo, &hi);
     int act = n->ip[0];
+    (void)ith, (void)nth;
+    while (lmx_vjp_chunks_next(&j->ch, &lo, &hi))
     for (int64_t r = lo; r < hi; r++) {
         const float *g = j->g + r * C, *a = j->a ? j->a + r * j->as : NULL, *b = j->b ? j->b + r * j->bs : NULL;
         float *da = j->da ? j->da + r * C : NULL, *db = j->db ? j->db + r * C : NULL;
@@ -103,6 +123,7 @@ lmx_status lmx_fast_vjp_unary(const lmx_node *n, const lmx_array *dout, lmx_arra
     }
     j.da = dsrc[0] ? dsrc[0]->data : NULL;
     j.db = b && dsrc[1] ? dsrc[1]->data : NULL;
+    lmx_vjp_chunks_init(&j.ch, j.R, pool, 8, 4);
     lmx_vjp_pool_run(pool, unary_rows, &j, (double)j.R * j.C * (reads_a ? 8.0 : 0.5));
     return LMX_OK;
 }
@@ -114,12 +135,14 @@ typedef struct {
     const float *g, *a, *b; /* a/b: NULL when not read */
     int64_t R, C, as, bs;
     float *da, *db;
+    lmx_vjp_chunks ch; /* rows, or columns for the broadcast row's sum */
 } bin_job;
 
 static void binary_rows(int ith, int nth, void *arg) {
     bin_job *j = arg;
     int64_t lo, hi, C = j->C;
-    lmx_split(j->R, ith, nth, &lo, &hi);
+    (void)ith, (void)nth;
+    while (lmx_vjp_chunks_next(&j->ch, &lo, &hi))
     for (int64_t r = lo; r < hi; r++) {
         const float *g = j->g + r * C;
         if (j->da) {
@@ -139,11 +162,12 @@ static void binary_rows(int ith, int nth, void *arg) {
 static void binary_bcast_cols(int ith, int nth, void *arg) {
     bin_job *j = arg;
     int64_t lo, hi, C = j->C;
-    lmx_split(C, ith, nth, &lo, &hi);
-    for (int64_t r = 0; r < j->R; r++) {
-        const float *g = j->g + r * C, *a = j->mul ? j->a + r * j->as : NULL;
-        for (int64_t c = lo; c < hi; c++) j->db[c] += j->mul ? g[c] * a[c] : g[c];
-    }
+    (void)ith, (void)nth;
+    while (lmx_vjp_chunks_next(&j->ch, &lo, &hi))
+        for (int64_t r = 0; r < j->R; r++) {
+            const float *g = j->g + r * C, *a = j->mul ? j->a + r * j->as : NULL;
+            for (int64_t c = lo; c < hi; c++) j->db[c] += j->mul ? g[c] * a[c] : g[c];
+        }
 }
 
 lmx_status lmx_fast_vjp_binary(const lmx_node *n, const lmx_array *dout, lmx_array *dsrc[], lmx_pool *pool) {
@@ -159,8 +183,14 @@ lmx_status lmx_fast_vjp_binary(const lmx_node *n, const lmx_array *dout, lmx_arr
     j.da = dsrc[0] ? dsrc[0]->data : NULL;
     j.db = dsrc[1] ? dsrc[1]->data : NULL;
     double work = 0.5 * (double)j.R * j.C;
-    if (j.da || (j.db && !j.bcast)) lmx_vjp_pool_run(pool, binary_rows, &j, work);
-    if (j.db && j.bcast) lmx_vjp_pool_run(pool, binary_bcast_cols, &j, work);
+    if (j.da || (j.db && !j.bcast)) {
+        lmx_vjp_chunks_init(&j.ch, j.R, pool, 8, 4);
+        lmx_vjp_pool_run(pool, binary_rows, &j, work);
+    }
+    if (j.db && j.bcast) { /* column chunks of >= 16 floats: no cache line shared by two threads */
+        lmx_vjp_chunks_init(&j.ch, j.C, pool, 4, 16);
+        lmx_vjp_pool_run(pool, binary_bcast_cols, &j, work);
+    }
     return LMX_OK;
 }
 
@@ -172,6 +202,7 @@ typedef struct {
     float *dx;
     int64_t T, H, hd;
     bool failed;
+    lmx_vjp_chunks ch; /* positions */
 } rope_job;
 
 static void rope_rows(int ith, int nth, void *arg) {
@@ -186,7 +217,8 @@ static void rope_rows(int ith, int nth, void *arg) {
         j->failed = true;
         return;
     }
-    lmx_split(j->T, ith, nth, &lo, &hi);
+    (void)ith, (void)nth;
+    while (lmx_vjp_chunks_next(&j->ch, &lo, &hi))
     for (int64_t t = lo; t < hi; t++) {
         float pos = (float)(pos0 + t);
         for (int i = 0; i < half; i++) {
@@ -212,7 +244,8 @@ lmx_status lmx_fast_vjp_rope(const lmx_node *n, const lmx_array *dout, lmx_array
     if (!dsrc[0]) return LMX_OK;
     const lmx_array *x = n->src[0], *f = n->src[1];
     if (f->dtype != LMX_F32 || !lmx_array_is_contiguous(f) || x->ndim != 3) return lmx_vjp_rope(n, dout, dsrc);
-    rope_job j = {n, dout->data, f->data, dsrc[0]->data, x->shape[0], x->shape[1], x->shape[2], false};
+    rope_job j = {n, dout->data, f->data, dsrc[0]->data, x->shape[0], x->shape[1], x->shape[2], false, {0}};
+    lmx_vjp_chunks_init(&j.ch, j.T, pool, 8, 1);
     lmx_vjp_pool_run(pool, rope_rows, &j, (double)j.T * (j.H * j.hd + 20.0 * n->ip[1]));
     return j.failed ? lmx_err(LMX_ERR_NOMEM, "rope vjp: out of memory") : LMX_OK;
 }
@@ -224,6 +257,7 @@ typedef struct {
     float *da;
     int64_t R, C, as;
     bool failed;
+    lmx_vjp_chunks ch; /* rows */
 } sm_job;
 
 static void softmax_rows(int ith, int nth, void *arg) {
@@ -234,7 +268,8 @@ static void softmax_rows(int ith, int nth, void *arg) {
         j->failed = true;
         return;
     }
-    lmx_split(j->R, ith, nth, &lo, &hi);
+    (void)ith, (void)nth;
+    while (lmx_vjp_chunks_next(&j->ch, &lo, &hi))
     for (int64_t r = lo; r < hi; r++) {
         const float *ar = j->a + r * j->as, *gr = j->g + r * C;
         float mx = -INFINITY;
@@ -255,6 +290,7 @@ lmx_status lmx_fast_vjp_softmax(const lmx_node *n, const lmx_array *dout, lmx_ar
     sm_job j = {.g = dout->data, .da = dsrc[0]->data};
     if (!lmx_vjp_rows_f32(n->src[0], &j.R, &j.C, &j.as)) return lmx_vjp_softmax(n, dout, dsrc);
     j.a = n->src[0]->data;
+    lmx_vjp_chunks_init(&j.ch, j.R, pool, 8, 1);
     lmx_vjp_pool_run(pool, softmax_rows, &j, 8.0 * (double)j.R * j.C);
     return j.failed ? lmx_err(LMX_ERR_NOMEM, "softmax vjp: out of memory") : LMX_OK;
 }

@@ -7,9 +7,10 @@
  * block of B is converted to f32 once (bf16 widened, MLX/GGUF rows
  * dequantized with the reference's arithmetic: s·q + b per group) and
  * reused for all rows of A, so no dense f32 copy of a weight is made.
- * Threads split the NR-column panels of C, or, when C has too few of them
- * (LoRA's rank-r sides), its rows; either way every element is summed over
- * k in order by one thread, whatever the thread count. */
+ * Threads claim parts of C - groups of NR-column panels or, when C has
+ * too few of them (LoRA's rank-r sides), of row blocks - from a counter;
+ * either way every element is summed over k in order by one thread, so
+ * results do not depend on the thread count or on who ran what. */
 #include "backend/cpu/cpu_vjp.h"
 
 #include <stdatomic.h>
@@ -20,9 +21,18 @@
 
 typedef lmx_vjp_gemm vg_job;
 
+/* memcpy loads: mmapped MLX-layout tensors may sit at any byte offset. */
 static float ld_scalar(lmx_dtype dt, const void *p, int64_t i) {
-    if (dt == LMX_F32) return ((const float *)p)[i];
-    if (dt == LMX_BF16) return lmx_bf16_to_f32(((const uint16_t *)p)[i]);
+    if (dt == LMX_F32) {
+        float f;
+        memcpy(&f, (const float *)p + i, sizeof f);
+        return f;
+    }
+    if (dt == LMX_BF16) {
+        uint16_t h;
+        memcpy(&h, (const uint16_t *)p + i, sizeof h);
+        return lmx_bf16_to_f32(h);
+    }
     float f;
     lmx_dtype_info(dt)->to_f32((const uint8_t *)p + lmx_dtype_bytes(dt, i), &f, 1);
     return f;
@@ -128,29 +138,10 @@ static void pack_a(const vg_job *j, int MR, int64_t m0, int64_t mc, int64_t k0, 
     }
 }
 
-static void gemm_task(int ith, int nth, void *arg) {
-    vg_job *j = arg;
+/* C's rows [r0, r1) x panels [p0, p1): all of K, in KC blocks, in order. */
+static void gemm_part(vg_job *j, int64_t r0, int64_t r1, int64_t p0, int64_t p1, float *A, float *B, float *tmp) {
     const lmx_simd_kernels *kt = j->kt;
     const int MR = kt->mr, NR = kt->nr;
-    int64_t P = (j->N + NR - 1) / NR, r0 = 0, r1 = j->M, p0 = 0, p1 = P;
-    if (j->by_rows) {
-        int64_t lo, hi;
-        lmx_split((j->M + MR - 1) / MR, ith, nth, &lo, &hi);
-        r0 = lo * MR;
-        r1 = hi * MR < j->M ? hi * MR : j->M;
-    } else {
-        lmx_split(P, ith, nth, &p0, &p1);
-    }
-    if (r0 >= r1 || p0 >= p1) return;
-    int64_t mc_max = r1 - r0 < MC ? r1 - r0 : MC;
-    int64_t blk = lmx_dtype_info(j->bdt)->block;
-    float *A = lmx_fast_scratch(0, (mc_max + MR - 1) / MR * MR * KC);
-    float *B = lmx_fast_scratch(1, (int64_t)KC * NR);
-    float *tmp = lmx_fast_scratch(2, NR + 2 * blk);
-    if (!A || !B || !tmp) {
-        atomic_store(&j->failed, true);
-        return;
-    }
     if (j->K == 0 && j->overwrite) /* an empty sum: C = 0 */
         for (int64_t i = r0; i < r1; i++)
             for (int64_t c = p0 * NR; c < p1 * NR && c < j->N; c++) j->c[i * j->crs + c] = 0;
@@ -173,21 +164,59 @@ static void gemm_task(int ith, int nth, void *arg) {
     }
 }
 
+/* Threads claim parts (groups of row blocks, or of column panels) until
+ * none is left; a part re-packs the A (or B) block it shares with the
+ * others, a few percent at the part sizes chosen in run(). */
+static void gemm_task(int ith, int nth, void *arg) {
+    vg_job *j = arg;
+    const int MR = j->kt->mr, NR = j->kt->nr;
+    (void)ith, (void)nth;
+    int64_t blk = lmx_dtype_info(j->bdt)->block, mrows = j->M < MC ? j->M : MC;
+    float *A = lmx_fast_scratch(0, (mrows + MR - 1) / MR * MR * KC);
+    float *B = lmx_fast_scratch(1, (int64_t)KC * NR);
+    float *tmp = lmx_fast_scratch(2, NR + 2 * blk);
+    if (!A || !B || !tmp) {
+        atomic_store(&j->failed, true);
+        return;
+    }
+    int64_t lo, hi, P = (j->N + NR - 1) / NR;
+    while (lmx_vjp_chunks_next(&j->ch, &lo, &hi)) {
+        if (j->by_rows)
+            gemm_part(j, lo * MR, hi * MR < j->M ? hi * MR : j->M, 0, P, A, B, tmp);
+        else
+            gemm_part(j, 0, j->M, lo, hi, A, B, tmp);
+    }
+}
+
+/* Parts: about 4 per thread, at least 48 rows (the B re-pack of a row part
+ * costs 1/(2·rows) of its multiply-adds) or 64 columns. */
+static void plan(vg_job *j, const lmx_pool *pool, int per_thread) {
+    int nth = lmx_pool_size(pool), MR = j->kt->mr, NR = j->kt->nr;
+    int64_t P = (j->N + NR - 1) / NR, RB = (j->M + MR - 1) / MR;
+    j->by_rows = P < 2 * (int64_t)nth && RB > P;
+    if (j->by_rows)
+        lmx_vjp_chunks_init(&j->ch, RB, pool, per_thread, (48 + MR - 1) / MR);
+    else
+        lmx_vjp_chunks_init(&j->ch, P, pool, per_thread, (64 + NR - 1) / NR);
+    atomic_init(&j->failed, false);
+}
+
 lmx_status lmx_vjp_gemm_run(lmx_vjp_gemm *j, lmx_pool *pool) {
     if (j->M <= 0 || j->N <= 0 || (j->K <= 0 && !j->overwrite)) return LMX_OK;
-    int nth = lmx_pool_size(pool);
-    int64_t P = (j->N + j->kt->nr - 1) / j->kt->nr, RB = (j->M + j->kt->mr - 1) / j->kt->mr;
-    j->by_rows = P < 2 * (int64_t)nth && RB > P;
-    atomic_init(&j->failed, false);
     /* ~30 GFLOP/s on one core for these small shapes: 2·M·N·K / 30 ns */
-    lmx_vjp_pool_run(pool, gemm_task, j, (double)j->M * j->N * j->K / 15.0);
+    if (lmx_vjp_inline((double)j->M * j->N * j->K / 15.0)) {
+        plan(j, NULL, 1); /* one part: nothing packed twice */
+        gemm_task(0, 1, j);
+    } else {
+        plan(j, pool, 4);
+        lmx_pool_run(pool, gemm_task, j);
+    }
     return atomic_load(&j->failed) ? lmx_err(LMX_ERR_NOMEM, "vjp gemm: out of memory") : LMX_OK;
 }
 
 bool lmx_vjp_gemm_serial(lmx_vjp_gemm *j) {
     if (j->M <= 0 || j->N <= 0 || (j->K <= 0 && !j->overwrite)) return true;
-    j->by_rows = false;
-    atomic_init(&j->failed, false);
+    plan(j, NULL, 1); /* one part: everything */
     gemm_task(0, 1, j);
     return !atomic_load(&j->failed);
 }

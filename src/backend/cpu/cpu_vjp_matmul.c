@@ -1,7 +1,7 @@
 /* cpu_vjp_matmul.c - the matmul vjp on the vjp GEMM (cpu_vjp_gemm.c):
  *   dx[M,K] += dout[M,N] · W[N,K]     W of any weight dtype, read in place
  *   dW[N,K] += doutᵀ[N,M] · x[M,K]    W a plain float dtype (trainable)
- *   db[N]   += Σ_m dout[m, :]         columns split over threads, m in order
+ *   db[N]   += Σ_m dout[m, :]         column chunks over threads, m in order
  * What it does not handle (x not f32 rows, a weight dtype without a row
  * converter, odd MLX scales) goes to the reference. */
 #include "backend/cpu/cpu_vjp.h"
@@ -10,15 +10,17 @@ typedef struct {
     const float *g;
     float *db;
     int64_t M, N;
+    lmx_vjp_chunks ch; /* columns */
 } bias_job;
 
 /* db[j] += Σ_m g[m][j] in m order (the reference's order): columns split. */
 static void bias_task(int ith, int nth, void *arg) {
     bias_job *j = arg;
     int64_t lo, hi;
-    lmx_split(j->N, ith, nth, &lo, &hi);
-    for (int64_t m = 0; m < j->M; m++)
-        for (int64_t c = lo; c < hi; c++) j->db[c] += j->g[m * j->N + c];
+    (void)ith, (void)nth;
+    while (lmx_vjp_chunks_next(&j->ch, &lo, &hi))
+        for (int64_t m = 0; m < j->M; m++)
+            for (int64_t c = lo; c < hi; c++) j->db[c] += j->g[m * j->N + c];
 }
 
 static bool is_plain_float(lmx_dtype t) { return t == LMX_F32 || t == LMX_BF16 || t == LMX_F16; }
@@ -57,7 +59,8 @@ lmx_status lmx_fast_vjp_matmul_with(const lmx_simd_kernels *k, const lmx_node *n
         LMX_TRY(lmx_vjp_gemm_run(&j, pool));
     }
     if (dsrc[2]) {
-        bias_job j = {g, dsrc[2]->data, M, N};
+        bias_job j = {g, dsrc[2]->data, M, N, {0}};
+        lmx_vjp_chunks_init(&j.ch, N, pool, 4, 16);
         lmx_vjp_pool_run(pool, bias_task, &j, 0.5 * (double)M * N);
     }
     return LMX_OK;

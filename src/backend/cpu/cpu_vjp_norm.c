@@ -8,6 +8,7 @@
 #include "backend/cpu/cpu_vjp.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 
 typedef struct {
@@ -16,6 +17,7 @@ typedef struct {
     int64_t R, C, xs;
     double *stat;           /* per row: rms: inv; layer: mean, inv */
     float *dx, *dw, *db;
+    lmx_vjp_chunks ch;      /* rows, then columns */
 } norm_job;
 
 static void rms_rows(int ith, int nth, void *arg) {
@@ -23,7 +25,8 @@ static void rms_rows(int ith, int nth, void *arg) {
     int64_t lo, hi, C = j->C;
     bool add_one = j->n->ip[0];
     float eps = j->n->fp[0];
-    lmx_split(j->R, ith, nth, &lo, &hi);
+    (void)ith, (void)nth;
+    while (lmx_vjp_chunks_next(&j->ch, &lo, &hi))
     for (int64_t r = lo; r < hi; r++) {
         const float *xr = j->x + r * j->xs, *gr = j->g + r * C;
         double ss = 0, dot = 0;
@@ -46,7 +49,8 @@ static void rms_rows(int ith, int nth, void *arg) {
 static void rms_cols(int ith, int nth, void *arg) {
     norm_job *j = arg;
     int64_t lo, hi;
-    lmx_split(j->C, ith, nth, &lo, &hi);
+    (void)ith, (void)nth;
+    while (lmx_vjp_chunks_next(&j->ch, &lo, &hi))
     for (int64_t r = 0; r < j->R; r++) {
         const float *xr = j->x + r * j->xs, *gr = j->g + r * j->C;
         double inv = j->stat[r];
@@ -57,7 +61,8 @@ static void rms_cols(int ith, int nth, void *arg) {
 static void ln_rows(int ith, int nth, void *arg) {
     norm_job *j = arg;
     int64_t lo, hi, C = j->C;
-    lmx_split(j->R, ith, nth, &lo, &hi);
+    (void)ith, (void)nth;
+    while (lmx_vjp_chunks_next(&j->ch, &lo, &hi))
     for (int64_t r = lo; r < hi; r++) {
         const float *xr = j->x + r * j->xs, *gr = j->g + r * C;
         double mean = 0, var = 0;
@@ -87,7 +92,8 @@ static void ln_rows(int ith, int nth, void *arg) {
 static void ln_cols(int ith, int nth, void *arg) {
     norm_job *j = arg;
     int64_t lo, hi;
-    lmx_split(j->C, ith, nth, &lo, &hi);
+    (void)ith, (void)nth;
+    while (lmx_vjp_chunks_next(&j->ch, &lo, &hi))
     for (int64_t r = 0; r < j->R; r++) {
         const float *xr = j->x + r * j->xs, *gr = j->g + r * j->C;
         double mean = j->stat[2 * r], inv = j->stat[2 * r + 1];
@@ -99,7 +105,12 @@ static void ln_cols(int ith, int nth, void *arg) {
     }
 }
 
-static bool f32_vec(const lmx_array *a) { return !a || (a->dtype == LMX_F32 && lmx_array_is_contiguous(a)); }
+/* MLX-layout files place tensors at any byte offset (lmx convert output sits
+ * at 2 mod 4), so an mmapped f32 weight may be unaligned: those take the
+ * reference path, which reads through memcpy-safe dense copies. */
+static bool f32_vec(const lmx_array *a) {
+    return !a || (a->dtype == LMX_F32 && lmx_array_is_contiguous(a) && ((uintptr_t)a->data & 3) == 0);
+}
 
 static lmx_status run_norm(const lmx_node *n, const lmx_array *dout, lmx_array *dsrc[], lmx_pool *pool, bool layer) {
     const lmx_array *x = n->src[0], *w = n->src[1], *b = layer ? n->src[2] : NULL;
@@ -114,8 +125,12 @@ static lmx_status run_norm(const lmx_node *n, const lmx_array *dout, lmx_array *
     if (!(j.stat = malloc((size_t)(j.R ? j.R : 1) * 2 * sizeof *j.stat)))
         return lmx_err(LMX_ERR_NOMEM, "norm vjp: out of memory");
     double work = 2.0 * (double)j.R * j.C;
+    lmx_vjp_chunks_init(&j.ch, j.R, pool, 8, 1);
     lmx_vjp_pool_run(pool, layer ? ln_rows : rms_rows, &j, work);
-    if (j.dw || j.db) lmx_vjp_pool_run(pool, layer ? ln_cols : rms_cols, &j, work);
+    if (j.dw || j.db) { /* column chunks of >= 16 floats: no cache line shared by two threads */
+        lmx_vjp_chunks_init(&j.ch, j.C, pool, 4, 16);
+        lmx_vjp_pool_run(pool, layer ? ln_cols : rms_cols, &j, work);
+    }
     free(j.stat);
     return LMX_OK;
 }

@@ -237,6 +237,11 @@ static inline __attribute__((always_inline)) __m256i unpack32(const int dt, cons
     if (dt == LMX_Q8_0)
         return _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(row + (k / 32) * 34 + 2)),
                                 _mm256_set1_epi8((char)0x80));
+    if (dt == LMX_Q4_K) { /* sub-block j: low (j even) or high nibbles of 32 bytes */
+        const int j = (int)(k % 256) / 32;
+        __m256i v = _mm256_loadu_si256((const __m256i *)(row + (k / 256) * 144 + 16 + 32 * (j / 2)));
+        return _mm256_and_si256(j % 2 ? _mm256_srli_epi16(v, 4) : v, _mm256_set1_epi8(15));
+    }
     const uint8_t *b = row + (k / 256) * 210; /* Q6_K: x-block t of the super-block, see q6k_row_qx */
     const int t = (int)(k % 256) / 32, h = t / 4;
     const __m256i m4 = _mm256_set1_epi8(0x0f), m30 = _mm256_set1_epi8(0x30);
@@ -287,9 +292,17 @@ static inline __attribute__((always_inline)) void pack_impl(const int dt, const 
                 if (dt == LMX_Q6_K) {
                     const uint8_t *b = row + (k / 256) * 210;
                     v = f16_at(b + 208) * (float)((const int8_t *)(b + 192))[(k % 256) / 16];
+                } else if (dt == LMX_Q4_K) { /* scale, and the min after all scales */
+                    const uint8_t *b = row + (k / 256) * 144;
+                    uint8_t scj, mj;
+                    lmx_qx_k4_scale_min((int)(k % 256) / 32, b + 4, &scj, &mj);
+                    v = f16_at(b) * (float)scj;
+                    Bs[(kc / sub + s) * QNR + j] = f16_at(b + 2) * (float)mj;
                 } else {
                     v = f16_at(row + (k / 32) * (dt == LMX_Q8_0 ? 34 : 18));
                 }
+            } else if (dt == LMX_Q4_K) {
+                Bs[(kc / sub + s) * QNR + j] = 0;
             }
             Bs[s * QNR + j] = v;
         }
@@ -302,6 +315,8 @@ void lmx_qx_pack_avx2(lmx_dtype wt, const void *w, int64_t K, int64_t n0, int nr
         pack_impl(LMX_Q4_0, w, K, n0, nr, k0, kc, B, Bs);
     else if (wt == LMX_Q8_0)
         pack_impl(LMX_Q8_0, w, K, n0, nr, k0, kc, B, Bs);
+    else if (wt == LMX_Q4_K)
+        pack_impl(LMX_Q4_K, w, K, n0, nr, k0, kc, B, Bs);
     else
         pack_impl(LMX_Q6_K, w, K, n0, nr, k0, kc, B, Bs);
 }
@@ -312,12 +327,13 @@ static inline __attribute__((always_inline)) void gemm_impl(const int dt, const 
                                                             int mr, int nr, bool accumulate) {
     const int64_t K = x->K, ns = K / SUB;
     const int8_t *xr[QMR];
-    const float *dxr[QMR];
+    const float *dxr[QMR], *sxr[QMR];
     const int32_t *cr[QMR];
     for (int i = 0; i < QMR; i++) {
         int64_t m = m0 + (i < mr ? i : 0);
         xr[i] = x->q + m * x->qrs + k0;
         dxr[i] = x->d + m * (K / 32) + k0 / 32;
+        sxr[i] = x->sum + m * (K / 32) + k0 / 32;
         cr[i] = corr + m * ns + k0 / SUB;
     }
     __m256 f[QMR];
@@ -344,6 +360,10 @@ static inline __attribute__((always_inline)) void gemm_impl(const int dt, const 
         for (int i = 0; i < QMR; i++)
             f[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a[i]), _mm256_mul_ps(sc, _mm256_set1_ps(dxr[i][s * SUB / 32])),
                                    f[i]);
+        if (dt == LMX_Q4_K) { /* - dmin·m_j · Σx_j */
+            __m256 mn = _mm256_loadu_ps(Bs + (kc / SUB + s) * QNR);
+            for (int i = 0; i < QMR; i++) f[i] = _mm256_fnmadd_ps(mn, _mm256_set1_ps(sxr[i][s]), f[i]);
+        }
     }
     for (int i = 0; i < mr; i++) {
         float *ci = C + i * cs;
@@ -362,6 +382,8 @@ void lmx_qx_gemm_avx2(lmx_dtype wt, int64_t kc, const lmx_xq *x, int64_t m0, int
                       const uint8_t *B, const float *Bs, float *C, int64_t cs, int mr, int nr, bool accumulate) {
     if (wt == LMX_Q6_K)
         gemm_impl(LMX_Q6_K, 16, kc, x, m0, k0, corr, B, Bs, C, cs, mr, nr, accumulate);
+    else if (wt == LMX_Q4_K)
+        gemm_impl(LMX_Q4_K, 32, kc, x, m0, k0, corr, B, Bs, C, cs, mr, nr, accumulate);
     else if (wt == LMX_Q8_0)
         gemm_impl(LMX_Q8_0, 32, kc, x, m0, k0, corr, B, Bs, C, cs, mr, nr, accumulate);
     else

@@ -319,6 +319,12 @@ static inline __attribute__((always_inline)) __m512i unpack64(const int dt, cons
         __m512i z = _mm512_xor_si512(_mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1), _mm512_set1_epi8((char)0x80));
         return z;
     }
+    if (dt == LMX_Q4_K) { /* columns [k, k+64): sub-blocks j, j+1 = low, high nibbles of 32 bytes */
+        __m256i v = _mm256_loadu_si256((const __m256i *)(row + (k / 256) * 144 + 16 + (k % 256) / 2));
+        const __m256i m4 = _mm256_set1_epi8(15);
+        return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_and_si256(v, m4)),
+                                  _mm256_and_si256(_mm256_srli_epi16(v, 4), m4), 1);
+    }
     /* Q6_K: columns [k, k+64) are x-blocks t, t+1 (t = k%256/32, even) of
      * half t/4 of the super-block; see q6k_row_qx. */
     const uint8_t *b = row + (k / 256) * 210;
@@ -390,9 +396,17 @@ static inline __attribute__((always_inline)) void pack_impl(const int dt, const 
                 if (dt == LMX_Q6_K) {
                     const uint8_t *b = row + (k / 256) * 210;
                     v = f16_at(b + 208) * (float)((const int8_t *)(b + 192))[(k % 256) / 16];
+                } else if (dt == LMX_Q4_K) {
+                    const uint8_t *b = row + (k / 256) * 144;
+                    uint8_t scj, mj;
+                    lmx_qx_k4_scale_min((int)(k % 256) / 32, b + 4, &scj, &mj);
+                    v = f16_at(b) * (float)scj;
+                    Bs[(kc / sub + s) * QNR + j] = j < nr ? f16_at(b + 2) * (float)mj : 0.0f;
                 } else {
                     v = f16_at(row + (k / 32) * (dt == LMX_Q8_0 ? 34 : 18));
                 }
+            } else if (dt == LMX_Q4_K) {
+                Bs[(kc / sub + s) * QNR + j] = 0;
             }
             Bs[s * QNR + j] = v;
         }
@@ -405,22 +419,26 @@ void lmx_qx_pack_avx512(lmx_dtype wt, const void *w, int64_t K, int64_t n0, int 
         pack_impl(LMX_Q4_0, w, K, n0, nr, k0, kc, B, Bs);
     else if (wt == LMX_Q8_0)
         pack_impl(LMX_Q8_0, w, K, n0, nr, k0, kc, B, Bs);
+    else if (wt == LMX_Q4_K)
+        pack_impl(LMX_Q4_K, w, K, n0, nr, k0, kc, B, Bs);
     else
         pack_impl(LMX_Q6_K, w, K, n0, nr, k0, kc, B, Bs);
 }
 
-static inline __attribute__((always_inline)) void gemm_impl(const int SUB, int64_t kc, const lmx_xq *x, int64_t m0,
+static inline __attribute__((always_inline)) void gemm_impl(const int SUB, const bool MINS, int64_t kc,
+                                                            const lmx_xq *x, int64_t m0,
                                                             int64_t k0, const int32_t *corr, const uint8_t *B,
                                                             const float *Bs, float *C, int64_t cs, int mr, int nr,
                                                             bool accumulate) {
     const int64_t K = x->K, ns = K / SUB;
     const int8_t *xr[QMR];
-    const float *dxr[QMR];
+    const float *dxr[QMR], *sxr[QMR];
     const int32_t *cr[QMR];
     for (int i = 0; i < QMR; i++) { /* rows past mr repeat row 0: computed, never stored */
         int64_t m = m0 + (i < mr ? i : 0);
         xr[i] = x->q + m * x->qrs + k0;
         dxr[i] = x->d + m * (K / 32) + k0 / 32;
+        sxr[i] = x->sum + m * (K / 32) + k0 / 32;
         cr[i] = corr + m * ns + k0 / SUB;
     }
     __m512 f[QMR][2];
@@ -445,6 +463,15 @@ static inline __attribute__((always_inline)) void gemm_impl(const int SUB, int64
             f[i][0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a[i][0]), _mm512_mul_ps(sc0, dv), f[i][0]);
             f[i][1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a[i][1]), _mm512_mul_ps(sc1, dv), f[i][1]);
         }
+        if (MINS) { /* Q4_K: - dmin·m_j · Σx_j (SUB = 32: sub-block = x-block) */
+            const float *bm = Bs + (kc / SUB + s) * QNR;
+            __m512 mn0 = _mm512_loadu_ps(bm), mn1 = _mm512_loadu_ps(bm + 16);
+            for (int i = 0; i < QMR; i++) {
+                __m512 sx = _mm512_set1_ps(sxr[i][s]);
+                f[i][0] = _mm512_fnmadd_ps(mn0, sx, f[i][0]);
+                f[i][1] = _mm512_fnmadd_ps(mn1, sx, f[i][1]);
+            }
+        }
     }
     __mmask16 k0m = nr >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << nr) - 1u);
     __mmask16 k1m = nr >= 32 ? (__mmask16)0xffff : nr > 16 ? (__mmask16)((1u << (nr - 16)) - 1u) : 0;
@@ -463,7 +490,9 @@ static inline __attribute__((always_inline)) void gemm_impl(const int SUB, int64
 void lmx_qx_gemm_avx512(lmx_dtype wt, int64_t kc, const lmx_xq *x, int64_t m0, int64_t k0, const int32_t *corr,
                         const uint8_t *B, const float *Bs, float *C, int64_t cs, int mr, int nr, bool accumulate) {
     if (lmx_qx_sub(wt) == 16)
-        gemm_impl(16, kc, x, m0, k0, corr, B, Bs, C, cs, mr, nr, accumulate);
+        gemm_impl(16, false, kc, x, m0, k0, corr, B, Bs, C, cs, mr, nr, accumulate);
+    else if (wt == LMX_Q4_K)
+        gemm_impl(32, true, kc, x, m0, k0, corr, B, Bs, C, cs, mr, nr, accumulate);
     else
-        gemm_impl(32, kc, x, m0, k0, corr, B, Bs, C, cs, mr, nr, accumulate);
+        gemm_impl(32, false, kc, x, m0, k0, corr, B, Bs, C, cs, mr, nr, accumulate);
 }
