@@ -17,9 +17,11 @@ words from a fixed list, --min-words..--max-words words each (default
 20..120, about 40..250 tokens), so prefill is a real part of the run.
 Needs only numpy.
 """
-import argparse, json, os, shutil, struct
+import argparse, json, os, shutil
 
 import numpy as np
+
+from make_synthetic_model import write_shard  # same folder
 
 WORDS = ("once upon a time there was little girl named lily she liked to play with her ball in the park "
          "one day saw big dog and was happy they ran together sun shining bright mom said come home "
@@ -41,21 +43,6 @@ def tensors(D, F, V, L, H, K, hd):
         yield p + "mlp.down_proj.weight", (D, F)
     yield "model.norm.weight", (D,)
     yield "lm_head.weight", (V, D)
-
-
-def write_safetensors(path, items):
-    header, off = {}, 0
-    for name, shape, data in items:
-        header[name] = {"dtype": "F32", "shape": list(shape), "data_offsets": [off, off + len(data)]}
-        off += len(data)
-    h = json.dumps(header, separators=(",", ":")).encode()
-    h += b" " * (-len(h) % 8)
-    with open(path + ".tmp", "wb") as f:
-        f.write(struct.pack("<Q", len(h)))
-        f.write(h)
-        for _, _, data in items:
-            f.write(data)
-    os.replace(path + ".tmp", path)
 
 
 def main():
@@ -81,7 +68,7 @@ def main():
             data = (rng.standard_normal(size=shape, dtype=np.float32) * 0.02).tobytes()
         items.append((name, shape, data))
         total += int(np.prod(shape))
-    write_safetensors(os.path.join(args.out, "model.safetensors"), items)
+    write_shard(os.path.join(args.out, "model.safetensors"), items, "F32")
     config = dict(architectures=["LlamaForCausalLM"], model_type="llama", hidden_size=D, intermediate_size=F,
                   num_hidden_layers=L, num_attention_heads=H, num_key_value_heads=K, head_dim=hd, vocab_size=V,
                   max_position_embeddings=4096, rms_norm_eps=1e-5, rope_theta=10000.0, hidden_act="silu",

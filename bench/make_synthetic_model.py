@@ -52,10 +52,10 @@ def tensors(cfg):
         yield "lm_head.weight", (V, D)
 
 
-def write_shard(path, items):
+def write_shard(path, items, dtype="BF16"):
     header, off = {}, 0
     for name, shape, data in items:
-        header[name] = {"dtype": "BF16", "shape": list(shape), "data_offsets": [off, off + len(data)]}
+        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [off, off + len(data)]}
         off += len(data)
     h = json.dumps(header, separators=(",", ":")).encode()
     h += b" " * (-len(h) % 8)
