@@ -95,7 +95,7 @@ bool lmx_vjp_inline(double work); /* whether lmx_vjp_pool_run runs such a job in
 void lmx_vjp_set_serial_ns(double ns);
 
 /* a as R rows of C f32 elements, row r at (float *)a->data + r·rs: a
- * contiguous array, or a 2-D view with unit column stride. */
+ * contiguous array, or a 2-D view with unit column stride; 4-byte aligned. */
 bool lmx_vjp_rows_f32(const lmx_array *a, int64_t *R, int64_t *C, int64_t *rs);
 
 #endif

@@ -160,6 +160,7 @@ static bool handled(const lmx_node *n) {
     if (q->dtype != LMX_F32 || k->dtype != LMX_F32 || v->dtype != LMX_F32) return false;
     if (q->ndim != 3 || k->ndim != 3 || v->ndim != 3) return false;
     if (q->strides[2] != 1 || k->strides[2] != 1 || v->strides[2] != 1) return false;
+    if (((uintptr_t)q->data | (uintptr_t)k->data | (uintptr_t)v->data) & 3) return false; /* see rows_f32 */
     if (k->shape[1] <= 0 || q->shape[1] % k->shape[1] || k->shape[2] != q->shape[2]) return false;
     return k->shape[0] >= n->ip[0] + q->shape[0] && v->shape[0] >= n->ip[0] + q->shape[0];
 }

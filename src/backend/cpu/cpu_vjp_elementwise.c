@@ -12,10 +12,12 @@
 
 #include <math.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 
 bool lmx_vjp_rows_f32(const lmx_array *a, int64_t *R, int64_t *C, int64_t *rs) {
-    if (a->dtype != LMX_F32 || a->ndim < 1) return false;
+    /* f32 at a 4-byte aligned address: an mmapped weight may sit at any offset (reference path) */
+    if (a->dtype != LMX_F32 || a->ndim < 1 || ((uintptr_t)a->data & 3)) return false;
     *C = a->shape[a->ndim - 1];
     *R = *C ? lmx_array_numel(a) / *C : 0;
     if (lmx_array_is_contiguous(a)) {

@@ -98,15 +98,18 @@ static void pack_b(const vg_job *j, int NR, int64_t n0, int nr, int64_t k0, int6
         }
         if (j->bdt == LMX_F32) {
             memcpy(dst, (const float *)j->b + e, (size_t)nr * sizeof *dst);
-        } else if (j->bdt == LMX_BF16) {
-            const uint16_t *s = (const uint16_t *)j->b + e;
+        } else if (j->bdt == LMX_BF16 || j->bdt == LMX_F16) { /* memcpy loads: any byte offset */
+            const uint8_t *s = (const uint8_t *)j->b + 2 * e;
             for (int jj = 0; jj < nr; jj++) {
-                uint32_t u = (uint32_t)s[jj] << 16;
-                memcpy(&dst[jj], &u, sizeof u);
+                uint16_t h;
+                memcpy(&h, s + 2 * jj, sizeof h);
+                if (j->bdt == LMX_BF16) {
+                    uint32_t u = (uint32_t)h << 16;
+                    memcpy(&dst[jj], &u, sizeof u);
+                } else {
+                    dst[jj] = lmx_f16_to_f32(h);
+                }
             }
-        } else if (j->bdt == LMX_F16) {
-            const uint16_t *s = (const uint16_t *)j->b + e;
-            for (int jj = 0; jj < nr; jj++) dst[jj] = lmx_f16_to_f32(s[jj]);
         } else {
             dequant_cols(j, k0 + k, n0, nr, dst, tmp);
         }
