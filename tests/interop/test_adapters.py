@@ -29,15 +29,10 @@ import sys
 import tempfile
 
 lmx, src, make_adapters = sys.argv[1], sys.argv[2], sys.argv[3]
-try:
-    import mlx.core as mx
-    import mlx_lm  # noqa: F401
-except ImportError:
-    r = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "mlx[cpu]", "mlx-lm"], capture_output=True)
-    if r.returncode:
-        print("SKIP: pip could not install mlx[cpu] mlx-lm:", r.stderr.decode()[-300:])
-        sys.exit(77)
-    import mlx.core as mx
+from mlx_env import require_mlx  # noqa: E402 (this folder)
+
+require_mlx()
+import mlx.core as mx  # noqa: E402
 import numpy as np  # noqa: E402
 
 fail = 0

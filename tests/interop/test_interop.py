@@ -22,14 +22,9 @@ import tempfile
 
 lmx, src = sys.argv[1], sys.argv[2]
 here = os.path.join(src, "tests", "interop")
-try:
-    import mlx.core  # noqa: F401
-    import mlx_lm  # noqa: F401
-except ImportError:
-    r = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "mlx[cpu]", "mlx-lm"], capture_output=True)
-    if r.returncode:
-        print("SKIP: pip could not install mlx[cpu] mlx-lm:", r.stderr.decode()[-300:])
-        sys.exit(77)
+from mlx_env import require_mlx  # noqa: E402 (this folder)
+
+require_mlx()
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.join(src, "tests", "interop"))
