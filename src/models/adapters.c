@@ -485,12 +485,14 @@ void lmx_adapters_free(lmx_adapters *ad) {
         lmx_array_release(&e->lora.a);
         lmx_array_release(&e->lora.b);
         lmx_array_release(&e->lora.m);
+        lmx_array_release(&e->lora.dora_f);
         lmx_array_release(&e->full);
         lmx_array_release(&e->full_bias);
         for (int t = 0; t < 4; t++) {
             lmx_array_release(&e->views[t].a);
             lmx_array_release(&e->views[t].b);
             lmx_array_release(&e->views[t].m);
+            lmx_array_release(&e->views[t].dora_f);
         }
     }
     free(ad->e);

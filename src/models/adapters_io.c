@@ -276,6 +276,12 @@ lmx_status lmx_adapters_load_ex(lmx_transformer *m, const char *prefix, const ch
         if (s && s != LMX_ERR_NOMEM) lmx_err_prefix(s, "%s: ", cfgp);
     }
     if (!s) s = lmx_adapters_read_weights(ad, weights);
+    /* A loaded DoRA set is fixed for generation: its row factors once, not per token. */
+    for (int i = 0; ad && !s && i < ad->n; i++) {
+        lmx_adapter_entry *e = &ad->e[i];
+        for (int t = 0; t < e->n_targets && !s && !lmx_array_empty(&e->lora.m); t++)
+            s = lmx_lora_freeze_dora(e->targets[t], e->n_targets == 1 ? &e->lora : &e->views[t]);
+    }
     lmx_adapter_config_free(&cfg);
     free(dir), free(weights), free(cfgp);
     if (s) {

@@ -116,4 +116,15 @@ void lmx_lora_release(lmx_lora *lo) {
     lmx_array_release(&lo->a);
     lmx_array_release(&lo->b);
     lmx_array_release(&lo->m);
+    lmx_array_release(&lo->dora_f);
+}
+
+lmx_status lmx_lora_freeze_dora(const lmx_linear *l, lmx_lora *lo) {
+    lmx_array_release(&lo->dora_f);
+    if (lmx_array_empty(&lo->m)) return LMX_OK;
+    int64_t n[1] = {l->w.shape[0]};
+    LMX_TRY(lmx_array_alloc(&lo->dora_f, LMX_F32, 1, n));
+    lmx_status st = lmx_lora_dora_factor(l, lo, lo->dora_f.data);
+    if (st) lmx_array_release(&lo->dora_f);
+    return st;
 }

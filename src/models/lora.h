@@ -32,6 +32,10 @@ typedef struct lmx_lora {
     lmx_array m; /* DoRA magnitude [out] f32; empty for LoRA */
     float scale;
     float dropout; /* training only (0 = off) */
+    /* DoRA at generation time: m/‖W + scale·b·a‖_row [out] f32, computed once
+     * by lmx_lora_freeze_dora for adapters that will not change (loaded from a
+     * file); empty = recomputed on every forward call. Trainers drop it. */
+    lmx_array dora_f;
 } lmx_lora;
 
 /* What adapter_config.json says (the fields the loader needs, §4c). */
@@ -91,5 +95,8 @@ lmx_status lmx_lora_dora_factor(const lmx_linear *l, const lmx_lora *lo, float *
 /* Zeroed f32 a [r, in], b [out, r] (and m [out] when dora), scale, dropout. */
 lmx_status lmx_lora_alloc(lmx_lora *lo, int r, int64_t in, int64_t out, bool dora, float scale, float dropout);
 void lmx_lora_release(lmx_lora *lo);
+/* Fills lo->dora_f for the linear l it is attached to (no-op for LoRA):
+ * generation then reads the factor instead of a pass over W per call. */
+lmx_status lmx_lora_freeze_dora(const lmx_linear *l, lmx_lora *lo);
 
 #endif

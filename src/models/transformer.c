@@ -127,7 +127,8 @@ static lmx_status grow_host(lmx_array *a, int64_t n) {
 
 /* LoRA: out = x·Wᵀ + b + scale·((x·aᵀ)·bᵀ).
  * DoRA: out = f ⊙ (x·Wᵀ + scale·((x·aᵀ)·bᵀ)) + b, f = m/‖W + scale·b·a‖_row
- * computed on the host each call; the bias joins after the rescale, so the
+ * (lo->dora_f when the adapter was frozen at load, else computed on the host
+ * here); the bias joins after the rescale, so the
  * base matmul runs without it. Generation applies no dropout. */
 static lmx_status linear_lora(lmx_exec *ex, lmx_scratch *s, lmx_array *out, const lmx_array *x,
                               const lmx_linear *l) {
@@ -146,10 +147,14 @@ static lmx_status linear_lora(lmx_exec *ex, lmx_scratch *s, lmx_array *out, cons
     LMX_TRY(lmx_scale(ex, &u, &u, lo->scale));
     LMX_TRY(lmx_add(ex, out, out, &u));
     if (!dora) return LMX_OK;
-    LMX_TRY(grow_host(&s->lora_f, N));
-    lmx_array f = tv(&s->lora_f, 1, N, 0, 0);
-    LMX_TRY(lmx_lora_dora_factor(l, lo, f.data));
-    LMX_TRY(lmx_mul(ex, out, out, &f));
+    if (!lmx_array_empty(&lo->dora_f)) {
+        LMX_TRY(lmx_mul(ex, out, out, &lo->dora_f));
+    } else {
+        LMX_TRY(grow_host(&s->lora_f, N));
+        lmx_array f = tv(&s->lora_f, 1, N, 0, 0);
+        LMX_TRY(lmx_lora_dora_factor(l, lo, f.data));
+        LMX_TRY(lmx_mul(ex, out, out, &f));
+    }
     if (!lmx_array_empty(&l->b)) LMX_TRY(lmx_add(ex, out, out, &l->b));
     return LMX_OK;
 }

@@ -58,6 +58,11 @@ lmx_status lmx_trainer_create(lmx_exec *ex, lmx_transformer *m, lmx_adapters *ad
     t->backend = ex->backend;
     t->ad = ad;
     t->o = *o;
+    for (int i = 0; ad && i < ad->n; i++) /* trained adapters change every step: no frozen DoRA factors */
+        for (int v = 0; v < 4; v++) {
+            lmx_array_release(&ad->e[i].lora.dora_f);
+            lmx_array_release(&ad->e[i].views[v].dora_f);
+        }
     lmx_status st = lmx_train_model_init(&t->tm, m, ad);
     if (!st) st = lmx_tape_create(&t->tape);
     if (!st) st = lmx_tape_create(&t->sub);
