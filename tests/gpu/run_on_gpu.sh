@@ -23,10 +23,11 @@
 # sampler); RUN_TESTS overrides the list of model suites of part "tests",
 # RUN_QTESTS the suites it runs with LMX_DEVICE=cuda afterwards.
 R=$PWD
-export LD_LIBRARY_PATH=$R/.gpu/lib:${LD_LIBRARY_PATH:-}
-B=$R/.gpu/bin
+P=${PACK:-.gpu} # the folder pack_for_gpu.sh filled (PACK=.gpu-NAME there too)
+export LD_LIBRARY_PATH=$R/$P/lib:${LD_LIBRARY_PATH:-}
+B=$R/$P/bin
 mkdir -p "$B"
-[ -f .gpu/bin.tar.xz ] && tar -xJf .gpu/bin.tar.xz -C "$B"
+[ -f "$P/bin.tar.xz" ] && tar -xJf "$P/bin.tar.xz" -C "$B"
 OUT=${OUT:-/tmp/gpu_out}
 mkdir -p "$OUT"
 PARTS=${RUN_PARTS:-tests bench ops sanitize}
