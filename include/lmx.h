@@ -260,6 +260,8 @@ lmx_status lmx_cache_new(lmx_model *m, const lmx_cache_options *o, lmx_cache **o
 void lmx_cache_free(lmx_cache *c);
 /* Tokens processed so far (mlx-lm's offset). */
 size_t lmx_cache_length(const lmx_cache *c);
+/* Bytes the cache holds allocated now (capacity, not just the used rows). */
+size_t lmx_cache_nbytes(const lmx_cache *c);
 /* False for a rotating cache that has wrapped (mlx-lm's is_trimmable). */
 bool lmx_cache_trimmable(const lmx_cache *c);
 /* Forgets the last n tokens; returns how many were dropped (0 when not trimmable). */

@@ -51,6 +51,24 @@ void lmx_cache_free(lmx_cache *c) {
 }
 
 size_t lmx_cache_length(const lmx_cache *c) { return (size_t)c->kv.offset; }
+
+static size_t array_bytes(const lmx_array *a) {
+    return lmx_array_empty(a) ? 0 : lmx_dtype_bytes(a->dtype, lmx_array_numel(a));
+}
+
+size_t lmx_cache_nbytes(const lmx_cache *c) {
+    const lmx_kv_cache *kv = &c->kv;
+    size_t total = array_bytes(&kv->deq_k) + array_bytes(&kv->deq_v) + array_bytes(&kv->tmp);
+    for (int l = 0; l < kv->n_layer; l++) {
+        if (kv->k) total += array_bytes(&kv->k[l]) + array_bytes(&kv->v[l]);
+        if (kv->kq && kv->kq[l]) { /* packed codes plus f32 scales and biases, keys and values */
+            size_t rows = (size_t)kv->capacity * (size_t)kv->n_kv_head;
+            total += 2 * rows * ((size_t)kv->head_dim * (size_t)kv->kv_bits / 32 * 4 +
+                                 2 * (size_t)(kv->head_dim / kv->group_size) * sizeof(float));
+        }
+    }
+    return total;
+}
 bool lmx_cache_trimmable(const lmx_cache *c) { return lmx_kv_trimmable(&c->kv); }
 
 size_t lmx_cache_trim(lmx_cache *c, size_t n) {

@@ -71,7 +71,7 @@ static lmx_status scratch_reserve(lmx_scratch **sp, const lmx_hparams *hp, int64
     if (!st) st = alloc2(&s->mlp, LMX_F32, T, D);
     if (!st) st = alloc2(&s->gate, LMX_F32, T, F);
     if (!st) st = alloc2(&s->up, LMX_F32, T, F);
-    if (!st) st = alloc2(&s->act, LMX_F32, T, F);
+    if (!st && b) st = alloc2(&s->act, LMX_F32, T, F); /* host: in place (mlp_dense) */
     s->logits_rows = 1; /* grown on demand: the host path writes the caller's buffer */
     if (!st) st = alloc2(&s->logits, LMX_F32, 1, hp->n_vocab);
     if (!st) st = alloc2(&s->ids, LMX_I32, 1, 2 * T);
@@ -169,9 +169,12 @@ static lmx_status linear(lmx_exec *ex, lmx_scratch *s, lmx_array *out, const lmx
 static lmx_status mlp_dense(lmx_exec *ex, const lmx_hparams *hp, const lmx_layer *L, lmx_scratch *s,
                             int64_t T, const lmx_array *in, lmx_array *out) {
     int64_t F = hp->n_ff;
-    lmx_array up = tv(&s->up, 2, T, F, 0), act = tv(&s->act, 2, T, F, 0);
+    /* On the host the activation is written over its input (gate, or up when
+     * not gated): the kernels are element-wise, and a [T, F] f32 buffer is
+     * 16 MB of peak RSS at T = 512 for a 1B model (issue 5's memory bound). */
+    lmx_array up = tv(&s->up, 2, T, F, 0), gate = tv(&s->gate, 2, T, F, 0);
+    lmx_array act = s->backend ? tv(&s->act, 2, T, F, 0) : hp->mlp_gated ? gate : up;
     if (hp->mlp_gated) {
-        lmx_array gate = tv(&s->gate, 2, T, F, 0);
         LMX_TRY(linear(ex, s, &gate, in, &L->w_gate));
         LMX_TRY(linear(ex, s, &up, in, &L->w_up));
         LMX_TRY(lmx_act(ex, &act, &gate, &up, hp->act));

@@ -3,7 +3,10 @@
  * --num-trials timed runs; prints per-trial and average prompt/generation
  * tokens-per-second and peak memory, or one JSON object with --json. The JSON
  * also carries model_bytes (weight files on disk: what one decode step reads,
- * for bandwidth fractions) and cpu_kernels (the SIMD table in use). */
+ * for bandwidth fractions), cpu_kernels (the SIMD table in use), and
+ * kv_cache_bytes (the KV cache allocated for one trial) with
+ * peak_memory_bound = (model_bytes + kv_cache_bytes) * 1.1 / 1e9, issue 5's
+ * budget for the peak: weights, cache and 10% for everything else. */
 #include "cli.h"
 
 #include "backend/cpu/cpu_simd.h"
@@ -59,14 +62,14 @@ int cmd_bench(int argc, char **argv) {
     cli_args a;
     cli_init(&a, argc, argv);
     const char *model = NULL, *device = NULL, *adapter_path = NULL;
-    long long p = 512, g = 128, b = 1, n = 5, threads = 0;
+    long long p = 512, g = 128, b = 1, n = 5, threads = 0, step = 0;
     bool json = false;
     const char *f;
     while ((f = cli_next(&a))) {
         if (!strcmp(f, "--help") || !strcmp(f, "-h")) {
             printf("usage: lmx bench [--model PATH] [-p/--prompt-tokens 512] [-g/--generation-tokens 128]\n"
                    "                 [-b/--batch-size 1] [-n/--num-trials 5] [--threads N] [--device cpu|cuda|auto] [--json]\n"
-                   "                 [--adapter-path PATH]\n");
+                   "                 [--adapter-path PATH] [--prefill-step-size N]\n");
             return 0;
         } else if (!strcmp(f, "--model")) {
             model = cli_value(&a, f);
@@ -86,6 +89,8 @@ int cmd_bench(int argc, char **argv) {
             json = true;
         } else if (!strcmp(f, "--adapter-path")) {
             adapter_path = cli_value(&a, f);
+        } else if (!strcmp(f, "--prefill-step-size")) { /* trades prompt speed for peak memory */
+            cli_int(&a, f, 1, 1 << 20, &step);
         } else {
             return cli_unknown(cmd, f);
         }
@@ -107,30 +112,46 @@ int cmd_bench(int argc, char **argv) {
     lmx_generate_options_init(&o);
     o.max_tokens = (int)g;
     o.ignore_eos = true;
-    bench_last last;
-    if (!json) printf("Load time: %.3f s\nRunning warmup..\n", load_s);
-    if (lmx_generate_stream(m, prompt, (size_t)p, &o, on_resp, &last)) {
+    if (step) o.prefill_step_size = (int)step;
+    lmx_cache *cache;
+    if (lmx_cache_new(m, NULL, &cache)) {
         free(prompt);
         lmx_model_free(m);
         return cli_lib_fail(cmd);
     }
+    o.cache = cache; /* each run starts from it emptied: a fresh cache whose size we can read */
+    size_t kv_bytes = 0;
+    bench_last last;
+    if (!json) printf("Load time: %.3f s\nRunning warmup..\n", load_s);
+    if (lmx_generate_stream(m, prompt, (size_t)p, &o, on_resp, &last)) {
+        free(prompt);
+        lmx_cache_free(cache);
+        lmx_model_free(m);
+        return cli_lib_fail(cmd);
+    }
+    kv_bytes = lmx_cache_nbytes(cache);
+    lmx_cache_trim(cache, lmx_cache_length(cache));
     if (!json) printf("Timing with prompt_tokens=%lld, generation_tokens=%lld, batch_size=%lld.\n", p, g, b);
     double sp = 0, sg = 0, sm = 0;
     if (json) {
         const lmx_simd_kernels *kt = lmx_simd();
         printf("{\"model\": \"%s\", \"prompt_tokens\": %lld, \"generation_tokens\": %lld, \"batch_size\": %lld, "
                "\"load_time_s\": %.4f, \"model_bytes\": %lld, \"threads\": %lld, \"cpu_kernels\": \"%s\", "
-               "\"trials\": [",
-               model, p, g, b, load_s, model_bytes(model), threads, kt ? kt->name : "reference");
+               "\"prefill_step_size\": %d, \"trials\": [",
+               model, p, g, b, load_s, model_bytes(model), threads, kt ? kt->name : "reference", o.prefill_step_size);
     }
     for (long long i = 0; i < n; i++) {
         double tic = now_s();
         if (lmx_generate_stream(m, prompt, (size_t)p, &o, on_resp, &last)) {
             free(prompt);
+            lmx_cache_free(cache);
             lmx_model_free(m);
             return cli_lib_fail(cmd);
         }
         double total = now_s() - tic;
+        size_t kvb = lmx_cache_nbytes(cache);
+        kv_bytes = kvb > kv_bytes ? kvb : kv_bytes;
+        lmx_cache_trim(cache, lmx_cache_length(cache));
         sp += last.prompt_tps;
         sg += last.generation_tps;
         sm = last.peak_gb > sm ? last.peak_gb : sm;
@@ -142,12 +163,15 @@ int cmd_bench(int argc, char **argv) {
                    last.prompt_tps, last.generation_tps, last.peak_gb, total);
         fflush(stdout);
     }
-    if (json)
-        printf("], \"averages\": {\"prompt_tps\": %.3f, \"generation_tps\": %.3f, \"peak_memory\": %.3f}}\n", sp / n,
-               sg / n, sm);
-    else
+    if (json) {
+        double bound = ((double)model_bytes(model) + (double)kv_bytes) * 1.1 / 1e9;
+        printf("], \"averages\": {\"prompt_tps\": %.3f, \"generation_tps\": %.3f, \"peak_memory\": %.3f}, "
+               "\"kv_cache_bytes\": %zu, \"peak_memory_bound\": %.3f, \"peak_within_bound\": %s}\n",
+               sp / n, sg / n, sm, kv_bytes, bound, sm <= bound ? "true" : "false");
+    } else
         printf("Averages: prompt_tps=%.3f, generation_tps=%.3f, peak_memory=%.3f\n", sp / n, sg / n, sm);
     free(prompt);
+    lmx_cache_free(cache);
     lmx_model_free(m);
     return 0;
 }
