@@ -37,9 +37,13 @@ typedef struct lmx_backend {
     const lmx_buffer_ops *buffers;               /* NULL: host memory */
     void (*destroy)(struct lmx_backend *b);      /* NULL: the CPU backend's teardown */
     /* Optional fast vjps, indexed by op (NULL, or a NULL entry: the reference
-     * vjp of lmx_op_defs). Only a backend whose pool is a host lmx_pool sets
-     * it (the CPU: src/backend/cpu/cpu_vjp*.c); the tape runs them for the
-     * nodes recorded on this backend (core/tape.h). */
+     * vjp of lmx_op_defs); the tape runs them for the nodes recorded on this
+     * backend (core/tape.h), called with the backend's pool. Host backends
+     * (the CPU: src/backend/cpu/cpu_vjp*.c) get host arrays. A device
+     * backend (CUDA: src/backend/cuda/cuda_vjp*.cu) gets its own memory: the
+     * node's forward arrays (views as the forward used them), dout dense f32
+     * and the zeroed dense f32 dsrc[i] it adds into, all device arrays; a
+     * NULL entry or LMX_ERR_UNSUPPORTED fails backward (no host fallback). */
     const lmx_vjp_kernel_fn *vjps;
 } lmx_backend;
 

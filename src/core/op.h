@@ -31,6 +31,9 @@ typedef enum lmx_op {
     LMX_OP_SOFTCAP,      /* out = c·tanh(a/c); f: c */
     LMX_OP_COPY,         /* out = a, converting dtype; both 2-D, rows may be strided */
     LMX_OP_SOFTMAX,      /* out[M,N] = softmax over each row of a */
+    LMX_OP_CROSS_ENTROPY, /* out[1] f32 = Σ m·(logsumexp(x_t) − x_t[tg_t]) / Σ m (0 when Σ m = 0)
+                             src: logits f32 [T,V] (contiguous), targets i32 [T], mask f32 [T]?;
+                             only logits get a gradient (core/cross_entropy.c) */
     LMX_OP_COUNT
 } lmx_op;
 

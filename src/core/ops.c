@@ -18,6 +18,7 @@ const lmx_op_def lmx_op_defs[LMX_OP_COUNT] = {
     [LMX_OP_SOFTCAP] = {"softcap", 1, 1, lmx_vjp_unary},
     [LMX_OP_COPY] = {"copy", 1, 1, lmx_vjp_unary},
     [LMX_OP_SOFTMAX] = {"softmax", 1, 1, lmx_vjp_softmax},
+    [LMX_OP_CROSS_ENTROPY] = {"cross_entropy", 2, 3, lmx_vjp_cross_entropy},
 };
 
 static lmx_status shape_err(const char *op, const char *what, const lmx_array *a, const lmx_array *b) {

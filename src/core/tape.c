@@ -1,5 +1,6 @@
 /* tape.c - the autograd tape: recording executed nodes, reverse replay with
- * per-memory gradient accumulation, and the masked cross-entropy loss.
+ * per-memory gradient accumulation (the cross-entropy loss is an op:
+ * core/cross_entropy.c).
  *
  * Each record keeps the reference vjp (lmx_op_defs, plain C: the oracle)
  * and, when the node ran on a backend with fast vjps, that backend's vjp
@@ -134,11 +135,62 @@ static bool wants_grad(const lmx_tape *t, const tape_rec *r, int i) {
     case LMX_OP_GET_ROWS: if (i != 0) return false; break;
     case LMX_OP_MATMUL: if (i > 2 || (i == 1 && r->n.src[3])) return false; break;
     case LMX_OP_ROPE: if (i != 0) return false; break;
+    case LMX_OP_CROSS_ENTROPY: if (i != 0) return false; break; /* targets, mask: data */
     default: break;
     }
     for (int j = 0; j < t->nf; j++)
         if (t->frozen[j] == a->data) return false;
     return true;
+}
+
+/* ---- device memory ----------------------------------------------------------
+ * A node recorded on a device backend has device arrays: its gradient
+ * entries, the gathered dout and the zeroed dsrc live in that backend's
+ * memory (lmx_array_alloc_on), and the host never reads them. The sums of
+ * the gather/accumulate run on the device as the backend's own ADD (and
+ * SCALE by 0, to consume a part) over 2-D row-strided f32 views, which
+ * every backend's element-wise kernels take. */
+
+/* The device backend holding a's memory, or NULL (host memory). */
+static lmx_backend *dev_of(const lmx_array *a) {
+    return a->buf && a->buf->kind == LMX_BUFFER_DEVICE ? (lmx_backend *)a->buf->dev_owner : NULL;
+}
+
+static void view2d(lmx_array *v, float *p, int64_t R, int64_t C, int64_t rs) {
+    memset(v, 0, sizeof *v);
+    v->dtype = LMX_F32;
+    v->ndim = 2;
+    v->shape[0] = R;
+    v->shape[1] = C;
+    v->strides[0] = rs;
+    v->strides[1] = 1;
+    v->data = p;
+}
+
+/* dst[r·drs + c] += src[r·srs + c] (r < R, c < C) on device b; with
+ * consume, src is then zeroed. Not recorded. */
+static lmx_status dev_add(lmx_backend *b, float *dst, int64_t drs, float *src, int64_t srs, int64_t R, int64_t C,
+                          bool consume) {
+    if (R <= 0 || C <= 0) return LMX_OK;
+    lmx_array d, s;
+    view2d(&d, dst, R, C, drs);
+    view2d(&s, src, R, C, srs);
+    lmx_exec ex = {b, NULL};
+    lmx_node n;
+    memset(&n, 0, sizeof n);
+    n.op = LMX_OP_ADD;
+    n.out = &d;
+    n.src[0] = &d;
+    n.src[1] = &s;
+    lmx_status st = lmx_exec_node(&ex, &n);
+    if (st || !consume) return st ? lmx_err_prefix(st, "tape: gradient sum on %s", b->name) : LMX_OK;
+    memset(&n, 0, sizeof n);
+    n.op = LMX_OP_SCALE;
+    n.out = &s;
+    n.src[0] = &s;
+    n.fp[0] = 0.0f;
+    st = lmx_exec_node(&ex, &n);
+    return st ? lmx_err_prefix(st, "tape: gradient sum on %s", b->name) : LMX_OK;
 }
 
 static bool same_layout(const lmx_array *a, const lmx_array *b) {
@@ -148,9 +200,11 @@ static bool same_layout(const lmx_array *a, const lmx_array *b) {
     return true;
 }
 
+/* A zeroed f32 array of a's logical shape in the memory a lives in. */
 static lmx_status alloc_like(lmx_array *g, const lmx_array *a) {
     int64_t one = 1;
-    return a->ndim ? lmx_array_alloc(g, LMX_F32, a->ndim, a->shape) : lmx_array_alloc(g, LMX_F32, 1, &one);
+    lmx_backend *b = dev_of(a);
+    return a->ndim ? lmx_tape_alloc_on(b, g, a->ndim, a->shape) : lmx_tape_alloc_on(b, g, 1, &one);
 }
 
 /* Adds grad (contiguous f32 of view's shape) into the entry for view;
@@ -159,8 +213,18 @@ static lmx_status accumulate(lmx_tape *t, const lmx_array *view, lmx_array *grad
     for (int i = 0; i < t->ng; i++) {
         if (!same_layout(&t->g[i].view, view)) continue;
         float *d = t->g[i].grad.data;
-        const float *s = grad->data;
-        for (int64_t j = 0, n = lmx_array_numel(grad); j < n; j++) d[j] += s[j];
+        float *s = grad->data;
+        lmx_backend *dev = dev_of(&t->g[i].grad);
+        int64_t n = lmx_array_numel(grad);
+        if (dev) {
+            lmx_status st = dev_add(dev, d, n, s, n, 1, n, false);
+            if (st) {
+                lmx_array_release(grad);
+                return st;
+            }
+        } else {
+            for (int64_t j = 0; j < n; j++) d[j] += s[j];
+        }
         t->g[i].left = lmx_array_numel(grad); /* consumed parts may hold gradient again */
         lmx_array_release(grad);
         return LMX_OK;
@@ -214,12 +278,42 @@ static lmx_status gather_part(grad_entry *e, const lmx_array *out, lmx_array *do
     if (lmx_array_empty(dout)) LMX_TRY(alloc_like(dout, out));
     int64_t j0 = (int64_t)(lo - vs) / es, k0 = (int64_t)(lo - os) / es, cnt = (int64_t)(hi - lo) / es;
     float *d = (float *)dout->data + k0, *g = (float *)e->grad.data + j0;
+    lmx_backend *dev = dev_of(&e->grad);
+    if (dev) {
+        LMX_TRY(dev_add(dev, d, cnt, g, cnt, 1, cnt, true));
+        e->left = e->left > cnt ? e->left - cnt : 0;
+        return LMX_OK;
+    }
     for (int64_t j = 0; j < cnt; j++) {
         d[j] += g[j];
         g[j] = 0;
     }
     e->left = e->left > cnt ? e->left - cnt : 0;
     return LMX_OK;
+}
+
+/* dout += entry gradient g of view v (lying inside out at byte offset rel,
+ * first element at dout index k0) on device b: v must map onto dout as
+ * rows of unit-stride columns (a contiguous view, or a row-strided 2-D one
+ * such as the column views of a fused output); anything else is refused. */
+static lmx_status dev_gather(lmx_backend *b, const lmx_array *v, const lmx_array *out, int64_t rel, int64_t k0,
+                             float *d, float *g, int64_t es) {
+    int64_t n = lmx_array_numel(v);
+    if (lmx_array_is_contiguous(v) && lmx_array_is_contiguous(out)) return dev_add(b, d + k0, n, g, n, 1, n, false);
+    int nd = v->ndim;
+    int64_t C = nd ? v->shape[nd - 1] : 1, R = C ? n / C : 0;
+    bool ok = nd >= 1 && (C == 1 || v->strides[nd - 1] == 1);
+    for (int i = 0; ok && i + 2 < nd; i++) /* leading dims collapse into rows */
+        ok = v->shape[i] == 1 || v->strides[i] == v->strides[i + 1] * v->shape[i + 1];
+    int64_t rs = C, kl = -1, kc = -1;
+    if (ok && R > 1) rs = out_index(out, rel + elem_off(v, C), es) - k0;
+    if (ok) {
+        kl = out_index(out, rel + elem_off(v, n - 1), es);
+        kc = out_index(out, rel + elem_off(v, C - 1), es);
+    }
+    if (!ok || rs < C || kl != k0 + (R - 1) * rs + C - 1 || kc != k0 + C - 1)
+        return lmx_err(LMX_ERR_UNSUPPORTED, "tape: a gradient view of this layout cannot be summed on %s", b->name);
+    return dev_add(b, d + k0, rs, g, C, R, C, false);
 }
 
 /* Collects (and consumes) every gradient entry whose memory lies inside
@@ -251,7 +345,10 @@ static lmx_status gather(lmx_tape *t, const lmx_array *out, lmx_array *dout) {
         if (lmx_array_empty(dout)) LMX_TRY(alloc_like(dout, out));
         float *d = dout->data;
         const float *g = e->grad.data;
-        if (lmx_array_is_contiguous(v) && lmx_array_is_contiguous(out)) {
+        lmx_backend *dev = dev_of(&e->grad);
+        if (dev) {
+            LMX_TRY(dev_gather(dev, v, out, rel, k0, d, e->grad.data, es));
+        } else if (lmx_array_is_contiguous(v) && lmx_array_is_contiguous(out)) {
             for (int64_t j = 0; j < n; j++) d[k0 + j] += g[j];
         } else {
             for (int64_t j = 0; j < n; j++) {
@@ -265,28 +362,67 @@ static lmx_status gather(lmx_tape *t, const lmx_array *out, lmx_array *dout) {
     return LMX_OK;
 }
 
+/* g0 (zeroed f32, y's shape, in y's memory) = seed, or ones. On a device
+ * the seed is a device f32 array (a gradient the caller kept) or host data
+ * that is uploaded. */
+static lmx_status seed_grad(lmx_array *g0, const lmx_array *seed) {
+    int64_t n = lmx_array_numel(g0);
+    if (seed && lmx_array_numel(seed) != n)
+        return lmx_err(LMX_ERR_SHAPE, "tape: seed has %lld elements, y %lld", (long long)lmx_array_numel(seed),
+                       (long long)n);
+    lmx_backend *dev = dev_of(g0);
+    if (!dev) {
+        if (seed) return lmx_array_to_f32(seed, g0->data);
+        for (int64_t i = 0; i < n; i++) ((float *)g0->data)[i] = 1.0f;
+        return LMX_OK;
+    }
+    if (seed && dev_of(seed)) {
+        if (seed->dtype != LMX_F32 || !lmx_array_is_contiguous(seed))
+            return lmx_err(LMX_ERR_UNSUPPORTED, "tape: a device seed must be contiguous f32");
+        return dev_add(dev, g0->data, n, seed->data, n, 1, n, false);
+    }
+    float *h = malloc((size_t)(n ? n : 1) * sizeof *h);
+    if (!h) return lmx_err(LMX_ERR_NOMEM, "tape: out of memory");
+    lmx_status st = LMX_OK;
+    if (seed)
+        st = lmx_array_to_f32(seed, h);
+    else
+        for (int64_t i = 0; i < n; i++) h[i] = 1.0f;
+    if (!st) st = lmx_backend_upload(dev, g0->data, h, (size_t)n * sizeof *h);
+    if (!st) st = lmx_backend_sync(dev); /* h is freed next */
+    free(h);
+    return st;
+}
+
+/* Runs r's vjp. A node recorded on a device backend has only that
+ * backend's vjp (the references read host memory). */
+static lmx_status run_vjp(const lmx_tape *t, tape_rec *r, const lmx_array *dout, lmx_array *dp[]) {
+    const char *name = r->n.op < LMX_OP_COUNT ? lmx_op_defs[r->n.op].name : "(custom node)";
+    lmx_backend *dev = dev_of(&r->arr[0]);
+    if (!dev) {
+        if (!r->vjp && !r->fast) return lmx_err(LMX_ERR_UNSUPPORTED, "tape: op %s has no vjp", name);
+        return r->fast && (!t->reference || !r->vjp) ? r->fast(&r->n, dout, dp, r->pool) : r->vjp(&r->n, dout, dp);
+    }
+    if (!r->fast)
+        return lmx_err(LMX_ERR_UNSUPPORTED, "tape: op %s has no vjp on %s (the reference vjps read host memory)", name,
+                       dev->name);
+    if (t->reference)
+        return lmx_err(LMX_ERR_UNSUPPORTED, "tape: LMX_VJP=reference: the reference vjps cannot run on %s memory",
+                       dev->name);
+    lmx_status st = r->fast(&r->n, dout, dp, r->pool);
+    if (st == LMX_ERR_UNSUPPORTED)
+        return lmx_err_prefix(st, "tape: the %s vjp on %s does not cover this node", name, dev->name);
+    return st;
+}
+
 lmx_status lmx_tape_backward(lmx_tape *t, const lmx_array *y, const lmx_array *seed) {
     drop_grads(t);
-    for (int i = 0; i < t->n; i++)
-        for (int j = 0; j < 1 + LMX_MAX_SRC; j++)
-            if (t->recs[i].arr[j].buf && t->recs[i].arr[j].buf->kind == LMX_BUFFER_DEVICE)
-                return lmx_err(LMX_ERR_UNSUPPORTED, "tape: backward over device arrays is not supported yet");
     lmx_array g0 = {0};
     LMX_TRY(alloc_like(&g0, y));
-    int64_t n = lmx_array_numel(y);
-    if (seed) {
-        if (lmx_array_numel(seed) != n) {
-            lmx_array_release(&g0);
-            return lmx_err(LMX_ERR_SHAPE, "tape: seed has %lld elements, y %lld", (long long)lmx_array_numel(seed),
-                           (long long)n);
-        }
-        lmx_status st = lmx_array_to_f32(seed, g0.data);
-        if (st) {
-            lmx_array_release(&g0);
-            return st;
-        }
-    } else {
-        for (int64_t i = 0; i < n; i++) ((float *)g0.data)[i] = 1.0f;
+    lmx_status st = seed_grad(&g0, seed);
+    if (st) {
+        lmx_array_release(&g0);
+        return st;
     }
     LMX_TRY(accumulate(t, y, &g0));
     for (int i = t->n - 1; i >= 0; i--) {
@@ -301,7 +437,7 @@ lmx_status lmx_tape_backward(lmx_tape *t, const lmx_array *y, const lmx_array *s
         lmx_array ds[LMX_MAX_SRC];
         lmx_array *dp[LMX_MAX_SRC] = {0};
         memset(ds, 0, sizeof ds);
-        lmx_status st = LMX_OK;
+        st = LMX_OK;
         bool any = false;
         for (int j = 0; j < LMX_MAX_SRC && !st; j++) {
             if (!wants_grad(t, r, j)) continue;
@@ -309,11 +445,7 @@ lmx_status lmx_tape_backward(lmx_tape *t, const lmx_array *y, const lmx_array *s
             dp[j] = &ds[j];
             any = true;
         }
-        if (!st && any && !r->vjp)
-            st = lmx_err(LMX_ERR_UNSUPPORTED, "tape: op %s has no vjp",
-                         r->n.op < LMX_OP_COUNT ? lmx_op_defs[r->n.op].name : "?");
-        if (!st && any)
-            st = r->fast && !t->reference ? r->fast(&r->n, &dout, dp, r->pool) : r->vjp(&r->n, &dout, dp);
+        if (!st && any) st = run_vjp(t, r, &dout, dp);
         lmx_array_release(&dout);
         for (int j = 0; j < LMX_MAX_SRC; j++) {
             if (!dp[j]) continue;
@@ -336,127 +468,4 @@ const lmx_array *lmx_tape_grad(lmx_tape *t, const lmx_array *a) {
     for (int i = t->ng - 1; i >= 0; i--)
         if (same_layout(&t->g[i].view, a)) return &t->g[i].grad;
     return NULL;
-}
-
-/* ---- masked cross-entropy ---------------------------------------------- */
-
-static lmx_status ce_check(const lmx_array *loss, const lmx_array *logits, const lmx_array *targets,
-                           const lmx_array *mask) {
-    if (logits->ndim != 2 || logits->dtype != LMX_F32 || !lmx_array_is_contiguous(logits) ||
-        targets->dtype != LMX_I32 || lmx_array_numel(targets) != logits->shape[0] || loss->dtype != LMX_F32 ||
-        lmx_array_numel(loss) != 1 || (mask && (mask->dtype != LMX_F32 || lmx_array_numel(mask) != logits->shape[0])))
-        return lmx_err(LMX_ERR_SHAPE, "cross_entropy: needs logits f32 [T, V], targets i32 [T], mask f32 [T], loss f32 [1]");
-    const int32_t *tg = targets->data;
-    for (int64_t t = 0; t < logits->shape[0]; t++)
-        if (tg[t] < 0 || tg[t] >= logits->shape[1])
-            return lmx_err(LMX_ERR_INVALID_ARG, "cross_entropy: target %d out of range [0, %lld)", tg[t],
-                           (long long)logits->shape[1]);
-    return LMX_OK;
-}
-
-static double row_lse(const float *x, int64_t V) {
-    float mx = -INFINITY;
-    for (int64_t v = 0; v < V; v++) mx = x[v] > mx ? x[v] : mx;
-    double s = 0;
-    for (int64_t v = 0; v < V; v++) s += exp((double)x[v] - mx);
-    return mx + log(s);
-}
-
-/* Rows of the loss and of its vjp are independent: they run on the
- * backend's host pool when it has one (backend.h: a backend with vjps has
- * a host lmx_pool), each row with the same arithmetic as one thread, and
- * the loss is summed over rows in order afterwards, so the results do not
- * depend on the thread count. */
-static lmx_pool *host_pool(const lmx_exec *ex) {
-    return ex && ex->backend && ex->backend->vjps ? ex->backend->pool : NULL;
-}
-
-typedef struct {
-    const float *logits, *m;
-    const int32_t *tg;
-    int64_t T, V;
-    double *row;  /* forward: w·(lse - logit[target]) per row */
-    float *d;     /* vjp: d logits */
-    double scale; /* vjp: d loss / Σm */
-} ce_job;
-
-static void ce_fwd_rows(int ith, int nth, void *arg) {
-    ce_job *j = arg;
-    int64_t lo, hi;
-    lmx_split(j->T, ith, nth, &lo, &hi);
-    for (int64_t t = lo; t < hi; t++) {
-        double w = j->m ? j->m[t] : 1.0;
-        const float *x = j->logits + t * j->V;
-        j->row[t] = w == 0 ? 0 : w * (row_lse(x, j->V) - x[j->tg[t]]);
-    }
-}
-
-static void ce_vjp_rows(int ith, int nth, void *arg) {
-    ce_job *j = arg;
-    int64_t lo, hi, V = j->V;
-    lmx_split(j->T, ith, nth, &lo, &hi);
-    for (int64_t t = lo; t < hi; t++) {
-        double w = (j->m ? j->m[t] : 1.0) * j->scale;
-        if (w == 0) continue;
-        const float *x = j->logits + t * V;
-        float *d = j->d + t * V;
-        double lse = row_lse(x, V);
-        for (int64_t v = 0; v < V; v++) d[v] += (float)(w * exp((double)x[v] - lse));
-        d[j->tg[t]] -= (float)w;
-    }
-}
-
-static void run_rows(lmx_pool *pool, lmx_pool_fn fn, ce_job *j) {
-    if (pool)
-        lmx_pool_run(pool, fn, j);
-    else
-        fn(0, 1, j);
-}
-
-static lmx_status ce_vjp(const lmx_node *n, const lmx_array *dout, lmx_array *dsrc[], lmx_pool *pool) {
-    const lmx_array *logits = n->src[0], *mask = n->src[2];
-    if (!dsrc[0]) return LMX_OK;
-    int64_t T = logits->shape[0];
-    const float *m = mask ? mask->data : NULL;
-    double msum = 0;
-    for (int64_t t = 0; t < T; t++) msum += m ? m[t] : 1.0;
-    if (msum == 0) return LMX_OK;
-    ce_job j = {.logits = logits->data, .m = m, .tg = n->src[1]->data, .T = T, .V = logits->shape[1],
-                .d = dsrc[0]->data, .scale = ((const float *)dout->data)[0] / msum};
-    run_rows(pool, ce_vjp_rows, &j);
-    return LMX_OK;
-}
-
-lmx_status lmx_cross_entropy(lmx_exec *ex, lmx_array *loss, const lmx_array *logits, const lmx_array *targets,
-                             const lmx_array *mask) {
-    LMX_TRY(ce_check(loss, logits, targets, mask));
-    int64_t T = logits->shape[0];
-    const float *m = mask ? mask->data : NULL;
-    ce_job j = {.logits = logits->data, .m = m, .tg = targets->data, .T = T, .V = logits->shape[1]};
-    if (!(j.row = malloc((size_t)(T ? T : 1) * sizeof *j.row)))
-        return lmx_err(LMX_ERR_NOMEM, "cross_entropy: out of memory");
-    lmx_pool *pool = host_pool(ex);
-    run_rows(pool, ce_fwd_rows, &j);
-    double sum = 0, msum = 0;
-    for (int64_t t = 0; t < T; t++) {
-        double w = m ? m[t] : 1.0;
-        if (w == 0) continue;
-        sum += j.row[t];
-        msum += w;
-    }
-    free(j.row);
-    *(float *)loss->data = msum > 0 ? (float)(sum / msum) : 0.0f;
-    if (!ex || !ex->tape) return LMX_OK;
-    lmx_node n;
-    memset(&n, 0, sizeof n);
-    n.op = LMX_OP_COUNT; /* not an op-table node */
-    n.out = loss;
-    n.src[0] = logits;
-    n.src[1] = targets;
-    n.src[2] = mask;
-    return record(ex->tape, &n, lmx_vjp_cross_entropy, pool ? ce_vjp : NULL, pool);
-}
-
-lmx_status lmx_vjp_cross_entropy(const lmx_node *n, const lmx_array *dout, lmx_array *dsrc[]) {
-    return ce_vjp(n, dout, dsrc, NULL);
 }

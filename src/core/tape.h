@@ -10,7 +10,9 @@
  *
  * Contract for the forward pass being recorded: an array a node reads must
  * not be overwritten by a later node before backward (no scratch reuse) -
- * except rope in place, whose vjp needs only inv_freq. Host memory only.
+ * except rope in place, whose vjp needs only inv_freq. Nodes recorded on a
+ * device backend keep their gradients in its memory and use its vjps
+ * (backend.h); lmx_tape_grad then returns a device array.
  */
 #ifndef LMX_CORE_TAPE_H
 #define LMX_CORE_TAPE_H
@@ -51,10 +53,21 @@ const lmx_array *lmx_tape_grad(lmx_tape *t, const lmx_array *a);
 
 /* Masked mean cross-entropy: loss[1] (f32) = Σ_t m_t·(logsumexp(logits_t) -
  * logits_t[targets_t]) / Σ_t m_t over logits [T, V] f32, targets i32 [T],
- * mask f32 [T] or NULL (all ones). Computed on the host, recorded on ex->tape
- * with its vjp. A mask summing to 0 gives loss 0 and zero gradients. */
+ * mask f32 [T] or NULL (all ones). The op LMX_OP_CROSS_ENTROPY on ex's backend
+ * (core/cross_entropy.c; ex NULL: host arrays, nothing recorded). A mask summing to 0 gives loss 0 and zero gradients. */
 lmx_status lmx_cross_entropy(lmx_exec *ex, lmx_array *loss, const lmx_array *logits,
                              const lmx_array *targets, const lmx_array *mask);
+
+/* tape_cache.c: a zeroed contiguous f32 array in b's memory, recycled on a
+ * device backend (freed blocks are kept per exact size for the next step's
+ * arrays instead of a device free + malloc + synchronisation each; host
+ * backends: lmx_array_alloc_on). The tape's gradients and the training
+ * forward's activations use it. */
+lmx_status lmx_tape_alloc_on(lmx_backend *b, lmx_array *a, int ndim, const int64_t *shape);
+/* Frees b's idle blocks that no allocation took in the last two calls (a
+ * trainer calls it once per micro-batch); all: every idle block, and later
+ * returns are freed at once (before the backend goes). */
+void lmx_tape_cache_trim(lmx_backend *b, bool all);
 
 /* vjp.c: the vjp of each op, as lmx_op_defs rows use them. dsrc[i] is NULL
  * (no gradient wanted) or a zeroed contiguous f32 array of src[i]'s logical

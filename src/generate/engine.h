@@ -6,6 +6,7 @@
 #define LMX_GENERATE_ENGINE_H
 
 #include "models/arch.h"
+#include "models/decode_graph.h"
 #include "tokenizer/tokenizer.h"
 
 struct lmx_model {
@@ -19,6 +20,7 @@ struct lmx_model {
     lmx_backend *backend;
     lmx_exec ex;
     lmx_scratch *scratch;
+    lmx_decode_graph dgraph; /* greedy decode steps as one CUDA graph (models/decode_graph.c) */
     struct lmx_adapters *adapters; /* attached adapters (models/adapters.h), or NULL */
     int32_t *eos; /* stop ids: generation_config > config > tokenizer */
     size_t n_eos;
@@ -120,5 +122,9 @@ bool lmx_greedy_pick_exact(float max, float second, float lse, int n_nonfinite);
  * when lmx_greedy_pick_exact says no, the whole row downloaded into
  * logprobs (V floats, still logits) for the host pipeline (*decided = false). */
 lmx_status lmx_device_greedy(lmx_model *m, int32_t *tok, float *logprobs, bool *decided);
+/* The second half of lmx_device_greedy for a pick already read back (a
+ * decode graph's): the token, or the logits row downloaded into logprobs. */
+lmx_status lmx_device_greedy_finish(lmx_model *m, const lmx_cuda_pick *p, int32_t *tok, float *logprobs,
+                                    bool *decided);
 
 #endif

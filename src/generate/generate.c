@@ -146,9 +146,15 @@ static lmx_status validate(const lmx_model *m, const int32_t *prompt, size_t n_p
 static lmx_status plain_produce(lmx_gen_src *g, int32_t *toks, bool *from_draft, int *count) {
     lmx_model *m = g->m;
     bool decided = false;
-    LMX_TRY(lmx_transformer_forward(&m->ex, &m->tf, &g->cache->kv, &m->scratch, &g->tok, 1, false,
-                                    g->device_greedy ? NULL : g->lp));
-    if (g->device_greedy) LMX_TRY(lmx_device_greedy(m, &toks[0], g->lp, &decided));
+    if (g->device_greedy && lmx_decode_graph_usable(&m->tf, m->backend, &g->cache->kv)) {
+        lmx_cuda_pick p; /* one graph launch + 20 bytes back (models/decode_graph.c) */
+        LMX_TRY(lmx_decode_graph_step(&m->ex, &m->tf, &g->cache->kv, &m->scratch, &m->dgraph, g->tok, &p));
+        LMX_TRY(lmx_device_greedy_finish(m, &p, &toks[0], g->lp, &decided));
+    } else {
+        LMX_TRY(lmx_transformer_forward(&m->ex, &m->tf, &g->cache->kv, &m->scratch, &g->tok, 1, false,
+                                        g->device_greedy ? NULL : g->lp));
+        if (g->device_greedy) LMX_TRY(lmx_device_greedy(m, &toks[0], g->lp, &decided));
+    }
     if (!decided) {
         lmx_sampler_process(g->smp, g->lp, g->recent, g->n_recent);
         lmx_log_softmax(g->lp, m->tf.hp.n_vocab);

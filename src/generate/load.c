@@ -85,12 +85,10 @@ lmx_status lmx_load(const char *path, const lmx_load_options *opts, lmx_model **
     if (!s && opts->adapter_path) {
         if (!m->cfg)
             s = lmx_err(LMX_ERR_UNSUPPORTED, "%s: adapters apply to model folders only (GGUF rows are permuted)", path);
-        else if (device && !strcmp(device, "cuda"))
-            s = lmx_err(LMX_ERR_UNSUPPORTED, "%s: adapters run on the CPU only so far; use --device cpu or auto",
-                        opts->adapter_path);
         else
             s = lmx_adapters_load_ex(&m->tf, lmx_adapters_prefix(m->cfg), opts->adapter_path, &m->adapters);
-        if (!s) device = "cpu"; /* "auto": the adapter math has no device kernels yet */
+        /* "auto": full fine-tuned sets swap host copies in (no device upload of them) */
+        if (!s && m->adapters->cfg.type == LMX_FT_FULL && device && !strcmp(device, "auto")) device = "cpu";
     }
     if (!s) s = lmx_backend_create(device, opts->n_threads, &m->backend);
     if (!s) s = lmx_transformer_to_backend(m->backend, &m->tf); /* device: weights uploaded once */
@@ -101,6 +99,7 @@ lmx_status lmx_load(const char *path, const lmx_load_options *opts, lmx_model **
         m->backend = NULL;
         s = lmx_backend_create("cpu", opts->n_threads, &m->backend);
     }
+    if (!s) s = lmx_adapters_to_backend(m->adapters, m->backend); /* LoRA/DoRA arrays, once */
     if (s) {
         lmx_model_free(m);
         return s;
@@ -115,6 +114,7 @@ void lmx_model_free(lmx_model *m) {
     lmx_adapters_free(m->adapters); /* detaches before the model's arrays go */
     lmx_transformer_free(&m->tf);
     lmx_scratch_free(m->scratch);
+    lmx_decode_graph_free(&m->dgraph);
     if (m->tok) lmx_tokenizer_free(m->tok);
     lmx_backend_free(m->backend);
     lmx_st_set_close(m->st);

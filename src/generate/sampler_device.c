@@ -46,17 +46,25 @@ bool lmx_greedy_pick_exact(float max, float second, float lse, int n_nonfinite) 
     return (double)max - (double)second > delta; /* second = -inf (V = 1) passes */
 }
 
+lmx_status lmx_device_greedy_finish(lmx_model *m, const lmx_cuda_pick *p, int32_t *tok, float *logprobs,
+                                    bool *decided) {
+    *decided = false;
+    if (p->id >= 0 && p->id < m->tf.hp.n_vocab && lmx_greedy_pick_exact(p->max, p->second, p->lse, p->n_nonfinite)) {
+        *tok = p->id;
+        logprobs[p->id] = p->max - p->lse;
+        *decided = true;
+        return LMX_OK;
+    }
+    lmx_array lg;
+    LMX_TRY(lmx_scratch_logits(m->scratch, 1, &lg));
+    return lmx_array_download(m->backend, &lg, logprobs);
+}
+
 lmx_status lmx_device_greedy(lmx_model *m, int32_t *tok, float *logprobs, bool *decided) {
     *decided = false;
     lmx_array lg;
     LMX_TRY(lmx_scratch_logits(m->scratch, 1, &lg));
     lmx_cuda_pick p;
     LMX_TRY(lmx_cuda_greedy(m->backend, &lg, &p));
-    if (p.id >= 0 && p.id < m->tf.hp.n_vocab && lmx_greedy_pick_exact(p.max, p.second, p.lse, p.n_nonfinite)) {
-        *tok = p.id;
-        logprobs[p.id] = p.max - p.lse;
-        *decided = true;
-        return LMX_OK;
-    }
-    return lmx_array_download(m->backend, &lg, logprobs);
+    return lmx_device_greedy_finish(m, &p, tok, logprobs, decided);
 }

@@ -383,6 +383,39 @@ static lmx_status make_views(lmx_adapters *ad) {
     return LMX_OK;
 }
 
+lmx_status lmx_adapters_to_backend(lmx_adapters *ad, lmx_backend *b) {
+    if (!ad || lmx_backend_is_host(b)) return LMX_OK;
+    if (ad->cfg.type == LMX_FT_FULL)
+        return lmx_err(LMX_ERR_UNSUPPORTED, "adapters: full fine-tuned weights on %s are not supported (lmx fuse them)",
+                       b->name);
+    for (int i = 0; i < ad->n; i++) {
+        lmx_adapter_entry *e = &ad->e[i];
+        bool dora = !lmx_array_empty(&e->lora.m);
+        lmx_array *up[] = {&e->lora.a, &e->lora.b, &e->lora.dora_f, &e->views[0].dora_f, &e->views[1].dora_f,
+                           &e->views[2].dora_f, &e->views[3].dora_f};
+        for (size_t k = 0; k < sizeof up / sizeof *up; k++) {
+            if (lmx_array_empty(up[k])) continue;
+            lmx_array d;
+            LMX_TRY(lmx_array_to_backend(b, &d, up[k]));
+            lmx_array_release(up[k]);
+            *up[k] = d;
+        }
+        if (dora && (e->n_targets < 2 ? lmx_array_empty(&e->lora.dora_f) : lmx_array_empty(&e->views[0].dora_f)))
+            return lmx_err(LMX_ERR_UNSUPPORTED, "adapters: %s: DoRA on %s needs its frozen row factors", e->name,
+                           b->name);
+        if (ad->cfg.type == LMX_FT_FULL || e->n_targets < 2) continue;
+        for (int t = 0; t < e->n_targets; t++) { /* fused rows: views of the device a and b */
+            lmx_lora *v = &e->views[t];
+            lmx_array_release(&v->a);
+            lmx_array_release(&v->b);
+            v->a = e->lora.a;
+            lmx_array_retain(&v->a);
+            LMX_TRY(lmx_array_rows(&v->b, &e->lora.b, e->rows[t], e->targets[t]->w.shape[0]));
+        }
+    }
+    return lmx_backend_sync(b);
+}
+
 lmx_status lmx_adapters_create_ex(lmx_transformer *m, const char *prefix, const lmx_adapter_config *cfg,
                                   uint64_t seed, lmx_adapters **out) {
     *out = NULL;

@@ -56,6 +56,11 @@ void lmx_adapters_attach(lmx_adapters *ad);
 void lmx_adapters_detach(lmx_adapters *ad);
 /* Detaches and frees (NULL ok). */
 void lmx_adapters_free(lmx_adapters *ad);
+/* Generation on a device backend: moves the LoRA/DoRA arrays the forward
+ * reads (a, b, DoRA's frozen row factors; fused rows' views re-pointed) into
+ * b's memory, once, after the model was moved (no-op on a host backend).
+ * The set can no longer be trained or saved. Full fine-tuned sets: refused. */
+lmx_status lmx_adapters_to_backend(lmx_adapters *ad, lmx_backend *b);
 /* The entry named `name`, or NULL. */
 lmx_adapter_entry *lmx_adapters_find(const lmx_adapters *ad, const char *name);
 /* Trainable parameter count (elements of a, b, m or the full copies). */

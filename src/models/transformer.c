@@ -7,9 +7,11 @@
  *   parallel (phi-2): x = x + a + mlp(h)
  *   else:             x = x + a; m = mlp(norm(x)); [post-ffn norm]; x = x + m
  * then final norm, lm_head (+b), [final soft-cap]. Activations are f32. */
+#include "models/decode_graph.h"
 #include "models/lora.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 
 /* On a device backend (CUDA) the scratch, the KV cache and the weights live
@@ -17,6 +19,7 @@
  * step, logits downloaded at the end, and MoE routing weights read back. */
 struct lmx_scratch {
     int64_t cap, logits_rows;
+    uint64_t gen;         /* unique per allocation: a captured decode graph holds its device addresses */
     lmx_backend *backend; /* where the arrays live (NULL: host) */
     /* Per step, per sequence span i and RoPE config c (index 2·i + c):
      * mscale, and the inverse frequencies in row 2·i + c of inv_freq. Only
@@ -27,8 +30,8 @@ struct lmx_scratch {
     int32_t *ids_host;
     lmx_array x, h, q, k, v, attn, o, mlp, gate, up, act, logits, ids, inv_freq, router, probs;
     lmx_array ex_in, ex_gate, ex_up, ex_act, ex_out;
-    /* LoRA/DoRA (host only), grown on demand: x·aᵀ [T, r], its ·bᵀ [T, out]
-     * and DoRA's per-row factor [out]. */
+    /* LoRA/DoRA, grown on demand in the backend's memory: x·aᵀ [T, r], its
+     * ·bᵀ [T, out] and DoRA's per-row factor [out] (host only). */
     lmx_array lora_t, lora_u, lora_f;
 };
 
@@ -43,6 +46,10 @@ void lmx_scratch_free(lmx_scratch *s) {
     free(s->ids_host);
     free(s);
 }
+
+/* Scratch allocations so far: a decode graph (models/decode_graph.c) holds
+ * the device addresses of one, so each gets a new generation number. */
+static _Atomic uint64_t scratch_generations; /* models may be loaded and run from several threads */
 
 static lmx_status alloc2_on(lmx_backend *b, lmx_array *a, lmx_dtype dt, int64_t r, int64_t c) {
     int64_t sh[2] = {r, c > 0 ? c : 1};
@@ -59,6 +66,7 @@ static lmx_status scratch_reserve(lmx_scratch **sp, const lmx_hparams *hp, int64
     int64_t D = hp->n_embd, hd = hp->head_dim, F = hp->n_ff > hp->n_ff_expert ? hp->n_ff : hp->n_ff_expert;
     lmx_status st = LMX_OK;
     s->cap = T;
+    s->gen = atomic_fetch_add(&scratch_generations, 1) + 1;
     s->backend = b;
 #define alloc2(...) alloc2_on(b, __VA_ARGS__)
     if (!st) st = alloc2(&s->x, LMX_F32, T, D);
@@ -130,17 +138,32 @@ static lmx_status grow_host(lmx_array *a, int64_t n) {
  * (lo->dora_f when the adapter was frozen at load, else computed on the host
  * here); the bias joins after the rescale, so the
  * base matmul runs without it. Generation applies no dropout. */
+static bool on_device_mem(const lmx_array *a) { return a->buf && a->buf->kind == LMX_BUFFER_DEVICE; }
+
+/* A scratch array of at least n floats in b's memory (contents not kept). */
+static lmx_status grow_on(lmx_backend *b, lmx_array *a, int64_t n) {
+    bool dev = !lmx_backend_is_host(b);
+    if (lmx_array_numel(a) >= n && !lmx_array_empty(a) && on_device_mem(a) == dev &&
+        (!dev || a->buf->dev_owner == b))
+        return LMX_OK;
+    lmx_array_release(a);
+    int64_t sh[1] = {n};
+    return lmx_array_alloc_on(b, a, LMX_F32, 1, sh);
+}
+
 static lmx_status linear_lora(lmx_exec *ex, lmx_scratch *s, lmx_array *out, const lmx_array *x,
                               const lmx_linear *l) {
     const lmx_lora *lo = l->lora;
-    if (!lmx_backend_is_host(ex->backend))
-        return lmx_err(LMX_ERR_UNSUPPORTED, "adapters run on the CPU only (use --device cpu)");
     bool dora = !lmx_array_empty(&lo->m);
+    if (!lmx_backend_is_host(ex->backend) &&
+        (!on_device_mem(&lo->a) || !on_device_mem(&lo->b) || (dora && !on_device_mem(&lo->dora_f))))
+        return lmx_err(LMX_ERR_UNSUPPORTED, "adapters on %s: the adapter arrays are not in device memory "
+                                            "(lmx_adapters_to_backend)", ex->backend->name);
     int64_t T = lmx_array_numel(x) / x->shape[x->ndim - 1], N = l->w.shape[0], R = lo->a.shape[0];
     LMX_TRY(lmx_matmul_q(ex, out, x, &l->w, dora ? NULL : opt(&l->b), opt(&l->scales), opt(&l->biases),
                          l->group_size));
-    LMX_TRY(grow_host(&s->lora_t, T * R));
-    LMX_TRY(grow_host(&s->lora_u, T * N));
+    LMX_TRY(grow_on(ex->backend, &s->lora_t, T * R));
+    LMX_TRY(grow_on(ex->backend, &s->lora_u, T * N));
     lmx_array t = tv(&s->lora_t, 2, T, R, 0), u = tv(&s->lora_u, 2, T, N, 0);
     LMX_TRY(lmx_matmul(ex, &t, x, &lo->a, NULL));
     LMX_TRY(lmx_matmul(ex, &u, &t, &lo->b, NULL));
@@ -166,6 +189,35 @@ static lmx_status linear(lmx_exec *ex, lmx_scratch *s, lmx_array *out, const lmx
     return lmx_matmul_q(ex, out, x, &l->w, opt(&l->b), opt(&l->scales), opt(&l->biases), l->group_size);
 }
 
+/* Whether the linears' rows lie back to back in one allocation, with their
+ * scales, biases and bias likewise (transformer_device.c uploads q|k|v and
+ * gate|up so): then *f, a borrowed linear over all their rows, computes
+ * them in one matmul. Device decode steps only (T = 1), where it saves
+ * launches; the per-row arithmetic of the GEMV kernels does not depend on
+ * the row count, but a backend may split K differently for another N. */
+static bool fused_rows(const lmx_linear *const *ls, int n, lmx_linear *f) {
+    *f = *ls[0];
+    f->lora = NULL;
+    lmx_array *fc[4] = {&f->w, &f->b, &f->scales, &f->biases};
+    for (int c = 0; c < 4; c++) {
+        const lmx_array *a0 = c == 0 ? &ls[0]->w : c == 1 ? &ls[0]->b : c == 2 ? &ls[0]->scales : &ls[0]->biases;
+        const uint8_t *end = NULL;
+        for (int i = 0; i < n; i++) {
+            const lmx_linear *l = ls[i];
+            const lmx_array *a = c == 0 ? &l->w : c == 1 ? &l->b : c == 2 ? &l->scales : &l->biases;
+            if (l->lora || l->group_size != ls[0]->group_size) return false;
+            if (lmx_array_empty(a) != lmx_array_empty(a0)) return false;
+            if (lmx_array_empty(a)) continue;
+            if (a->buf != a0->buf || a->dtype != a0->dtype || a->ndim != a0->ndim || !lmx_array_is_contiguous(a) ||
+                (a->ndim == 2 && a->shape[1] != a0->shape[1]) || (i > 0 && (const uint8_t *)a->data != end))
+                return false;
+            end = (const uint8_t *)a->data + lmx_array_nbytes(a);
+            if (i > 0) fc[c]->shape[0] += a->shape[0];
+        }
+    }
+    return !lmx_array_empty(&f->w);
+}
+
 static lmx_status mlp_dense(lmx_exec *ex, const lmx_hparams *hp, const lmx_layer *L, lmx_scratch *s,
                             int64_t T, const lmx_array *in, lmx_array *out) {
     int64_t F = hp->n_ff;
@@ -174,7 +226,14 @@ static lmx_status mlp_dense(lmx_exec *ex, const lmx_hparams *hp, const lmx_layer
      * 16 MB of peak RSS at T = 512 for a 1B model (issue 5's memory bound). */
     lmx_array up = tv(&s->up, 2, T, F, 0), gate = tv(&s->gate, 2, T, F, 0);
     lmx_array act = s->backend ? tv(&s->act, 2, T, F, 0) : hp->mlp_gated ? gate : up;
-    if (hp->mlp_gated) {
+    const lmx_linear *grp[2] = {&L->w_gate, &L->w_up};
+    lmx_linear f;
+    if (hp->mlp_gated && T == 1 && s->backend && lmx_array_numel(&s->gate) >= 2 * F && fused_rows(grp, 2, &f)) {
+        lmx_array gu = tv(&s->gate, 2, 1, 2 * F, 0); /* one row: [gate | up] */
+        LMX_TRY(linear(ex, s, &gu, in, &f));
+        up.data = (float *)gate.data + F;
+        LMX_TRY(lmx_act(ex, &act, &gate, &up, hp->act));
+    } else if (hp->mlp_gated) {
         LMX_TRY(linear(ex, s, &gate, in, &L->w_gate));
         LMX_TRY(linear(ex, s, &up, in, &L->w_up));
         LMX_TRY(lmx_act(ex, &act, &gate, &up, hp->act));
@@ -316,7 +375,7 @@ static lmx_status step_inputs(lmx_exec *ex, const lmx_hparams *hp, lmx_scratch *
  * RoPE at positions c->offset.., the cache append, causal attention against
  * c into the same rows of s->attn. */
 static lmx_status attention_span(lmx_exec *ex, const lmx_hparams *hp, int li, lmx_scratch *s, lmx_kv_cache *c,
-                                 int b, int64_t r0, int64_t len) {
+                                 int b, int64_t r0, int64_t len, float *const qkv[3]) {
     int64_t H = hp->n_head, Hkv = hp->n_kv_head, hd = hp->head_dim;
     int ri = hp->rope_idx[li];
     const lmx_rope_cfg *r = &hp->rope[ri];
@@ -326,9 +385,9 @@ static lmx_status attention_span(lmx_exec *ex, const lmx_hparams *hp, int li, lm
     lmx_array q3 = tv(&s->q, 3, len, H, hd), k3 = tv(&s->k, 3, len, Hkv, hd);
     lmx_array k2 = tv(&s->k, 2, len, Hkv * hd, 0), v2 = tv(&s->v, 2, len, Hkv * hd, 0);
     lmx_array attn = tv(&s->attn, 2, len, H * hd, 0);
-    q3.data = (float *)s->q.data + r0 * H * hd;
-    k3.data = k2.data = (float *)s->k.data + r0 * Hkv * hd;
-    v2.data = (float *)s->v.data + r0 * Hkv * hd;
+    q3.data = qkv[0] + r0 * H * hd;
+    k3.data = k2.data = qkv[1] + r0 * Hkv * hd;
+    v2.data = qkv[2] + r0 * Hkv * hd;
     attn.data = (float *)s->attn.data + r0 * H * hd;
     LMX_TRY(lmx_rope(ex, &q3, &q3, &inv, c->offset, r->dims, r->traditional, s->mscale[fr]));
     LMX_TRY(lmx_rope(ex, &k3, &k3, &inv, c->offset, r->dims, r->traditional, s->mscale[fr]));
@@ -346,17 +405,29 @@ static lmx_status attention_block(lmx_exec *ex, const lmx_hparams *hp, const lmx
                                   const lmx_array *h, lmx_array *out) {
     int64_t H = hp->n_head, Hkv = hp->n_kv_head, hd = hp->head_dim;
     lmx_array q = tv(&s->q, 2, T, H * hd, 0), k = tv(&s->k, 2, T, Hkv * hd, 0), v = tv(&s->v, 2, T, Hkv * hd, 0);
-    LMX_TRY(linear(ex, s, &q, h, &L->wq));
-    LMX_TRY(linear(ex, s, &k, h, &L->wk));
-    LMX_TRY(linear(ex, s, &v, h, &L->wv));
+    const lmx_linear *grp[3] = {&L->wq, &L->wk, &L->wv};
+    lmx_linear f;
+    int64_t Nq = H * hd, Nk = Hkv * hd;
+    if (T == 1 && s->backend && lmx_array_numel(&s->gate) >= Nq + 2 * Nk && fused_rows(grp, 3, &f)) {
+        lmx_array qkv = tv(&s->gate, 2, 1, Nq + 2 * Nk, 0); /* the MLP's gate rows are free until the MLP */
+        LMX_TRY(linear(ex, s, &qkv, h, &f));
+        q.data = qkv.data;
+        k.data = (float *)q.data + Nq;
+        v.data = (float *)k.data + Nk;
+    } else {
+        LMX_TRY(linear(ex, s, &q, h, &L->wq));
+        LMX_TRY(linear(ex, s, &k, h, &L->wk));
+        LMX_TRY(linear(ex, s, &v, h, &L->wv));
+    }
+    float *const bases[3] = {q.data, k.data, v.data};
     if (hp->qk_norm) {
-        lmx_array qh = tv(&s->q, 2, T * H, hd, 0), kh = tv(&s->k, 2, T * Hkv, hd, 0);
+        lmx_array qh = tv(&q, 2, T * H, hd, 0), kh = tv(&k, 2, T * Hkv, hd, 0);
         LMX_TRY(lmx_rms_norm(ex, &qh, &qh, &L->q_norm, hp->norm_eps, hp->norm_add_one));
         LMX_TRY(lmx_rms_norm(ex, &kh, &kh, &L->k_norm, hp->norm_eps, hp->norm_add_one));
     }
     int64_t r0 = 0;
     for (int b = 0; b < n; b++) {
-        LMX_TRY(attention_span(ex, hp, li, s, caches[b], b, r0, lens[b]));
+        LMX_TRY(attention_span(ex, hp, li, s, caches[b], b, r0, lens[b], bases));
         r0 += lens[b];
     }
     lmx_array attn = tv(&s->attn, 2, T, H * hd, 0);
@@ -381,21 +452,29 @@ static lmx_status check_step(const lmx_hparams *hp, lmx_kv_cache **caches, int n
     return LMX_OK;
 }
 
-/* n sequence spans of lens[b] tokens each, concatenated in tokens; logits
- * of every row (all_logits) or of each span's last row. */
-static lmx_status forward_core(lmx_exec *ex, const lmx_transformer *m, lmx_kv_cache **caches, int n,
-                               const int64_t *lens, lmx_scratch **sp, const int32_t *tokens, bool all_logits,
-                               float *logits) {
+/* A step's host part before its kernels: checks, scratch, the uploaded
+ * token ids and RoPE frequencies, the cache rows (kv_cache.c may grow). */
+static lmx_status step_begin(lmx_exec *ex, const lmx_transformer *m, lmx_kv_cache **caches, int n,
+                             const int64_t *lens, lmx_scratch **sp, const int32_t *tokens, int64_t *T) {
     const lmx_hparams *hp = &m->hp;
-    int64_t T = 0;
-    LMX_TRY(check_step(hp, caches, n, lens, &T));
-    LMX_TRY(scratch_reserve(sp, hp, T, ex->backend));
-    lmx_scratch *s = *sp;
+    LMX_TRY(check_step(hp, caches, n, lens, T));
+    LMX_TRY(scratch_reserve(sp, hp, *T, ex->backend));
+    LMX_TRY(step_inputs(ex, hp, *sp, caches, n, lens, tokens, *T));
+    for (int b = 0; b < n; b++) LMX_TRY(lmx_kv_begin(ex, caches[b], lens[b]));
+    return LMX_OK;
+}
+
+/* The step's kernels, embedding to lm_head (+ soft-cap), into *lg: the
+ * scratch logits, or host_logits (the caller's buffer, host only). For a
+ * dense model on a device nothing here waits for the device, so one decode
+ * step can be captured as a graph (models/decode_graph.c). */
+static lmx_status step_body(lmx_exec *ex, const lmx_transformer *m, lmx_kv_cache **caches, int n,
+                            const int64_t *lens, lmx_scratch *s, int64_t T, bool all_logits, float *host_logits,
+                            lmx_array *lg) {
+    const lmx_hparams *hp = &m->hp;
     int64_t D = hp->n_embd;
     bool host = lmx_backend_is_host(ex->backend);
     lmx_array ids = tv(&s->ids, 1, T, 0, 0);
-    LMX_TRY(step_inputs(ex, hp, s, caches, n, lens, tokens, T));
-    for (int b = 0; b < n; b++) LMX_TRY(lmx_kv_begin(ex, caches[b], lens[b]));
     lmx_array x = tv(&s->x, 2, T, D, 0), h = tv(&s->h, 2, T, D, 0), o = tv(&s->o, 2, T, D, 0);
     lmx_array mo = tv(&s->mlp, 2, T, D, 0);
     const lmx_linear *E = &m->tok_embd;
@@ -422,7 +501,6 @@ static lmx_status forward_core(lmx_exec *ex, const lmx_transformer *m, lmx_kv_ca
         if (hp->sandwich_norm) LMX_TRY(norm(ex, hp, &mo, &mo, &L->post_ffn_norm, NULL));
         LMX_TRY(lmx_add(ex, &x, &x, &mo));
     }
-    for (int b = 0; b < n; b++) LMX_TRY(lmx_kv_end(caches[b]));
 
     /* The rows that get logits: all, one trailing row, or (several spans
      * longer than one token) each span's last row gathered into s->o. */
@@ -438,20 +516,51 @@ static lmx_status forward_core(lmx_exec *ex, const lmx_transformer *m, lmx_kv_ca
     }
     lmx_array hl = tv(&s->h, 2, R, D, 0);
     LMX_TRY(norm(ex, hp, &hl, &xl, &m->out_norm, &m->out_norm_b));
-    if ((!host || !logits) && R > s->logits_rows) {
+    if ((!host || !host_logits) && R > s->logits_rows) {
         lmx_array_release(&s->logits);
         LMX_TRY(alloc2_on(s->backend, &s->logits, LMX_F32, R, hp->n_vocab));
         s->logits_rows = R;
+        s->gen = atomic_fetch_add(&scratch_generations, 1) + 1; /* the logits moved */
     }
-    lmx_array lg = tv(&s->logits, 2, R, hp->n_vocab, 0);
-    if (host && logits) lg.data = logits; /* write straight into the caller's buffer */
-    LMX_TRY(linear(ex, s, &lg, &hl, &m->lm_head)); /* tied: the (quantized) embedding */
-    if (hp->final_softcap > 0) LMX_TRY(lmx_softcap(ex, &lg, &lg, hp->final_softcap));
-    /* logits == NULL: they stay in s->logits (lmx_scratch_logits), e.g. for a device sampler */
-    if (!host && logits)
-        LMX_TRY(lmx_backend_download(ex->backend, logits, lg.data, (size_t)(R * hp->n_vocab) * sizeof(float)));
+    *lg = tv(&s->logits, 2, R, hp->n_vocab, 0);
+    if (host && host_logits) lg->data = host_logits; /* write straight into the caller's buffer */
+    LMX_TRY(linear(ex, s, lg, &hl, &m->lm_head)); /* tied: the (quantized) embedding */
+    if (hp->final_softcap > 0) LMX_TRY(lmx_softcap(ex, lg, lg, hp->final_softcap));
     return LMX_OK;
 }
+
+/* n sequence spans of lens[b] tokens each, concatenated in tokens; logits
+ * of every row (all_logits) or of each span's last row. */
+static lmx_status forward_core(lmx_exec *ex, const lmx_transformer *m, lmx_kv_cache **caches, int n,
+                               const int64_t *lens, lmx_scratch **sp, const int32_t *tokens, bool all_logits,
+                               float *logits) {
+    int64_t T = 0;
+    LMX_TRY(step_begin(ex, m, caches, n, lens, sp, tokens, &T));
+    lmx_array lg;
+    LMX_TRY(step_body(ex, m, caches, n, lens, *sp, T, all_logits, logits, &lg));
+    for (int b = 0; b < n; b++) LMX_TRY(lmx_kv_end(caches[b]));
+    /* logits == NULL: they stay in s->logits (lmx_scratch_logits), e.g. for a device sampler */
+    if (!lmx_backend_is_host(ex->backend) && logits)
+        LMX_TRY(lmx_backend_download(ex->backend, logits, lg.data, (size_t)lmx_array_numel(&lg) * sizeof(float)));
+    return LMX_OK;
+}
+
+/* models/decode_graph.h: one token of one sequence, split around its kernels. */
+lmx_status lmx_transformer_step_begin(lmx_exec *ex, const lmx_transformer *m, lmx_kv_cache *cache,
+                                      lmx_scratch **sp, int32_t token) {
+    int64_t one = 1, T;
+    return step_begin(ex, m, &cache, 1, &one, sp, &token, &T);
+}
+
+lmx_status lmx_transformer_step_body(lmx_exec *ex, const lmx_transformer *m, lmx_kv_cache *cache,
+                                     lmx_scratch *s, lmx_array *logits) {
+    int64_t one = 1;
+    return step_body(ex, m, &cache, 1, &one, s, 1, false, NULL, logits);
+}
+
+uint64_t lmx_scratch_generation(const lmx_scratch *s) { return s ? s->gen : 0; }
+
+bool lmx_transformer_rope_per_length(const lmx_transformer *m) { return rope_per_length(&m->hp); }
 
 lmx_status lmx_transformer_forward(lmx_exec *ex, const lmx_transformer *m, lmx_kv_cache *cache,
                                    lmx_scratch **sp, const int32_t *tokens, int64_t T, bool all_logits,

@@ -26,6 +26,7 @@ typedef struct {
 
 static void up(uploader *u, lmx_array *a) {
     if (u->st || lmx_array_empty(a)) return;
+    if (a->buf && a->buf->kind == LMX_BUFFER_DEVICE) return; /* a fused group's view, already up */
     size_t bytes = lmx_array_nbytes(a);
     for (size_t i = 0; i < u->n; i++)
         if (u->e[i].host == a->data && u->e[i].bytes == bytes && u->e[i].dev.dtype == a->dtype) {
@@ -64,6 +65,71 @@ static void up_lin(uploader *u, lmx_linear *l) {
     up(u, &l->b);
     up(u, &l->scales);
     up(u, &l->biases);
+}
+
+/* ---- fused groups: q|k|v and gate|up rows in one device allocation ---------
+ * A decode step then runs one GEMV per group (transformer.c, fused_rows):
+ * fewer launches, and the small k/v matrices stop paying a whole launch's
+ * ramp-up. Each member becomes a row view of the concatenation, so every
+ * other path (prefill, batches) sees the same linears as before. */
+
+/* Component c (0 w, 1 b, 2 scales, 3 biases) of a linear. */
+static lmx_array *comp(lmx_linear *l, int c) {
+    return c == 0 ? &l->w : c == 1 ? &l->b : c == 2 ? &l->scales : &l->biases;
+}
+
+static bool fusable(lmx_linear **ls, int n) {
+    for (int i = 0; i < n; i++) {
+        if (ls[i]->lora || ls[i]->group_size != ls[0]->group_size) return false;
+        for (int c = 0; c < 4; c++) {
+            lmx_array *a = comp(ls[i], c), *a0 = comp(ls[0], c);
+            if (lmx_array_empty(a) != lmx_array_empty(a0)) return false;
+            if (lmx_array_empty(a)) continue;
+            if (a->dtype != a0->dtype || a->ndim != a0->ndim || a->ndim < 1 || a->ndim > 2 ||
+                !lmx_array_is_contiguous(a) || (a->buf && a->buf->kind == LMX_BUFFER_DEVICE))
+                return false;
+            if (a->ndim == 2 && a->shape[1] != a0->shape[1]) return false;
+        }
+    }
+    return true;
+}
+
+static void up_group(uploader *u, lmx_linear **ls, int n) {
+    if (u->st || !fusable(ls, n)) return;
+    for (int c = 0; c < 4 && !u->st; c++) {
+        lmx_array *a0 = comp(ls[0], c);
+        if (lmx_array_empty(a0)) continue;
+        int64_t shape[2] = {0, a0->ndim == 2 ? a0->shape[1] : 1};
+        for (int i = 0; i < n; i++) shape[0] += comp(ls[i], c)->shape[0];
+        lmx_array cat;
+        u->st = lmx_array_alloc_on(u->b, &cat, a0->dtype, a0->ndim, shape);
+        if (u->st) return;
+        int64_t r0 = 0;
+        size_t off = 0;
+        for (int i = 0; i < n && !u->st; i++) {
+            lmx_array *a = comp(ls[i], c), v;
+            size_t bytes = lmx_array_nbytes(a);
+            u->st = lmx_backend_upload(u->b, (uint8_t *)cat.data + off, a->data, bytes);
+            if (!u->st) u->st = lmx_array_rows(&v, &cat, r0, a->shape[0]);
+            if (u->st) break;
+            lmx_array_release(a);
+            *a = v;
+            r0 += v.shape[0];
+            off += bytes;
+        }
+        lmx_array_release(&cat); /* the views hold it */
+    }
+}
+
+static void up_fused(uploader *u, lmx_transformer *m) {
+    const char *env = getenv("LMX_CUDA_FUSE"); /* "0": q, k, v, gate, up uploaded apart (A/B timing) */
+    if (env && !strcmp(env, "0")) return;
+    for (int l = 0; l < m->hp.n_layer && m->layers && !u->st; l++) {
+        lmx_layer *L = &m->layers[l];
+        lmx_linear *qkv[3] = {&L->wq, &L->wk, &L->wv}, *gu[2] = {&L->w_gate, &L->w_up};
+        up_group(u, qkv, 3);
+        if (m->hp.mlp_gated && m->hp.n_expert == 0) up_group(u, gu, 2);
+    }
 }
 
 /* Calls fn on every linear and plain tensor of m. */
@@ -145,6 +211,7 @@ lmx_status lmx_transformer_to_backend(lmx_backend *b, lmx_transformer *m) {
     uploader u = {b, NULL, 0, 0, LMX_OK};
     check_embedding(&u, &m->tok_embd);
     walk(m, check_lin, check_arr, &u);
+    if (!u.st) up_fused(&u, m);
     if (!u.st) walk(m, up_lin, up, &u);
     if (!u.st) u.st = lmx_backend_sync(b);
     free(u.e);

@@ -410,8 +410,11 @@ const char *lmx_train_config_usage(void) {
            "                [--max-seq-length MAX_SEQ_LENGTH] [-c CONFIG] [--grad-checkpoint]\n"
            "                [--clear-cache-threshold CLEAR_CACHE_THRESHOLD] [--report-to REPORT_TO]\n"
            "                [--project-name PROJECT_NAME] [--seed SEED] [--trust-remote-code]\n"
+           "                [--device {cpu,cuda,auto}]\n"
            "\n"
            "LoRA or QLoRA finetuning (mlx_lm.lora's flags and defaults; -c FILE reads a YAML config whose keys\n"
            "fill what the command line leaves unset; lora_parameters, lr_schedule and optimizer_config are\n"
-           "YAML-only). muon/adafactor, --report-to and Hugging Face dataset names are not supported.\n";
+           "YAML-only). muon/adafactor, --report-to and Hugging Face dataset names are not supported.\n"
+           "--device (lmx only; default auto = cuda when a GPU answers and the backend has vjp kernels):\n"
+           "LoRA/QLoRA train on CUDA; DoRA and full fine-tuning run on the CPU.\n";
 }

@@ -49,12 +49,30 @@ static lmx_array *keep(fwd *f) {
     return a;
 }
 
-/* A fresh zeroed f32 array [r, c] (c == 0: 1-D [r]). */
+/* A fresh zeroed f32 array [r, c] (c == 0: 1-D [r]) in the backend's memory. */
 static lmx_array *fresh(fwd *f, int64_t r, int64_t c) {
     lmx_array *a = keep(f);
     int64_t sh[2] = {r, c};
-    RUN(f, lmx_array_alloc(a, LMX_F32, c ? 2 : 1, sh));
+    RUN(f, lmx_tape_alloc_on(f->ex->backend, a, c ? 2 : 1, sh));
     return a;
+}
+
+static bool on_device(const fwd *f) { return !lmx_backend_is_host(f->ex->backend); }
+
+/* The dropout mask of (li, slot) into mask ([n] f32, backend memory): drawn
+ * on the host, uploaded on a device. */
+static lmx_status dropout_fill(fwd *f, lmx_array *mask, int64_t n, float p, int li, int slot) {
+    if (!on_device(f)) {
+        lmx_train_dropout_mask(mask->data, n, p, f->b->dropout_key, li, slot);
+        return LMX_OK;
+    }
+    float *h = malloc((size_t)n * sizeof *h);
+    if (!h) return lmx_err(LMX_ERR_NOMEM, "train: out of memory");
+    lmx_train_dropout_mask(h, n, p, f->b->dropout_key, li, slot);
+    /* an upload has read h when it returns (backend.h: staged or pageable copy) */
+    lmx_status st = lmx_backend_upload(f->ex->backend, mask->data, h, (size_t)n * sizeof *h);
+    free(h);
+    return st;
 }
 
 /* A contiguous view of src (a reference on its buffer, like the tape takes). */
@@ -162,7 +180,7 @@ static lmx_array *tlinear(fwd *f, int li, int slot, const lmx_array *x, const lm
             return base;
         }
         lmx_array *mask = fresh(f, M, K), *xm = fresh(f, M, K);
-        if (!f->st) lmx_train_dropout_mask(mask->data, M * K, lo->dropout, f->b->dropout_key, li, slot);
+        RUN(f, dropout_fill(f, mask, M * K, lo->dropout, li, slot));
         RUN(f, lmx_mul(f->ex, xm, x, mask));
         xd = xm;
     }
@@ -174,6 +192,11 @@ static lmx_array *tlinear(fwd *f, int li, int slot, const lmx_array *x, const lm
     RUN(f, lmx_add(f->ex, y, base, us));
     if (!dora) return y;
     /* f = m · (1/‖W + s·b·a‖): the norm is a constant (stop_gradient) */
+    if (on_device(f)) {
+        f->st = lmx_err(LMX_ERR_UNSUPPORTED, "train: DoRA on %s is not supported yet (use --device cpu)",
+                        f->ex->backend->name);
+        return y;
+    }
     lmx_array *inv = fresh(f, N, 0), *fac = fresh(f, N, 0), *yd = fresh(f, M, N);
     RUN(f, dora_norms(f->b->dora, &l, lo, f->st ? NULL : inv->data));
     if (!f->st)
@@ -329,7 +352,7 @@ lmx_status lmx_train_forward(lmx_exec *ex, const lmx_train_batch *b, lmx_array *
 
 lmx_status lmx_train_loss(lmx_exec *ex, const lmx_train_batch *b, const lmx_array *logits, lmx_array *loss) {
     int64_t one = 1;
-    LMX_TRY(lmx_array_alloc(loss, LMX_F32, 1, &one));
+    LMX_TRY(lmx_tape_alloc_on(ex->backend, loss, 1, &one));
     lmx_status st = lmx_cross_entropy(ex, loss, logits, &b->targets, &b->mask);
     if (st) lmx_array_release(loss);
     return st;
@@ -357,8 +380,6 @@ lmx_status lmx_train_model_init(lmx_train_model *tm, const lmx_transformer *m, c
         return lmx_err(LMX_ERR_UNSUPPORTED, "train: mixture-of-experts models (%s) cannot be fine-tuned yet",
                        m->hp.arch);
     if (m->tok_embd.lora) return lmx_err(LMX_ERR_UNSUPPORTED, "train: adapters on the embedding are not supported");
-    if (!host_array(&m->tok_embd.w))
-        return lmx_err(LMX_ERR_UNSUPPORTED, "train: the model's weights are in device memory (training runs on the CPU)");
     for (int li = 0; li < m->hp.n_layer; li++) {
         const lmx_layer *L = &m->layers[li];
         const lmx_linear *all[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
@@ -418,6 +439,19 @@ lmx_status lmx_train_batch_init(lmx_train_batch *b, const lmx_train_model *tm, c
     }
     if (st) lmx_train_batch_free(b);
     return st;
+}
+
+lmx_status lmx_train_batch_to_backend(lmx_train_batch *b, lmx_backend *be) {
+    if (lmx_backend_is_host(be)) return LMX_OK;
+    lmx_array *all[] = {&b->ids, &b->targets, &b->mask, &b->inv_freq[0], &b->inv_freq[1]};
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++) {
+        if (lmx_array_empty(all[i])) continue;
+        lmx_array d;
+        LMX_TRY(lmx_array_to_backend(be, &d, all[i]));
+        lmx_array_release(all[i]);
+        *all[i] = d;
+    }
+    return lmx_backend_sync(be); /* the uploads read host memory that goes now */
 }
 
 void lmx_train_batch_free(lmx_train_batch *b) {

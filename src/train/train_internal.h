@@ -22,7 +22,8 @@ typedef struct lmx_train_model {
     int first_layer;        /* first block with a trainable parameter (n_layer: none) */
 } lmx_train_model;
 
-/* Checks that the model can be trained (dense families; host arrays) and
+/* Checks that the model can be trained (dense families; trainable arrays
+ * f32 in host memory: a device trainer keeps mirrors of them) and
  * finds the first trainable block. MoE models: LMX_ERR_UNSUPPORTED. */
 lmx_status lmx_train_model_init(lmx_train_model *tm, const lmx_transformer *m, const lmx_adapters *ad);
 
@@ -61,6 +62,9 @@ typedef struct lmx_train_batch {
 lmx_status lmx_train_batch_init(lmx_train_batch *b, const lmx_train_model *tm, const int32_t *tokens, int B, int T,
                                 const int32_t *offsets, const int32_t *lengths);
 void lmx_train_batch_free(lmx_train_batch *b);
+/* Moves the batch's arrays (ids, targets, mask, RoPE frequencies) into
+ * device backend be's memory (no-op on a host backend); ntoks stays. */
+lmx_status lmx_train_batch_to_backend(lmx_train_batch *b, lmx_backend *be);
 
 /* x [B·Ti, D] = the scaled embedding rows (never recorded: the embedding is
  * not trainable). *x is a new reference. */

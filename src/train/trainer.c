@@ -6,11 +6,22 @@
  * mlx-lm's trainer (tuner/trainer.py) sums the gradients of the per-batch
  * mean losses over grad_accumulation_steps iterations and divides the sum by
  * grad_accumulation_steps before optimizer.update: micro-batches are averaged
- * with equal weight, not weighted by their token counts. */
+ * with equal weight, not weighted by their token counts.
+ *
+ * On a device backend (CUDA) the forward, the tape and the vjps run in
+ * device memory; the adapter set keeps the authoritative f32 parameters on
+ * the host (the optimizer state and adapters_io read them there) and the
+ * trainer keeps device mirrors that the model's linears point at while it
+ * runs a batch (so several trainers may share one adapter set): after
+ * backward each parameter's gradient is downloaded (LoRA arrays are small)
+ * and summed on the host, the host optimizer updates, and the new values
+ * are uploaded to the mirrors. */
 #include "train/trainer.h"
 #include "train/train_internal.h"
 
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 struct lmx_trainer {
     lmx_backend *backend;
@@ -25,7 +36,141 @@ struct lmx_trainer {
     float **acc;        /* summed gradients per parameter (NULL until one arrives) */
     int64_t micro;      /* micro-batches run (the dropout stream) */
     int peak_nodes;     /* most nodes held on the tapes at once (a measure of activation memory) */
+    /* device backend only: mirrors of the adapters' LoRA arrays */
+    bool device;
+    lmx_lora *dev;        /* [ad->n]: a and b in device memory */
+    lmx_lora (*dev_views)[4]; /* [ad->n]: fused rows' views of dev */
+    const lmx_lora *(*saved)[4]; /* [ad->n]: targets[k]->lora of the adapter set (host) */
+    const lmx_lora *(*use)[4];   /* [ad->n]: the mirror targets[k] points at during a batch */
+    lmx_array **gparams;  /* what the tape is asked for: params[i] or its mirror */
+    float *tmp;           /* host copy of one downloaded gradient */
+    /* LMX_TRAIN_PROFILE=1: seconds per phase (forward+loss, backward, gradient
+     * collection, checkpointed step, update), the backend synchronised at
+     * each boundary; printed to stderr by lmx_trainer_free */
+    bool prof;
+    double pt[5];
+    int64_t pn[5];
 };
+
+static double stamp(lmx_trainer *t) {
+    if (!t->prof) return 0;
+    (void)lmx_backend_sync(t->backend);
+    return lmx_time_s();
+}
+
+static void prof_add(lmx_trainer *t, int k, double t0, double t1) {
+    t->pt[k] += t1 - t0;
+    t->pn[k]++;
+}
+
+/* ---- device mirrors ------------------------------------------------------ */
+
+static void dev_release(lmx_trainer *t) {
+    for (int i = 0; t->ad && i < t->ad->n; i++) {
+        for (int k = 0; t->dev_views && k < 4; k++) lmx_lora_release(&t->dev_views[i][k]);
+        if (t->dev) lmx_lora_release(&t->dev[i]);
+    }
+    free(t->dev);
+    free(t->dev_views);
+    free(t->saved);
+    free(t->use);
+    free(t->gparams);
+    free(t->tmp);
+    t->dev = NULL;
+    t->dev_views = NULL;
+    t->saved = NULL;
+    t->use = NULL;
+    t->gparams = NULL;
+    t->tmp = NULL;
+}
+
+static lmx_status up_copy(lmx_backend *b, lmx_array *dst, const lmx_array *src) {
+    if (lmx_array_empty(src)) return LMX_OK;
+    return lmx_array_to_backend(b, dst, src);
+}
+
+/* Makes the device mirrors (dev_bind points the model's linears at them).
+ * LoRA only: DoRA's norms and full fine-tuning read the base weights on
+ * the host. */
+static lmx_status dev_setup(lmx_trainer *t) {
+    lmx_backend *b = t->backend;
+    lmx_adapters *ad = t->ad;
+    if (!b->vjps)
+        return lmx_err(LMX_ERR_UNSUPPORTED, "train: the %s backend has no vjp kernels (use --device cpu)", b->name);
+    int n = ad ? ad->n : 0;
+    t->dev = calloc((size_t)(n ? n : 1), sizeof *t->dev);
+    t->dev_views = calloc((size_t)(n ? n : 1), sizeof *t->dev_views);
+    t->saved = calloc((size_t)(n ? n : 1), sizeof *t->saved);
+    t->use = calloc((size_t)(n ? n : 1), sizeof *t->use);
+    t->gparams = calloc((size_t)(t->np ? t->np : 1), sizeof *t->gparams);
+    if (!t->dev || !t->dev_views || !t->saved || !t->use || !t->gparams) return lmx_err(LMX_ERR_NOMEM, "out of memory");
+    int64_t most = 1;
+    int k = 0;
+    for (int i = 0; i < n; i++) {
+        lmx_adapter_entry *e = &ad->e[i];
+        if (!lmx_array_empty(&e->lora.m))
+            return lmx_err(LMX_ERR_UNSUPPORTED, "train: %s: DoRA on %s is not supported yet (use --device cpu)", e->name,
+                           b->name);
+        if (!lmx_array_empty(&e->full) || !lmx_array_empty(&e->full_bias))
+            return lmx_err(LMX_ERR_UNSUPPORTED, "train: %s: full fine-tuning on %s is not supported yet (use --device cpu)",
+                           e->name, b->name);
+        lmx_lora *d = &t->dev[i];
+        LMX_TRY(up_copy(b, &d->a, &e->lora.a));
+        LMX_TRY(up_copy(b, &d->b, &e->lora.b));
+        d->scale = e->lora.scale;
+        d->dropout = e->lora.dropout;
+        /* lmx_train_params order: a, b per entry */
+        if (!lmx_array_empty(&d->a)) t->gparams[k++] = &d->a;
+        if (!lmx_array_empty(&d->b)) t->gparams[k++] = &d->b;
+        if (!lmx_array_empty(&d->a) && lmx_array_numel(&d->a) > most) most = lmx_array_numel(&d->a);
+        if (!lmx_array_empty(&d->b) && lmx_array_numel(&d->b) > most) most = lmx_array_numel(&d->b);
+        for (int j = 0; j < e->n_targets && j < 4; j++) {
+            const lmx_lora *target = e->targets[j]->lora, *use = d;
+            if (target && target != &e->lora) { /* fused rows: shared a, rows of b */
+                lmx_lora *v = &t->dev_views[i][j];
+                *v = *d;
+                memset(&v->a, 0, sizeof v->a);
+                memset(&v->b, 0, sizeof v->b);
+                memset(&v->m, 0, sizeof v->m);
+                memset(&v->dora_f, 0, sizeof v->dora_f);
+                v->a = d->a;
+                lmx_array_retain(&v->a);
+                LMX_TRY(lmx_array_rows(&v->b, &d->b, e->rows[j], target->b.shape[0]));
+                use = v;
+            }
+            t->saved[i][j] = target;
+            t->use[i][j] = use;
+        }
+    }
+    if (k != t->np) return lmx_err(LMX_ERR_INTERNAL, "train: %d device mirrors for %d parameters", k, t->np);
+    if (!(t->tmp = malloc((size_t)most * sizeof *t->tmp))) return lmx_err(LMX_ERR_NOMEM, "out of memory");
+    return lmx_backend_sync(b);
+}
+
+/* Points the model's adapted linears at the mirrors (on) or back at the
+ * adapter set's host arrays (off), around each batch. */
+static void dev_bind(lmx_trainer *t, bool on) {
+    if (!t->device) return;
+    for (int i = 0; i < t->ad->n; i++) {
+        lmx_adapter_entry *e = &t->ad->e[i];
+        for (int j = 0; j < e->n_targets && j < 4; j++) e->targets[j]->lora = on ? t->use[i][j] : t->saved[i][j];
+    }
+}
+
+/* Uploads the host parameters to their mirrors (after an update). */
+static lmx_status dev_push(lmx_trainer *t) {
+    for (int i = 0; i < t->np; i++)
+        LMX_TRY(lmx_backend_upload(t->backend, t->gparams[i]->data, t->params[i]->data, lmx_array_nbytes(t->params[i])));
+    return LMX_OK;
+}
+
+/* The loss (f32 [1], backend memory) as a double. */
+static lmx_status read_loss(lmx_trainer *t, const lmx_array *l, double *out) {
+    float v;
+    LMX_TRY(lmx_backend_download(t->backend, &v, l->data, sizeof v));
+    *out = v;
+    return LMX_OK;
+}
 
 void lmx_train_options_init(lmx_train_options *o) {
     memset(o, 0, sizeof *o);
@@ -37,8 +182,18 @@ void lmx_train_options_init(lmx_train_options *o) {
 
 void lmx_trainer_free(lmx_trainer *t) {
     if (!t) return;
-    lmx_tape_free(t->tape);
+    if (t->prof && (t->pn[0] || t->pn[3])) {
+        static const char *names[5] = {"forward+loss", "backward", "grads to host", "checkpointed step", "update"};
+        fprintf(stderr, "[profile] %s:", t->backend->name);
+        for (int k = 0; k < 5; k++)
+            if (t->pn[k]) fprintf(stderr, " %s %.1f ms", names[k], 1e3 * t->pt[k] / (double)t->pn[k]);
+        fprintf(stderr, " (means over %lld micro-batches, %lld updates)\n", (long long)(t->pn[0] + t->pn[3]),
+                (long long)t->pn[4]);
+    }
+    lmx_tape_free(t->tape); /* before the mirrors its records point at */
     lmx_tape_free(t->sub);
+    dev_release(t);
+    if (t->device) lmx_tape_cache_trim(t->backend, true);
     lmx_optim_free(t->opt);
     for (int i = 0; t->acc && i < t->np; i++) free(t->acc[i]);
     free(t->acc);
@@ -49,14 +204,14 @@ void lmx_trainer_free(lmx_trainer *t) {
 lmx_status lmx_trainer_create(lmx_exec *ex, lmx_transformer *m, lmx_adapters *ad, const lmx_train_options *o,
                               lmx_trainer **out) {
     *out = NULL;
-    if (!lmx_backend_is_host(ex->backend))
-        return lmx_err(LMX_ERR_UNSUPPORTED, "train: training runs on the CPU only (use --device cpu)");
     if (o->grad_accumulation_steps < 1)
         return lmx_err(LMX_ERR_INVALID_ARG, "train: grad_accumulation_steps must be at least 1");
     lmx_trainer *t = calloc(1, sizeof *t);
     if (!t) return lmx_err(LMX_ERR_NOMEM, "out of memory");
     t->backend = ex->backend;
     t->ad = ad;
+    const char *pe = getenv("LMX_TRAIN_PROFILE");
+    t->prof = pe && *pe && strcmp(pe, "0");
     t->o = *o;
     for (int i = 0; ad && i < ad->n; i++) /* trained adapters change every step: no frozen DoRA factors */
         for (int v = 0; v < 4; v++) {
@@ -76,6 +231,8 @@ lmx_status lmx_trainer_create(lmx_exec *ex, lmx_transformer *m, lmx_adapters *ad
     for (int i = 0; !st && i < t->np; i++)
         if (t->params[i]->buf && t->params[i]->buf->kind == LMX_BUFFER_MAP)
             st = lmx_err(LMX_ERR_INVALID_ARG, "train: trainable array %d is a read-only file mapping", i);
+    t->device = !lmx_backend_is_host(ex->backend);
+    if (!st && t->device) st = dev_setup(t);
     if (st) {
         lmx_trainer_free(t);
         return st;
@@ -87,12 +244,16 @@ lmx_status lmx_trainer_create(lmx_exec *ex, lmx_transformer *m, lmx_adapters *ad
 /* acc[i] += the tape's gradient of parameter i. */
 static lmx_status collect(lmx_trainer *t, lmx_tape *tape) {
     for (int i = 0; i < t->np; i++) {
-        const lmx_array *g = lmx_tape_grad(tape, t->params[i]);
+        const lmx_array *g = lmx_tape_grad(tape, t->device ? t->gparams[i] : t->params[i]);
         if (!g) continue;
         int64_t n = lmx_array_numel(t->params[i]);
         if (!t->acc[i] && !(t->acc[i] = calloc((size_t)n, sizeof(float))))
             return lmx_err(LMX_ERR_NOMEM, "out of memory");
         const float *s = g->data;
+        if (t->device) {
+            LMX_TRY(lmx_array_download(t->backend, g, t->tmp));
+            s = t->tmp;
+        }
         float *d = t->acc[i];
         for (int64_t j = 0; j < n; j++) d[j] += s[j];
     }
@@ -103,16 +264,35 @@ static lmx_status collect(lmx_trainer *t, lmx_tape *tape) {
 static lmx_status step_plain(lmx_trainer *t, const lmx_train_batch *b, double *loss) {
     lmx_exec ex = {t->backend, t->tape};
     lmx_array logits = {0}, l = {0};
+    double t0 = stamp(t);
     lmx_status st = lmx_train_forward(&ex, b, &logits);
     if (!st) st = lmx_train_loss(&ex, b, &logits, &l);
-    if (!st) *loss = *(const float *)l.data;
+    if (!st) st = read_loss(t, &l, loss);
+    double t1 = stamp(t);
     if (lmx_tape_size(t->tape) > t->peak_nodes) t->peak_nodes = lmx_tape_size(t->tape);
     if (!st) st = lmx_tape_backward(t->tape, &l, NULL);
+    double t2 = stamp(t);
     if (!st) st = collect(t, t->tape);
+    if (t->prof) {
+        double t3 = stamp(t);
+        prof_add(t, 0, t0, t1);
+        prof_add(t, 1, t1, t2);
+        prof_add(t, 2, t2, t3);
+    }
     lmx_array_release(&logits);
     lmx_array_release(&l);
     lmx_tape_reset(t->tape);
     return st;
+}
+
+/* *dx = (a new reference to) tape's gradient of x, or zeros of x's shape. */
+static lmx_status take_grad(lmx_trainer *t, lmx_tape *tape, const lmx_array *x, lmx_array *dx) {
+    lmx_array_release(dx);
+    const lmx_array *g = lmx_tape_grad(tape, x);
+    if (!g) return lmx_tape_alloc_on(t->backend, dx, x->ndim, x->shape);
+    *dx = *g;
+    lmx_array_retain(dx);
+    return LMX_OK;
 }
 
 /* Gradient checkpointing: the blocks run unrecorded, keeping only each
@@ -141,29 +321,21 @@ static lmx_status step_checkpointed(lmx_trainer *t, const lmx_train_batch *b, do
     }
     if (!st) st = lmx_train_head(&ext, b, &x, &logits);
     if (!st) st = lmx_train_loss(&ext, b, &logits, &l);
-    if (!st) *loss = *(const float *)l.data;
+    if (!st) st = read_loss(t, &l, loss);
     if (lmx_tape_size(t->tape) > t->peak_nodes) t->peak_nodes = lmx_tape_size(t->tape);
     if (!st) st = lmx_tape_backward(t->tape, &l, NULL);
     if (!st) st = collect(t, t->tape);
-    /* dx = d loss / d x_L (zeros when no gradient reaches it) */
-    if (!st) st = lmx_array_alloc(&dx, LMX_F32, x.ndim, x.shape);
-    if (!st && first < L) {
-        const lmx_array *g = lmx_tape_grad(t->tape, &x);
-        if (g) memcpy(dx.data, g->data, lmx_array_nbytes(&dx));
-    }
+    /* dx = d loss / d x_L (zeros when no gradient reaches it): the tape's
+     * gradient array itself, kept by a reference across the reset (it is in
+     * the backend's memory, no copy) */
+    if (!st) st = take_grad(t, t->tape, &x, &dx);
     lmx_tape_reset(t->tape);
     for (int li = L - 1; li >= first && !st; li--) {
         st = lmx_train_block(&exs, b, li, &xs[li], &y);
         if (lmx_tape_size(t->sub) > t->peak_nodes) t->peak_nodes = lmx_tape_size(t->sub);
         if (!st) st = lmx_tape_backward(t->sub, &y, &dx);
         if (!st) st = collect(t, t->sub);
-        if (!st && li > first) {
-            const lmx_array *g = lmx_tape_grad(t->sub, &xs[li]);
-            if (g)
-                memcpy(dx.data, g->data, lmx_array_nbytes(&dx));
-            else
-                memset(dx.data, 0, lmx_array_nbytes(&dx));
-        }
+        if (!st && li > first) st = take_grad(t, t->sub, &xs[li], &dx);
         lmx_array_release(&y);
         lmx_tape_reset(t->sub);
     }
@@ -181,13 +353,23 @@ lmx_status lmx_trainer_accumulate(lmx_trainer *t, const int32_t *tokens, int B, 
                                   const int32_t *lengths, double *loss, int64_t *ntoks) {
     lmx_train_batch b;
     LMX_TRY(lmx_train_batch_init(&b, &t->tm, tokens, B, T, offsets, lengths));
+    lmx_status st0 = lmx_train_batch_to_backend(&b, t->backend);
+    if (st0) {
+        lmx_train_batch_free(&b);
+        return st0;
+    }
     lmx_dora_cache dc = {0};
     b.dropout = true;
     /* one mask stream per micro-batch, reproducible from the seed */
     b.dropout_key = t->o.seed * 0x9E3779B97F4A7C15ull + (uint64_t)t->micro++;
     b.dora = &dc;
     double l = 0;
+    dev_bind(t, true);
+    double t0 = stamp(t);
     lmx_status st = t->o.grad_checkpoint ? step_checkpointed(t, &b, &l) : step_plain(t, &b, &l);
+    if (t->prof && t->o.grad_checkpoint) prof_add(t, 3, t0, stamp(t));
+    dev_bind(t, false);
+    if (t->device) lmx_tape_cache_trim(t->backend, false);
     if (!st && loss) *loss = l;
     if (!st && ntoks) *ntoks = b.ntoks;
     lmx_dora_cache_clear(&dc);
@@ -196,6 +378,7 @@ lmx_status lmx_trainer_accumulate(lmx_trainer *t, const int32_t *tokens, int B, 
 }
 
 lmx_status lmx_trainer_update(lmx_trainer *t, double *lr) {
+    double t0 = stamp(t);
     lmx_array *g = calloc((size_t)t->np, sizeof *g);
     const lmx_array **gp = calloc((size_t)t->np, sizeof *gp);
     lmx_status st = g && gp ? LMX_OK : lmx_err(LMX_ERR_NOMEM, "out of memory");
@@ -212,12 +395,14 @@ lmx_status lmx_trainer_update(lmx_trainer *t, double *lr) {
     }
     double rate = lmx_schedule_lr(&t->o.schedule, t->o.learning_rate, lmx_optim_step(t->opt));
     if (!st) st = lmx_optim_update(t->opt, t->np, t->params, gp, (float)rate);
+    if (!st && t->device) st = dev_push(t);
     for (int i = 0; i < t->np; i++) {
         free(t->acc[i]);
         t->acc[i] = NULL;
     }
     free(g);
     free(gp);
+    if (t->prof) prof_add(t, 4, t0, stamp(t));
     if (!st && lr) *lr = rate;
     return st;
 }
@@ -230,10 +415,15 @@ lmx_status lmx_trainer_eval(lmx_trainer *t, const int32_t *tokens, int B, int T,
     b.dora = &dc;
     lmx_exec ex = {t->backend, NULL};
     lmx_array logits = {0}, l = {0};
-    lmx_status st = lmx_train_forward(&ex, &b, &logits);
+    lmx_status st = lmx_train_batch_to_backend(&b, t->backend);
+    dev_bind(t, true);
+    if (!st) st = lmx_train_forward(&ex, &b, &logits);
     if (!st) st = lmx_train_loss(&ex, &b, &logits, &l);
+    dev_bind(t, false);
+    double lv = 0;
+    if (!st) st = read_loss(t, &l, &lv);
     /* mlx-lm's evaluate(): all_losses += losses * toks (the f32 batch mean) */
-    if (!st && loss_sum) *loss_sum = (double)*(const float *)l.data * (double)b.ntoks;
+    if (!st && loss_sum) *loss_sum = lv * (double)b.ntoks;
     if (!st && ntoks) *ntoks = b.ntoks;
     lmx_array_release(&logits);
     lmx_array_release(&l);

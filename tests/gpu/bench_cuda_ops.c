@@ -310,6 +310,12 @@ int main(int argc, char **argv) {
     char info[256];
     if (lmx_cuda_device_info(info, sizeof info)) die("info");
     printf("device: %s\n", info);
+    const char *only_q = getenv("BENCH_OPS_ONLY"); /* "quant": the quantized table alone (A/B of a kernel change) */
+    if (only_q && !strcmp(only_q, "quant")) {
+        bench_quant(NULL);
+        lmx_backend_free(gpu);
+        return 0;
+    }
     bench_small("copy", 0, 8192, 16384);
     bench_small("rms_norm", 1, 1, 4096);
     bench_small("add", 2, 1, 4096);

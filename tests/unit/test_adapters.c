@@ -604,8 +604,14 @@ static void test_malformed(void) {
     lo.no_tokenizer = true;
     lo.adapter_path = d;
     lmx_model *m = NULL;
-    CHECK(lmx_load(data("hf/llama", p, sizeof p), &lo, &m) == LMX_ERR_UNSUPPORTED && m == NULL);
-    CHECK(strstr(lmx_last_error(), "CPU") != NULL);
+    /* adapters run on CUDA too (uploaded once); without a GPU the load fails naming the device */
+    lmx_status cst = lmx_load(data("hf/llama", p, sizeof p), &lo, &m);
+    if (cst == LMX_OK) {
+        lmx_model_free(m);
+        m = NULL;
+    } else {
+        CHECK(m == NULL && (strstr(lmx_last_error(), "cuda") || strstr(lmx_last_error(), "CUDA")));
+    }
     /* full fine-tuning of packed weights */
     CHECK_OK(load("adapters/llama_q4", NULL, &m));
     if (m) {

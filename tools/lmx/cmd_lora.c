@@ -2,8 +2,10 @@
  * evaluate_model() over the library's pieces: the configuration
  * (train/train_config.h), the data and its batches (train/dataset.h), the
  * adapters (models/adapters.h) and the trainer (train/trainer.h). Output is
- * mlx-lm's classic (<= 0.31) line format (MLX-LM-SPEC §5). Training runs on
- * the CPU. */
+ * mlx-lm's classic (<= 0.31) line format (MLX-LM-SPEC §5). --device picks
+ * the backend as generate does (auto: CUDA when a GPU answers, the model's
+ * formats have kernels there and the backend has vjps; DoRA and full
+ * fine-tuning stay on the CPU). */
 #include "cli.h"
 
 #include "generate/engine.h"
@@ -23,7 +25,30 @@ typedef struct {
     const lmx_train_config *cfg;
     lmx_trainer *t;
     lmx_np_rng rng; /* numpy's global generator: np.random.seed(args.seed) in run() */
+    const lmx_backend *backend; /* for the peak memory report */
 } lora_run;
+
+/* Removes "--device X" / "--device=X" from argv (lmx's own flag; the rest
+ * is mlx_lm.lora's command line). Returns the new argc; *dev = X or NULL. */
+static int take_device(int argc, char **argv, const char **dev, bool *bad) {
+    int k = 0;
+    *dev = NULL;
+    *bad = false;
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "--device")) {
+            if (i + 1 >= argc) {
+                *bad = true;
+                continue;
+            }
+            *dev = argv[++i];
+        } else if (!strncmp(argv[i], "--device=", 9)) {
+            *dev = argv[i] + 9;
+        } else {
+            argv[k++] = argv[i];
+        }
+    }
+    return k;
+}
 
 static void print_truncation(const lmx_batch *b) {
     char warn[256];
@@ -101,7 +126,7 @@ static lmx_status train_loop(lora_run *r, lmx_adapters *ad, lmx_dataset *train, 
             printf("Iter %d: Train loss %.3f, Learning Rate %.3e, It/sec %.3f, Tokens/sec %.3f, Trained Tokens %lld, "
                    "Peak mem %.3f GB\n",
                    i, losses / steps, last_lr, c->steps_per_report / train_time, (double)n_tokens / train_time,
-                   (long long)trained_tokens, (double)lmx_peak_rss_bytes() / 1e9);
+                   (long long)trained_tokens, (double)lmx_backend_mem_peak(r->backend) / 1e9);
             fflush(stdout);
             losses = 0;
             n_tokens = 0;
@@ -158,6 +183,13 @@ static lmx_status train_model(lora_run *r, lmx_model *m, lmx_adapters **ad, lmx_
 }
 
 int cmd_lora(int argc, char **argv) {
+    const char *device;
+    bool bad_device;
+    argc = 1 + take_device(argc - 1, argv + 1, &device, &bad_device);
+    if (bad_device || (device && strcmp(device, "cpu") && strcmp(device, "cuda") && strcmp(device, "auto"))) {
+        fprintf(stderr, "lmx lora: --device takes cpu, cuda or auto\n");
+        return 2;
+    }
     lmx_train_config cfg;
     lmx_status s = lmx_train_config_from_args(argc - 1, argv + 1, &cfg);
     if (s == LMX_ERR_ABORTED) {
@@ -179,7 +211,21 @@ int cmd_lora(int argc, char **argv) {
     fflush(stdout);
     bool test_only = cfg.test && !cfg.train;
     const char *adapters = test_only && cfg.adapter_path[0] ? cfg.adapter_path : NULL;
-    s = cli_load_model_adapters(cfg.model, adapters, 0, "cpu", false, &m);
+    /* adapters loaded for --test, DoRA and full fine-tuning: the CPU (see the file comment) */
+    bool cpu_only = adapters || cfg.fine_tune_type != LMX_FT_LORA;
+    if (!device) device = getenv("LMX_DEVICE") && *getenv("LMX_DEVICE") ? getenv("LMX_DEVICE") : "auto";
+    if (cpu_only && !strcmp(device, "cuda")) {
+        s = lmx_err(LMX_ERR_UNSUPPORTED, "--device cuda trains LoRA/QLoRA only (DoRA, full fine-tuning and --test "
+                                         "with --adapter-path run on the CPU)");
+    } else {
+        s = cli_load_model_adapters(cfg.model, adapters, 0, cpu_only ? "cpu" : device, false, &m);
+        if (s == LMX_OK && !strcmp(device, "auto") && !m->backend->vjps && !lmx_backend_is_host(m->backend)) {
+            lmx_model_free(m); /* a device without vjp kernels cannot train */
+            m = NULL;
+            s = cli_load_model_adapters(cfg.model, adapters, 0, "cpu", false, &m);
+        }
+    }
+    if (s == LMX_OK) r.backend = m->backend;
     const lmx_tokenizer *tok = s == LMX_OK ? lmx_model_tokenizer(m) : NULL;
     if (s == LMX_OK && !tok) s = lmx_err(LMX_ERR_NOT_FOUND, "%s: the model has no tokenizer", cfg.model);
     if (s == LMX_OK) {

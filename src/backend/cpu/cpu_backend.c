@@ -22,6 +22,7 @@ static const lmx_kernel_fn cpu_kernels[LMX_OP_COUNT] = {
     [LMX_OP_SOFTCAP] = lmx_cpu_softcap,
     [LMX_OP_COPY] = lmx_cpu_copy,
     [LMX_OP_SOFTMAX] = lmx_cpu_softmax,
+    [LMX_OP_CROSS_ENTROPY] = lmx_cpu_cross_entropy,
 };
 
 /* Activations are f32 on the CPU; weights may be any float dtype. */

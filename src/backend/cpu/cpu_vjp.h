@@ -38,6 +38,8 @@ lmx_status lmx_fast_vjp_rope(const lmx_node *n, const lmx_array *dout, lmx_array
 lmx_status lmx_fast_vjp_binary(const lmx_node *n, const lmx_array *dout, lmx_array *dsrc[], lmx_pool *pool);
 lmx_status lmx_fast_vjp_unary(const lmx_node *n, const lmx_array *dout, lmx_array *dsrc[], lmx_pool *pool);
 lmx_status lmx_fast_vjp_softmax(const lmx_node *n, const lmx_array *dout, lmx_array *dsrc[], lmx_pool *pool);
+/* cpu_cross_entropy.c: the loss's rows on the pool (bit-equal to the reference). */
+lmx_status lmx_fast_vjp_cross_entropy(const lmx_node *n, const lmx_array *dout, lmx_array *dsrc[], lmx_pool *pool);
 
 /* Work shared by claiming: the threads of a job take chunks [lo, hi) of
  * [0, n) from a counter until none is left, so a thread slowed down by

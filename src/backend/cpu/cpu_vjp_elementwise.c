@@ -313,6 +313,7 @@ static const lmx_vjp_kernel_fn cpu_vjps[LMX_OP_COUNT] = {
     [LMX_OP_SOFTCAP] = lmx_fast_vjp_unary,
     [LMX_OP_COPY] = lmx_fast_vjp_unary,
     [LMX_OP_SOFTMAX] = lmx_fast_vjp_softmax,
+    [LMX_OP_CROSS_ENTROPY] = lmx_fast_vjp_cross_entropy,
 };
 
 const lmx_vjp_kernel_fn *lmx_cpu_vjps(void) { return lmx_simd() ? cpu_vjps : NULL; }

@@ -42,6 +42,25 @@ typedef struct lmx_cuda_pick {
 } lmx_cuda_pick;
 lmx_status lmx_cuda_greedy(lmx_backend *b, const lmx_array *logits, lmx_cuda_pick *out);
 
+/* Static decode graph (cuda_step.cu; driven by models/decode_graph.c).
+ * capture_begin allocates the step buffers, makes sure `scratch_bytes` of
+ * kernel scratch exist, and opens a capture in which rope, attention and
+ * KV-row copies read the position from device memory (the capture is made
+ * at position pos); capture_end stores the graph under key; abort drops a
+ * failed capture. step_launch sets the position and replays the graph.
+ * scratch_generation changes whenever the kernel scratch moves (a graph
+ * holds its address). */
+lmx_status lmx_cuda_step_capture_begin(lmx_backend *b, int64_t pos, size_t scratch_bytes);
+lmx_status lmx_cuda_step_capture_end(lmx_backend *b, int key);
+void lmx_cuda_step_capture_abort(lmx_backend *b);
+lmx_status lmx_cuda_step_launch(lmx_backend *b, int key, int64_t pos);
+uint64_t lmx_cuda_scratch_generation(const lmx_backend *b);
+/* lmx_cuda_greedy split in two: the pick of ONE row queued into the
+ * backend's result buffer (allowed inside a capture once the buffer exists),
+ * and the wait + 20-byte read of that result. */
+lmx_status lmx_cuda_greedy_launch(lmx_backend *b, const lmx_array *logits);
+lmx_status lmx_cuda_greedy_read(lmx_backend *b, lmx_cuda_pick *out);
+
 #ifdef __cplusplus
 }
 #endif

@@ -18,6 +18,7 @@ struct attn_args {
     float *out, *part;
     const float *q;
     const void *k, *v;
+    const int64_t *dpos; /* non-NULL in a static decode graph: pos0 from device memory */
     int H, Hkv, hd, vd, window, nsplit;
     int64_t qs0, qs1, ks0, ks1, vs0, vs1, pos0, chunk;
     float scale, cap;
@@ -31,7 +32,7 @@ __global__ void __launch_bounds__(ATT_WARPS * 32) attn_k(attn_args a) {
     int64_t t = blockIdx.y;
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     int kh = h / (a.H / a.Hkv);
-    int64_t p = a.pos0 + t;
+    int64_t p = (a.dpos ? *a.dpos : a.pos0) + t;
     int64_t lo = a.window > 0 && p - a.window + 1 > 0 ? p - a.window + 1 : 0;
     int64_t j0 = lo + s * a.chunk, j1 = j0 + a.chunk < p + 1 ? j0 + a.chunk : p + 1;
     float qr[ATT_MAXD / 32], acc[ATT_MAXD / 32];
@@ -248,6 +249,22 @@ static bool launch_tile(const attn_args &a, int64_t T_, cudaStream_t st) {
     return true;
 }
 
+/* See cuda_common.cuh. With enough (head, row) blocks to fill the GPU one
+ * split (chunk = the bucket); otherwise about 8 blocks per SM, at least 32 keys
+ * per split, at most ATT_MAX_SPLIT splits of the bucket. */
+#define ATT_BUCKET 256
+int64_t cuda_attn_chunk(const lmx_cuda_ctx *c, int64_t base, int64_t nmax) {
+    int64_t want = 8 * (int64_t)c->n_sm;
+    if (nmax < 1) nmax = 1;
+    int64_t nb = (nmax + ATT_BUCKET - 1) / ATT_BUCKET * ATT_BUCKET;
+    if (base >= want) return nb;
+    int64_t ns = (want + base - 1) / base;
+    if (ns > ATT_MAX_SPLIT) ns = ATT_MAX_SPLIT;
+    int64_t chunk = (nb + ns - 1) / ns;
+    chunk = (chunk + 31) / 32 * 32;
+    return chunk;
+}
+
 lmx_status lmx_cuda_attention(const lmx_node *n, lmx_pool *pool) {
     lmx_cuda_ctx *c = cuda_ctx(pool);
     const lmx_array *q = n->src[0], *k = n->src[1], *v = n->src[2];
@@ -276,7 +293,8 @@ lmx_status lmx_cuda_attention(const lmx_node *n, lmx_pool *pool) {
     a.ks1 = k->strides[1];
     a.vs0 = v->strides[0];
     a.vs1 = v->strides[1];
-    if (T >= FA_MIN_T && ((a.hd == 64 && a.vd == 64) || (a.hd == 128 && a.vd == 128)) &&
+    a.dpos = c->dyn_pos;
+    if (!a.dpos && T >= FA_MIN_T && ((a.hd == 64 && a.vd == 64) || (a.hd == 128 && a.vd == 128)) &&
         ((uintptr_t)a.q & 15) == 0 && a.qs1 % 4 == 0 && a.qs0 % 4 == 0) {
         bool ok = k->dtype == LMX_F32    ? launch_tile<float>(a, T, c->stream)
                   : k->dtype == LMX_BF16 ? launch_tile<__nv_bfloat16>(a, T, c->stream)
@@ -287,16 +305,12 @@ lmx_status lmx_cuda_attention(const lmx_node *n, lmx_pool *pool) {
     /* longest key range of any row */
     int64_t nmax = a.pos0 + T;
     if (a.window > 0 && nmax > a.window) nmax = a.window;
-    int64_t base = (int64_t)a.H * T, want = 8 * (int64_t)c->n_sm;
-    int64_t ns = 1;
-    if (base < want) {
-        ns = (want + base - 1) / base;
-        int64_t by_keys = (nmax + 31) / 32;
-        if (ns > by_keys) ns = by_keys;
-        if (ns > ATT_MAX_SPLIT) ns = ATT_MAX_SPLIT;
-        if (ns < 1) ns = 1;
-    }
-    a.chunk = (nmax + ns - 1) / ns;
+    int64_t base = (int64_t)a.H * T;
+    a.chunk = cuda_attn_chunk(c, base, nmax);
+    /* a graph serves every nmax of its bucket: it launches the bucket's splits */
+    int64_t keys = a.dpos ? (nmax + ATT_BUCKET - 1) / ATT_BUCKET * ATT_BUCKET : nmax;
+    int64_t ns = (keys + a.chunk - 1) / a.chunk;
+    if (ns < 1) ns = 1;
     a.nsplit = (int)ns;
     if (ns > 1) {
         void *part;

@@ -3,6 +3,7 @@
  * for peak-memory reports), the kernel table, supports(), and decode-step
  * graphs. */
 #include "backend/cuda/cuda_quant.cuh"
+#include "backend/cuda/cuda_vjp.cuh"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -201,6 +202,7 @@ lmx_status cuda_scratch(lmx_cuda_ctx *c, size_t bytes, void **out) {
     c->scratch_size = 0;
     LMX_TRY(ctx_alloc(c, want, &c->scratch));
     c->scratch_size = want;
+    c->scratch_gen++;
     *out = c->scratch;
     return LMX_OK;
 }
@@ -251,15 +253,16 @@ AUTO_WRAP(binary)
 AUTO_WRAP(unary)
 AUTO_WRAP(copy)
 AUTO_WRAP(softmax)
+AUTO_WRAP(cross_entropy) /* cuda_cross_entropy.cu */
 
 /* ---- kernel table and supports() ---------------------------------------- */
 
 static const lmx_kernel_fn cuda_kernels[LMX_OP_COUNT] = {
     auto_get_rows, auto_matmul, auto_rms_norm, auto_layer_norm, auto_rope,
     auto_attention, auto_binary, auto_binary, auto_unary, auto_unary,
-    auto_unary, auto_copy, auto_softmax,
+    auto_unary, auto_copy, auto_softmax, auto_cross_entropy,
 };
-static_assert(LMX_OP_GET_ROWS == 0 && LMX_OP_SOFTMAX == 12 && LMX_OP_COUNT == 13,
+static_assert(LMX_OP_GET_ROWS == 0 && LMX_OP_CROSS_ENTROPY == 13 && LMX_OP_COUNT == 14,
               "cuda_kernels lists the ops in op.h order");
 
 static bool f32(const lmx_array *a) { return a && a->dtype == LMX_F32; }
@@ -296,6 +299,9 @@ static bool cuda_supports(const lmx_backend *b, const lmx_node *n) {
         return f32(n->out) && f32(s[0]);
     case LMX_OP_ACT:
         return f32(n->out) && f32(s[0]) && (!s[1] || f32(s[1]));
+    case LMX_OP_CROSS_ENTROPY:
+        return f32(n->out) && f32(s[0]) && lmx_array_is_contiguous(s[0]) && s[1]->dtype == LMX_I32 &&
+               lmx_array_is_contiguous(s[1]) && (!s[2] || (f32(s[2]) && lmx_array_is_contiguous(s[2])));
     case LMX_OP_COPY: {
         const lmx_dtype_traits *t = lmx_dtype_info(s[0]->dtype);
         if (s[0]->dtype == n->out->dtype) return t && !t->is_quant;
@@ -319,6 +325,8 @@ static void ctx_destroy(lmx_cuda_ctx *c) {
     if (c->blas) cublasDestroy(c->blas);
     ctx_free(c, c->blas_ws);
     ctx_free(c, c->scratch);
+    ctx_free(c, c->step_dev);
+    ctx_free(c, c->pick_dev);
     if (c->stream) cudaStreamDestroy(c->stream);
     if (c->stage) cudaFreeHost(c->stage);
     if (c->dl) cudaFreeHost(c->dl);
@@ -408,6 +416,7 @@ extern "C" lmx_status lmx_cuda_backend_create(lmx_backend **out) {
     b->ctx = c;
     b->buffers = &cuda_buffer_ops;
     b->destroy = cuda_destroy;
+    b->vjps = lmx_cuda_vjp_table(); /* cuda_vjp*.cu */
     *out = b;
     return LMX_OK;
 }

@@ -47,6 +47,17 @@ struct lmx_cuda_ctx {
     int64_t auto_updates, auto_instantiations; /* LMX_CUDA_FAST_GEMM=1: x rounded once to bf16/f16 in GEMMs */
     cudaGraph_t graph_in_capture;
     cudaGraphExec_t graphs[LMX_CUDA_MAX_GRAPHS];
+    /* Static decode graph (cuda_step.cu): while dyn_pos is set (the capture
+     * of a single-sequence decode step), rope, attention and the KV-row copy
+     * read the step's position from device memory (*dyn_pos) instead of
+     * their node parameters, and the copy shifts its destination by
+     * (*dyn_pos - dyn_base) rows, dyn_base being the position captured; so
+     * one graph replays every step of a shape class. */
+    const int64_t *dyn_pos;
+    int64_t dyn_base;
+    int64_t *step_dev;        /* device: the step's position (8 bytes) */
+    lmx_cuda_pick *pick_dev;  /* device: the greedy pick of a captured step */
+    uint64_t scratch_gen;     /* bumped whenever `scratch` moves (graphs bake its address) */
 };
 
 /* The backend hands its context to kernels through the pool slot. */
@@ -63,6 +74,13 @@ static inline lmx_status cuda_launched(const char *what) { return cuda_check(cud
 /* At least `bytes` of scratch (grown outside a graph capture only). The
  * scratch is one buffer: a kernel's temporaries are dead after it returns. */
 lmx_status cuda_scratch(lmx_cuda_ctx *c, size_t bytes, void **out);
+
+/* Decode attention splits the key range into chunks whose length depends
+ * only on the 256-row bucket of the longest key range (nmax), so a static
+ * decode graph captured for a bucket (with the bucket's full split count:
+ * the extra splits are empty and merge as exact zeros) computes the same
+ * floats as the per-step launch. base = heads x query rows. */
+int64_t cuda_attn_chunk(const lmx_cuda_ctx *c, int64_t base, int64_t nmax);
 
 /* Row helpers, as the CPU kernels define them. */
 static inline int64_t cu_cols(const lmx_array *a) { return a->ndim ? a->shape[a->ndim - 1] : 1; }

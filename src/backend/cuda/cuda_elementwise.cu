@@ -118,8 +118,12 @@ lmx_status lmx_cuda_unary(const lmx_node *n, lmx_pool *pool) {
 
 /* ---- copy ------------------------------------------------------------------ */
 
+/* dpos (a static decode graph's KV-row write, cuda_step.cu): the rows land
+ * (*dpos - base) rows further than where they were captured. */
 template <typename TI, typename TO>
-__global__ void convert_k(TO *o, const TI *a, int64_t R, int64_t C, int64_t os, int64_t as) {
+__global__ void convert_k(TO *o, const TI *a, int64_t R, int64_t C, int64_t os, int64_t as, const int64_t *dpos,
+                          int64_t base) {
+    if (dpos) o += (*dpos - base) * os;
     int64_t n = R * C;
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
         int64_t r = i / C, col = i - r * C;
@@ -129,11 +133,14 @@ __global__ void convert_k(TO *o, const TI *a, int64_t R, int64_t C, int64_t os, 
 
 template <typename TI>
 static void launch_convert(const lmx_array *out, const TI *a, int64_t R, int64_t C, int64_t os, int64_t as,
-                           cudaStream_t st) {
+                           const lmx_cuda_ctx *c) {
     dim3 g = grid_for(R * C, 256);
-    if (out->dtype == LMX_F32) convert_k<<<g, 256, 0, st>>>((float *)out->data, a, R, C, os, as);
-    if (out->dtype == LMX_BF16) convert_k<<<g, 256, 0, st>>>((__nv_bfloat16 *)out->data, a, R, C, os, as);
-    if (out->dtype == LMX_F16) convert_k<<<g, 256, 0, st>>>((__half *)out->data, a, R, C, os, as);
+    cudaStream_t st = c->stream;
+    const int64_t *dp = c->dyn_pos;
+    int64_t b = c->dyn_base;
+    if (out->dtype == LMX_F32) convert_k<<<g, 256, 0, st>>>((float *)out->data, a, R, C, os, as, dp, b);
+    if (out->dtype == LMX_BF16) convert_k<<<g, 256, 0, st>>>((__nv_bfloat16 *)out->data, a, R, C, os, as, dp, b);
+    if (out->dtype == LMX_F16) convert_k<<<g, 256, 0, st>>>((__half *)out->data, a, R, C, os, as, dp, b);
 }
 
 lmx_status lmx_cuda_copy(const lmx_node *n, lmx_pool *pool) {
@@ -142,6 +149,11 @@ lmx_status lmx_cuda_copy(const lmx_node *n, lmx_pool *pool) {
     lmx_array *o = n->out;
     int64_t R = cu_rows(a), C = cu_cols(a), as = cu_row_stride(a), os = cu_row_stride(o);
     if (R == 0 || C == 0) return LMX_OK;
+    /* In a static decode graph's capture the only copies are the KV-cache
+     * writes of the step's rows (transformer.c, kv_cache.c): one row each. */
+    if (c->dyn_pos && (R != 1 || !cu_is_float(a->dtype)))
+        return lmx_err(LMX_ERR_UNSUPPORTED, "cuda copy: %lld rows of %s in a static decode graph", (long long)R,
+                       lmx_dtype_info(a->dtype)->name);
     /* float rows (KV cache writes) by kernel: a memcpy node costs more per call */
     if (a->dtype == o->dtype && !cu_is_float(a->dtype)) {
         size_t row = lmx_dtype_bytes(a->dtype, C);
@@ -151,9 +163,9 @@ lmx_status lmx_cuda_copy(const lmx_node *n, lmx_pool *pool) {
                           "copy");
     }
     switch (a->dtype) {
-    case LMX_F32: launch_convert(o, (const float *)a->data, R, C, os, as, c->stream); break;
-    case LMX_BF16: launch_convert(o, (const __nv_bfloat16 *)a->data, R, C, os, as, c->stream); break;
-    case LMX_F16: launch_convert(o, (const __half *)a->data, R, C, os, as, c->stream); break;
+    case LMX_F32: launch_convert(o, (const float *)a->data, R, C, os, as, c); break;
+    case LMX_BF16: launch_convert(o, (const __nv_bfloat16 *)a->data, R, C, os, as, c); break;
+    case LMX_F16: launch_convert(o, (const __half *)a->data, R, C, os, as, c); break;
     default: return lmx_err(LMX_ERR_UNSUPPORTED, "cuda copy: dtype %s", lmx_dtype_info(a->dtype)->name);
     }
     return cuda_launched("copy");

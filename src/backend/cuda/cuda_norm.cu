@@ -66,7 +66,8 @@ lmx_status lmx_cuda_layer_norm(const lmx_node *n, lmx_pool *pool) {
 /* Non-traditional (rotate_half): pairs (i, i + dims/2); traditional: (2i, 2i+1).
  * Features past dims pass through (copied when out != x). */
 __global__ void rope_k(float *o, const float *x, const float *inv_freq, int64_t rows, int64_t H, int64_t hd,
-                       int64_t pos0, int dims, int trad, float ms) {
+                       int64_t pos0, const int64_t *dpos, int dims, int trad, float ms) {
+    if (dpos) pos0 = *dpos; /* a static decode graph: the step's position (cuda_step.cu) */
     int half = dims / 2;
     int64_t n = rows * half;
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
@@ -100,7 +101,7 @@ lmx_status lmx_cuda_rope(const lmx_node *n, lmx_pool *pool) {
     if (work == 0) return LMX_OK;
     int64_t blocks = (work + 255) / 256;
     rope_k<<<(unsigned)(blocks < 4096 ? blocks : 4096), 256, 0, c->stream>>>(
-        (float *)n->out->data, (const float *)x->data, (const float *)n->src[1]->data, T * H, H, hd, n->ip[0], dims,
+        (float *)n->out->data, (const float *)x->data, (const float *)n->src[1]->data, T * H, H, hd, n->ip[0], c->dyn_pos, dims,
         n->ip[2], n->fp[0]);
     return cuda_launched("rope");
 }

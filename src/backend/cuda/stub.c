@@ -53,3 +53,42 @@ lmx_status lmx_cuda_greedy(lmx_backend *b, const lmx_array *logits, lmx_cuda_pic
     (void)out;
     return no_cuda();
 }
+
+lmx_status lmx_cuda_step_capture_begin(lmx_backend *b, int64_t pos, size_t scratch_bytes) {
+    (void)b;
+    (void)pos;
+    (void)scratch_bytes;
+    return no_cuda();
+}
+
+lmx_status lmx_cuda_step_capture_end(lmx_backend *b, int key) {
+    (void)b;
+    (void)key;
+    return no_cuda();
+}
+
+void lmx_cuda_step_capture_abort(lmx_backend *b) { (void)b; }
+
+lmx_status lmx_cuda_step_launch(lmx_backend *b, int key, int64_t pos) {
+    (void)b;
+    (void)key;
+    (void)pos;
+    return no_cuda();
+}
+
+uint64_t lmx_cuda_scratch_generation(const lmx_backend *b) {
+    (void)b;
+    return 0;
+}
+
+lmx_status lmx_cuda_greedy_launch(lmx_backend *b, const lmx_array *logits) {
+    (void)b;
+    (void)logits;
+    return no_cuda();
+}
+
+lmx_status lmx_cuda_greedy_read(lmx_backend *b, lmx_cuda_pick *out) {
+    (void)b;
+    (void)out;
+    return no_cuda();
+}
