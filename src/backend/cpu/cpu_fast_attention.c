@@ -61,9 +61,13 @@ static void attn_task(int ith, int nth, void *arg) {
                 for (int64_t j = 0; j < nj; j++) sg[j] = cap * tanhf(sg[j] / cap);
             float mx = -INFINITY, sum = 0;
             for (int64_t j = 0; j < nj; j++) mx = sg[j] > mx ? sg[j] : mx;
-            for (int64_t j = 0; j < nj; j++) {
-                sg[j] = expf(sg[j] - mx);
-                sum += sg[j];
+            if (kt->softmax_exp) {
+                sum = kt->softmax_exp(sg, nj, mx);
+            } else {
+                for (int64_t j = 0; j < nj; j++) {
+                    sg[j] = expf(sg[j] - mx);
+                    sum += sg[j];
+                }
             }
             for (int64_t j = 0; j < nj; j++) sg[j] = sg[j] / sum;
         }

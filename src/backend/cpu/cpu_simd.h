@@ -107,6 +107,9 @@ typedef struct lmx_simd_kernels {
     /* acc[g*as + d] += sum_j p[g*ps + j] * v_j[d] for g < G, d < vd; v_j = v + j*vs. */
     void (*attn_av)(const float *p, int G, int64_t ps, const float *v, int64_t vs, int64_t n, int64_t vd,
                     float *acc, int64_t as);
+    /* Optional (NULL: libm expf in a loop): s[j] = exp(s[j] - mx) for j < n,
+     * returning the sum of the new s[j]. Within 2 ulp of expf per element. */
+    float (*softmax_exp)(float *s, int64_t n, float mx);
 } lmx_simd_kernels;
 
 /* The table for this process (detected once, thread-safe); NULL when

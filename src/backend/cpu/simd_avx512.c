@@ -447,30 +447,89 @@ static inline float dot(const float *a, const float *b, int64_t n) {
     return _mm512_reduce_add_ps(s);
 }
 
+/* Four keys at a time: each q_g chunk is loaded once per four keys and the
+ * four dot products reduce together, which keeps more FMAs in flight than
+ * one dot (and one horizontal sum) per key. */
 static void z_attn_scores(const float *q, int G, int64_t qs, const float *k, int64_t ks, int64_t n, int64_t hd,
                           float scale, float *s, int64_t ss) {
-    for (int64_t j = 0; j < n; j++) {
+    int64_t j = 0;
+    for (; j + 4 <= n; j += 4) {
+        const float *k0 = k + j * ks, *k1 = k0 + ks, *k2 = k1 + ks, *k3 = k2 + ks;
+        for (int g = 0; g < G; g++) {
+            const float *qg = q + g * qs;
+            __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+            for (int64_t d = 0; d < hd; d += 16) {
+                __mmask16 mk = hd - d >= 16 ? (__mmask16)0xffff : tail_mask(hd - d);
+                __m512 qv = _mm512_maskz_loadu_ps(mk, qg + d);
+                a0 = _mm512_fmadd_ps(qv, _mm512_maskz_loadu_ps(mk, k0 + d), a0);
+                a1 = _mm512_fmadd_ps(qv, _mm512_maskz_loadu_ps(mk, k1 + d), a1);
+                a2 = _mm512_fmadd_ps(qv, _mm512_maskz_loadu_ps(mk, k2 + d), a2);
+                a3 = _mm512_fmadd_ps(qv, _mm512_maskz_loadu_ps(mk, k3 + d), a3);
+            }
+            float *sg = s + g * ss + j;
+            sg[0] = _mm512_reduce_add_ps(a0) * scale;
+            sg[1] = _mm512_reduce_add_ps(a1) * scale;
+            sg[2] = _mm512_reduce_add_ps(a2) * scale;
+            sg[3] = _mm512_reduce_add_ps(a3) * scale;
+        }
+    }
+    for (; j < n; j++) {
         const float *kj = k + j * ks;
         for (int g = 0; g < G; g++) s[g * ss + j] = dot(q + g * qs, kj, hd) * scale;
     }
 }
 
+/* Each 16-feature chunk of a V row is loaded once for all G heads (G ≤ 8
+ * accumulators in registers; larger groups take 8 heads at a time). */
 static void z_attn_av(const float *p, int G, int64_t ps, const float *v, int64_t vs, int64_t n, int64_t vd,
                       float *acc, int64_t as) {
-    for (int64_t d = 0; d < vd; d += 16) {
-        __mmask16 mk = vd - d >= 16 ? (__mmask16)0xffff : tail_mask(vd - d);
-        for (int g = 0; g < G; g++) {
-            const float *pg = p + g * ps;
-            __m512 a0 = _mm512_maskz_loadu_ps(mk, acc + g * as + d), a1 = _mm512_setzero_ps();
-            int64_t j = 0;
-            for (; j + 2 <= n; j += 2) {
-                a0 = _mm512_fmadd_ps(_mm512_set1_ps(pg[j]), _mm512_maskz_loadu_ps(mk, v + j * vs + d), a0);
-                a1 = _mm512_fmadd_ps(_mm512_set1_ps(pg[j + 1]), _mm512_maskz_loadu_ps(mk, v + (j + 1) * vs + d), a1);
+    for (int g0 = 0; g0 < G; g0 += 8) {
+        int gn = G - g0 < 8 ? G - g0 : 8;
+        for (int64_t d = 0; d < vd; d += 16) {
+            __mmask16 mk = vd - d >= 16 ? (__mmask16)0xffff : tail_mask(vd - d);
+            __m512 a[8];
+            for (int g = 0; g < gn; g++) a[g] = _mm512_maskz_loadu_ps(mk, acc + (g0 + g) * as + d);
+            for (int64_t j = 0; j < n; j++) {
+                __m512 vj = _mm512_maskz_loadu_ps(mk, v + j * vs + d);
+                for (int g = 0; g < gn; g++) a[g] = _mm512_fmadd_ps(_mm512_set1_ps(p[(g0 + g) * ps + j]), vj, a[g]);
             }
-            if (j < n) a0 = _mm512_fmadd_ps(_mm512_set1_ps(pg[j]), _mm512_maskz_loadu_ps(mk, v + j * vs + d), a0);
-            _mm512_mask_storeu_ps(acc + g * as + d, mk, _mm512_add_ps(a0, a1));
+            for (int g = 0; g < gn; g++) _mm512_mask_storeu_ps(acc + (g0 + g) * as + d, mk, a[g]);
         }
     }
+}
+
+/* exp(x) for x ≤ 0 (a score minus the row max): x = n·ln2 + r, |r| ≤ ln2/2,
+ * exp(r) by its degree-6 Taylor polynomial (relative error < 2e-8 there,
+ * below f32 rounding), times 2^n by vscalefps; x < -87.3 gives 0 as expf's
+ * underflow does. */
+static inline __m512 exp_neg(__m512 x) {
+    const __m512 lo = _mm512_set1_ps(-87.33654f);
+    __mmask16 under = _mm512_cmp_ps_mask(x, lo, _CMP_LT_OQ);
+    x = _mm512_max_ps(lo, x); /* operand order keeps a NaN score NaN */
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x); /* ln2 split: hi exact in f32 */
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 y = _mm512_set1_ps(1.0f / 720);
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.0f / 120));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.0f / 24));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.0f / 6));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(0.5f));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.0f));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.0f));
+    return _mm512_maskz_mov_ps((__mmask16)~under, _mm512_scalef_ps(y, n));
+}
+
+static float z_softmax_exp(float *s, int64_t n, float mx) {
+    __m512 m = _mm512_set1_ps(mx), sum = _mm512_setzero_ps();
+    for (int64_t j = 0; j < n; j += 16) {
+        __mmask16 mk = n - j >= 16 ? (__mmask16)0xffff : tail_mask(n - j);
+        __m512 e = exp_neg(_mm512_sub_ps(_mm512_maskz_loadu_ps(mk, s + j), m));
+        e = _mm512_maskz_mov_ps(mk, e);
+        _mm512_mask_storeu_ps(s + j, mk, e);
+        sum = _mm512_add_ps(sum, e);
+    }
+    return _mm512_reduce_add_ps(sum);
 }
 
 const lmx_simd_kernels lmx_simd_avx512 = {
@@ -491,4 +550,5 @@ const lmx_simd_kernels lmx_simd_avx512 = {
     .gemm_qx = lmx_qx_gemm_avx512,
     .attn_scores = z_attn_scores,
     .attn_av = z_attn_av,
+    .softmax_exp = z_softmax_exp,
 };
