@@ -43,6 +43,7 @@
 #include "models/adapters.h"
 #include "train/train_internal.h"
 #include "train/trainer.h"
+#include "../unit/train_compare.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -128,33 +129,6 @@ static lmx_trainer *make_trainer(lmx_model *M, lmx_adapters *ad, bool ckpt) {
     return make_trainer_opt(M, ad, ckpt, LMX_OPT_ADAM, 1e-2f);
 }
 
-static const int32_t toks[2][12] = {{5, 17, 99, 3, 200, 42, 7, 128, 64, 250, 11, 33},
-                                    {9, 18, 77, 250, 3, 14, 160, 0, 0, 0, 0, 0}};
-static const int32_t offs[2] = {1, 1}, lens[2] = {12, 7};
-
-/* Worst per-tensor max|a-b|/max|b| over the summed gradients; *zero counts
- * tensors whose reference gradient is all zeros (none expected). */
-static double grad_rel(const lmx_trainer *a, const lmx_trainer *b, int *zero) {
-    double worst = 0;
-    *zero = 0;
-    for (int i = 0; i < lmx_trainer_n_params(b); i++) {
-        const float *ga = lmx_trainer_grad_sum(a, i), *gb = lmx_trainer_grad_sum(b, i);
-        int64_t n = lmx_array_numel(lmx_trainer_param(b, i));
-        double md = 0, mr = 0;
-        for (int64_t j = 0; j < n; j++) {
-            double x = ga ? ga[j] : 0, y = gb ? gb[j] : 0;
-            md = fmax(md, fabs(x - y));
-            mr = fmax(mr, fabs(y));
-        }
-        if (mr == 0) {
-            (*zero)++;
-            if (md > 0) worst = INFINITY;
-            continue;
-        }
-        worst = fmax(worst, md / mr);
-    }
-    return worst;
-}
 
 static void run_case(const char *name, const char *path, bool exact) {
     double tl = exact ? 2e-5 : 2e-4, tg = exact ? 2e-4 : 2e-3, tc = exact ? 2e-4 : 2e-3;

@@ -31,6 +31,7 @@
 #include "models/adapters.h"
 #include "train/train_internal.h"
 #include "train/trainer.h"
+#include "train_compare.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -121,32 +122,6 @@ static lmx_trainer *trainer(lmx_model *M, lmx_adapters *ad, bool ckpt) {
     return t;
 }
 
-static const int32_t toks[2][12] = {{5, 17, 99, 3, 200, 42, 7, 128, 64, 250, 11, 33},
-                                    {9, 18, 77, 250, 3, 14, 160, 0, 0, 0, 0, 0}};
-static const int32_t offs[2] = {1, 1}, lens[2] = {12, 7};
-
-/* Worst per-tensor max|a-b|/max|b|; counts tensors without any gradient. */
-static double grad_rel(const lmx_trainer *a, const lmx_trainer *b, int *zero) {
-    double worst = 0;
-    *zero = 0;
-    for (int i = 0; i < lmx_trainer_n_params(b); i++) {
-        const float *ga = lmx_trainer_grad_sum(a, i), *gb = lmx_trainer_grad_sum(b, i);
-        int64_t n = lmx_array_numel(lmx_trainer_param(b, i));
-        double md = 0, mr = 0;
-        for (int64_t j = 0; j < n; j++) {
-            double x = ga ? ga[j] : 0, y = gb ? gb[j] : 0;
-            md = fmax(md, fabs(x - y));
-            mr = fmax(mr, fabs(y));
-        }
-        if (mr == 0) {
-            (*zero)++;
-            if (md > 0) worst = INFINITY;
-        } else {
-            worst = fmax(worst, md / mr);
-        }
-    }
-    return worst;
-}
 
 static void train_case(const char *rel, float dropout, bool ckpt) {
     lmx_backend *dev = devmem_backend();
