@@ -6,6 +6,7 @@
  * NULL when that gradient is not wanted). Math in f32 with f64 row sums,
  * mirroring the reference kernels in src/backend/cpu. Attention lives in
  * vjp_attention.c. */
+#include "core/act_math.h"
 #include "core/tape.h"
 
 #include <math.h>
@@ -230,34 +231,9 @@ lmx_status lmx_vjp_binary(const lmx_node *n, const lmx_array *dout, lmx_array *d
     return st;
 }
 
-float lmx_vjp_act(float x, int act) {
-    switch (act) {
-    case LMX_ACT_SILU: return x / (1.0f + expf(-x));
-    case LMX_ACT_GELU_ERF: return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
-    case LMX_ACT_GELU_TANH:
-        return 0.5f * x * (1.0f + tanhf(0.79788456080286536f * (x + 0.044715f * x * x * x)));
-    case LMX_ACT_RELU: return x > 0 ? x : 0;
-    }
-    return x;
-}
+float lmx_vjp_act(float x, int act) { return lmx_act_value(x, act); }
 
-float lmx_vjp_act_grad(float x, int act) {
-    switch (act) {
-    case LMX_ACT_SILU: {
-        float s = 1.0f / (1.0f + expf(-x));
-        return s * (1.0f + x * (1.0f - s));
-    }
-    case LMX_ACT_GELU_ERF:
-        return 0.5f * (1.0f + erff(x * 0.70710678118654752f)) + x * expf(-0.5f * x * x) * 0.39894228040143268f;
-    case LMX_ACT_GELU_TANH: {
-        const float k = 0.79788456080286536f;
-        float t = tanhf(k * (x + 0.044715f * x * x * x));
-        return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * k * (1.0f + 3.0f * 0.044715f * x * x);
-    }
-    case LMX_ACT_RELU: return x > 0 ? 1.0f : 0.0f;
-    }
-    return 1.0f;
-}
+float lmx_vjp_act_grad(float x, int act) { return lmx_act_deriv(x, act); }
 
 /* SCALE, SOFTCAP, ACT (gated when src[1] is given), COPY. */
 lmx_status lmx_vjp_unary(const lmx_node *n, const lmx_array *dout, lmx_array *dsrc[]) {

@@ -3,6 +3,7 @@
  * rows, row softmax. Rows are 2-D views: R rows of C elements, row strides
  * in elements as the CPU kernels read them. */
 #include "backend/cuda/cuda_quant.cuh"
+#include "core/act_math.h"
 
 static dim3 grid_for(int64_t n, int threads) {
     int64_t b = (n + threads - 1) / threads;
@@ -78,16 +79,6 @@ lmx_status lmx_cuda_binary(const lmx_node *n, lmx_pool *pool) {
 
 enum { UN_SCALE = 0, UN_SOFTCAP = 1, UN_ACT = 2 };
 
-__device__ __forceinline__ float act_f(float x, int act) {
-    switch (act) {
-    case LMX_ACT_SILU: return x / (1.0f + expf(-x));
-    case LMX_ACT_GELU_ERF: return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
-    case LMX_ACT_GELU_TANH: return 0.5f * x * (1.0f + tanhf(0.79788456080286536f * (x + 0.044715f * x * x * x)));
-    case LMX_ACT_RELU: return x > 0 ? x : 0;
-    }
-    return x;
-}
-
 __global__ void unary_k(float *o, const float *a, const float *b, int64_t R, int64_t C, int64_t os, int64_t as,
                         int64_t bs, int kind, int act, float p) {
     int64_t n = R * C;
@@ -99,7 +90,7 @@ __global__ void unary_k(float *o, const float *a, const float *b, int64_t R, int
         else if (kind == UN_SOFTCAP)
             y = p * tanhf(x / p);
         else
-            y = act_f(x, act) * (b ? b[r * bs + col] : 1.0f);
+            y = lmx_act_value(x, act) * (b ? b[r * bs + col] : 1.0f);
         o[r * os + col] = y;
     }
 }

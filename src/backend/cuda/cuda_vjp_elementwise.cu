@@ -10,6 +10,7 @@
  * contribution per row into scratch and sum the columns (deterministic, no
  * atomics on the hot rows). */
 #include "backend/cuda/cuda_vjp.cuh"
+#include "core/act_math.h"
 
 /* ---- column sums ------------------------------------------------------- */
 
@@ -222,34 +223,7 @@ lmx_status lmx_cuda_vjp_binary(const lmx_node *n, const lmx_array *dout, lmx_arr
 
 /* ---- scale / softcap / act / copy ------------------------------------ */
 
-/* The reference's act(x) and act'(x) (core/vjp.c lmx_vjp_act*). */
-__device__ __forceinline__ float vjp_act(float x, int act) {
-    switch (act) {
-    case LMX_ACT_SILU: return x / (1.0f + expf(-x));
-    case LMX_ACT_GELU_ERF: return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
-    case LMX_ACT_GELU_TANH: return 0.5f * x * (1.0f + tanhf(0.79788456080286536f * (x + 0.044715f * x * x * x)));
-    case LMX_ACT_RELU: return x > 0 ? x : 0;
-    }
-    return x;
-}
-__device__ __forceinline__ float vjp_act_grad(float x, int act) {
-    switch (act) {
-    case LMX_ACT_SILU: {
-        float s = 1.0f / (1.0f + expf(-x));
-        return s * (1.0f + x * (1.0f - s));
-    }
-    case LMX_ACT_GELU_ERF:
-        return 0.5f * (1.0f + erff(x * 0.70710678118654752f)) + x * expf(-0.5f * x * x) * 0.39894228040143268f;
-    case LMX_ACT_GELU_TANH: {
-        const float k = 0.79788456080286536f;
-        float t = tanhf(k * (x + 0.044715f * x * x * x));
-        return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * k * (1.0f + 3.0f * 0.044715f * x * x);
-    }
-    case LMX_ACT_RELU: return x > 0 ? 1.0f : 0.0f;
-    }
-    return 1.0f;
-}
-
+/* act(x) and act'(x) come from core/act_math.h, shared with the reference. */
 __global__ void vjp_unary_k(float *da, float *db, const float *g, const float *a, const float *b, int64_t R,
                             int64_t C, int64_t as, int64_t bs, int op, int act, float f) {
     CUDA_VJP_LOOP(i, R * C) {
@@ -262,8 +236,8 @@ __global__ void vjp_unary_k(float *da, float *db, const float *g, const float *a
             d = gv * (1.0f - t * t);
         } else {
             float x = a[r * as + col], bv = b ? b[r * bs + col] : 1.0f;
-            d = gv * vjp_act_grad(x, act) * bv;
-            if (b && db) db[i] += gv * vjp_act(x, act);
+            d = gv * lmx_act_deriv(x, act) * bv;
+            if (b && db) db[i] += gv * lmx_act_value(x, act);
         }
         if (da) da[i] += d;
     }
