@@ -47,6 +47,15 @@ head -c 200 "$TMP/l.safetensors" | grep -q '"logits":{"dtype":"F32","shape":\[3,
 # bench --json on the tiny model
 out=$("$LMX" bench -p 8 -g 4 -n 1 --json)
 printf '%s' "$out" | grep -q '"averages": {"prompt_tps"' && ok bench_json || bad bench_json "$out"
+# the memory bound fields: KV bytes > 0 and the verdict, and the prefill chunk in use
+printf '%s' "$out" | grep -Eq '"kv_cache_bytes": [1-9][0-9]*, "peak_memory_bound": [0-9.]+, "peak_within_bound": (true|false)' \
+  && ok bench_json_bound || bad bench_json_bound "$out"
+out=$("$LMX" bench -p 8 -g 4 -n 1 --json --prefill-step-size 3)
+printf '%s' "$out" | grep -q '"prefill_step_size": 3,' && ok bench_prefill_step || bad bench_prefill_step "$out"
+out=$("$LMX" bench -p 8 -g 4 -n 1 --prefill-step-size 0 2>&1)
+rc=$?
+[ $rc -ne 0 ] && printf '%s\n' "$out" | grep -q -- "--prefill-step-size" && [ "$(printf '%s\n' "$out" | wc -l)" -eq 1 ] \
+  && ok bench_bad_prefill_step || bad bench_bad_prefill_step "rc=$rc $out"
 
 # perplexity: plain text works; malformed jsonl, missing file and bad flags are one-line errors
 printf 'Once upon a time there was a cat. The cat was happy and played all day.\n' > "$TMP/p.txt"

@@ -79,6 +79,8 @@ out=$("$LMX" lora --train --iters 5.0 2>&1)
 [ $? -eq 2 ] && printf '%s\n' "$out" | grep -q "argument --iters: invalid int value: '5.0'" && ok lora_bad_flag || bad lora_bad_flag "$out"
 out=$("$LMX" lora --train --batch-size 0 2>&1)
 [ $? -eq 2 ] && printf '%s\n' "$out" | grep -q 'batch_size: 0 is out of range' && ok lora_bad_value || bad lora_bad_value "$out"
+out=$("$LMX" lora --model "$M" --train --data "$DATA" --iters 1 --device gpu 2>&1)
+[ $? -eq 2 ] && [ "$out" = "lmx lora: --device takes cpu, cuda or auto" ] && ok lora_bad_device || bad lora_bad_device "$out"
 "$LMX" lora --help | grep -q '^usage: lmx lora' && ok lora_help || bad lora_help "no usage"
 
 echo "$pass passed, $fail failed"

@@ -43,12 +43,7 @@ static lmx_exec gex, cex;
 static uint64_t rng;
 static int n_ok, n_bad;
 
-static double urand(void) {
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (double)(rng >> 11) / 9007199254740992.0;
-}
+static double urand(void) { return (double)(gq_next(&rng) >> 11) / 9007199254740992.0; }
 
 static void die(const char *what) {
     fprintf(stderr, "FATAL %s: %s\n", what, lmx_last_error());

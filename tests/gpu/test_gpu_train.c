@@ -73,14 +73,6 @@ static bool ok(lmx_status s, const char *what) {
     return false;
 }
 
-static uint64_t rng_s;
-static float frand(void) {
-    rng_s ^= rng_s << 13;
-    rng_s ^= rng_s >> 7;
-    rng_s ^= rng_s << 17;
-    return (float)((rng_s >> 40) / (double)(1ull << 24)) * 2.0f - 1.0f;
-}
-
 static lmx_model *load(const char *path, const char *device) {
     lmx_load_options lo;
     lmx_load_options_init(&lo);

@@ -83,14 +83,6 @@ static lmx_model *load(const char *rel, lmx_backend *dev) {
     return m;
 }
 
-static uint64_t rng_s;
-static float frand(void) {
-    rng_s ^= rng_s << 13;
-    rng_s ^= rng_s >> 7;
-    rng_s ^= rng_s << 17;
-    return (float)((rng_s >> 40) / (double)(1ull << 24)) * 2.0f - 1.0f;
-}
-
 static lmx_adapters *adapters(lmx_model *M, lmx_ft_type type, float dropout) {
     lmx_adapter_config cfg;
     memset(&cfg, 0, sizeof cfg);

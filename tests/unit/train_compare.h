@@ -1,5 +1,5 @@
-/* train_compare.h - what two trainer tests share: the tiny two-row batch
- * (one row padded) and the per-tensor gradient comparison. Included by
+/* train_compare.h - what two trainer tests share: a random source, the tiny
+ * two-row batch (one row padded) and the per-tensor gradient comparison. Included by
  * tests/unit/test_train_devmem.c (device code paths on the CPU) and
  * tests/gpu/test_gpu_train.c (CUDA vs CPU). */
 #ifndef LMX_TESTS_TRAIN_COMPARE_H
@@ -8,6 +8,15 @@
 #include "train/trainer.h"
 
 #include <math.h>
+
+/* Uniform in [-1, 1) from xorshift64 state rng_s (the caller seeds it). */
+static uint64_t rng_s;
+static float frand(void) {
+    rng_s ^= rng_s << 13;
+    rng_s ^= rng_s >> 7;
+    rng_s ^= rng_s << 17;
+    return (float)((rng_s >> 40) / (double)(1ull << 24)) * 2.0f - 1.0f;
+}
 
 static const int32_t toks[2][12] = {{5, 17, 99, 3, 200, 42, 7, 128, 64, 250, 11, 33},
                                     {9, 18, 77, 250, 3, 14, 160, 0, 0, 0, 0, 0}};
