@@ -413,6 +413,9 @@ static void attn_all(const lmx_simd_kernels *k) {
     attn_case(k, 7, 6, 3, 40, 5, 0, 0);      /* prefill continuing a cache */
     attn_case(k, 19, 4, 1, 33, 0, 8, 0);     /* sliding window, MQA */
     attn_case(k, 5, 8, 4, 64, 11, 0, 30.0f); /* soft-capping */
+    attn_case(k, 1, 32, 4, 128, 300, 0, 0);  /* G=8, hd 128: two tiles of heads and of features */
+    attn_case(k, 2, 10, 2, 80, 40, 0, 0);    /* G=5 (a 1-head tile), a partial feature tile */
+    attn_case(k, 1, 8, 1, 256, 70, 0, 0);    /* hd 256, MQA */
 }
 
 static void test_attention(void) { each_isa(attn_all); }

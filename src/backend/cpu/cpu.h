@@ -38,6 +38,18 @@ static inline int64_t cpu_cols(const lmx_array *a) { return a->ndim ? a->shape[a
 static inline int64_t cpu_row_stride(const lmx_array *a) {
     return a->ndim >= 2 ? a->strides[a->ndim - 2] : cpu_cols(a);
 }
+/* Runs fn over the pool, or inline on the calling thread when the op
+ * touches fewer than LMX_CPU_INLINE elements (a decode step's norms, adds,
+ * RoPE and cache copies on one row): splitting ~2k floats saves less than
+ * the round trip to a worker costs, and costs far more when another process
+ * holds the worker's core. Every op's outputs are the same for any split. */
+#define LMX_CPU_INLINE 8192
+static inline void lmx_cpu_run(lmx_pool *pool, lmx_pool_fn fn, void *arg, int64_t elements) {
+    if (elements < LMX_CPU_INLINE)
+        fn(0, 1, arg);
+    else
+        lmx_pool_run(pool, fn, arg);
+}
 float lmx_cpu_dot_f32(const float *a, const float *b, int64_t n);
 /* Row r of w [N, K] (any dtype row) as f32 into out[K]; MLX packed rows use
  * scales/biases [N, K/group] and need sb = out + K scratch (see below). */

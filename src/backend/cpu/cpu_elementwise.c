@@ -9,7 +9,7 @@ typedef struct {
 
 static void run(lmx_pool *pool, lmx_pool_fn fn, const lmx_node *n) {
     ew_job j = {n};
-    lmx_pool_run(pool, fn, &j);
+    lmx_cpu_run(pool, fn, &j, lmx_array_numel(n->out));
 }
 
 static void get_rows_task(int ith, int nth, void *arg) {
@@ -102,21 +102,26 @@ static void unary_task(int ith, int nth, void *arg) {
     const lmx_array *a = n->src[0], *b = n->op == LMX_OP_ACT ? n->src[1] : NULL;
     int64_t R = cpu_rows(a), C = cpu_cols(a);
     int64_t as = cpu_row_stride(a), os = cpu_row_stride(n->out), bs = b ? cpu_row_stride(b) : 0;
-    int64_t lo, hi;
-    lmx_split(R, ith, nth, &lo, &hi);
+    /* Fewer rows than threads (decode: one row of the MLP width) splits the
+     * columns instead, so that every thread takes part. */
+    int64_t lo = 0, hi = R, c0 = 0, c1 = C;
+    if (R < nth)
+        lmx_split(C, ith, nth, &c0, &c1);
+    else
+        lmx_split(R, ith, nth, &lo, &hi);
     for (int64_t r = lo; r < hi; r++) {
         const float *ar = (const float *)a->data + r * as;
         float *o = (float *)n->out->data + r * os;
         switch (n->op) {
         case LMX_OP_SCALE:
-            for (int64_t c = 0; c < C; c++) o[c] = ar[c] * n->fp[0];
+            for (int64_t c = c0; c < c1; c++) o[c] = ar[c] * n->fp[0];
             break;
         case LMX_OP_SOFTCAP:
-            for (int64_t c = 0; c < C; c++) o[c] = n->fp[0] * tanhf(ar[c] / n->fp[0]);
+            for (int64_t c = c0; c < c1; c++) o[c] = n->fp[0] * tanhf(ar[c] / n->fp[0]);
             break;
         default: {
             const float *br = b ? (const float *)b->data + r * bs : NULL;
-            for (int64_t c = 0; c < C; c++) o[c] = act_f(ar[c], n->ip[0]) * (br ? br[c] : 1.0f);
+            for (int64_t c = c0; c < c1; c++) o[c] = act_f(ar[c], n->ip[0]) * (br ? br[c] : 1.0f);
         }
         }
     }

@@ -1,11 +1,11 @@
 /* cpu_fast_matmul.c - out[M,N] = x[M,K] · w[N,K]ᵀ + b with the SIMD tables,
  * for f32/f16/bf16 weights; everything else goes to the reference kernel.
  *
- * Small M (decode, M < LMX_GEMM_MIN_M): matvec. The weight rows are cut into
- * chunks of equal size (= equal bytes, every row has K elements), about 8 per
- * thread, which threads claim from an atomic counter: each weight byte is
+ * Small M (decode, M < LMX_GEMM_MIN_M): matvec. Threads claim ranges of
+ * weight rows, long ones first and short ones at the end (cpu_claim.h;
+ * every row has K elements, so rows are bytes): each weight byte is
  * streamed once by one core while x stays in L1, and a core slowed down by
- * another process (or by its share of the memory bus) does fewer chunks
+ * another process (or by its share of the memory bus) claims fewer rows
  * instead of leaving the other one spinning at the join. Which thread does a
  * row never changes its value.
  * GGUF Q8_0/Q4_0/Q6_K weights go to the int8-activation kernels first
@@ -19,6 +19,7 @@
  * reuses it for all M rows through the register tile. Each output element is
  * summed in an order that depends only on K and KC, never on the thread
  * count. */
+#include "backend/cpu/cpu_claim.h"
 #include "backend/cpu/cpu_simd.h"
 
 #include <stdatomic.h>
@@ -31,8 +32,7 @@ typedef struct {
     const lmx_simd_kernels *k;
     const lmx_node *n;
     _Atomic bool failed;
-    _Atomic int64_t next; /* matvec: next chunk to claim */
-    int64_t chunk;        /* matvec: rows per chunk (a multiple of 4) */
+    lmx_row_claim rows; /* matvec: weight rows (cpu_claim.h) */
 } fm_job;
 
 static bool is_float(lmx_dtype t) { return t == LMX_F32 || t == LMX_F16 || t == LMX_BF16; }
@@ -91,7 +91,7 @@ static void matvec_task(int ith, int nth, void *arg) {
     fm_job *job = arg;
     const lmx_node *n = job->n;
     const lmx_array *x = n->src[0], *w = n->src[1];
-    int64_t M = cpu_rows(x), K = w->shape[1], N = w->shape[0];
+    int64_t M = cpu_rows(x), K = w->shape[1];
     int64_t xs = cpu_row_stride(x), os = cpu_row_stride(n->out);
     (void)ith, (void)nth;
     float *out = n->out->data;
@@ -99,11 +99,8 @@ static void matvec_task(int ith, int nth, void *arg) {
         job->failed = true;
         return;
     }
-    for (;;) {
-        int64_t c = atomic_fetch_add_explicit(&job->next, 1, memory_order_relaxed);
-        int64_t lo = c * job->chunk;
-        if (lo >= N) break;
-        int64_t hi = lo + job->chunk < N ? lo + job->chunk : N;
+    int64_t lo, hi;
+    while (lmx_row_claim_next(&job->rows, &lo, &hi)) {
         if (is_float(w->dtype))
             job->k->matvec(w->dtype, w->data, K, lo, hi, x->data, xs, M, out, os);
         else if (is_mlx(w->dtype))
@@ -211,11 +208,8 @@ lmx_status lmx_fast_matmul_with(const lmx_simd_kernels *k, const lmx_node *n, lm
     if (!handled(k, n)) return lmx_cpu_matmul(n, pool);
     fm_job job = {.k = k, .n = n};
     atomic_init(&job.failed, false);
-    atomic_init(&job.next, 0);
     int64_t M = cpu_rows(n->src[0]), N = n->src[1]->shape[0];
-    int nth = lmx_pool_size(pool);
-    job.chunk = (N / ((int64_t)nth * 8) + 3) & ~(int64_t)3; /* blocks of 4 rows: the kernel's unroll */
-    if (job.chunk < 16) job.chunk = 16;
+    lmx_row_claim_init(&job.rows, N, lmx_pool_size(pool), 16);
     lmx_pool_run(pool, M < LMX_GEMM_MIN_M ? matvec_task : gemm_task, &job);
     return job.failed ? lmx_err(LMX_ERR_NOMEM, "matmul: out of memory") : LMX_OK;
 }

@@ -2,12 +2,13 @@
  * weights (Q8_0, Q4_0, Q6_K, Q4_K) through the int8-activation kernels
  * (cpu_qdot.h): x is quantized once per matmul (rows split over the pool when
  * there are many), then
- * - decode (M < LMX_QX_MIN_M): the table's matvec_qx over chunks of weight
- *   rows that threads claim from an atomic counter, as the f32 matvec does;
+ * - decode (M < LMX_QX_MIN_M): the table's matvec_qx over ranges of weight
+ *   rows that threads claim as the f32 matvec does (cpu_claim.h);
  * - prefill: each claimed panel of qnr weight rows is packed once per KCQ
  *   columns (u8 + scales, L1-resident) and reused by every qmr-row tile of x.
  * Every output is computed by one thread in an order fixed by K, so results
  * do not depend on the thread count. */
+#include "backend/cpu/cpu_claim.h"
 #include "backend/cpu/cpu_qdot.h"
 
 #include <stdatomic.h>
@@ -22,8 +23,8 @@ typedef struct {
     lmx_xq xq;
     int32_t *corr;
     _Atomic bool failed;
-    _Atomic int64_t next;
-    int64_t chunk;
+    _Atomic int64_t next; /* prefill: next panel */
+    lmx_row_claim rows;   /* decode: weight rows (cpu_claim.h) */
 } qx_job;
 
 static bool qx_handled(const lmx_simd_kernels *k, const lmx_node *n) {
@@ -84,13 +85,11 @@ static void matvec_task(int ith, int nth, void *arg) {
     qx_job *job = arg;
     const lmx_node *n = job->n;
     const lmx_array *x = n->src[0], *w = n->src[1];
-    const int64_t M = cpu_rows(x), K = w->shape[1], N = w->shape[0], os = cpu_row_stride(n->out);
+    const int64_t M = cpu_rows(x), K = w->shape[1], os = cpu_row_stride(n->out);
     float *out = n->out->data;
     (void)ith, (void)nth;
-    for (;;) {
-        int64_t lo = atomic_fetch_add_explicit(&job->next, 1, memory_order_relaxed) * job->chunk;
-        if (lo >= N) break;
-        int64_t hi = lo + job->chunk < N ? lo + job->chunk : N;
+    int64_t lo, hi;
+    while (lmx_row_claim_next(&job->rows, &lo, &hi)) {
         job->k->matvec_qx(w->dtype, w->data, K, lo, hi, &job->xq, M, out, os);
         if (!lmx_fast_add_bias(n->src[2], out, os, M, lo, hi)) job->failed = true;
     }
@@ -148,9 +147,7 @@ bool lmx_fast_qmatmul(const lmx_simd_kernels *k, const lmx_node *n, lmx_pool *po
         lmx_pool_run(pool, quantize_task, &job);
     else
         quantize_rows(&job, 0, M);
-    int nth = lmx_pool_size(pool);
-    job.chunk = (N / ((int64_t)nth * 8) + 3) & ~(int64_t)3; /* blocks of 4 rows: the kernels' unroll */
-    if (job.chunk < 16) job.chunk = 16;
+    lmx_row_claim_init(&job.rows, N, lmx_pool_size(pool), 16);
     lmx_pool_run(pool, gemm ? gemm_task : matvec_task, &job);
     *st = job.failed ? lmx_err(LMX_ERR_NOMEM, "matmul: out of memory") : LMX_OK;
     return true;

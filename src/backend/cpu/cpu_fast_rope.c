@@ -68,6 +68,6 @@ lmx_status lmx_fast_rope(const lmx_node *n, lmx_pool *pool) {
         n->src[1]->dtype != LMX_F32 || n->src[0]->dtype != LMX_F32)
         return lmx_cpu_rope(n, pool);
     rope_job job = {n, false};
-    lmx_pool_run(pool, rope_task, &job);
+    lmx_cpu_run(pool, rope_task, &job, lmx_array_numel(n->out));
     return job.failed ? lmx_err(LMX_ERR_NOMEM, "rope: out of memory") : LMX_OK;
 }

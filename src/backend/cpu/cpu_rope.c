@@ -44,6 +44,6 @@ lmx_status lmx_cpu_rope(const lmx_node *n, lmx_pool *pool) {
     if (!lmx_array_is_contiguous(n->src[0]) || !lmx_array_is_contiguous(n->out) || n->src[1]->dtype != LMX_F32)
         return lmx_err(LMX_ERR_UNSUPPORTED, "rope: needs contiguous f32 input");
     rope_job j = {n};
-    lmx_pool_run(pool, rope_task, &j);
+    lmx_cpu_run(pool, rope_task, &j, lmx_array_numel(n->out));
     return LMX_OK;
 }

@@ -447,14 +447,41 @@ static inline float dot(const float *a, const float *b, int64_t n) {
     return _mm512_reduce_add_ps(s);
 }
 
+/* Decode attention reads each K and V row once per token from DRAM: rows of
+ * one kv head are Hkv·hd floats apart (2 KiB for llama-1b), so consecutive
+ * rows sit on different pages and the hardware prefetchers barely help; the
+ * loads then wait on DRAM latency one row at a time. Both kernels below walk
+ * the rows in order and prefetch the row ATTN_PF ahead (a few hundred ns of
+ * work at decode), which keeps enough lines in flight to stream. */
+#define ATTN_PF 16
+
+static inline void prefetch_row(const float *r, int64_t len) {
+    for (int64_t i = 0; i < len; i += 16) _mm_prefetch((const char *)(r + i), _MM_HINT_T0);
+}
+
+/* The four sums of a0..a3 in one __m128 ([Σa0, Σa1, Σa2, Σa3]): a partial
+ * transpose (unpack within 128-bit lanes, then across them) instead of four
+ * full horizontal reductions. */
+static inline __m128 reduce4(__m512 a0, __m512 a1, __m512 a2, __m512 a3) {
+    __m512 t01 = _mm512_add_ps(_mm512_unpacklo_ps(a0, a1), _mm512_unpackhi_ps(a0, a1));
+    __m512 t23 = _mm512_add_ps(_mm512_unpacklo_ps(a2, a3), _mm512_unpackhi_ps(a2, a3));
+    __m512 u = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t01), _mm512_castps_pd(t23))),
+                             _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t01), _mm512_castps_pd(t23))));
+    u = _mm512_add_ps(u, _mm512_shuffle_f32x4(u, u, _MM_SHUFFLE(1, 0, 3, 2)));
+    u = _mm512_add_ps(u, _mm512_shuffle_f32x4(u, u, _MM_SHUFFLE(2, 3, 0, 1)));
+    return _mm512_castps512_ps128(u);
+}
+
 /* Four keys at a time: each q_g chunk is loaded once per four keys and the
- * four dot products reduce together, which keeps more FMAs in flight than
- * one dot (and one horizontal sum) per key. */
+ * four dot products reduce together (reduce4). */
 static void z_attn_scores(const float *q, int G, int64_t qs, const float *k, int64_t ks, int64_t n, int64_t hd,
                           float scale, float *s, int64_t ss) {
+    const __m128 sc = _mm_set1_ps(scale);
     int64_t j = 0;
     for (; j + 4 <= n; j += 4) {
         const float *k0 = k + j * ks, *k1 = k0 + ks, *k2 = k1 + ks, *k3 = k2 + ks;
+        for (int r = 0; r < 4; r++)
+            if (j + ATTN_PF + r < n) prefetch_row(k + (j + ATTN_PF + r) * ks, hd);
         for (int g = 0; g < G; g++) {
             const float *qg = q + g * qs;
             __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
@@ -466,11 +493,7 @@ static void z_attn_scores(const float *q, int G, int64_t qs, const float *k, int
                 a2 = _mm512_fmadd_ps(qv, _mm512_maskz_loadu_ps(mk, k2 + d), a2);
                 a3 = _mm512_fmadd_ps(qv, _mm512_maskz_loadu_ps(mk, k3 + d), a3);
             }
-            float *sg = s + g * ss + j;
-            sg[0] = _mm512_reduce_add_ps(a0) * scale;
-            sg[1] = _mm512_reduce_add_ps(a1) * scale;
-            sg[2] = _mm512_reduce_add_ps(a2) * scale;
-            sg[3] = _mm512_reduce_add_ps(a3) * scale;
+            _mm_storeu_ps(s + g * ss + j, _mm_mul_ps(reduce4(a0, a1, a2, a3), sc));
         }
     }
     for (; j < n; j++) {
@@ -479,21 +502,48 @@ static void z_attn_scores(const float *q, int G, int64_t qs, const float *k, int
     }
 }
 
-/* Each 16-feature chunk of a V row is loaded once for all G heads (G ≤ 8
- * accumulators in registers; larger groups take 8 heads at a time). */
+/* acc[g][d0 .. d0+64) += Σ_j p[g][j] · v[j][d0 ..] for GN (1..4) heads: up to
+ * 16 accumulators stay in registers while the rows stream past once, in
+ * order; GN is a constant in every inlined copy, so the loops unroll. Each
+ * element is summed over j in order, as the reference does. */
+static inline __attribute__((always_inline)) void av_tile(const int GN, const float *p, int64_t ps, const float *v,
+                                                           int64_t vs, int64_t n, int64_t d0, int64_t vd, float *acc,
+                                                           int64_t as) {
+    __mmask16 mk[4];
+    for (int c = 0; c < 4; c++) {
+        int64_t left = vd - d0 - 16 * c;
+        mk[c] = left >= 16 ? (__mmask16)0xffff : left > 0 ? tail_mask(left) : 0;
+    }
+    const int64_t span = vd - d0 < 64 ? vd - d0 : 64;
+    __m512 a[4][4];
+    for (int g = 0; g < GN; g++)
+        for (int c = 0; c < 4; c++) a[g][c] = _mm512_maskz_loadu_ps(mk[c], acc + g * as + d0 + 16 * c);
+    for (int64_t j = 0; j < n; j++) {
+        const float *vr = v + j * vs + d0;
+        if (j + ATTN_PF < n) prefetch_row(vr + ATTN_PF * vs, span);
+        __m512 x[4];
+        for (int c = 0; c < 4; c++) x[c] = _mm512_maskz_loadu_ps(mk[c], vr + 16 * c);
+        for (int g = 0; g < GN; g++) {
+            __m512 b = _mm512_set1_ps(p[g * ps + j]);
+            for (int c = 0; c < 4; c++) a[g][c] = _mm512_fmadd_ps(b, x[c], a[g][c]);
+        }
+    }
+    for (int g = 0; g < GN; g++)
+        for (int c = 0; c < 4; c++) _mm512_mask_storeu_ps(acc + g * as + d0 + 16 * c, mk[c], a[g][c]);
+}
+
 static void z_attn_av(const float *p, int G, int64_t ps, const float *v, int64_t vs, int64_t n, int64_t vd,
                       float *acc, int64_t as) {
-    for (int g0 = 0; g0 < G; g0 += 8) {
-        int gn = G - g0 < 8 ? G - g0 : 8;
-        for (int64_t d = 0; d < vd; d += 16) {
-            __mmask16 mk = vd - d >= 16 ? (__mmask16)0xffff : tail_mask(vd - d);
-            __m512 a[8];
-            for (int g = 0; g < gn; g++) a[g] = _mm512_maskz_loadu_ps(mk, acc + (g0 + g) * as + d);
-            for (int64_t j = 0; j < n; j++) {
-                __m512 vj = _mm512_maskz_loadu_ps(mk, v + j * vs + d);
-                for (int g = 0; g < gn; g++) a[g] = _mm512_fmadd_ps(_mm512_set1_ps(p[(g0 + g) * ps + j]), vj, a[g]);
+    for (int g0 = 0; g0 < G; g0 += 4) {
+        const float *pg = p + g0 * ps;
+        float *ag = acc + g0 * as;
+        for (int64_t d0 = 0; d0 < vd; d0 += 64) {
+            switch (G - g0 < 4 ? G - g0 : 4) {
+            case 1: av_tile(1, pg, ps, v, vs, n, d0, vd, ag, as); break;
+            case 2: av_tile(2, pg, ps, v, vs, n, d0, vd, ag, as); break;
+            case 3: av_tile(3, pg, ps, v, vs, n, d0, vd, ag, as); break;
+            default: av_tile(4, pg, ps, v, vs, n, d0, vd, ag, as); break;
             }
-            for (int g = 0; g < gn; g++) _mm512_mask_storeu_ps(acc + (g0 + g) * as + d, mk, a[g]);
         }
     }
 }
