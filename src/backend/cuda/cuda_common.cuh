@@ -38,7 +38,7 @@ struct lmx_cuda_ctx {
     bool fast_gemm;
     bool qgemv_staged;  /* LMX_CUDA_QGEMV=staged: MLX 4/8-bit decode through the staged kernel */
     bool qgemv_unfactored; /* LMX_CUDA_QGEMV=unfactored: direct kernel, w = s·q + b per weight */
-    size_t qtile_bytes; /* prefill: bf16 hi+lo bytes per dequantized weight tile (LMX_CUDA_QTILE_MB, 32) */
+    size_t qtile_bytes; /* prefill: bf16 hi+lo bytes per dequantized weight tile (LMX_CUDA_QTILE_MB, 128) */
     /* LMX_CUDA_GRAPHS=1: the kernels queued between two host synchronisations
      * (one decode step) are captured and replayed as one graph, updated in
      * place while the topology repeats (cuda_backend.cu). */
@@ -58,6 +58,7 @@ struct lmx_cuda_ctx {
     int64_t *step_dev;        /* device: the step's position (8 bytes) */
     lmx_cuda_pick *pick_dev;  /* device: the greedy pick of a captured step */
     uint64_t scratch_gen;     /* bumped whenever `scratch` moves (graphs bake its address) */
+    double *optime; /* LMX_CUDA_OPTIME=1: seconds and calls per op class (cuda_backend.cu), else NULL */
 };
 
 /* The backend hands its context to kernels through the pool slot. */
