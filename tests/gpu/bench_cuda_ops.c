@@ -261,6 +261,25 @@ static void bench_small(const char *label, int op, int64_t R, int64_t C) {
     lmx_array_release(&c.b);
 }
 
+/* The kernels of a 512-token prefill: per-layer GEMM shapes, quantized GEMMs,
+ * attention; the 8192^3 GEMM is the card's cuBLAS rate when LMX_CUDA_FAST_GEMM=1
+ * (one GEMM; two otherwise). */
+static void bench_prefill(void) {
+    static const struct {
+        const char *label;
+        int64_t N, K;
+    } sh[] = {{"1B q/o", 2048, 2048}, {"1B k/v", 512, 2048}, {"1B gate/up", 8192, 2048}, {"1B down", 2048, 8192},
+              {"8B q/o", 4096, 4096}, {"8B k/v", 1024, 4096}, {"8B gate/up", 14336, 4096}, {"8B down", 4096, 14336}};
+    bench_matmul("gemm 8192^3", LMX_BF16, 8192, 8192, 8192);
+    for (size_t i = 0; i < sizeof sh / sizeof *sh; i++) bench_matmul(sh[i].label, LMX_BF16, 512, sh[i].N, sh[i].K);
+    const gq_spec *qs[2] = {&BQ[0], &BQ[2]}; /* MLX 4-bit g64, GGUF Q4_0 */
+    for (int f = 0; f < 2; f++)
+        for (size_t i = 0; i < sizeof sh / sizeof *sh; i++) bench_matmul_q(sh[i].label, qs[f], 512, sh[i].N, sh[i].K);
+    bench_attention(LMX_F32, 512, 512, 32, 8, 128);
+    bench_attention(LMX_F32, 512, 512, 32, 8, 64);
+    bench_attention(LMX_F32, 2048, 2048, 32, 8, 128);
+}
+
 static int bench_model(const char *path, int steps) {
     lmx_load_options lo;
     lmx_load_options_init(&lo);
@@ -313,6 +332,11 @@ int main(int argc, char **argv) {
     const char *only_q = getenv("BENCH_OPS_ONLY"); /* "quant": the quantized table alone (A/B of a kernel change) */
     if (only_q && !strcmp(only_q, "quant")) {
         bench_quant(NULL);
+        lmx_backend_free(gpu);
+        return 0;
+    }
+    if (only_q && !strcmp(only_q, "prefill")) { /* "prefill": the pp512 kernels of 1B/8B (A/B through env switches) */
+        bench_prefill();
         lmx_backend_free(gpu);
         return 0;
     }
