@@ -8,7 +8,9 @@
  *
  * bench_cuda_ops MODEL [STEPS]: times the model's forward pass alone on
  * CUDA (prefill of 512 tokens, then STEPS single-token steps including the
- * logits download, no sampling), to separate it from the generation loop. */
+ * logits download, no sampling), to separate it from the generation loop.
+ * BENCH_LOGITS=FILE writes the timed prefill's logits row (raw f32);
+ * BENCH_DEVICE=cpu runs the same pass on the host, to compare against. */
 #include "backend/cuda/cuda.h"
 #include "core/ops.h"
 #include "generate/engine.h"
@@ -283,7 +285,8 @@ static void bench_prefill(void) {
 static int bench_model(const char *path, int steps) {
     lmx_load_options lo;
     lmx_load_options_init(&lo);
-    lo.device = "cuda";
+    const char *dev = getenv("BENCH_DEVICE"); /* cpu: the same pass on the host (for BENCH_LOGITS comparisons) */
+    lo.device = dev && *dev ? dev : "cuda";
     lo.no_tokenizer = true;
     lmx_model *m;
     if (lmx_load(path, &lo, &m)) die("load");
@@ -291,13 +294,20 @@ static int bench_model(const char *path, int steps) {
     float *logits = malloc((size_t)V * sizeof *logits);
     int32_t *toks = malloc(512 * sizeof *toks);
     for (int i = 0; i < 512; i++) toks[i] = (i * 7919) % V;
-    for (int rep = 0; rep < 2; rep++) {
+    int reps = strcmp(lo.device, "cuda") ? 1 : 2; /* the host pass has no warm-up to hide */
+    for (int rep = 0; rep < reps; rep++) {
         lmx_kv_cache cache;
         const lmx_hparams *hp = &m->tf.hp;
         if (lmx_kv_cache_init(&cache, m->backend, hp->n_layer, hp->n_kv_head, hp->head_dim, NULL)) die("cache");
         double t0 = lmx_time_s();
         if (lmx_transformer_forward(&m->ex, &m->tf, &cache, &m->scratch, toks, 512, false, logits)) die("prefill");
         double t1 = lmx_time_s();
+        const char *lp = getenv("BENCH_LOGITS"); /* the prefill's last-row logits, raw f32, to compare runs */
+        if (rep == reps - 1 && lp) {
+            FILE *f = fopen(lp, "wb");
+            if (!f || fwrite(logits, sizeof *logits, (size_t)V, f) != (size_t)V) die("write logits");
+            fclose(f);
+        }
         int32_t tok = 1;
         for (int i = 0; i < steps; i++) {
             if (lmx_transformer_forward(&m->ex, &m->tf, &cache, &m->scratch, &tok, 1, false, logits)) die("step");
@@ -306,11 +316,12 @@ static int bench_model(const char *path, int steps) {
         double t2 = lmx_time_s();
         printf("forward %s: prefill 512 in %.2f ms (%.0f tok/s); %d steps %.3f ms/step (%.1f tok/s)%s\n", path,
                (t1 - t0) * 1e3, 512 / (t1 - t0), steps, (t2 - t1) * 1e3 / steps, steps / (t2 - t1),
-               rep ? "" : " [warm-up]");
+               rep == reps - 1 ? "" : " [warm-up]");
         lmx_kv_cache_free(&cache);
     }
-    printf("device memory: %.1f MiB in use, peak %.1f MiB\n", (double)lmx_cuda_mem_in_use(m->backend) / (1 << 20),
-           (double)lmx_cuda_mem_peak(m->backend) / (1 << 20));
+    if (!strcmp(lo.device, "cuda"))
+        printf("device memory: %.1f MiB in use, peak %.1f MiB\n", (double)lmx_cuda_mem_in_use(m->backend) / (1 << 20),
+               (double)lmx_cuda_mem_peak(m->backend) / (1 << 20));
     free(logits);
     free(toks);
     lmx_model_free(m);
