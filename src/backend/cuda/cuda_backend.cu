@@ -438,7 +438,7 @@ extern "C" lmx_status lmx_cuda_backend_create(lmx_backend **out) {
     c->qgemv_unfactored = qg && !strcmp(qg, "unfactored");
     const char *qt = getenv("LMX_CUDA_QTILE_MB");
     long qmb = qt ? strtol(qt, NULL, 10) : 0;
-    c->qtile_bytes = (size_t)(qmb > 0 && qmb <= 4096 ? qmb : 128) << 20;
+    c->qtile_bytes = (size_t)(qmb > 0 && qmb <= 4096 ? qmb : 128) << 20; /* default 128 MB (was 32): cuda_matmul.cu */
     const char *ag = getenv("LMX_CUDA_GRAPHS");
     c->auto_graph = ag && *ag && strcmp(ag, "0") != 0;
     const char *ot = getenv("LMX_CUDA_OPTIME");
