@@ -8,7 +8,9 @@
  *
  * bench_cuda_ops MODEL [STEPS]: times the model's forward pass alone on
  * CUDA (prefill of 512 tokens, then STEPS single-token steps including the
- * logits download, no sampling), to separate it from the generation loop. */
+ * logits download, no sampling), to separate it from the generation loop.
+ * BENCH_LOGITS=FILE writes the timed prefill's logits row (raw f32);
+ * BENCH_DEVICE=cpu runs the same pass on the host, to compare against. */
 #include "backend/cuda/cuda.h"
 #include "core/ops.h"
 #include "generate/engine.h"
@@ -261,10 +263,30 @@ static void bench_small(const char *label, int op, int64_t R, int64_t C) {
     lmx_array_release(&c.b);
 }
 
+/* The kernels of a 512-token prefill: per-layer GEMM shapes, quantized GEMMs,
+ * attention; the 8192^3 GEMM is the card's cuBLAS rate when LMX_CUDA_FAST_GEMM=1
+ * (one GEMM; two otherwise). */
+static void bench_prefill(void) {
+    static const struct {
+        const char *label;
+        int64_t N, K;
+    } sh[] = {{"1B q/o", 2048, 2048}, {"1B k/v", 512, 2048}, {"1B gate/up", 8192, 2048}, {"1B down", 2048, 8192},
+              {"8B q/o", 4096, 4096}, {"8B k/v", 1024, 4096}, {"8B gate/up", 14336, 4096}, {"8B down", 4096, 14336}};
+    bench_matmul("gemm 8192^3", LMX_BF16, 8192, 8192, 8192);
+    for (size_t i = 0; i < sizeof sh / sizeof *sh; i++) bench_matmul(sh[i].label, LMX_BF16, 512, sh[i].N, sh[i].K);
+    const gq_spec *qs[2] = {&BQ[0], &BQ[2]}; /* MLX 4-bit g64, GGUF Q4_0 */
+    for (int f = 0; f < 2; f++)
+        for (size_t i = 0; i < sizeof sh / sizeof *sh; i++) bench_matmul_q(sh[i].label, qs[f], 512, sh[i].N, sh[i].K);
+    bench_attention(LMX_F32, 512, 512, 32, 8, 128);
+    bench_attention(LMX_F32, 512, 512, 32, 8, 64);
+    bench_attention(LMX_F32, 2048, 2048, 32, 8, 128);
+}
+
 static int bench_model(const char *path, int steps) {
     lmx_load_options lo;
     lmx_load_options_init(&lo);
-    lo.device = "cuda";
+    const char *dev = getenv("BENCH_DEVICE"); /* cpu: the same pass on the host (for BENCH_LOGITS comparisons) */
+    lo.device = dev && *dev ? dev : "cuda";
     lo.no_tokenizer = true;
     lmx_model *m;
     if (lmx_load(path, &lo, &m)) die("load");
@@ -272,13 +294,20 @@ static int bench_model(const char *path, int steps) {
     float *logits = malloc((size_t)V * sizeof *logits);
     int32_t *toks = malloc(512 * sizeof *toks);
     for (int i = 0; i < 512; i++) toks[i] = (i * 7919) % V;
-    for (int rep = 0; rep < 2; rep++) {
+    int reps = strcmp(lo.device, "cuda") ? 1 : 2; /* the host pass has no warm-up to hide */
+    for (int rep = 0; rep < reps; rep++) {
         lmx_kv_cache cache;
         const lmx_hparams *hp = &m->tf.hp;
         if (lmx_kv_cache_init(&cache, m->backend, hp->n_layer, hp->n_kv_head, hp->head_dim, NULL)) die("cache");
         double t0 = lmx_time_s();
         if (lmx_transformer_forward(&m->ex, &m->tf, &cache, &m->scratch, toks, 512, false, logits)) die("prefill");
         double t1 = lmx_time_s();
+        const char *lp = getenv("BENCH_LOGITS"); /* the prefill's last-row logits, raw f32, to compare runs */
+        if (rep == reps - 1 && lp) {
+            FILE *f = fopen(lp, "wb");
+            if (!f || fwrite(logits, sizeof *logits, (size_t)V, f) != (size_t)V) die("write logits");
+            fclose(f);
+        }
         int32_t tok = 1;
         for (int i = 0; i < steps; i++) {
             if (lmx_transformer_forward(&m->ex, &m->tf, &cache, &m->scratch, &tok, 1, false, logits)) die("step");
@@ -287,11 +316,12 @@ static int bench_model(const char *path, int steps) {
         double t2 = lmx_time_s();
         printf("forward %s: prefill 512 in %.2f ms (%.0f tok/s); %d steps %.3f ms/step (%.1f tok/s)%s\n", path,
                (t1 - t0) * 1e3, 512 / (t1 - t0), steps, (t2 - t1) * 1e3 / steps, steps / (t2 - t1),
-               rep ? "" : " [warm-up]");
+               rep == reps - 1 ? "" : " [warm-up]");
         lmx_kv_cache_free(&cache);
     }
-    printf("device memory: %.1f MiB in use, peak %.1f MiB\n", (double)lmx_cuda_mem_in_use(m->backend) / (1 << 20),
-           (double)lmx_cuda_mem_peak(m->backend) / (1 << 20));
+    if (!strcmp(lo.device, "cuda"))
+        printf("device memory: %.1f MiB in use, peak %.1f MiB\n", (double)lmx_cuda_mem_in_use(m->backend) / (1 << 20),
+               (double)lmx_cuda_mem_peak(m->backend) / (1 << 20));
     free(logits);
     free(toks);
     lmx_model_free(m);
@@ -313,6 +343,11 @@ int main(int argc, char **argv) {
     const char *only_q = getenv("BENCH_OPS_ONLY"); /* "quant": the quantized table alone (A/B of a kernel change) */
     if (only_q && !strcmp(only_q, "quant")) {
         bench_quant(NULL);
+        lmx_backend_free(gpu);
+        return 0;
+    }
+    if (only_q && !strcmp(only_q, "prefill")) { /* "prefill": the pp512 kernels of 1B/8B (A/B through env switches) */
+        bench_prefill();
         lmx_backend_free(gpu);
         return 0;
     }

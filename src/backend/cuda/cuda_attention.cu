@@ -7,22 +7,19 @@
  * registers: lane holds features lane, lane+32, ...); the warps merge in
  * shared memory. When (heads × rows) cannot fill the GPU (decode), the key
  * range is split across blocks (flash-decoding) and a second kernel merges
- * the partial (m, l, acc) of each split. hd, vd <= 256. */
-#include "backend/cuda/cuda_common.cuh"
+ * the partial (m, l, acc) of each split. hd, vd <= 256.
+ *
+ * Prefill (T >= 16 rows, hd = vd = 64 or 128, outside a decode graph) runs
+ * on tensor cores (cuda_attention_mma.cu); the CUDA-core tile kernel below
+ * stays for cards before sm_80, unaligned views and LMX_CUDA_ATTN=tiles. */
+#include "backend/cuda/cuda_attention.cuh"
+
+#include <stdlib.h>
+#include <string.h>
 
 #define ATT_WARPS 4
 #define ATT_MAXD 256
 #define ATT_KB 4
-
-struct attn_args {
-    float *out, *part;
-    const float *q;
-    const void *k, *v;
-    const int64_t *dpos; /* non-NULL in a static decode graph: pos0 from device memory */
-    int H, Hkv, hd, vd, window, nsplit;
-    int64_t qs0, qs1, ks0, ks1, vs0, vs1, pos0, chunk;
-    float scale, cap;
-};
 
 template <typename T>
 __global__ void __launch_bounds__(ATT_WARPS * 32) attn_k(attn_args a) {
@@ -294,6 +291,15 @@ lmx_status lmx_cuda_attention(const lmx_node *n, lmx_pool *pool) {
     a.vs0 = v->strides[0];
     a.vs1 = v->strides[1];
     a.dpos = c->dyn_pos;
+    /* LMX_CUDA_ATTN=tiles: the CUDA-core tile kernel below instead of the
+     * tensor-core one (A/B timings); read once, like the backend's switches */
+    static int tiles_only = -1;
+    if (tiles_only < 0) {
+        const char *e = getenv("LMX_CUDA_ATTN");
+        tiles_only = e && !strcmp(e, "tiles");
+    }
+    if (!a.dpos && T >= FA_MIN_T && !tiles_only && cuda_attn_prefill_mma(c, a, T, k->dtype, !c->fast_gemm))
+        return cuda_launched("attention (tensor cores)");
     if (!a.dpos && T >= FA_MIN_T && ((a.hd == 64 && a.vd == 64) || (a.hd == 128 && a.vd == 128)) &&
         ((uintptr_t)a.q & 15) == 0 && a.qs1 % 4 == 0 && a.qs0 % 4 == 0) {
         bool ok = k->dtype == LMX_F32    ? launch_tile<float>(a, T, c->stream)

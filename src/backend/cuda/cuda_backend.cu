@@ -238,10 +238,42 @@ lmx_status cuda_flush(lmx_cuda_ctx *c) {
     return s;
 }
 
+/* LMX_CUDA_OPTIME=1 (breakdowns only: it synchronises around every op): the
+ * wall time of each op run outside a capture, summed per class = op x
+ * (more than 8 rows) x (quantized weight), printed when the backend ends. */
+#define OPT_CLASSES (LMX_OP_COUNT * 4)
+static int opt_class(const lmx_node *n) {
+    bool big = n->out && cu_rows(n->out) > 8;
+    bool q = n->op == LMX_OP_MATMUL && lmx_dtype_info(n->src[1]->dtype)->is_quant;
+    return (int)n->op * 4 + (big ? 2 : 0) + (q ? 1 : 0);
+}
+static lmx_status op_timed(lmx_kernel_fn fn, const lmx_node *n, lmx_pool *pool) {
+    lmx_cuda_ctx *c = cuda_ctx(pool);
+    cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
+    if (!c->optime || cudaStreamIsCapturing(c->stream, &cs) != cudaSuccess || cs != cudaStreamCaptureStatusNone)
+        return fn(n, pool);
+    LMX_TRY(cuda_check(cudaStreamSynchronize(c->stream), "optime sync"));
+    double t0 = lmx_time_s();
+    LMX_TRY(fn(n, pool));
+    LMX_TRY(cuda_check(cudaStreamSynchronize(c->stream), "optime sync"));
+    int k = opt_class(n);
+    c->optime[k] += lmx_time_s() - t0;
+    c->optime[OPT_CLASSES + k] += 1;
+    return LMX_OK;
+}
+static void optime_print(const lmx_cuda_ctx *c) {
+    if (!c->optime) return;
+    for (int k = 0; k < OPT_CLASSES; k++)
+        if (c->optime[OPT_CLASSES + k] > 0)
+            fprintf(stderr, "optime %-14s rows%s8%s %8.0f calls %10.3f ms %9.2f us/call\n", lmx_op_defs[k / 4].name,
+                    k & 2 ? ">" : "<=", k & 1 ? " quantized" : "", c->optime[OPT_CLASSES + k], c->optime[k] * 1e3,
+                    c->optime[k] * 1e6 / c->optime[OPT_CLASSES + k]);
+}
+
 #define AUTO_WRAP(fn)                                                 \
     static lmx_status auto_##fn(const lmx_node *n, lmx_pool *pool) { \
         LMX_TRY(auto_begin(cuda_ctx(pool)));                          \
-        return lmx_cuda_##fn(n, pool);                                \
+        return op_timed(lmx_cuda_##fn, n, pool);                      \
     }
 AUTO_WRAP(get_rows)
 AUTO_WRAP(matmul)
@@ -319,6 +351,8 @@ static void ctx_destroy(lmx_cuda_ctx *c) {
     cudaSetDevice(c->device);
     (void)cuda_flush(c);
     if (c->stream) cudaStreamSynchronize(c->stream);
+    optime_print(c);
+    free(c->optime);
     if (c->auto_exec) cudaGraphExecDestroy(c->auto_exec);
     for (int i = 0; i < LMX_CUDA_MAX_GRAPHS; i++)
         if (c->graphs[i]) cudaGraphExecDestroy(c->graphs[i]);
@@ -404,9 +438,11 @@ extern "C" lmx_status lmx_cuda_backend_create(lmx_backend **out) {
     c->qgemv_unfactored = qg && !strcmp(qg, "unfactored");
     const char *qt = getenv("LMX_CUDA_QTILE_MB");
     long qmb = qt ? strtol(qt, NULL, 10) : 0;
-    c->qtile_bytes = (size_t)(qmb > 0 && qmb <= 4096 ? qmb : 32) << 20;
+    c->qtile_bytes = (size_t)(qmb > 0 && qmb <= 4096 ? qmb : 128) << 20; /* default 128 MB (was 32): cuda_matmul.cu */
     const char *ag = getenv("LMX_CUDA_GRAPHS");
     c->auto_graph = ag && *ag && strcmp(ag, "0") != 0;
+    const char *ot = getenv("LMX_CUDA_OPTIME");
+    if (ot && *ot && strcmp(ot, "0") != 0) c->optime = (double *)calloc(2 * OPT_CLASSES, sizeof(double));
     const char *pd = getenv("LMX_CUDA_PAGEABLE_DOWNLOAD");
     c->pageable_download = pd && *pd && strcmp(pd, "0") != 0;
     b->name = "cuda";

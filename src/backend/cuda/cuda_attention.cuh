@@ -1,0 +1,25 @@
+/* cuda_attention.cuh - the attention kernels' shared argument block
+ * (cuda_attention.cu: decode / CUDA-core tiles; cuda_attention_mma.cu:
+ * prefill on tensor cores). */
+#ifndef LMX_CUDA_ATTENTION_CUH
+#define LMX_CUDA_ATTENTION_CUH
+
+#include "backend/cuda/cuda_common.cuh"
+
+struct attn_args {
+    float *out, *part;
+    const float *q;
+    const void *k, *v;
+    const int64_t *dpos; /* non-NULL in a static decode graph: pos0 from device memory */
+    int H, Hkv, hd, vd, window, nsplit;
+    int64_t qs0, qs1, ks0, ks1, vs0, vs1, pos0, chunk;
+    float scale, cap;
+};
+
+/* Prefill (T query rows) on tensor cores, flash style; false when the shape,
+ * cache dtype or card is not one it takes (the caller falls back). exact:
+ * q, k, p, v each split into bf16 hi + lo and three products summed (~1e-5
+ * of the f32 reference); otherwise one product of the rounded operands. */
+bool cuda_attn_prefill_mma(const lmx_cuda_ctx *c, const attn_args &a, int64_t T, int kdt, bool exact);
+
+#endif
