@@ -1,6 +1,6 @@
 /* cpu_backend.c - the CPU backend's kernel table.
  *
- * Matmul, attention and RoPE go through the fast drivers (cpu_fast_*.c),
+ * Matmul, attention, RoPE and SiLU go through the fast drivers (cpu_fast_*.c),
  * which use the SIMD table picked at start-up (cpu_features.c) and fall back
  * to the reference kernels for whatever they do not handle; LMX_CPU=reference
  * sends every op to the reference kernels. */
@@ -18,7 +18,7 @@ static const lmx_kernel_fn cpu_kernels[LMX_OP_COUNT] = {
     [LMX_OP_ADD] = lmx_cpu_add,
     [LMX_OP_MUL] = lmx_cpu_mul,
     [LMX_OP_SCALE] = lmx_cpu_scale,
-    [LMX_OP_ACT] = lmx_cpu_act,
+    [LMX_OP_ACT] = lmx_fast_act,
     [LMX_OP_SOFTCAP] = lmx_cpu_softcap,
     [LMX_OP_COPY] = lmx_cpu_copy,
     [LMX_OP_SOFTMAX] = lmx_cpu_softmax,

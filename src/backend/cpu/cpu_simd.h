@@ -110,6 +110,11 @@ typedef struct lmx_simd_kernels {
     /* Optional (NULL: libm expf in a loop): s[j] = exp(s[j] - mx) for j < n,
      * returning the sum of the new s[j]. Within 2 ulp of expf per element. */
     float (*softmax_exp)(float *s, int64_t n, float mx);
+    /* Optional (NULL: the reference act kernel): o[j] = silu(a[j]) · b[j]
+     * (b NULL: silu(a[j])) for j < n, silu(x) = x / (1 + e^-x) with a vector
+     * exp within 2 ulp of expf; NaN, ±Inf and the overflow ends as the
+     * reference gives them. */
+    void (*silu_mul)(const float *a, const float *b, float *o, int64_t n);
 } lmx_simd_kernels;
 
 /* The table for this process (detected once, thread-safe); NULL when
@@ -141,6 +146,9 @@ bool lmx_fast_qmatmul(const lmx_simd_kernels *k, const lmx_node *n, lmx_pool *po
 bool lmx_fast_add_bias(const lmx_array *b, float *out, int64_t os, int64_t M, int64_t lo, int64_t hi);
 lmx_status lmx_fast_attention(const lmx_node *n, lmx_pool *pool);
 lmx_status lmx_fast_rope(const lmx_node *n, lmx_pool *pool);
+/* Activations (cpu_fast_act.c): SiLU through the table's silu_mul. */
+lmx_status lmx_fast_act_with(const lmx_simd_kernels *k, const lmx_node *n, lmx_pool *pool);
+lmx_status lmx_fast_act(const lmx_node *n, lmx_pool *pool);
 
 /* Whether GGUF block weights use the int8-activation kernels (default yes;
  * LMX_INT8_ACT=0 says no). */

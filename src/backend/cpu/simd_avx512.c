@@ -582,6 +582,39 @@ static float z_softmax_exp(float *s, int64_t n, float mx) {
     return _mm512_reduce_add_ps(sum);
 }
 
+/* exp(y) for any y: 2^n · e^r as in exp_neg; y ≥ 89 gives +Inf through
+ * vscalefps (n ≥ 128), y < -87.3 the smallest normal, whose sum with 1 is 1
+ * as expf's tiny results are; a NaN stays NaN (operand order of min/max). */
+static inline __m512 exp_any(__m512 y) {
+    y = _mm512_max_ps(_mm512_set1_ps(-87.33654f), y);
+    y = _mm512_min_ps(_mm512_set1_ps(89.0f), y);
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(y, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), y);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.0f / 720);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
+
+/* The reference's operations in its order: x / (1 + e^-x), then · b. */
+static void z_silu_mul(const float *a, const float *b, float *o, int64_t n) {
+    const __m512 one = _mm512_set1_ps(1.0f);
+    for (int64_t j = 0; j < n; j += 16) {
+        __mmask16 mk = n - j >= 16 ? (__mmask16)0xffff : tail_mask(n - j);
+        __m512 x = _mm512_maskz_loadu_ps(mk, a + j);
+        __m512 e = exp_any(_mm512_sub_ps(_mm512_setzero_ps(), x));
+        __m512 s = _mm512_div_ps(x, _mm512_add_ps(one, e));
+        if (b) s = _mm512_mul_ps(s, _mm512_maskz_loadu_ps(mk, b + j));
+        _mm512_mask_storeu_ps(o + j, mk, s);
+    }
+}
+
 const lmx_simd_kernels lmx_simd_avx512 = {
     .name = "avx512",
     .isa = LMX_ISA_AVX512,
@@ -601,4 +634,5 @@ const lmx_simd_kernels lmx_simd_avx512 = {
     .attn_scores = z_attn_scores,
     .attn_av = z_attn_av,
     .softmax_exp = z_softmax_exp,
+    .silu_mul = z_silu_mul,
 };
