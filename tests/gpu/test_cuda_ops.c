@@ -18,7 +18,7 @@
  * each carried to 16 bits (simulated ~3e-6). get_rows of quantized tables:
  * 1e-6 (the decoders round as the host converters do: expected 0).
  * MLX 4/8-bit, Q4_0 and Q6_K decode run through the default kernels and
- * again on backends started with LMX_CUDA_QGEMV=staged / old / r4 / r8 / occ4 / pipe.
+ * again on backends started with LMX_CUDA_QGEMV=staged / old / r4 / r8.
  * Greedy pick (lmx_cuda_greedy): id, max, runner-up and non-finite count
  * exact, log-sum-exp within 2e-5 + 4e-7·|lse| (see greedy_case).
  * Exits 77 (ctest: skipped) with the reason when no CUDA device answers. */
@@ -396,7 +396,7 @@ static void t_quant_matmul(void) {
     q_matmul_case(&QSPECS[0], 3, 37, 768, false, true, "");
 }
 
-/* M = 1 on a second backend (LMX_CUDA_QGEMV=staged|old|r4|r8|occ4|pipe,
+/* M = 1 on a second backend (LMX_CUDA_QGEMV=staged|old|r4|r8,
  * read when it starts): MLX 4/8-bit, and with gguf also Q4_0 / Q6_K (the lane-mapped
  * kernels of cuda_qgemv_gguf.cu at both row counts, or the staged kernel). */
 static void t_quant_matmul_on(lmx_backend *b, const char *tag, bool gguf) {
@@ -663,9 +663,8 @@ int main(void) {
     mem_ok ? n_ok++ : n_bad++;
     t_quant_matmul_wide();
     const char *qg = getenv("LMX_CUDA_QGEMV");
-    static const char *const modes[][2] = {{"staged", " [staged]"}, {"old", " [old]"}, {"r4", " [r4]"},
-                                           {"r8", " [r8]"},         {"occ4", " [occ4]"}, {"pipe", " [pipe]"}};
-    for (int i = 0; i < 6; i++) {
+    static const char *const modes[][2] = {{"staged", " [staged]"}, {"old", " [old]"}, {"r4", " [r4]"}, {"r8", " [r8]"}};
+    for (int i = 0; i < 4; i++) {
         setenv("LMX_CUDA_QGEMV", modes[i][0], 1);
         lmx_backend *other;
         if (lmx_backend_create("cuda", 0, &other)) die("second backend");

@@ -40,7 +40,6 @@ struct lmx_cuda_ctx {
     bool qgemv_unfactored; /* LMX_CUDA_QGEMV=unfactored: direct kernel, w = s·q + b per weight */
     bool qgemv_old;     /* LMX_CUDA_QGEMV=old: the session-3 decode kernels (no lane-mapped / x-in-shared ones) */
     int qgemv_rows;     /* LMX_CUDA_QGEMV=r4|r8: rows per warp of the lane-mapped kernels (0: by shape) */
-    int qgemv_variant;  /* LMX_CUDA_QGEMV=occ4 (1): 4 blocks per SM; pipe (2): next loads in flight */
     size_t qtile_bytes; /* prefill: bf16 hi+lo bytes per dequantized weight tile (LMX_CUDA_QTILE_MB, 32) */
     /* LMX_CUDA_GRAPHS=1: the kernels queued between two host synchronisations
      * (one decode step) are captured and replayed as one graph, updated in

@@ -70,10 +70,9 @@ __device__ __forceinline__ void q40_load(const uint8_t *const *wr, int64_t blk, 
     }
 }
 
-/* MINB blocks per SM (3: up to 80 registers, 4: 64); PIPE: the next round's
- * loads are issued before this round's arithmetic. */
-template <int R, int MINB, bool PIPE>
-__global__ void __launch_bounds__(QG_WARPS * 32, MINB)
+/* 3 blocks per SM: up to 80 registers. */
+template <int R>
+__global__ void __launch_bounds__(QG_WARPS * 32, 3)
     gemv_q4_0_k(float *__restrict__ out, const float *__restrict__ x, const uint8_t *__restrict__ w,
                 size_t row_bytes, int64_t N, int64_t K, const void *bias, int bdt, int S) {
     __shared__ float red[QG_WARPS][R];
@@ -88,23 +87,13 @@ __global__ void __launch_bounds__(QG_WARPS * 32, MINB)
         const uint8_t *wr[R]; /* rows past N read row N-1 (their sums are not written) */
 #pragma unroll
         for (int r = 0; r < R; r++) wr[r] = w + (size_t)(row0 + r < N ? row0 + r : N - 1) * row_bytes + 2 + 4 * j;
-        uint32_t dh[R], qa[R], qb[R], dn[R], an[R], bn[R];
-        int64_t rd = r0;
-        if (PIPE && rd < r1) {
-            int64_t blk = rd * 8 + (lane >> 2);
-            q40_load<R>(wr, blk < nb ? blk : nb - 1, j, dh, qa, qb);
-        }
-#pragma unroll(PIPE ? 1 : 2)
-        for (; rd < r1; rd++) {
+#pragma unroll 2
+        for (int64_t rd = r0; rd < r1; rd++) {
             int64_t blk = rd * 8 + (lane >> 2);
             bool ok = blk < nb; /* the last round of a K that is not a multiple of 256 */
             if (!ok) blk = nb - 1;
-            if (!PIPE) {
-                q40_load<R>(wr, blk, j, dh, qa, qb);
-            } else if (rd + 1 < r1) {
-                int64_t bn1 = blk + 8;
-                q40_load<R>(wr, bn1 < nb ? bn1 : nb - 1, j, dn, an, bn);
-            }
+            uint32_t dh[R], qa[R], qb[R];
+            q40_load<R>(wr, blk, j, dh, qa, qb);
             const float4 *xp = reinterpret_cast<const float4 *>(x + blk * 32 + 4 * j);
             float4 xa = __ldg(xp), xb = __ldg(xp + 4);
 #pragma unroll
@@ -114,17 +103,13 @@ __global__ void __launch_bounds__(QG_WARPS * 32, MINB)
                 float d = ok ? __half2float(__ushort_as_half((unsigned short)dh[r])) : 0.0f;
                 acc[r] = fmaf(d, dot, acc[r]);
             }
-            if (PIPE) {
-#pragma unroll
-                for (int r = 0; r < R; r++) dh[r] = dn[r], qa[r] = an[r], qb[r] = bn[r];
-            }
         }
     }
     qg_finish<R>(red, acc, out, bias, bdt, N, row0, S);
 }
 
-template <int R, int MINB>
-__global__ void __launch_bounds__(QG_WARPS * 32, MINB)
+template <int R>
+__global__ void __launch_bounds__(QG_WARPS * 32, 3)
     gemv_q6_k_k(float *__restrict__ out, const float *__restrict__ x, const uint8_t *__restrict__ w,
                 size_t row_bytes, int64_t N, int64_t K, const void *bias, int bdt, int S) {
     __shared__ float red[QG_WARPS][R];
@@ -193,35 +178,30 @@ static int qg_split(const lmx_cuda_ctx *c, int64_t groups, int64_t rounds) {
 }
 
 /* Q6_K runs at R = 4 only (8 rows spill: 80 registers at 3 blocks per SM). */
-template <int R, int MINB, bool PIPE>
+template <int R>
 static void qg_launch(lmx_cuda_ctx *c, const cuda_qw *qw, float *out, const float *x, const void *bias, int bdt) {
     int64_t N = qw->N, groups = (N + R - 1) / R;
     bool q6 = qw->dt == LMX_Q6_K;
     int64_t rounds = q6 ? (qw->K / 256 + 1) / 2 : (qw->K / 32 + 7) / 8;
     int S = qg_split(c, groups, rounds);
     dim3 grid((unsigned)((groups + QG_WARPS / S - 1) / (QG_WARPS / S)));
-    if constexpr (R == 4 && !PIPE) {
+    if constexpr (R == 4) {
         if (q6) {
-            gemv_q6_k_k<R, MINB><<<grid, QG_WARPS * 32, 0, c->stream>>>(out, x, qw->w, qw->row_bytes, N, qw->K, bias,
-                                                                       bdt, S);
+            gemv_q6_k_k<R><<<grid, QG_WARPS * 32, 0, c->stream>>>(out, x, qw->w, qw->row_bytes, N, qw->K, bias, bdt, S);
             return;
         }
     }
-    gemv_q4_0_k<R, MINB, PIPE><<<grid, QG_WARPS * 32, 0, c->stream>>>(out, x, qw->w, qw->row_bytes, N, qw->K, bias,
-                                                                     bdt, S);
+    gemv_q4_0_k<R><<<grid, QG_WARPS * 32, 0, c->stream>>>(out, x, qw->w, qw->row_bytes, N, qw->K, bias, bdt, S);
 }
 
 bool cuda_gemv_gguf_lanes(lmx_cuda_ctx *c, const cuda_qw *qw, float *out, const float *x, const void *bias, int bdt) {
     if (c->qgemv_old || c->qgemv_staged || (qw->dt != LMX_Q4_0 && qw->dt != LMX_Q6_K)) return false;
     if (((uintptr_t)qw->w & 1) || ((uintptr_t)x & 15) || qw->N < 1) return false;
-    bool q6 = qw->dt == LMX_Q6_K;
-    if (c->qgemv_variant == 1) /* occ4 */
-        qg_launch<4, 4, false>(c, qw, out, x, bias, bdt);
-    else if (c->qgemv_variant == 2 && !q6) /* pipe */
-        qg_launch<4, 3, true>(c, qw, out, x, bias, bdt);
-    else if ((c->qgemv_rows ? c->qgemv_rows : qw->N >= 16 * 32 * c->n_sm ? 8 : 4) == 8 && !q6)
-        qg_launch<8, 3, false>(c, qw, out, x, bias, bdt);
+    /* 8 rows a warp only for the lm_head-sized (equal there, worse below) */
+    int R = c->qgemv_rows ? c->qgemv_rows : qw->N >= 16 * 32 * c->n_sm ? 8 : 4;
+    if (R == 8 && qw->dt == LMX_Q4_0)
+        qg_launch<8>(c, qw, out, x, bias, bdt);
     else
-        qg_launch<4, 3, false>(c, qw, out, x, bias, bdt);
+        qg_launch<4>(c, qw, out, x, bias, bdt);
     return true;
 }

@@ -37,9 +37,9 @@ __device__ __forceinline__ void qx_load(const uint4 *wb, const Ts *sb, const Ts 
     }
 }
 
-/* MINB blocks per SM (2: up to 128 registers; 4: 64), PIPE: see the loop. */
-template <int BITS, typename Ts, int R, int MINB, bool PIPE>
-__global__ void __launch_bounds__(QX_WARPS * 32, MINB)
+/* 2 blocks per SM: up to 128 registers. */
+template <int BITS, typename Ts, int R>
+__global__ void __launch_bounds__(QX_WARPS * 32, 2)
     gemv_mlx_sx_k(float *__restrict__ out, const float *__restrict__ x, const uint4 *__restrict__ w,
                   const Ts *__restrict__ sc, const Ts *__restrict__ bi, const void *bias, int bdt, int64_t N, int K,
                   int S, int vpg_shift, int64_t nblocks) {
@@ -62,18 +62,10 @@ __global__ void __launch_bounds__(QX_WARPS * 32, MINB)
             const uint4 *wb = w + row0 * nv;
             const Ts *sb = sc + row0 * G, *bb = bi ? bi + row0 * G : NULL;
             int nr = N - row0 < R ? (int)(N - row0) : R;
-            /* PIPE: the next vectors (and scales) are requested before this
-             * step's arithmetic, so their latency overlaps it */
-            uint4 u[R], un[R];
-            float s[R], b[R], sn[R], bn[R];
-            int i = v0 + lane;
-            if (PIPE && i < v1) qx_load<R>(wb, sb, bb, nv, G, nr, i, vpg_shift, u, s, b);
-            for (; i < v1; i += 32) {
-                if (!PIPE) {
-                    qx_load<R>(wb, sb, bb, nv, G, nr, i, vpg_shift, u, s, b);
-                } else if (i + 32 < v1) {
-                    qx_load<R>(wb, sb, bb, nv, G, nr, i + 32, vpg_shift, un, sn, bn);
-                }
+            for (int i = v0 + lane; i < v1; i += 32) {
+                uint4 u[R];
+                float s[R], b[R];
+                qx_load<R>(wb, sb, bb, nv, G, nr, i, vpg_shift, u, s, b);
                 float dq[R], xsum = 0.0f;
 #pragma unroll
                 for (int r = 0; r < R; r++) dq[r] = 0.0f;
@@ -101,10 +93,6 @@ __global__ void __launch_bounds__(QX_WARPS * 32, MINB)
                 }
 #pragma unroll
                 for (int r = 0; r < R; r++) acc[r] = fmaf(s[r], dq[r], fmaf(b[r], xsum, acc[r]));
-                if (PIPE) {
-#pragma unroll
-                    for (int r = 0; r < R; r++) u[r] = un[r], s[r] = sn[r], b[r] = bn[r];
-                }
             }
         }
 #pragma unroll
@@ -122,20 +110,16 @@ __global__ void __launch_bounds__(QX_WARPS * 32, MINB)
     }
 }
 
-template <int BITS, typename Ts, int R, int MINB, bool PIPE> static void qx_attr1() {
-    cudaFuncSetAttribute(gemv_mlx_sx_k<BITS, Ts, R, MINB, PIPE>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                         QX_MAX_K * 4);
-}
 template <int BITS, typename Ts> static void qx_attr() {
-    qx_attr1<BITS, Ts, 8, 2, false>(), qx_attr1<BITS, Ts, 4, 2, false>();
-    qx_attr1<BITS, Ts, 4, 4, false>(), qx_attr1<BITS, Ts, 4, 2, true>();
+    cudaFuncSetAttribute(gemv_mlx_sx_k<BITS, Ts, 8>, cudaFuncAttributeMaxDynamicSharedMemorySize, QX_MAX_K * 4);
+    cudaFuncSetAttribute(gemv_mlx_sx_k<BITS, Ts, 4>, cudaFuncAttributeMaxDynamicSharedMemorySize, QX_MAX_K * 4);
 }
 
 void cuda_qgemv_mlx_init(void) {
     qx_attr<4, __nv_bfloat16>(), qx_attr<4, __half>(), qx_attr<8, __nv_bfloat16>(), qx_attr<8, __half>();
 }
 
-template <int BITS, typename Ts, int R, int MINB, bool PIPE>
+template <int BITS, typename Ts, int R>
 static void qx_launch(lmx_cuda_ctx *c, const cuda_qw *qw, float *out, const float *x, const void *bias, int bdt,
                       int vpg_shift) {
     constexpr int V = 128 / BITS;
@@ -143,24 +127,22 @@ static void qx_launch(lmx_cuda_ctx *c, const cuda_qw *qw, float *out, const floa
     int S = 1; /* split K until ~2 blocks' worth of row groups per SM, each warp >= 32 vectors */
     while (S < QX_WARPS && groups * S / QX_WARPS < 2 * c->n_sm && nv / (2 * S) >= 32) S *= 2;
     int64_t nblocks = (groups + QX_WARPS / S - 1) / (QX_WARPS / S), grid = nblocks;
-    if (grid > MINB * c->n_sm) grid = MINB * c->n_sm;
-    gemv_mlx_sx_k<BITS, Ts, R, MINB, PIPE><<<(unsigned)grid, QX_WARPS * 32, (size_t)K * 4, c->stream>>>(
+    if (grid > 2 * c->n_sm) grid = 2 * c->n_sm; /* the resident blocks walk the row groups */
+    gemv_mlx_sx_k<BITS, Ts, R><<<(unsigned)grid, QX_WARPS * 32, (size_t)K * 4, c->stream>>>(
         out, x, reinterpret_cast<const uint4 *>(qw->w), (const Ts *)qw->sc, (const Ts *)qw->bi, bias, bdt, N, (int)K, S,
         vpg_shift, nblocks);
 }
 
-/* LMX_CUDA_QGEMV=occ4: 4 rows a warp at 4 blocks per SM; =pipe: 4 rows,
- * the next vectors in flight; r4 / r8: rows per warp. */
+/* 8 rows a warp where that still leaves 2 warps' row groups per SM, else 4
+ * (LMX_CUDA_QGEMV=r4|r8 forces one). */
 template <int BITS, typename Ts>
 static void qx_rows(lmx_cuda_ctx *c, const cuda_qw *qw, float *out, const float *x, const void *bias, int bdt,
                     int vpg_shift) {
-    if (c->qgemv_variant == 1) return qx_launch<BITS, Ts, 4, 4, false>(c, qw, out, x, bias, bdt, vpg_shift);
-    if (c->qgemv_variant == 2) return qx_launch<BITS, Ts, 4, 2, true>(c, qw, out, x, bias, bdt, vpg_shift);
     int R = c->qgemv_rows ? c->qgemv_rows : qw->N >= 16 * c->n_sm ? 8 : 4;
     if (R == 8)
-        qx_launch<BITS, Ts, 8, 2, false>(c, qw, out, x, bias, bdt, vpg_shift);
+        qx_launch<BITS, Ts, 8>(c, qw, out, x, bias, bdt, vpg_shift);
     else
-        qx_launch<BITS, Ts, 4, 2, false>(c, qw, out, x, bias, bdt, vpg_shift);
+        qx_launch<BITS, Ts, 4>(c, qw, out, x, bias, bdt, vpg_shift);
 }
 
 bool cuda_gemv_mlx_sx(lmx_cuda_ctx *c, const cuda_qw *qw, float *out, const float *x, const void *bias, int bdt) {
