@@ -663,7 +663,8 @@ int main(void) {
     mem_ok ? n_ok++ : n_bad++;
     t_quant_matmul_wide();
     const char *qg = getenv("LMX_CUDA_QGEMV");
-    static const char *const modes[][2] = {{"staged", " [staged]"}, {"old", " [old]"}, {"r4", " [r4]"}, {"r8", " [r8]"}};
+    static const char *const modes[][2] = {
+        {"staged", " [staged]"}, {"old", " [old]"}, {"r4", " [r4]"}, {"r8", " [r8]"}};
     for (int i = 0; i < 4; i++) {
         setenv("LMX_CUDA_QGEMV", modes[i][0], 1);
         lmx_backend *other;

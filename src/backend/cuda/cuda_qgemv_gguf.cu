@@ -27,7 +27,9 @@
 
 #define QG_WARPS 8
 
-__device__ __forceinline__ uint32_t qg_u16(const uint8_t *p) { return __ldg(reinterpret_cast<const unsigned short *>(p)); }
+__device__ __forceinline__ uint32_t qg_u16(const uint8_t *p) {
+    return __ldg(reinterpret_cast<const unsigned short *>(p));
+}
 
 /* Warp sums of acc[R] -> red; warp ks == 0 of the row group adds its S-1
  * neighbours and the bias and writes rows row0..row0+R-1 (< N). */
@@ -145,8 +147,8 @@ __global__ void __launch_bounds__(QG_WARPS * 32, 3)
                 dh[r] = qg_u16(p + 208);
             }
             const float *xb = x + blk * 256 + n * 128 + l4;
-            float4 x0 = __ldg(reinterpret_cast<const float4 *>(xb)), x1 = __ldg(reinterpret_cast<const float4 *>(xb + 32));
-            float4 x2 = __ldg(reinterpret_cast<const float4 *>(xb + 64)), x3 = __ldg(reinterpret_cast<const float4 *>(xb + 96));
+            const float4 *x4 = reinterpret_cast<const float4 *>(xb);
+            float4 x0 = __ldg(x4), x1 = __ldg(x4 + 8), x2 = __ldg(x4 + 16), x3 = __ldg(x4 + 24); /* +32, 64, 96 floats */
 #pragma unroll
             for (int r = 0; r < R; r++) {
                 uint32_t a = qla[r], b = qlb[r], h = qh[r];

@@ -110,13 +110,20 @@ __global__ void __launch_bounds__(QX_WARPS * 32, 2)
     }
 }
 
-template <int BITS, typename Ts> static void qx_attr() {
-    cudaFuncSetAttribute(gemv_mlx_sx_k<BITS, Ts, 8>, cudaFuncAttributeMaxDynamicSharedMemorySize, QX_MAX_K * 4);
-    cudaFuncSetAttribute(gemv_mlx_sx_k<BITS, Ts, 4>, cudaFuncAttributeMaxDynamicSharedMemorySize, QX_MAX_K * 4);
+static bool qx_big; /* the kernels may take more than 48 KB of shared memory (x of K > 12032) */
+
+template <int BITS, typename Ts> static bool qx_attr() {
+    return cudaFuncSetAttribute(gemv_mlx_sx_k<BITS, Ts, 8>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                QX_MAX_K * 4) == cudaSuccess &&
+           cudaFuncSetAttribute(gemv_mlx_sx_k<BITS, Ts, 4>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                QX_MAX_K * 4) == cudaSuccess;
 }
 
 void cuda_qgemv_mlx_init(void) {
-    qx_attr<4, __nv_bfloat16>(), qx_attr<4, __half>(), qx_attr<8, __nv_bfloat16>(), qx_attr<8, __half>();
+    bool a = qx_attr<4, __nv_bfloat16>(), b = qx_attr<4, __half>();
+    bool c = qx_attr<8, __nv_bfloat16>(), d = qx_attr<8, __half>();
+    qx_big = a && b && c && d;
+    if (!qx_big) (void)cudaGetLastError(); /* not a later launch's error: K > 12032 takes v3 */
 }
 
 template <int BITS, typename Ts, int R>
@@ -148,7 +155,9 @@ static void qx_rows(lmx_cuda_ctx *c, const cuda_qw *qw, float *out, const float 
 bool cuda_gemv_mlx_sx(lmx_cuda_ctx *c, const cuda_qw *qw, float *out, const float *x, const void *bias, int bdt) {
     int bits = qw->dt == LMX_MLX_Q4 ? 4 : qw->dt == LMX_MLX_Q8 ? 8 : 0;
     if (!bits || c->qgemv_old || c->qgemv_staged || c->qgemv_unfactored) return false;
-    if (qw->K > QX_MAX_K || qw->K % 128 || qw->N < 1 || ((uintptr_t)x & 15) || ((uintptr_t)qw->w & 15)) return false;
+    /* without the attribute: 48 KB in all, the static red[] included */
+    if (qw->K > (qx_big ? QX_MAX_K : 12032) || qw->K % 128 || qw->N < 1) return false;
+    if (((uintptr_t)x & 15) || ((uintptr_t)qw->w & 15)) return false;
     if (qw->group < 128 / bits || (qw->group & (qw->group - 1)) || (qw->sdt != LMX_F16 && qw->sdt != LMX_BF16))
         return false;
     int vpg_shift = 0;
