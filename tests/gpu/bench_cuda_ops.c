@@ -174,7 +174,10 @@ static const gq_spec BQ[] = {
  * LMX_CUDA_QGEMV=staged (through the staged kernel; with LMX_CUDA_QTILE_MB=128
  * also two prefill GEMMs on 128 MB dequantized tiles, not 32) or
  * LMX_CUDA_QGEMV=unfactored (w = s·q + b per weight), same shapes. */
+static bool quant_decode_only; /* BENCH_OPS_ONLY=qdec: M = 1 rows alone */
+
 static void bench_quant(const char *only) {
+    const char *fmts = getenv("BENCH_QFMT"); /* e.g. "q4_0,q6_K,mlx 4-bit": formats whose label it contains */
     static const struct {
         const char *label;
         int64_t N, K;
@@ -183,6 +186,7 @@ static void bench_quant(const char *only) {
               {"8B gate/up", 14336, 4096}, {"8B down", 4096, 14336}, {"8B lm_head", 128256, 4096}};
     for (size_t f = 0; f < sizeof BQ / sizeof *BQ; f++) {
         if (only && BQ[f].dt != LMX_MLX_Q4 && BQ[f].dt != LMX_MLX_Q8) continue;
+        if (fmts && !strstr(fmts, BQ[f].label + (BQ[f].label[0] == 'g' ? 5 : 0))) continue;
         for (size_t i = 0; i < sizeof sh / sizeof *sh; i++) {
             char l[64];
             snprintf(l, sizeof l, "%s%s", sh[i].label, only ? only : "");
@@ -196,6 +200,7 @@ static void bench_quant(const char *only) {
         }
         return;
     }
+    if (quant_decode_only) return;
     bench_matmul_q("8B q/o M=4", &BQ[0], 4, 4096, 4096);
     bench_matmul_q("8B q/o M=8", &BQ[0], 8, 4096, 4096);
     bench_matmul_q("8B q/o M=8", &BQ[2], 8, 4096, 4096);
@@ -341,7 +346,8 @@ int main(int argc, char **argv) {
     if (lmx_cuda_device_info(info, sizeof info)) die("info");
     printf("device: %s\n", info);
     const char *only_q = getenv("BENCH_OPS_ONLY"); /* "quant": the quantized table alone (A/B of a kernel change) */
-    if (only_q && !strcmp(only_q, "quant")) {
+    quant_decode_only = only_q && !strcmp(only_q, "qdec");
+    if (only_q && (!strcmp(only_q, "quant") || quant_decode_only)) {
         bench_quant(NULL);
         lmx_backend_free(gpu);
         return 0;

@@ -17,8 +17,8 @@
  * dequantized weights in another order (GEMV: ~1e-7), resp. weights and x
  * each carried to 16 bits (simulated ~3e-6). get_rows of quantized tables:
  * 1e-6 (the decoders round as the host converters do: expected 0).
- * MLX 4/8-bit decode runs once through the direct kernel and once more on a
- * second backend started with LMX_CUDA_QGEMV=staged.
+ * MLX 4/8-bit, Q4_0 and Q6_K decode run through the default kernels and
+ * again on backends started with LMX_CUDA_QGEMV=staged / old / r4 / r8.
  * Greedy pick (lmx_cuda_greedy): id, max, runner-up and non-finite count
  * exact, log-sum-exp within 2e-5 + 4e-7·|lse| (see greedy_case).
  * Exits 77 (ctest: skipped) with the reason when no CUDA device answers. */
@@ -398,18 +398,34 @@ static void t_quant_matmul(void) {
     q_matmul_case(&QSPECS[0], 3, 37, 768, false, true, "");
 }
 
-/* MLX 4/8-bit decode through the staged kernel (second backend). */
-static void t_quant_matmul_staged(lmx_backend *staged) {
+/* M = 1 on a second backend (LMX_CUDA_QGEMV=staged|old|r4|r8,
+ * read when it starts): MLX 4/8-bit, and with gguf also Q4_0 / Q6_K (the lane-mapped
+ * kernels of cuda_qgemv_gguf.cu at both row counts, or the staged kernel). */
+static void t_quant_matmul_on(lmx_backend *b, const char *tag, bool gguf) {
     lmx_backend *keep = gpu;
-    gpu = staged;
-    gex.backend = staged;
+    gpu = b;
+    gex.backend = b;
     for (size_t qi = 0; qi < N_QSPECS; qi++) {
-        if (QSPECS[qi].dt != LMX_MLX_Q4 && QSPECS[qi].dt != LMX_MLX_Q8) continue;
-        q_matmul_case(&QSPECS[qi], 1, 256, 4096, false, false, " [staged]");
-        q_matmul_case(&QSPECS[qi], 8, 37, 768, true, false, " [staged]");
+        lmx_dtype dt = QSPECS[qi].dt;
+        bool mlx = dt == LMX_MLX_Q4 || dt == LMX_MLX_Q8;
+        if (!mlx && !(gguf && (dt == LMX_Q4_0 || dt == LMX_Q6_K))) continue;
+        q_matmul_case(&QSPECS[qi], 1, 256, 4096, false, false, tag);
+        q_matmul_case(&QSPECS[qi], 1, 37, 768, true, false, tag);
+        if (mlx) q_matmul_case(&QSPECS[qi], 8, 37, 768, true, false, tag);
     }
     gpu = keep;
     gex.backend = keep;
+}
+
+/* Shapes the decode kernels split differently: many row groups per block
+ * (x staged once per block, MLX), a K that is not a whole warp round. */
+static void t_quant_matmul_wide(void) {
+    for (size_t qi = 0; qi < N_QSPECS; qi++) {
+        lmx_dtype dt = QSPECS[qi].dt;
+        if (dt != LMX_MLX_Q4 && dt != LMX_MLX_Q8 && dt != LMX_Q4_0 && dt != LMX_Q6_K) continue;
+        if (qshape_ok(&QSPECS[qi], 1024)) q_matmul_case(&QSPECS[qi], 1, 20000, 1024, qi % 2 == 0, false, " wide");
+        if (qshape_ok(&QSPECS[qi], 1280)) q_matmul_case(&QSPECS[qi], 1, 99, 1280, true, false, "");
+    }
 }
 
 static void t_quant_get_rows(void) {
@@ -647,14 +663,19 @@ int main(void) {
     printf("%s device memory: %zu bytes held at start, %zu after all cases (peak %zu)\n", mem_ok ? "ok  " : "FAIL",
            base, after, lmx_cuda_mem_peak(gpu));
     mem_ok ? n_ok++ : n_bad++;
+    t_quant_matmul_wide();
     const char *qg = getenv("LMX_CUDA_QGEMV");
-    setenv("LMX_CUDA_QGEMV", "staged", 1);
-    lmx_backend *staged;
-    if (lmx_backend_create("cuda", 0, &staged)) die("second backend");
+    static const char *const modes[][2] = {
+        {"staged", " [staged]"}, {"old", " [old]"}, {"r4", " [r4]"}, {"r8", " [r8]"}};
+    for (int i = 0; i < 4; i++) {
+        setenv("LMX_CUDA_QGEMV", modes[i][0], 1);
+        lmx_backend *other;
+        if (lmx_backend_create("cuda", 0, &other)) die("second backend");
+        t_quant_matmul_on(other, modes[i][1], true);
+        lmx_backend_free(other);
+    }
     if (qg) setenv("LMX_CUDA_QGEMV", qg, 1);
     else unsetenv("LMX_CUDA_QGEMV");
-    t_quant_matmul_staged(staged);
-    lmx_backend_free(staged);
     lmx_backend_free(gpu);
     lmx_backend_free(cpu);
     printf("%d passed, %d failed\n", n_ok, n_bad);

@@ -436,6 +436,9 @@ extern "C" lmx_status lmx_cuda_backend_create(lmx_backend **out) {
     const char *qg = getenv("LMX_CUDA_QGEMV");
     c->qgemv_staged = qg && !strcmp(qg, "staged");
     c->qgemv_unfactored = qg && !strcmp(qg, "unfactored");
+    c->qgemv_old = qg && !strcmp(qg, "old");
+    c->qgemv_rows = qg && !strcmp(qg, "r4") ? 4 : qg && !strcmp(qg, "r8") ? 8 : 0;
+    cuda_qgemv_mlx_init();
     const char *qt = getenv("LMX_CUDA_QTILE_MB");
     long qmb = qt ? strtol(qt, NULL, 10) : 0;
     c->qtile_bytes = (size_t)(qmb > 0 && qmb <= 4096 ? qmb : 128) << 20; /* default 128 MB (was 32): cuda_matmul.cu */

@@ -38,7 +38,9 @@ struct lmx_cuda_ctx {
     bool fast_gemm;
     bool qgemv_staged;  /* LMX_CUDA_QGEMV=staged: MLX 4/8-bit decode through the staged kernel */
     bool qgemv_unfactored; /* LMX_CUDA_QGEMV=unfactored: direct kernel, w = s·q + b per weight */
-    size_t qtile_bytes; /* prefill: bf16 hi+lo bytes per dequantized weight tile (LMX_CUDA_QTILE_MB, 32) */
+    bool qgemv_old;     /* LMX_CUDA_QGEMV=old: the session-3 decode kernels (no lane-mapped / x-in-shared ones) */
+    int qgemv_rows;     /* LMX_CUDA_QGEMV=r4|r8: rows per warp of the lane-mapped kernels (0: by shape) */
+    size_t qtile_bytes; /* prefill: bf16 hi+lo bytes per dequantized weight tile (LMX_CUDA_QTILE_MB, 128) */
     /* LMX_CUDA_GRAPHS=1: the kernels queued between two host synchronisations
      * (one decode step) are captured and replayed as one graph, updated in
      * place while the topology repeats (cuda_backend.cu). */

@@ -456,6 +456,16 @@ lmx_status cuda_dequant_bf16(lmx_cuda_ctx *c, const cuda_qw *qw, int64_t n0, int
                              __nv_bfloat16 *lo);
 /* out[M,N] = x[M,K] · Wᵀ (+ bias) for M <= 8 (cuda_quant_gemv.cu). */
 lmx_status cuda_gemv_quant(lmx_cuda_ctx *c, const lmx_node *n, const cuda_qw *qw);
+/* M = 1 from GGUF Q4_0 / Q6_K with lanes mapped for coalesced x
+ * (cuda_qgemv_gguf.cu); false (nothing queued) for other formats or
+ * alignments, or LMX_CUDA_QGEMV=old|staged. x is 16-byte aligned. */
+bool cuda_gemv_gguf_lanes(lmx_cuda_ctx *c, const cuda_qw *qw, float *out, const float *x, const void *bias, int bdt);
+/* M = 1 from MLX affine 4/8-bit with x staged in shared memory
+ * (cuda_qgemv_mlx.cu); false (nothing queued) where it does not apply.
+ * cuda_qgemv_mlx_init lets its kernels take 64 KB of shared memory (once,
+ * when a backend starts: not inside a graph capture). */
+bool cuda_gemv_mlx_sx(lmx_cuda_ctx *c, const cuda_qw *qw, float *out, const float *x, const void *bias, int bdt);
+void cuda_qgemv_mlx_init(void);
 lmx_status cuda_get_rows_quant(lmx_cuda_ctx *c, const lmx_node *n);
 
 #endif

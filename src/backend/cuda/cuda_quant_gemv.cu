@@ -378,6 +378,8 @@ lmx_status cuda_gemv_quant(lmx_cuda_ctx *c, const lmx_node *n, const cuda_qw *qw
     bool direct = bits && xvec && !c->qgemv_staged && ((uintptr_t)qw->w & 15) == 0 && qw->group >= 128 / bits &&
                   (qw->group & (qw->group - 1)) == 0 &&
                   (qw->sdt == LMX_F32 || qw->sdt == LMX_F16 || qw->sdt == LMX_BF16);
+    if (direct && M == 1 && cuda_gemv_mlx_sx(c, qw, out, xd, bias, bdt))
+        return cuda_launched("matmul (quantized gemv, x in shared memory)");
     if (direct) {
         if (bits == 4) {
             if (qw->sdt == LMX_BF16) launch_mlx<4, __nv_bfloat16>(c, qw, out, xd, (int)M, xs, os, bias, bdt);
@@ -390,6 +392,8 @@ lmx_status cuda_gemv_quant(lmx_cuda_ctx *c, const lmx_node *n, const cuda_qw *qw
         }
         return cuda_launched("matmul (quantized gemv)");
     }
+    if (M == 1 && xvec && cuda_gemv_gguf_lanes(c, qw, out, xd, bias, bdt))
+        return cuda_launched("matmul (quantized gemv, gguf lanes)");
 #define ST(DT) launch_staged<DT>(c, qw, out, xd, (int)M, xs, os, bias, bdt, xvec)
     LMX_QUANT_DISPATCH(qw->dt, ST)
 #undef ST
