@@ -160,21 +160,97 @@ static inline float dot(const float *a, const float *b, int64_t n) {
     return t;
 }
 
+/* Decode attention streams K and V rows of one kv head, Hkv·hd floats apart,
+ * from DRAM: both kernels walk the rows once, in order, and prefetch the row
+ * ATTN_PF ahead (see simd_avx512.c). */
+#define ATTN_PF 16
+
+static inline void prefetch_row(const float *r, int64_t len) {
+    for (int64_t i = 0; i < len; i += 16) _mm_prefetch((const char *)(r + i), _MM_HINT_T0);
+}
+
+/* [Σa0, Σa1, Σa2, Σa3] of four 8-lane vectors. */
+static inline __m128 reduce4(__m256 a0, __m256 a1, __m256 a2, __m256 a3) {
+    __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
+    return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+}
+
+/* Four keys at a time, their dot products reduced together; feature tails
+ * (hd not a multiple of 8) are scalar. */
 static void y_attn_scores(const float *q, int G, int64_t qs, const float *k, int64_t ks, int64_t n, int64_t hd,
                           float scale, float *s, int64_t ss) {
-    for (int64_t j = 0; j < n; j++) {
+    const int64_t hd8 = hd & ~(int64_t)7;
+    int64_t j = 0;
+    for (; j + 4 <= n; j += 4) {
+        const float *k0 = k + j * ks, *k1 = k0 + ks, *k2 = k1 + ks, *k3 = k2 + ks;
+        for (int r = 0; r < 4; r++)
+            if (j + ATTN_PF + r < n) prefetch_row(k + (j + ATTN_PF + r) * ks, hd);
+        for (int g = 0; g < G; g++) {
+            const float *qg = q + g * qs;
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+            for (int64_t d = 0; d < hd8; d += 8) {
+                __m256 qv = _mm256_loadu_ps(qg + d);
+                a0 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + d), a0);
+                a1 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k1 + d), a1);
+                a2 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k2 + d), a2);
+                a3 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k3 + d), a3);
+            }
+            float t[4];
+            _mm_storeu_ps(t, reduce4(a0, a1, a2, a3));
+            for (int64_t d = hd8; d < hd; d++) {
+                t[0] += qg[d] * k0[d], t[1] += qg[d] * k1[d];
+                t[2] += qg[d] * k2[d], t[3] += qg[d] * k3[d];
+            }
+            for (int r = 0; r < 4; r++) s[g * ss + j + r] = t[r] * scale;
+        }
+    }
+    for (; j < n; j++) {
         const float *kj = k + j * ks;
         for (int g = 0; g < G; g++) s[g * ss + j] = dot(q + g * qs, kj, hd) * scale;
     }
 }
 
+/* acc[g][d0 .. d0+32) += Σ_j p[g][j] · v[j][d0 ..] for GN (1..2) heads, d0 +
+ * 32 <= vd: 8 accumulators in registers while the rows stream past once, in
+ * order (each element summed over j in order, as the reference does). */
+static inline __attribute__((always_inline)) void av_tile(const int GN, const float *p, int64_t ps, const float *v,
+                                                           int64_t vs, int64_t n, int64_t d0, float *acc,
+                                                           int64_t as) {
+    __m256 a[2][4];
+    for (int g = 0; g < GN; g++)
+        for (int c = 0; c < 4; c++) a[g][c] = _mm256_loadu_ps(acc + g * as + d0 + 8 * c);
+    for (int64_t j = 0; j < n; j++) {
+        const float *vr = v + j * vs + d0;
+        if (j + ATTN_PF < n) prefetch_row(vr + ATTN_PF * vs, 32);
+        __m256 x[4];
+        for (int c = 0; c < 4; c++) x[c] = _mm256_loadu_ps(vr + 8 * c);
+        for (int g = 0; g < GN; g++) {
+            __m256 b = _mm256_broadcast_ss(p + g * ps + j);
+            for (int c = 0; c < 4; c++) a[g][c] = _mm256_fmadd_ps(b, x[c], a[g][c]);
+        }
+    }
+    for (int g = 0; g < GN; g++)
+        for (int c = 0; c < 4; c++) _mm256_storeu_ps(acc + g * as + d0 + 8 * c, a[g][c]);
+}
+
 static void y_attn_av(const float *p, int G, int64_t ps, const float *v, int64_t vs, int64_t n, int64_t vd,
                       float *acc, int64_t as) {
-    int64_t vd8 = vd & ~(int64_t)7;
+    const int64_t vd32 = vd & ~(int64_t)31, vd8 = vd & ~(int64_t)7;
+    for (int g0 = 0; g0 < G; g0 += 2) {
+        const float *pg = p + g0 * ps;
+        float *ag = acc + g0 * as;
+        for (int64_t d0 = 0; d0 < vd32; d0 += 32) {
+            if (G - g0 >= 2)
+                av_tile(2, pg, ps, v, vs, n, d0, ag, as);
+            else
+                av_tile(1, pg, ps, v, vs, n, d0, ag, as);
+        }
+    }
+    /* features past the last 32-wide tile: 8 at a time, then scalar */
     for (int g = 0; g < G; g++) {
         const float *pg = p + g * ps;
         float *a = acc + g * as;
-        for (int64_t d = 0; d < vd8; d += 8) {
+        for (int64_t d = vd32; d < vd8; d += 8) {
             __m256 a0 = _mm256_loadu_ps(a + d);
             for (int64_t j = 0; j < n; j++)
                 a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(pg + j), _mm256_loadu_ps(v + j * vs + d), a0);
