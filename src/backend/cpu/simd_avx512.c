@@ -552,10 +552,7 @@ static void z_attn_av(const float *p, int G, int64_t ps, const float *v, int64_t
  * exp(r) by its degree-6 Taylor polynomial (relative error < 2e-8 there,
  * below f32 rounding), times 2^n by vscalefps; x < -87.3 gives 0 as expf's
  * underflow does. */
-static inline __m512 exp_neg(__m512 x) {
-    const __m512 lo = _mm512_set1_ps(-87.33654f);
-    __mmask16 under = _mm512_cmp_ps_mask(x, lo, _CMP_LT_OQ);
-    x = _mm512_max_ps(lo, x); /* operand order keeps a NaN score NaN */
+static inline __m512 exp_core(__m512 x) { /* x already clamped to [-87.3, 89] (or NaN) */
     __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x); /* ln2 split: hi exact in f32 */
@@ -567,7 +564,14 @@ static inline __m512 exp_neg(__m512 x) {
     y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(0.5f));
     y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.0f));
     y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.0f));
-    return _mm512_maskz_mov_ps((__mmask16)~under, _mm512_scalef_ps(y, n));
+    return _mm512_scalef_ps(y, n);
+}
+
+static inline __m512 exp_neg(__m512 x) {
+    const __m512 lo = _mm512_set1_ps(-87.33654f);
+    __mmask16 under = _mm512_cmp_ps_mask(x, lo, _CMP_LT_OQ);
+    x = _mm512_max_ps(lo, x); /* operand order keeps a NaN score NaN */
+    return _mm512_maskz_mov_ps((__mmask16)~under, exp_core(x));
 }
 
 static float z_softmax_exp(float *s, int64_t n, float mx) {
@@ -587,19 +591,7 @@ static float z_softmax_exp(float *s, int64_t n, float mx) {
  * as expf's tiny results are; a NaN stays NaN (operand order of min/max). */
 static inline __m512 exp_any(__m512 y) {
     y = _mm512_max_ps(_mm512_set1_ps(-87.33654f), y);
-    y = _mm512_min_ps(_mm512_set1_ps(89.0f), y);
-    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(y, _mm512_set1_ps(1.44269504088896341f)),
-                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), y);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 p = _mm512_set1_ps(1.0f / 720);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    return _mm512_scalef_ps(p, n);
+    return exp_core(_mm512_min_ps(_mm512_set1_ps(89.0f), y));
 }
 
 /* The reference's operations in its order: x / (1 + e^-x), then · b. */
