@@ -130,10 +130,11 @@ static inline __attribute__((always_inline)) void mv_q40_q80(const int dt, const
             int64_t b = 0;
             for (; b + 2 <= nb; b += 2) { /* two blocks per 512-bit vector */
                 const size_t o = (size_t)b * bs;
-                if (m == 0) { /* the same pair of the next 4 rows (36 or 68 bytes: 1 or 2 lines) */
+                if (m == 0) { /* the same pair of the next 4 rows (36 or 68 bytes: 1 or 2 lines), into
+                                 L2: ~2.5% faster decode than into L1 (llama-1b Q8_0, session 4) */
                     for (int i = 0; i < 4; i++) {
-                        _mm_prefetch((const char *)pf + i * rb + o, _MM_HINT_T0);
-                        if (dt == LMX_Q8_0) _mm_prefetch((const char *)pf + i * rb + o + 64, _MM_HINT_T0);
+                        _mm_prefetch((const char *)pf + i * rb + o, _MM_HINT_T1);
+                        if (dt == LMX_Q8_0) _mm_prefetch((const char *)pf + i * rb + o + 64, _MM_HINT_T1);
                     }
                 }
                 __m512i xv = _mm512_loadu_si512((const void *)(q + 32 * b));
@@ -156,10 +157,10 @@ static inline __attribute__((always_inline)) void mv_q40_q80(const int dt, const
             for (; b < nb; b++) {
                 const size_t o = (size_t)b * bs;
                 if (m == 0) {
-                    _mm_prefetch((const char *)pf + o, _MM_HINT_T0);
-                    _mm_prefetch((const char *)pf + rb + o, _MM_HINT_T0);
-                    _mm_prefetch((const char *)pf + 2 * rb + o, _MM_HINT_T0);
-                    _mm_prefetch((const char *)pf + 3 * rb + o, _MM_HINT_T0);
+                    _mm_prefetch((const char *)pf + o, _MM_HINT_T1);
+                    _mm_prefetch((const char *)pf + rb + o, _MM_HINT_T1);
+                    _mm_prefetch((const char *)pf + 2 * rb + o, _MM_HINT_T1);
+                    _mm_prefetch((const char *)pf + 3 * rb + o, _MM_HINT_T1);
                 }
                 __m256i xv = _mm256_loadu_si256((const __m256i *)(q + 32 * b));
                 __m256i init = _mm256_set1_epi32(-s32[b] * (1 << offs));
