@@ -12,6 +12,7 @@
 #include "core/op.h"
 
 struct lmx_backend;
+struct lmx_optim_step_args; /* core/optim_step.h */
 
 /* Device memory of a backend whose arrays live outside host memory (CUDA).
  * Every entry returns lmx_status with a message; none exits. alloc returns
@@ -45,6 +46,10 @@ typedef struct lmx_backend {
      * and the zeroed dense f32 dsrc[i] it adds into, all device arrays; a
      * NULL entry or LMX_ERR_UNSUPPORTED fails backward (no host fallback). */
     const lmx_vjp_kernel_fn *vjps;
+    /* Optional (device backends): one optimizer update over flat f32 arrays
+     * in the backend's memory (core/optim_step.h); NULL: the trainer
+     * downloads gradients and updates on the host. */
+    lmx_status (*optim_step)(struct lmx_backend *b, const struct lmx_optim_step_args *a);
 } lmx_backend;
 
 /* Peak memory to report (mlx-lm's peak_memory): the device's peak for a

@@ -11,6 +11,7 @@
 #include <math.h>
 #include <pthread.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -41,9 +42,21 @@ struct lmx_tape {
 
 static bool env_reference;
 static pthread_once_t env_once = PTHREAD_ONCE_INIT;
+
+/* LMX_TAPE_PROFILE=1: backward synchronises the node's backend around each
+ * phase and sums seconds per op (matmuls split by a float-32 or other
+ * weight: LoRA vs base), gathers, zeroed allocations and sums; printed to
+ * stderr when a tape is freed. Process-wide (tapes of one run add up). */
+static bool env_profile;
+enum { PROF_GATHER = 2 * LMX_OP_COUNT, PROF_ALLOC, PROF_ACCUM, PROF_N };
+static double prof_s[PROF_N];
+static int64_t prof_n[PROF_N];
+
 static void read_env(void) {
     const char *e = getenv("LMX_VJP");
     env_reference = e && !strcmp(e, "reference");
+    const char *p = getenv("LMX_TAPE_PROFILE");
+    env_profile = p && *p && strcmp(p, "0");
 }
 
 static lmx_status grow(void **p, int *cap, int need, size_t elem) {
@@ -80,8 +93,41 @@ void lmx_tape_reset(lmx_tape *t) {
     drop_grads(t);
 }
 
+static void prof_print(void) {
+    double all = 0;
+    for (int k = 0; k < PROF_N; k++) all += prof_s[k];
+    if (all <= 0) return;
+    fprintf(stderr, "[tape profile] backward total %.1f ms:", 1e3 * all);
+    for (int k = 0; k < PROF_N; k++) {
+        if (!prof_n[k]) continue;
+        const char *nm = k == PROF_GATHER ? "gather" : k == PROF_ALLOC ? "zeroed dsrc" : k == PROF_ACCUM ? "accumulate"
+                                                                                            : lmx_op_defs[k / 2].name;
+        fprintf(stderr, " %s%s %.1f ms (%lld)", nm, k < PROF_GATHER && k % 2 ? "[W!=f32]" : "", 1e3 * prof_s[k],
+                (long long)prof_n[k]);
+    }
+    fprintf(stderr, "\n");
+    memset(prof_s, 0, sizeof prof_s);
+    memset(prof_n, 0, sizeof prof_n);
+}
+
+/* Seconds since the last call (0 when not profiling), after b's queued work. */
+static double prof_lap(lmx_backend *b, double *last) {
+    if (!env_profile) return 0;
+    if (b) (void)lmx_backend_sync(b);
+    double now = lmx_time_s(), d = now - *last;
+    *last = now;
+    return d;
+}
+
+static void prof_add(int k, double s) {
+    if (!env_profile) return;
+    prof_s[k] += s;
+    prof_n[k]++;
+}
+
 void lmx_tape_free(lmx_tape *t) {
     if (!t) return;
+    if (env_profile) prof_print();
     lmx_tape_reset(t);
     free(t->recs);
     free(t->g);
@@ -243,6 +289,18 @@ static lmx_status accumulate(lmx_tape *t, const lmx_array *view, lmx_array *grad
     return LMX_OK;
 }
 
+/* On a device, a node's vjp adds into the gradient entry of a source
+ * directly when one of the same layout exists, whole (no part consumed):
+ * that saves a zeroed array and a sum per consumer of a shared input (the
+ * normed h read by q, k, v and their adapters). Distinct from the node's
+ * dout: that came from the entries of its output's memory. */
+static grad_entry *find_entry(lmx_tape *t, const lmx_array *a) {
+    for (int i = 0; i < t->ng; i++)
+        if (same_layout(&t->g[i].view, a) && t->g[i].left == lmx_array_numel(a) && dev_of(&t->g[i].grad))
+            return &t->g[i];
+    return NULL;
+}
+
 /* Byte offset of logical element i of a (plain dtype). */
 static int64_t elem_off(const lmx_array *a, int64_t i) {
     int64_t off = 0;
@@ -323,6 +381,25 @@ static lmx_status gather(lmx_tape *t, const lmx_array *out, lmx_array *dout) {
     const lmx_dtype_traits *tr = lmx_dtype_info(out->dtype);
     if (tr->block != 1) return LMX_OK;
     int64_t es = (int64_t)tr->size;
+    /* The usual case: one entry, for out itself (its consumer read it
+     * whole): that gradient becomes dout as it is, no copy (0 + g = g). */
+    if (lmx_array_is_contiguous(out)) {
+        intptr_t os = (intptr_t)out->data, oe = os + (intptr_t)(lmx_array_numel(out) * es);
+        int hit = -1, nhit = 0;
+        for (int i = 0; i < t->ng && nhit < 2; i++) {
+            const lmx_array *v = &t->g[i].view;
+            intptr_t vs = (intptr_t)v->data;
+            if (vs >= oe || vs + (intptr_t)(lmx_array_numel(v) * (int64_t)lmx_dtype_info(v->dtype)->size) <= os)
+                continue; /* no byte of v inside out */
+            nhit++;
+            hit = i;
+        }
+        if (nhit == 1 && same_layout(&t->g[hit].view, out) && t->g[hit].left == lmx_array_numel(out)) {
+            *dout = t->g[hit].grad;
+            t->g[hit] = t->g[--t->ng];
+            return LMX_OK;
+        }
+    }
     for (int i = 0; i < t->ng;) {
         grad_entry *e = &t->g[i];
         const lmx_array *v = &e->view;
@@ -425,35 +502,50 @@ lmx_status lmx_tape_backward(lmx_tape *t, const lmx_array *y, const lmx_array *s
         return st;
     }
     LMX_TRY(accumulate(t, y, &g0));
+    double last = 0;
+    (void)prof_lap(dev_of(y), &last);
     for (int i = t->n - 1; i >= 0; i--) {
         tape_rec *r = &t->recs[i];
+        lmx_backend *pb = dev_of(&r->arr[0]);
         /* the node's pointers refer to r->arr, which moves when recs grows */
         r->n.out = &r->arr[0];
         for (int j = 0; j < LMX_MAX_SRC; j++)
             if (r->n.src[j]) r->n.src[j] = &r->arr[1 + j];
         lmx_array dout = {0};
         LMX_TRY(gather(t, r->n.out, &dout));
+        prof_add(PROF_GATHER, prof_lap(pb, &last));
         if (lmx_array_empty(&dout)) continue;
         lmx_array ds[LMX_MAX_SRC];
         lmx_array *dp[LMX_MAX_SRC] = {0};
         memset(ds, 0, sizeof ds);
         st = LMX_OK;
         bool any = false;
+        bool direct[LMX_MAX_SRC] = {false};
         for (int j = 0; j < LMX_MAX_SRC && !st; j++) {
             if (!wants_grad(t, r, j)) continue;
-            st = alloc_like(&ds[j], r->n.src[j]);
-            dp[j] = &ds[j];
             any = true;
+            grad_entry *e = pb ? find_entry(t, r->n.src[j]) : NULL;
+            if (e) { /* the vjp adds into the running sum itself (device memory) */
+                ds[j] = e->grad;
+                direct[j] = true;
+            } else {
+                st = alloc_like(&ds[j], r->n.src[j]);
+            }
+            dp[j] = &ds[j];
         }
+        prof_add(PROF_ALLOC, prof_lap(pb, &last));
         if (!st && any) st = run_vjp(t, r, &dout, dp);
+        if (r->n.op < LMX_OP_COUNT)
+            prof_add(2 * r->n.op + (r->n.src[1] && r->n.src[1]->dtype != LMX_F32), prof_lap(pb, &last));
         lmx_array_release(&dout);
         for (int j = 0; j < LMX_MAX_SRC; j++) {
-            if (!dp[j]) continue;
+            if (!dp[j] || direct[j]) continue;
             if (!st)
                 st = accumulate(t, r->n.src[j], &ds[j]);
             else
                 lmx_array_release(&ds[j]);
         }
+        prof_add(PROF_ACCUM, prof_lap(pb, &last));
         if (st) return st;
     }
     return LMX_OK;

@@ -115,7 +115,17 @@ static lmx_status zero(lmx_backend *b, void *p, size_t bytes) {
     return lmx_exec_node(&ex, &nd);
 }
 
+static lmx_status alloc_on(lmx_backend *b, lmx_array *a, int ndim, const int64_t *shape, bool zeroed);
+
 lmx_status lmx_tape_alloc_on(lmx_backend *b, lmx_array *a, int ndim, const int64_t *shape) {
+    return alloc_on(b, a, ndim, shape, true);
+}
+
+lmx_status lmx_tape_alloc_out_on(lmx_backend *b, lmx_array *a, int ndim, const int64_t *shape) {
+    return alloc_on(b, a, ndim, shape, false);
+}
+
+static lmx_status alloc_on(lmx_backend *b, lmx_array *a, int ndim, const int64_t *shape, bool zeroed) {
     if (lmx_backend_is_host(b)) return lmx_array_alloc_on(b, a, LMX_F32, ndim, shape);
     memset(a, 0, sizeof *a);
     int64_t n = 1;
@@ -136,7 +146,7 @@ lmx_status lmx_tape_alloc_on(lmx_backend *b, lmx_array *a, int ndim, const int64
     pthread_mutex_unlock(&mu);
     lmx_status st = LMX_OK;
     if (!p) st = lmx_backend_alloc(b, bytes, &p); /* zeroed */
-    else st = zero(b, p, bytes);
+    else if (zeroed) st = zero(b, p, bytes);
     pthread_mutex_lock(&mu);
     if (!st && (!c || !push(&c->live, &c->nlive, &c->lcap, (block){p, bytes, 0})))
         st = lmx_err(LMX_ERR_NOMEM, "out of memory");

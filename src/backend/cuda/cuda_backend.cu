@@ -417,6 +417,7 @@ extern "C" lmx_status lmx_cuda_backend_create(lmx_backend **out) {
     b->buffers = &cuda_buffer_ops;
     b->destroy = cuda_destroy;
     b->vjps = lmx_cuda_vjp_table(); /* cuda_vjp*.cu */
+    b->optim_step = lmx_cuda_optim_step; /* cuda_optim.cu */
     *out = b;
     return LMX_OK;
 }
