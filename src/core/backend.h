@@ -26,6 +26,8 @@ typedef struct lmx_buffer_ops {
     lmx_status (*download)(struct lmx_backend *b, void *dst, const void *src, size_t bytes);
     lmx_status (*sync)(struct lmx_backend *b); /* waits for all queued work */
     size_t (*mem_peak)(const struct lmx_backend *b); /* optional: peak device bytes */
+    /* optional: zeroes bytes at p, queued with the kernels (else a SCALE by 0) */
+    lmx_status (*zero)(struct lmx_backend *b, void *p, size_t bytes);
 } lmx_buffer_ops;
 
 

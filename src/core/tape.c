@@ -49,8 +49,8 @@ static pthread_once_t env_once = PTHREAD_ONCE_INIT;
  * stderr when a tape is freed. Process-wide (tapes of one run add up). */
 static bool env_profile;
 enum { PROF_GATHER = 2 * LMX_OP_COUNT, PROF_ALLOC, PROF_ACCUM, PROF_N };
-static double prof_s[PROF_N];
-static int64_t prof_n[PROF_N];
+static double prof_s[PROF_N], fwd_s[2 * LMX_OP_COUNT], fwd_last;
+static int64_t prof_n[PROF_N], fwd_n[2 * LMX_OP_COUNT];
 
 static void read_env(void) {
     const char *e = getenv("LMX_VJP");
@@ -105,9 +105,16 @@ static void prof_print(void) {
         fprintf(stderr, " %s%s %.1f ms (%lld)", nm, k < PROF_GATHER && k % 2 ? "[W!=f32]" : "", 1e3 * prof_s[k],
                 (long long)prof_n[k]);
     }
+    fprintf(stderr, "\n[tape profile] recorded forward (from one record to the next):");
+    for (int k = 0; k < 2 * LMX_OP_COUNT; k++)
+        if (fwd_n[k])
+            fprintf(stderr, " %s%s %.1f ms (%lld)", lmx_op_defs[k / 2].name, k % 2 ? "[W!=f32]" : "", 1e3 * fwd_s[k],
+                    (long long)fwd_n[k]);
     fprintf(stderr, "\n");
     memset(prof_s, 0, sizeof prof_s);
     memset(prof_n, 0, sizeof prof_n);
+    memset(fwd_s, 0, sizeof fwd_s);
+    memset(fwd_n, 0, sizeof fwd_n);
 }
 
 /* Seconds since the last call (0 when not profiling), after b's queued work. */
@@ -161,6 +168,16 @@ static lmx_status record(lmx_tape *t, const lmx_node *n, lmx_vjp_fn vjp, lmx_vjp
 lmx_status lmx_tape_record(lmx_tape *t, const lmx_node *n, lmx_vjp_fn vjp) { return record(t, n, vjp, NULL, NULL); }
 
 lmx_status lmx_tape_record_on(lmx_tape *t, lmx_backend *b, const lmx_node *n) {
+    if (env_profile && n->op < LMX_OP_COUNT) { /* the node just ran: the time since the last record */
+        if (!lmx_backend_is_host(b)) (void)lmx_backend_sync(b);
+        double now = lmx_time_s();
+        if (fwd_last > 0 && now - fwd_last < 1.0) {
+            int k = 2 * n->op + (n->src[1] && n->src[1]->dtype != LMX_F32);
+            fwd_s[k] += now - fwd_last;
+            fwd_n[k]++;
+        }
+        fwd_last = now;
+    }
     lmx_vjp_kernel_fn fast = b && b->vjps && n->op < LMX_OP_COUNT ? b->vjps[n->op] : NULL;
     return record(t, n, NULL, fast, fast ? b->pool : NULL);
 }
@@ -253,6 +270,28 @@ static lmx_status alloc_like(lmx_array *g, const lmx_array *a) {
     return a->ndim ? lmx_tape_alloc_on(b, g, a->ndim, a->shape) : lmx_tape_alloc_on(b, g, 1, &one);
 }
 
+/* On a device a gradient array may be shared: an ADD hands its dout to
+ * both sources as it is (no zeroed copies and sums). A shared array is
+ * never written: an entry that holds one gets a private copy first. */
+static bool shared(const lmx_array *g) { return g->buf && g->buf->refcount > 1; }
+
+static lmx_status privatize(lmx_array *g) {
+    if (!shared(g)) return LMX_OK;
+    lmx_backend *dev = dev_of(g);
+    if (!dev) return lmx_err(LMX_ERR_INTERNAL, "tape: a shared host gradient");
+    lmx_array c;
+    LMX_TRY(alloc_like(&c, g));
+    int64_t n = lmx_array_numel(g);
+    lmx_status st = dev_add(dev, c.data, n, g->data, n, 1, n, false);
+    if (st) {
+        lmx_array_release(&c);
+        return st;
+    }
+    lmx_array_release(g);
+    *g = c;
+    return LMX_OK;
+}
+
 /* Adds grad (contiguous f32 of view's shape) into the entry for view;
  * takes ownership of grad. */
 static lmx_status accumulate(lmx_tape *t, const lmx_array *view, lmx_array *grad) {
@@ -263,7 +302,18 @@ static lmx_status accumulate(lmx_tape *t, const lmx_array *view, lmx_array *grad
         lmx_backend *dev = dev_of(&t->g[i].grad);
         int64_t n = lmx_array_numel(grad);
         if (dev) {
-            lmx_status st = dev_add(dev, d, n, s, n, 1, n, false);
+            lmx_status st;
+            if (shared(&t->g[i].grad) && !shared(grad)) { /* sum into the private one, which becomes the entry */
+                st = dev_add(dev, s, n, d, n, 1, n, false);
+                if (!st) {
+                    lmx_array_release(&t->g[i].grad);
+                    t->g[i].grad = *grad;
+                    memset(grad, 0, sizeof *grad);
+                }
+            } else {
+                st = privatize(&t->g[i].grad);
+                if (!st) st = dev_add(dev, t->g[i].grad.data, n, s, n, 1, n, false);
+            }
             if (st) {
                 lmx_array_release(grad);
                 return st;
@@ -296,9 +346,24 @@ static lmx_status accumulate(lmx_tape *t, const lmx_array *view, lmx_array *grad
  * dout: that came from the entries of its output's memory. */
 static grad_entry *find_entry(lmx_tape *t, const lmx_array *a) {
     for (int i = 0; i < t->ng; i++)
-        if (same_layout(&t->g[i].view, a) && t->g[i].left == lmx_array_numel(a) && dev_of(&t->g[i].grad))
+        if (same_layout(&t->g[i].view, a) && t->g[i].left == lmx_array_numel(a) && dev_of(&t->g[i].grad) &&
+            !shared(&t->g[i].grad))
             return &t->g[i];
     return NULL;
+}
+
+/* An ADD whose sources have out's shape (no broadcast row), all f32: each
+ * source's gradient is dout itself. */
+static bool passes_through(const tape_rec *r) {
+    const lmx_array *o = r->n.out, *a = r->n.src[0], *b = r->n.src[1];
+    if (r->custom || r->n.op != LMX_OP_ADD || !a || !b || o->dtype != LMX_F32) return false;
+    for (int k = 0; k < 2; k++) {
+        const lmx_array *s = k ? b : a;
+        if (s->dtype != LMX_F32 || s->ndim != o->ndim) return false;
+        for (int i = 0; i < o->ndim; i++)
+            if (s->shape[i] != o->shape[i]) return false;
+    }
+    return true;
 }
 
 /* Byte offset of logical element i of a (plain dtype). */
@@ -334,6 +399,7 @@ static lmx_status gather_part(grad_entry *e, const lmx_array *out, lmx_array *do
     intptr_t lo = vs > os ? vs : os, hi = ve < oe ? ve : oe;
     if (lo >= hi || (lo - vs) % es || (lo - os) % es) return LMX_OK;
     if (lmx_array_empty(dout)) LMX_TRY(alloc_like(dout, out));
+    LMX_TRY(privatize(&e->grad)); /* its consumed part is zeroed below */
     int64_t j0 = (int64_t)(lo - vs) / es, k0 = (int64_t)(lo - os) / es, cnt = (int64_t)(hi - lo) / es;
     float *d = (float *)dout->data + k0, *g = (float *)e->grad.data + j0;
     lmx_backend *dev = dev_of(&e->grad);
@@ -493,6 +559,7 @@ static lmx_status run_vjp(const lmx_tape *t, tape_rec *r, const lmx_array *dout,
 }
 
 lmx_status lmx_tape_backward(lmx_tape *t, const lmx_array *y, const lmx_array *seed) {
+    fwd_last = 0; /* the next forward's first record starts the clock again */
     drop_grads(t);
     lmx_array g0 = {0};
     LMX_TRY(alloc_like(&g0, y));
@@ -515,6 +582,19 @@ lmx_status lmx_tape_backward(lmx_tape *t, const lmx_array *y, const lmx_array *s
         LMX_TRY(gather(t, r->n.out, &dout));
         prof_add(PROF_GATHER, prof_lap(pb, &last));
         if (lmx_array_empty(&dout)) continue;
+        if (pb && passes_through(r)) { /* out = a + b: da = db = dout, shared */
+            st = LMX_OK;
+            for (int j = 0; j < 2 && !st; j++) {
+                if (!wants_grad(t, r, j)) continue;
+                lmx_array ref = dout;
+                lmx_array_retain(&ref);
+                st = accumulate(t, r->n.src[j], &ref);
+            }
+            lmx_array_release(&dout);
+            prof_add(PROF_ACCUM, prof_lap(pb, &last));
+            if (st) return st;
+            continue;
+        }
         lmx_array ds[LMX_MAX_SRC];
         lmx_array *dp[LMX_MAX_SRC] = {0};
         memset(ds, 0, sizeof ds);

@@ -6,9 +6,10 @@
  * device malloc, a memset and a stream synchronisation (and a free that
  * synchronises again), which starves the GPU between kernels. Here a freed
  * block goes back to a per-backend free list keyed by its exact size and the
- * next request of that size takes it; it is zeroed by the backend's SCALE
- * by 0 on the stream (queued, no synchronisation; the block held finite
- * values - activations or gradients - so 0·x is 0). Stream order makes the
+ * next request of that size takes it; it is zeroed on the stream by the
+ * backend's queued memset (buffer op zero), else by its SCALE by 0 (queued,
+ * no synchronisation; the block held finite values - activations or
+ * gradients - so 0·x is 0). Stream order makes the
  * reuse safe: every use of the old array was queued before the new one.
  * Blocks that no step asked for in the last two trims are freed, so shapes
  * that change from batch to batch do not pile up. Host backends allocate as
@@ -100,6 +101,7 @@ static void give_back(void *owner, void *data) {
 static lmx_status zero(lmx_backend *b, void *p, size_t bytes) {
     int64_t n = (int64_t)(bytes / sizeof(float));
     if (n == 0) return LMX_OK;
+    if (b->buffers && b->buffers->zero) return b->buffers->zero(b, p, bytes); /* a write, no read */
     lmx_array v;
     memset(&v, 0, sizeof v);
     int64_t sh[2] = {1, n};

@@ -56,7 +56,12 @@ static lmx_status dm_sync(lmx_backend *b) {
     (void)b;
     return LMX_OK;
 }
-static const lmx_buffer_ops devmem_ops = {false, dm_alloc, dm_free, dm_copy, dm_copy, dm_sync, NULL};
+static lmx_status dm_zero(lmx_backend *b, void *p, size_t bytes) {
+    (void)b;
+    memset(p, 0, bytes);
+    return LMX_OK;
+}
+static const lmx_buffer_ops devmem_ops = {false, dm_alloc, dm_free, dm_copy, dm_copy, dm_sync, NULL, dm_zero};
 
 /* The CPU backend with "device" memory (freed with lmx_backend_free). */
 static lmx_backend *devmem_backend(void) {

@@ -182,8 +182,13 @@ static lmx_status buf_sync(lmx_backend *b) { return stream_sync(bctx(b), "sync")
 
 static size_t buf_mem_peak(const lmx_backend *b) { return b && b->ctx ? bctx(b)->mem_peak : 0; }
 
+/* Queued on the stream (training's recycled gradient blocks, core/tape_cache.c). */
+static lmx_status buf_zero(lmx_backend *b, void *p, size_t bytes) {
+    return cuda_check(cudaMemsetAsync(p, 0, bytes, bctx(b)->stream), "memset");
+}
+
 static const lmx_buffer_ops cuda_buffer_ops = {
-    false, buf_alloc, buf_free, buf_upload, buf_download, buf_sync, buf_mem_peak,
+    false, buf_alloc, buf_free, buf_upload, buf_download, buf_sync, buf_mem_peak, buf_zero,
 };
 
 lmx_status cuda_scratch(lmx_cuda_ctx *c, size_t bytes, void **out) {
