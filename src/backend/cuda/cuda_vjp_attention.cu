@@ -13,9 +13,6 @@
  * ~1e-6 relative to the reference. A flash-style kernel is a later step. */
 #include "backend/cuda/cuda_vjp.cuh"
 
-#include <stdlib.h>
-#include <string.h>
-
 /* dst dense [R, Hn, D] f32 = src (strides s0, s1, 1) of dtype T. */
 template <typename T>
 __global__ void vjp_dense3_k(float *dst, const T *src, int64_t R, int64_t Hn, int64_t D, int64_t s0, int64_t s1) {
@@ -50,12 +47,10 @@ static lmx_status dense3(lmx_cuda_ctx *c, float *dst, const lmx_array *a) {
  * length S in; p (probabilities) and ds (score gradients incl. scale) out,
  * written over u and dp; zero outside the allowed keys. */
 __global__ void vjp_attn_rows_k(float *u, float *dp, int64_t T, int64_t S, int64_t pos0, int window, float cap,
-                                float scale, int group) {
+                                float scale) {
     __shared__ float sh[32];
-    /* T score rows per batch entry; row ri holds query position ri / group
-     * (group > 1: the rows of one kv head's query heads, interleaved) */
-    int64_t ri = blockIdx.x, b = blockIdx.y, pos = pos0 + ri / group;
-    float *ur = u + (b * T + ri) * S, *dr = dp + (b * T + ri) * S;
+    int64_t t = blockIdx.x, b = blockIdx.y, pos = pos0 + t;
+    float *ur = u + (b * T + t) * S, *dr = dp + (b * T + t) * S;
     int64_t j0 = window > 0 && pos - window + 1 > 0 ? pos - window + 1 : 0, j1 = pos < S - 1 ? pos : S - 1;
     float mx = -INFINITY;
     for (int64_t j = j0 + threadIdx.x; j <= j1; j += blockDim.x) {
@@ -104,8 +99,7 @@ static lmx_status run_bgemm(lmx_cuda_ctx *c, const bgemm &g, float alpha, int ba
                            what);
 }
 
-/* Per GQA group member (LMX_CUDA_ATTN_VJP=perhead, and the fallback). */
-static lmx_status vjp_perhead(const lmx_node *n, const lmx_array *dout, lmx_array *dsrc[], lmx_pool *pool) {
+lmx_status lmx_cuda_vjp_attention(const lmx_node *n, const lmx_array *dout, lmx_array *dsrc[], lmx_pool *pool) {
     lmx_cuda_ctx *c = cuda_ctx(pool);
     const lmx_array *q = n->src[0], *k = n->src[1], *v = n->src[2];
     int64_t T = q->shape[0], H = q->shape[1], hd = q->shape[2], Hkv = k->shape[1], vd = v->shape[2];
@@ -153,7 +147,7 @@ static lmx_status vjp_perhead(const lmx_node *n, const lmx_array *dout, lmx_arra
                         group * vd, 0.0f, DP, iS, TS};
             LMX_TRY(run_bgemm(c, dp, 1.0f, bn, "attention vjp: dP"));
             vjp_attn_rows_k<<<dim3((unsigned)T, (unsigned)bn), 256, 0, c->stream>>>(U, DP, T, S, pos0, window, cap,
-                                                                                   scale, 1);
+                                                                                   scale);
             LMX_TRY(cuda_launched("attention vjp: softmax rows"));
             if (dV) { /* dVᵀ[vd, S] += dOᵀ (col-major [vd, T]) · P ([T, S] = Uᵀ) */
                 bgemm d = {CUBLAS_OP_N, CUBLAS_OP_T, ivd, iS, iT, dOh, (int)(H * vd), group * vd, U, iS, TS, 1.0f,
@@ -171,104 +165,5 @@ static lmx_status vjp_perhead(const lmx_node *n, const lmx_array *dout, lmx_arra
                 LMX_TRY(run_bgemm(c, d, 1.0f, bn, "attention vjp: dK"));
             }
         }
-    return LMX_OK;
-}
-
-/* dst [Hkv][R][group][D] (R rows) = src (row stride s0, head stride s1) or,
- * with back, src += dst (dst read, src a dense [R, Hkv·group, D] f32). */
-__global__ void vjp_gqa_pack_k(float *dst, const float *src, int64_t R, int64_t Hkv, int64_t group, int64_t D,
-                               int64_t s0, int64_t s1) {
-    CUDA_VJP_LOOP(i, Hkv * R * group * D) {
-        int64_t d = i % D, g = (i / D) % group, r = (i / (D * group)) % R, kh = i / (D * group * R);
-        dst[i] = src[r * s0 + (kh * group + g) * s1 + d];
-    }
-}
-
-__global__ void vjp_gqa_unpack_add_k(float *dst, const float *src, int64_t R, int64_t Hkv, int64_t group, int64_t D) {
-    CUDA_VJP_LOOP(i, Hkv * R * group * D) {
-        int64_t d = i % D, g = (i / D) % group, r = (i / (D * group)) % R, kh = i / (D * group * R);
-        dst[(r * Hkv * group + kh * group + g) * D + d] += src[i];
-    }
-}
-
-/* The whole GQA group at once: q and dO are repacked per kv head as
- * [T·group, hd] (row t·group + g = query head kh·group + g at position t),
- * so each product is ONE strided-batched SGEMM over the kv heads with
- * n or k = T·group (4x larger GEMMs, 11 launches instead of ~5·group + 7),
- * and dV, dK come out summed over the group by the GEMM itself. Same f32
- * arithmetic as the per-head path (sums in another order). */
-lmx_status lmx_cuda_vjp_attention(const lmx_node *n, const lmx_array *dout, lmx_array *dsrc[], lmx_pool *pool) {
-    static int mode = -1;
-    if (mode < 0) {
-        const char *e = getenv("LMX_CUDA_ATTN_VJP");
-        mode = e && !strcmp(e, "perhead") ? 0 : 1;
-    }
-    const lmx_array *q = n->src[0], *k = n->src[1], *v = n->src[2];
-    int64_t T = q->shape[0], H = q->shape[1], hd = q->shape[2], Hkv = k->shape[1], vd = v->shape[2];
-    int64_t pos0 = n->ip[0], S = pos0 + T;
-    if (!mode || Hkv == 0 || H % Hkv || q->dtype != LMX_F32 || k->shape[0] < S || v->shape[0] < S)
-        return vjp_perhead(n, dout, dsrc, pool);
-    int64_t group = H / Hkv, R = T * group;
-    if (R > 0x7fffffff || R * S > 0x7fffffff || H * hd > 0x7fffffff) return vjp_perhead(n, dout, dsrc, pool);
-    if (!dsrc[0] && !dsrc[1] && !dsrc[2]) return LMX_OK;
-    if (T == 0) return LMX_OK;
-    lmx_cuda_ctx *c = cuda_ctx(pool);
-    int window = n->ip[1];
-    float scale = n->fp[0], cap = n->fp[1];
-    /* kv heads per chunk: two [R, S] f32 score buffers each, within ~512 MB */
-    int64_t per = R * S * 8, nb = ((int64_t)512 << 20) / (per ? per : 1);
-    if (nb < 1) nb = 1;
-    if (nb > Hkv) nb = Hkv;
-    size_t qn = (size_t)(T * H * hd), on = (size_t)(T * H * vd), kn = (size_t)(S * Hkv * hd), vn = (size_t)(S * Hkv * vd);
-    size_t total = (qn * 2 + on + kn + vn + (size_t)(nb * R * S) * 2) * 4;
-    float *scr;
-    LMX_TRY(cuda_scratch(c, total, (void **)&scr));
-    float *Qg = scr, *dQg = Qg + qn, *dOg = dQg + qn, *K = dOg + on, *V = K + kn, *U = V + vn, *DP = U + nb * R * S;
-    lmx_array kv_rows = *k, v_rows = *v; /* only the first S key rows */
-    kv_rows.shape[0] = S;
-    v_rows.shape[0] = S;
-    vjp_gqa_pack_k<<<cuda_vjp_blocks((int64_t)qn), 256, 0, c->stream>>>(Qg, (const float *)q->data, T, Hkv, group, hd,
-                                                                          q->strides[0], q->strides[1]);
-    LMX_TRY(cuda_launched("attention vjp: pack q"));
-    vjp_gqa_pack_k<<<cuda_vjp_blocks((int64_t)on), 256, 0, c->stream>>>(dOg, (const float *)dout->data, T, Hkv, group,
-                                                                          vd, H * vd, vd);
-    LMX_TRY(cuda_launched("attention vjp: pack dout"));
-    LMX_TRY(dense3(c, K, &kv_rows));
-    LMX_TRY(dense3(c, V, &v_rows));
-    float *dQ = dsrc[0] ? (float *)dsrc[0]->data : NULL, *dK = dsrc[1] ? (float *)dsrc[1]->data : NULL;
-    float *dV = dsrc[2] ? (float *)dsrc[2]->data : NULL;
-    int iR = (int)R, iS = (int)S, ihd = (int)hd, ivd = (int)vd;
-    long long RS = (long long)R * S;
-    for (int64_t kh0 = 0; kh0 < Hkv; kh0 += nb) {
-        int bn = (int)(Hkv - kh0 < nb ? Hkv - kh0 : nb);
-        const float *Kh = K + kh0 * hd, *Vh = V + kh0 * vd, *Qh = Qg + kh0 * R * hd, *dOh = dOg + kh0 * R * vd;
-        /* U (row-major [R, S] per kv head) = scale·Qg·Kᵀ: col-major Uᵀ[S, R] */
-        bgemm u = {CUBLAS_OP_T, CUBLAS_OP_N, iS, iR, ihd, Kh, (int)(Hkv * hd), hd, Qh, ihd, R * hd, 0.0f, U, iS, RS};
-        LMX_TRY(run_bgemm(c, u, scale, bn, "attention vjp: scores"));
-        bgemm dp = {CUBLAS_OP_T, CUBLAS_OP_N, iS, iR, ivd, Vh, (int)(Hkv * vd), vd, dOh, ivd, R * vd, 0.0f, DP, iS, RS};
-        LMX_TRY(run_bgemm(c, dp, 1.0f, bn, "attention vjp: dP"));
-        vjp_attn_rows_k<<<dim3((unsigned)R, (unsigned)bn), 256, 0, c->stream>>>(U, DP, R, S, pos0, window, cap, scale,
-                                                                                (int)group);
-        LMX_TRY(cuda_launched("attention vjp: softmax rows"));
-        if (dV) { /* dVᵀ[vd, S] += dOgᵀ (col-major [vd, R]) · P */
-            bgemm d = {CUBLAS_OP_N, CUBLAS_OP_T, ivd, iS, iR, dOh, ivd, R * vd, U, iS, RS, 1.0f, dV + kh0 * vd,
-                       (int)(Hkv * vd), vd};
-            LMX_TRY(run_bgemm(c, d, 1.0f, bn, "attention vjp: dV"));
-        }
-        if (dQ) { /* dQgᵀ[hd, R] = K (col-major [hd, S]) · dS (col-major [S, R]) */
-            bgemm d = {CUBLAS_OP_N, CUBLAS_OP_N, ihd, iR, iS, Kh, (int)(Hkv * hd), hd, DP, iS, RS, 0.0f,
-                       dQg + kh0 * R * hd, ihd, R * hd};
-            LMX_TRY(run_bgemm(c, d, 1.0f, bn, "attention vjp: dQ"));
-        }
-        if (dK) { /* dKᵀ[hd, S] += Qg (col-major [hd, R]) · dSᵀ */
-            bgemm d = {CUBLAS_OP_N, CUBLAS_OP_T, ihd, iS, iR, Qh, ihd, R * hd, DP, iS, RS, 1.0f, dK + kh0 * hd,
-                       (int)(Hkv * hd), hd};
-            LMX_TRY(run_bgemm(c, d, 1.0f, bn, "attention vjp: dK"));
-        }
-    }
-    if (dQ) {
-        vjp_gqa_unpack_add_k<<<cuda_vjp_blocks((int64_t)qn), 256, 0, c->stream>>>(dQ, dQg, T, Hkv, group, hd);
-        LMX_TRY(cuda_launched("attention vjp: dq back"));
-    }
     return LMX_OK;
 }
