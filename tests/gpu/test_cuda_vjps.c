@@ -259,8 +259,8 @@ static void t_matmul(void) {
             lmx_array_release(&o);
             free_all();
         }
-    /* LoRA shapes (cuda_skinny.cu): a [r, in], b [out, r] f32; M = 2
-     * (decode-sized rows); x as a column view; rank 16 (the kernels' most) */
+    /* LoRA shapes: a [r, in], b [out, r] f32; M = 2 (decode-sized rows);
+     * x as a column view; rank 16 */
     int64_t shapes[6][4] = {{300, 512, 8, 0}, {300, 8, 512, 0}, {2, 512, 8, 0},
                             {300, 512, 8, 1}, {300, 8, 512, 1}, {131, 16, 700, 0}};
     for (int s = 0; s < 6; s++) {

@@ -18,7 +18,6 @@
  * relative to the f32 reference, at 1.5x the tensor work of a bf16 weight.
  * LMX_CUDA_FAST_GEMM=1: Wh·xh alone. */
 #include "backend/cuda/cuda_quant.cuh"
-#include "backend/cuda/cuda_vjp.cuh" /* cuda_skinny_* */
 
 #define GEMV_MAX_M 8
 #define GEMV_WARPS 8
@@ -189,8 +188,6 @@ static lmx_status gemm(lmx_cuda_ctx *c, const lmx_node *n, int64_t M, int64_t N,
     const float one = 1.0f, zero = 0.0f;
     if (M > 0x7fffffff || N > 0x7fffffff || K > 0x7fffffff || xs > 0x7fffffff || os > 0x7fffffff)
         return lmx_err(LMX_ERR_UNSUPPORTED, "cuda matmul: dimensions beyond 2^31");
-    if (w->dtype == LMX_F32 && (N <= CUDA_SKINNY_MAX || K <= CUDA_SKINNY_MAX) && cuda_skinny_on())
-        return cuda_skinny_matmul(c, out, os, (const float *)x->data, xs, (const float *)w->data, M, N, K); /* LoRA */
     if (w->dtype == LMX_F32) {
         /* column-major view: outᵀ[N,M] = wᵀᵀ · xᵀ */
         return cuda_blas_check(cublasSgemm(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)N, (int)M, (int)K, &one,

@@ -28,23 +28,6 @@ lmx_status lmx_cuda_vjp_cross_entropy(const lmx_node *n, const lmx_array *dout, 
 lmx_status lmx_cuda_cross_entropy(const lmx_node *n, lmx_pool *pool);
 lmx_status lmx_cuda_vjp_softmax(const lmx_node *n, const lmx_array *dout, lmx_array *dsrc[], lmx_pool *pool);
 
-/* f32 products with a side <= 16 (cuda_skinny.cu; strides in elements):
- * rowdot y[m, r] (+)= Σ_k x[m, k]·w[r·wr + k·wk] (r < R);
- * outer  y[m, n] (+)= Σ_r t[m, r]·w[n·wn + r·wr] (r < R);
- * coldot o[r·or_ + c·oc] += Σ_m g[m·gs + r]·x[m·xs + c] (deterministic);
- * matmul out[M, N] = x·wᵀ (w [N, K] contiguous, N or K <= 16). */
-lmx_status cuda_skinny_rowdot(lmx_cuda_ctx *c, float *y, int64_t ys, const float *x, int64_t xs, const float *w,
-                              int64_t wr, int64_t wk, int64_t M, int64_t K, int R, bool add);
-lmx_status cuda_skinny_outer(lmx_cuda_ctx *c, float *y, int64_t ys, const float *t, int64_t ts, const float *w,
-                             int64_t wn, int64_t wr, int64_t M, int64_t N, int R, bool add);
-lmx_status cuda_skinny_coldot(lmx_cuda_ctx *c, float *o, int64_t or_, int64_t oc, const float *g, int64_t gs,
-                              const float *x, int64_t xs, int64_t M, int64_t C, int R);
-lmx_status cuda_skinny_matmul(lmx_cuda_ctx *c, float *out, int64_t os, const float *x, int64_t xs, const float *w,
-                              int64_t M, int64_t N, int64_t K);
-#define CUDA_SKINNY_MAX 16
-/* false with LMX_CUDA_SKINNY=0 (cuBLAS SGEMM for these shapes, as before) */
-bool cuda_skinny_on(void);
-
 /* The optimizer update (cuda_optim.cu; lmx_backend.optim_step). */
 lmx_status lmx_cuda_optim_step(lmx_backend *b, const struct lmx_optim_step_args *a);
 

@@ -108,27 +108,6 @@ lmx_status lmx_cuda_vjp_matmul(const lmx_node *n, const lmx_array *dout, lmx_arr
     if (M == 0 || N == 0) return LMX_OK;
     const float *g = (const float *)dout->data;
     const float one = 1.0f;
-    if (w->dtype == LMX_F32 && (N <= CUDA_SKINNY_MAX || K <= CUDA_SKINNY_MAX) && cuda_skinny_on()) {
-        /* LoRA's a [R, K] (N = R) and b [N, R] (K = R): cuda_skinny.cu */
-        const float *W = (const float *)w->data;
-        if (dsrc[0]) { /* dx[M, K] += dout[M, N]·W[N, K] */
-            float *dx = (float *)dsrc[0]->data;
-            if (N <= CUDA_SKINNY_MAX)
-                LMX_TRY(cuda_skinny_outer(c, dx, K, g, N, W, 1, K, M, K, (int)N, true));
-            else
-                LMX_TRY(cuda_skinny_rowdot(c, dx, K, g, N, W, 1, K, M, N, (int)K, true));
-        }
-        if (dsrc[1]) { /* dW[N, K] += doutᵀ·x */
-            float *dw = (float *)dsrc[1]->data;
-            const float *xd = (const float *)x->data;
-            if (N <= CUDA_SKINNY_MAX)
-                LMX_TRY(cuda_skinny_coldot(c, dw, K, 1, g, N, xd, xs, M, K, (int)N));
-            else
-                LMX_TRY(cuda_skinny_coldot(c, dw, 1, K, xd, xs, g, N, M, N, (int)K));
-        }
-        if (dsrc[2]) LMX_TRY(cuda_vjp_colsum_add(c, (float *)dsrc[2]->data, g, M, N, N));
-        return LMX_OK;
-    }
     if (dsrc[0]) {
         float *dx = (float *)dsrc[0]->data;
         if (w->dtype == LMX_F32)
