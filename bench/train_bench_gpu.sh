@@ -13,8 +13,7 @@
 #          training tests, and LMX_VJP_BENCH=1 test_cuda_vjps (vjp timings)
 #   bf16   synthetic llama-1b (bench/make_synthetic_model.py), bf16 base:
 #          PEFT, then lmx (default exact GEMMs), then lmx with LMX_CUDA_FAST_GEMM=1,
-#          then lmx with the session-3 kernels where a switch keeps them
-#          (host optimizer, per-head attention vjp, cuBLAS for LoRA shapes)
+#          then lmx with the host optimizer (LMX_TRAIN_HOST_OPTIM=1)
 #   prof   lmx bf16 with LMX_TAPE_PROFILE=1 (per-op times, synchronised)
 #   q4     the same model converted on the device (lmx convert -q --q-bits 4
 #          --q-group-size 64): lmx; PEFT with bitsandbytes NF4 when installed
@@ -124,8 +123,8 @@ if has bf16; then
   run_peft bf16 peft_bf16.json
   run_lmx "bf16 (exact hi+lo GEMMs)" $M lmx_bf16.out LMX_TRAIN_PROFILE=1
   run_lmx "bf16 LMX_CUDA_FAST_GEMM=1" $M lmx_bf16_fast.out LMX_CUDA_FAST_GEMM=1 LMX_TRAIN_PROFILE=1
-  run_lmx "bf16, session-3 kernels (host optimizer, per-head attention vjp, cuBLAS LoRA)" $M lmx_bf16_old.out \
-    LMX_TRAIN_HOST_OPTIM=1 LMX_CUDA_ATTN_VJP=perhead LMX_CUDA_SKINNY=0 LMX_TRAIN_PROFILE=1
+  run_lmx "bf16 LMX_TRAIN_HOST_OPTIM=1 (gradients down, host Adam, parameters up)" $M lmx_bf16_hostopt.out \
+    LMX_TRAIN_HOST_OPTIM=1 LMX_TRAIN_PROFILE=1
 fi
 if has prof; then
   ITERS=4 run_lmx "bf16 LMX_TAPE_PROFILE=1 (synchronised per op)" $M lmx_bf16_prof.out LMX_TAPE_PROFILE=1
