@@ -28,6 +28,12 @@ typedef struct lmx_buffer_ops {
     size_t (*mem_peak)(const struct lmx_backend *b); /* optional: peak device bytes */
     /* optional: zeroes bytes at p, queued with the kernels (else a SCALE by 0) */
     lmx_status (*zero)(struct lmx_backend *b, void *p, size_t bytes);
+    /* optional profiling marks (core/tape.c, LMX_TAPE_PROFILE=events): mark
+     * records point `slot` (0..8191) after the queued work; mark_ms gives
+     * the milliseconds between two recorded points (waits for z; < 0:
+     * unknown). Device time without a synchronisation per node. */
+    lmx_status (*mark)(struct lmx_backend *b, int slot);
+    double (*mark_ms)(struct lmx_backend *b, int a, int z);
 } lmx_buffer_ops;
 
 

@@ -52,11 +52,50 @@ enum { PROF_GATHER = 2 * LMX_OP_COUNT, PROF_ALLOC, PROF_ACCUM, PROF_N };
 static double prof_s[PROF_N], fwd_s[2 * LMX_OP_COUNT], fwd_last;
 static int64_t prof_n[PROF_N], fwd_n[2 * LMX_OP_COUNT];
 
+/* LMX_TAPE_PROFILE=events: on a backend with profiling marks
+ * (lmx_buffer_ops.mark), the phases are timed between marks recorded with
+ * the queued work instead (no synchronisation per node: the device's own
+ * timeline, gaps where it waited for the host included), resolved when a
+ * backward starts (the forward's) and ends (its own). */
+static bool env_events;
+#define PROF_MARKS 8192 /* the backend's ring */
+#define PROF_PENDING 4000
+typedef struct {
+    int k, slot;
+} prof_mark;
+static prof_mark fwd_m[PROF_PENDING], bwd_m[PROF_PENDING];
+static int n_fwd_m, n_bwd_m, mark_next;
+
 static void read_env(void) {
     const char *e = getenv("LMX_VJP");
     env_reference = e && !strcmp(e, "reference");
     const char *p = getenv("LMX_TAPE_PROFILE");
     env_profile = p && *p && strcmp(p, "0");
+    env_events = p && !strcmp(p, "events");
+}
+
+static bool can_mark(const lmx_backend *b) {
+    return env_events && b && b->buffers && b->buffers->mark && b->buffers->mark_ms;
+}
+
+/* Records a point of category k (-1: an anchor) on b's queue. */
+static void mark_point(lmx_backend *b, prof_mark *list, int *n, int k) {
+    if (*n >= PROF_PENDING) return;
+    int slot = mark_next++ % PROF_MARKS;
+    if (b->buffers->mark(b, slot) != LMX_OK) return;
+    list[(*n)++] = (prof_mark){k, slot};
+}
+
+/* Adds the time from each point to the next to the latter's category. */
+static void mark_resolve(lmx_backend *b, prof_mark *list, int *n, double *s, int64_t *cnt) {
+    for (int i = 1; i < *n; i++) {
+        double ms = b->buffers->mark_ms(b, list[i - 1].slot, list[i].slot);
+        if (ms >= 0 && list[i].k >= 0) {
+            s[list[i].k] += 1e-3 * ms;
+            cnt[list[i].k]++;
+        }
+    }
+    *n = 0;
 }
 
 static lmx_status grow(void **p, int *cap, int need, size_t elem) {
@@ -132,6 +171,16 @@ static void prof_add(int k, double s) {
     prof_n[k]++;
 }
 
+/* The end of a backward phase of category k. */
+static void prof_point(lmx_backend *b, int k, double *last) {
+    if (!env_profile) return;
+    if (can_mark(b)) {
+        mark_point(b, bwd_m, &n_bwd_m, k);
+        return;
+    }
+    prof_add(k, prof_lap(b, last));
+}
+
 void lmx_tape_free(lmx_tape *t) {
     if (!t) return;
     if (env_profile) prof_print();
@@ -168,7 +217,9 @@ static lmx_status record(lmx_tape *t, const lmx_node *n, lmx_vjp_fn vjp, lmx_vjp
 lmx_status lmx_tape_record(lmx_tape *t, const lmx_node *n, lmx_vjp_fn vjp) { return record(t, n, vjp, NULL, NULL); }
 
 lmx_status lmx_tape_record_on(lmx_tape *t, lmx_backend *b, const lmx_node *n) {
-    if (env_profile && n->op < LMX_OP_COUNT) { /* the node just ran: the time since the last record */
+    if (env_profile && n->op < LMX_OP_COUNT && can_mark(b)) {
+        mark_point(b, fwd_m, &n_fwd_m, 2 * n->op + (n->src[1] && n->src[1]->dtype != LMX_F32));
+    } else if (env_profile && n->op < LMX_OP_COUNT) { /* the node just ran: the time since the last record */
         if (!lmx_backend_is_host(b)) (void)lmx_backend_sync(b);
         double now = lmx_time_s();
         if (fwd_last > 0 && now - fwd_last < 1.0) {
@@ -570,7 +621,14 @@ lmx_status lmx_tape_backward(lmx_tape *t, const lmx_array *y, const lmx_array *s
     }
     LMX_TRY(accumulate(t, y, &g0));
     double last = 0;
-    (void)prof_lap(dev_of(y), &last);
+    lmx_backend *yb = dev_of(y);
+    if (env_profile && can_mark(yb)) {
+        mark_resolve(yb, fwd_m, &n_fwd_m, fwd_s, fwd_n);
+        n_bwd_m = 0;
+        mark_point(yb, bwd_m, &n_bwd_m, -1);
+    } else {
+        (void)prof_lap(yb, &last);
+    }
     for (int i = t->n - 1; i >= 0; i--) {
         tape_rec *r = &t->recs[i];
         lmx_backend *pb = dev_of(&r->arr[0]);
@@ -580,7 +638,7 @@ lmx_status lmx_tape_backward(lmx_tape *t, const lmx_array *y, const lmx_array *s
             if (r->n.src[j]) r->n.src[j] = &r->arr[1 + j];
         lmx_array dout = {0};
         LMX_TRY(gather(t, r->n.out, &dout));
-        prof_add(PROF_GATHER, prof_lap(pb, &last));
+        prof_point(pb, PROF_GATHER, &last);
         if (lmx_array_empty(&dout)) continue;
         if (pb && passes_through(r)) { /* out = a + b: da = db = dout, shared */
             st = LMX_OK;
@@ -591,7 +649,7 @@ lmx_status lmx_tape_backward(lmx_tape *t, const lmx_array *y, const lmx_array *s
                 st = accumulate(t, r->n.src[j], &ref);
             }
             lmx_array_release(&dout);
-            prof_add(PROF_ACCUM, prof_lap(pb, &last));
+            prof_point(pb, PROF_ACCUM, &last);
             if (st) return st;
             continue;
         }
@@ -613,10 +671,10 @@ lmx_status lmx_tape_backward(lmx_tape *t, const lmx_array *y, const lmx_array *s
             }
             dp[j] = &ds[j];
         }
-        prof_add(PROF_ALLOC, prof_lap(pb, &last));
+        prof_point(pb, PROF_ALLOC, &last);
         if (!st && any) st = run_vjp(t, r, &dout, dp);
         if (r->n.op < LMX_OP_COUNT)
-            prof_add(2 * r->n.op + (r->n.src[1] && r->n.src[1]->dtype != LMX_F32), prof_lap(pb, &last));
+            prof_point(pb, 2 * r->n.op + (r->n.src[1] && r->n.src[1]->dtype != LMX_F32), &last);
         lmx_array_release(&dout);
         for (int j = 0; j < LMX_MAX_SRC; j++) {
             if (!dp[j] || direct[j]) continue;
@@ -625,9 +683,10 @@ lmx_status lmx_tape_backward(lmx_tape *t, const lmx_array *y, const lmx_array *s
             else
                 lmx_array_release(&ds[j]);
         }
-        prof_add(PROF_ACCUM, prof_lap(pb, &last));
+        prof_point(pb, PROF_ACCUM, &last);
         if (st) return st;
     }
+    if (env_profile && can_mark(yb)) mark_resolve(yb, bwd_m, &n_bwd_m, prof_s, prof_n);
     return LMX_OK;
 }
 
