@@ -233,7 +233,7 @@ void lmx_trainer_free(lmx_trainer *t) {
     if (t->host_stale && lmx_trainer_sync(t) != LMX_OK)
         fprintf(stderr, "lmx: train: the trained parameters could not be copied back: %s\n", lmx_last_error());
     if (t->prof && (t->pn[0] || t->pn[3])) {
-        static const char *names[5] = {"forward+loss", "backward", "grads to host", "checkpointed step", "update"};
+        static const char *names[5] = {"forward+loss", "backward", "collect grads", "checkpointed step", "update"};
         fprintf(stderr, "[profile] %s:", t->backend->name);
         for (int k = 0; k < 5; k++)
             if (t->pn[k]) fprintf(stderr, " %s %.1f ms", names[k], 1e3 * t->pt[k] / (double)t->pn[k]);
