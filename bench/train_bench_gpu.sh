@@ -2,14 +2,19 @@
 # train_bench_gpu.sh - LoRA training on one GPU, `lmx lora --device cuda` vs
 # HF PEFT (bench/peft_train_bench.py), in ONE device-tool call (issue 8).
 #
-# Build here with CUDA (build-t1-cuda), pack with
-#   PACK=.gpu-t1 EXTRA_BINS="test_gpu_train test_trainer test_lora test_grad" sh tests/gpu/pack_for_gpu.sh build-t1-cuda
-# then run with carry [".gpu-t1"]:  PACK=.gpu-t1 sh bench/train_bench_gpu.sh
+# Build here with CUDA (build-cuda), pack with
+#   PACK=.gpu-t8 EXTRA_BINS="test_gpu_train test_cuda_vjps test_trainer test_lora test_grad" sh tests/gpu/pack_for_gpu.sh build-cuda
+# then run with carry [".gpu-t8"]:  PACK=.gpu-t8 sh bench/train_bench_gpu.sh
+# (the pack may hold its own copy of this script and of the two Python
+# scripts: they are used from there when present.)
 #
 # Parts (PARTS, default "tests bf16 q4"):
-#   tests  test_gpu_train (CUDA vs CPU gradients) and the CPU training tests
+#   tests  test_gpu_train (CUDA vs CPU gradients), test_cuda_vjps, the CPU
+#          training tests, and LMX_VJP_BENCH=1 test_cuda_vjps (vjp timings)
 #   bf16   synthetic llama-1b (bench/make_synthetic_model.py), bf16 base:
-#          PEFT, then lmx (default exact GEMMs), then lmx with LMX_CUDA_FAST_GEMM=1
+#          PEFT, then lmx (default exact GEMMs), then lmx with LMX_CUDA_FAST_GEMM=1,
+#          then lmx with the host optimizer (LMX_TRAIN_HOST_OPTIM=1)
+#   prof   lmx bf16 with LMX_TAPE_PROFILE=1 (per-op times, synchronised)
 #   q4     the same model converted on the device (lmx convert -q --q-bits 4
 #          --q-group-size 64): lmx; PEFT with bitsandbytes NF4 when installed
 # Shapes: LoRA rank 8 on q,k,v,o,gate,up,down of all 16 blocks, scale 20
@@ -23,6 +28,8 @@ R=$PWD
 P=${PACK:-.gpu-t1}
 export LD_LIBRARY_PATH=$R/$P/lib:${LD_LIBRARY_PATH:-}
 B=$R/$P/bin
+PYD=bench
+[ -f "$P/peft_train_bench.py" ] && PYD=$P
 mkdir -p "$B"
 [ -f "$P/bin.tar.xz" ] && tar -xJf "$P/bin.tar.xz" -C "$B"
 OUT=${OUT:-/tmp/gpu_out}
@@ -32,8 +39,10 @@ ITERS=${ITERS:-25}
 PY=python3
 [ -x /opt/torch/.venv/bin/python3 ] && PY=/opt/torch/.venv/bin/python3
 has() { case " $PARTS " in *" $1 "*) return 0 ;; esac; return 1; }
-# the tests carry build-time paths (LMX_TEST_DATA=/work/main/tests/data)
-if [ "$R" != /work/main ] && [ ! -e /work/main ]; then mkdir -p /work && ln -s "$R" /work/main; fi
+# the tests carry build-time paths (LMX_TEST_DATA=<worktree>/tests/data):
+# WT names the worktree they were built in (default /work/main)
+WT=${WT:-/work/main}
+if [ "$R" != "$WT" ] && [ ! -e "$WT/tests/data" ]; then mkdir -p "$(dirname "$WT")" && ln -sfn "$R" "$WT"; fi
 S=$OUT/train_bench.log
 : > "$S"
 log() { echo "$*" | tee -a "$S"; }
@@ -42,7 +51,7 @@ log "$(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader) $(date 
 if has tests; then
   T=$OUT/tests.log
   : > "$T"
-  for t in test_gpu_train test_trainer test_lora test_grad; do
+  for t in test_gpu_train test_cuda_vjps test_trainer test_lora test_grad; do
     [ -x "$B/$t" ] || { log "$t: not built"; continue; }
     echo "===== $t" >> "$T"
     s=$(date +%s)
@@ -50,12 +59,14 @@ if has tests; then
     log "$t: rc=$? ($(( $(date +%s) - s )) s) $(grep -E 'passed|failed|^OK|SKIP|failure' "$T" | tail -1)"
   done
   grep -E "^FAIL" "$T" | head -20 | tee -a "$S"
+  grep -E "optimizer .* on the device|SGD steps" "$T" | tee -a "$S"
+  [ -x "$B/test_cuda_vjps" ] && LMX_VJP_BENCH=1 timeout 100 "$B/test_cuda_vjps" 2>&1 | grep '^bench' | tee -a "$S"
 fi
 
-has bf16 || has q4 || exit 0
+has bf16 || has q4 || has prof || exit 0
 M=/tmp/llama-1b
 s=$(date +%s)
-[ -f $M/config.json ] || $PY bench/make_synthetic_model.py --shape llama-1b --out $M > /dev/null 2>&1
+[ -f $M/config.json ] || $PY $PYD/make_synthetic_model.py --shape llama-1b --out $M > /dev/null 2>&1
 log "model made in $(( $(date +%s) - s )) s"
 D=/tmp/d512
 mkdir -p $D
@@ -96,14 +107,14 @@ run_lmx() { # label model outfile [env...]
     --steps-per-eval 100000 --val-batches 1 --learning-rate 1e-5 --adapter-path /tmp/ad_lmx > "$out" 2>&1
   rc=$?
   log "lmx $label: rc=$rc $(lmx_stats "$out") ($(( $(date +%s) - s )) s wall) $(grep -E 'Error|error|lmx lora:' "$out" | head -2 | tr '\n' ' ')"
-  grep -E '^\[profile\]' "$out" | tee -a "$S"
+  grep -E '^\[(tape )?profile\]' "$out" | tee -a "$S"
 }
 
 run_peft() { # label outfile flags...
   label=$1 out=$OUT/$2
   shift 2
   s=$(date +%s)
-  timeout 200 $PY bench/peft_train_bench.py --model $M --batch 4 --seq 512 --rank 8 --scale 20 --steps 15 --warmup 3 \
+  timeout 200 $PY $PYD/peft_train_bench.py --model $M --batch 4 --seq 512 --rank 8 --scale 20 --steps 15 --warmup 3 \
     --lr 1e-5 "$@" > "$out" 2> "$out.err"
   log "peft $label: rc=$? $(tail -1 "$out") ($(( $(date +%s) - s )) s wall) $(tail -1 "$out.err" | cut -c1-200)"
 }
@@ -112,6 +123,11 @@ if has bf16; then
   run_peft bf16 peft_bf16.json
   run_lmx "bf16 (exact hi+lo GEMMs)" $M lmx_bf16.out LMX_TRAIN_PROFILE=1
   run_lmx "bf16 LMX_CUDA_FAST_GEMM=1" $M lmx_bf16_fast.out LMX_CUDA_FAST_GEMM=1 LMX_TRAIN_PROFILE=1
+  run_lmx "bf16 LMX_TRAIN_HOST_OPTIM=1 (gradients down, host Adam, parameters up)" $M lmx_bf16_hostopt.out \
+    LMX_TRAIN_HOST_OPTIM=1 LMX_TRAIN_PROFILE=1
+fi
+if has prof; then
+  ITERS=4 run_lmx "bf16 LMX_TAPE_PROFILE=1 (synchronised per op)" $M lmx_bf16_prof.out LMX_TAPE_PROFILE=1
 fi
 if has q4; then
   s=$(date +%s)

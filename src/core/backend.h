@@ -12,6 +12,7 @@
 #include "core/op.h"
 
 struct lmx_backend;
+struct lmx_optim_step_args; /* core/optim_step.h */
 
 /* Device memory of a backend whose arrays live outside host memory (CUDA).
  * Every entry returns lmx_status with a message; none exits. alloc returns
@@ -25,6 +26,14 @@ typedef struct lmx_buffer_ops {
     lmx_status (*download)(struct lmx_backend *b, void *dst, const void *src, size_t bytes);
     lmx_status (*sync)(struct lmx_backend *b); /* waits for all queued work */
     size_t (*mem_peak)(const struct lmx_backend *b); /* optional: peak device bytes */
+    /* optional: zeroes bytes at p, queued with the kernels (else a SCALE by 0) */
+    lmx_status (*zero)(struct lmx_backend *b, void *p, size_t bytes);
+    /* optional profiling marks (core/tape.c, LMX_TAPE_PROFILE=events): mark
+     * records point `slot` (0..8191) after the queued work; mark_ms gives
+     * the milliseconds between two recorded points (waits for z; < 0:
+     * unknown). Device time without a synchronisation per node. */
+    lmx_status (*mark)(struct lmx_backend *b, int slot);
+    double (*mark_ms)(struct lmx_backend *b, int a, int z);
 } lmx_buffer_ops;
 
 
@@ -45,6 +54,10 @@ typedef struct lmx_backend {
      * and the zeroed dense f32 dsrc[i] it adds into, all device arrays; a
      * NULL entry or LMX_ERR_UNSUPPORTED fails backward (no host fallback). */
     const lmx_vjp_kernel_fn *vjps;
+    /* Optional (device backends): one optimizer update over flat f32 arrays
+     * in the backend's memory (core/optim_step.h); NULL: the trainer
+     * downloads gradients and updates on the host. */
+    lmx_status (*optim_step)(struct lmx_backend *b, const struct lmx_optim_step_args *a);
 } lmx_backend;
 
 /* Peak memory to report (mlx-lm's peak_memory): the device's peak for a

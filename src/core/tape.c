@@ -11,6 +11,7 @@
 #include <math.h>
 #include <pthread.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -41,9 +42,60 @@ struct lmx_tape {
 
 static bool env_reference;
 static pthread_once_t env_once = PTHREAD_ONCE_INIT;
+
+/* LMX_TAPE_PROFILE=1: backward synchronises the node's backend around each
+ * phase and sums seconds per op (matmuls split by a float-32 or other
+ * weight: LoRA vs base), gathers, zeroed allocations and sums; printed to
+ * stderr when a tape is freed. Process-wide (tapes of one run add up). */
+static bool env_profile;
+enum { PROF_GATHER = 2 * LMX_OP_COUNT, PROF_ALLOC, PROF_ACCUM, PROF_N };
+static double prof_s[PROF_N], fwd_s[2 * LMX_OP_COUNT], fwd_last;
+static int64_t prof_n[PROF_N], fwd_n[2 * LMX_OP_COUNT];
+
+/* LMX_TAPE_PROFILE=events: on a backend with profiling marks
+ * (lmx_buffer_ops.mark), the phases are timed between marks recorded with
+ * the queued work instead (no synchronisation per node: the device's own
+ * timeline, gaps where it waited for the host included), resolved when a
+ * backward starts (the forward's) and ends (its own). */
+static bool env_events;
+#define PROF_MARKS 8192 /* the backend's ring */
+#define PROF_PENDING 4000
+typedef struct {
+    int k, slot;
+} prof_mark;
+static prof_mark fwd_m[PROF_PENDING], bwd_m[PROF_PENDING];
+static int n_fwd_m, n_bwd_m, mark_next;
+
 static void read_env(void) {
     const char *e = getenv("LMX_VJP");
     env_reference = e && !strcmp(e, "reference");
+    const char *p = getenv("LMX_TAPE_PROFILE");
+    env_profile = p && *p && strcmp(p, "0");
+    env_events = p && !strcmp(p, "events");
+}
+
+static bool can_mark(const lmx_backend *b) {
+    return env_events && b && b->buffers && b->buffers->mark && b->buffers->mark_ms;
+}
+
+/* Records a point of category k (-1: an anchor) on b's queue. */
+static void mark_point(lmx_backend *b, prof_mark *list, int *n, int k) {
+    if (*n >= PROF_PENDING) return;
+    int slot = mark_next++ % PROF_MARKS;
+    if (b->buffers->mark(b, slot) != LMX_OK) return;
+    list[(*n)++] = (prof_mark){k, slot};
+}
+
+/* Adds the time from each point to the next to the latter's category. */
+static void mark_resolve(lmx_backend *b, prof_mark *list, int *n, double *s, int64_t *cnt) {
+    for (int i = 1; i < *n; i++) {
+        double ms = b->buffers->mark_ms(b, list[i - 1].slot, list[i].slot);
+        if (ms >= 0 && list[i].k >= 0) {
+            s[list[i].k] += 1e-3 * ms;
+            cnt[list[i].k]++;
+        }
+    }
+    *n = 0;
 }
 
 static lmx_status grow(void **p, int *cap, int need, size_t elem) {
@@ -80,8 +132,58 @@ void lmx_tape_reset(lmx_tape *t) {
     drop_grads(t);
 }
 
+static void prof_print(void) {
+    double all = 0;
+    for (int k = 0; k < PROF_N; k++) all += prof_s[k];
+    if (all <= 0) return;
+    fprintf(stderr, "[tape profile] backward total %.1f ms:", 1e3 * all);
+    for (int k = 0; k < PROF_N; k++) {
+        if (!prof_n[k]) continue;
+        const char *nm = k == PROF_GATHER ? "gather" : k == PROF_ALLOC ? "zeroed dsrc" : k == PROF_ACCUM ? "accumulate"
+                                                                                            : lmx_op_defs[k / 2].name;
+        fprintf(stderr, " %s%s %.1f ms (%lld)", nm, k < PROF_GATHER && k % 2 ? "[W!=f32]" : "", 1e3 * prof_s[k],
+                (long long)prof_n[k]);
+    }
+    fprintf(stderr, "\n[tape profile] recorded forward (from one record to the next):");
+    for (int k = 0; k < 2 * LMX_OP_COUNT; k++)
+        if (fwd_n[k])
+            fprintf(stderr, " %s%s %.1f ms (%lld)", lmx_op_defs[k / 2].name, k % 2 ? "[W!=f32]" : "", 1e3 * fwd_s[k],
+                    (long long)fwd_n[k]);
+    fprintf(stderr, "\n");
+    memset(prof_s, 0, sizeof prof_s);
+    memset(prof_n, 0, sizeof prof_n);
+    memset(fwd_s, 0, sizeof fwd_s);
+    memset(fwd_n, 0, sizeof fwd_n);
+}
+
+/* Seconds since the last call (0 when not profiling), after b's queued work. */
+static double prof_lap(lmx_backend *b, double *last) {
+    if (!env_profile) return 0;
+    if (b) (void)lmx_backend_sync(b);
+    double now = lmx_time_s(), d = now - *last;
+    *last = now;
+    return d;
+}
+
+static void prof_add(int k, double s) {
+    if (!env_profile) return;
+    prof_s[k] += s;
+    prof_n[k]++;
+}
+
+/* The end of a backward phase of category k. */
+static void prof_point(lmx_backend *b, int k, double *last) {
+    if (!env_profile) return;
+    if (can_mark(b)) {
+        mark_point(b, bwd_m, &n_bwd_m, k);
+        return;
+    }
+    prof_add(k, prof_lap(b, last));
+}
+
 void lmx_tape_free(lmx_tape *t) {
     if (!t) return;
+    if (env_profile) prof_print();
     lmx_tape_reset(t);
     free(t->recs);
     free(t->g);
@@ -115,6 +217,18 @@ static lmx_status record(lmx_tape *t, const lmx_node *n, lmx_vjp_fn vjp, lmx_vjp
 lmx_status lmx_tape_record(lmx_tape *t, const lmx_node *n, lmx_vjp_fn vjp) { return record(t, n, vjp, NULL, NULL); }
 
 lmx_status lmx_tape_record_on(lmx_tape *t, lmx_backend *b, const lmx_node *n) {
+    if (env_profile && n->op < LMX_OP_COUNT && can_mark(b)) {
+        mark_point(b, fwd_m, &n_fwd_m, 2 * n->op + (n->src[1] && n->src[1]->dtype != LMX_F32));
+    } else if (env_profile && n->op < LMX_OP_COUNT) { /* the node just ran: the time since the last record */
+        if (!lmx_backend_is_host(b)) (void)lmx_backend_sync(b);
+        double now = lmx_time_s();
+        if (fwd_last > 0 && now - fwd_last < 1.0) {
+            int k = 2 * n->op + (n->src[1] && n->src[1]->dtype != LMX_F32);
+            fwd_s[k] += now - fwd_last;
+            fwd_n[k]++;
+        }
+        fwd_last = now;
+    }
     lmx_vjp_kernel_fn fast = b && b->vjps && n->op < LMX_OP_COUNT ? b->vjps[n->op] : NULL;
     return record(t, n, NULL, fast, fast ? b->pool : NULL);
 }
@@ -207,6 +321,28 @@ static lmx_status alloc_like(lmx_array *g, const lmx_array *a) {
     return a->ndim ? lmx_tape_alloc_on(b, g, a->ndim, a->shape) : lmx_tape_alloc_on(b, g, 1, &one);
 }
 
+/* On a device a gradient array may be shared: an ADD hands its dout to
+ * both sources as it is (no zeroed copies and sums). A shared array is
+ * never written: an entry that holds one gets a private copy first. */
+static bool shared(const lmx_array *g) { return g->buf && g->buf->refcount > 1; }
+
+static lmx_status privatize(lmx_array *g) {
+    if (!shared(g)) return LMX_OK;
+    lmx_backend *dev = dev_of(g);
+    if (!dev) return lmx_err(LMX_ERR_INTERNAL, "tape: a shared host gradient");
+    lmx_array c;
+    LMX_TRY(alloc_like(&c, g));
+    int64_t n = lmx_array_numel(g);
+    lmx_status st = dev_add(dev, c.data, n, g->data, n, 1, n, false);
+    if (st) {
+        lmx_array_release(&c);
+        return st;
+    }
+    lmx_array_release(g);
+    *g = c;
+    return LMX_OK;
+}
+
 /* Adds grad (contiguous f32 of view's shape) into the entry for view;
  * takes ownership of grad. */
 static lmx_status accumulate(lmx_tape *t, const lmx_array *view, lmx_array *grad) {
@@ -217,7 +353,18 @@ static lmx_status accumulate(lmx_tape *t, const lmx_array *view, lmx_array *grad
         lmx_backend *dev = dev_of(&t->g[i].grad);
         int64_t n = lmx_array_numel(grad);
         if (dev) {
-            lmx_status st = dev_add(dev, d, n, s, n, 1, n, false);
+            lmx_status st;
+            if (shared(&t->g[i].grad) && !shared(grad)) { /* sum into the private one, which becomes the entry */
+                st = dev_add(dev, s, n, d, n, 1, n, false);
+                if (!st) {
+                    lmx_array_release(&t->g[i].grad);
+                    t->g[i].grad = *grad;
+                    memset(grad, 0, sizeof *grad);
+                }
+            } else {
+                st = privatize(&t->g[i].grad);
+                if (!st) st = dev_add(dev, t->g[i].grad.data, n, s, n, 1, n, false);
+            }
             if (st) {
                 lmx_array_release(grad);
                 return st;
@@ -241,6 +388,33 @@ static lmx_status accumulate(lmx_tape *t, const lmx_array *view, lmx_array *grad
     t->ng++;
     memset(grad, 0, sizeof *grad);
     return LMX_OK;
+}
+
+/* On a device, a node's vjp adds into the gradient entry of a source
+ * directly when one of the same layout exists, whole (no part consumed):
+ * that saves a zeroed array and a sum per consumer of a shared input (the
+ * normed h read by q, k, v and their adapters). Distinct from the node's
+ * dout: that came from the entries of its output's memory. */
+static grad_entry *find_entry(lmx_tape *t, const lmx_array *a) {
+    for (int i = 0; i < t->ng; i++)
+        if (same_layout(&t->g[i].view, a) && t->g[i].left == lmx_array_numel(a) && dev_of(&t->g[i].grad) &&
+            !shared(&t->g[i].grad))
+            return &t->g[i];
+    return NULL;
+}
+
+/* An ADD whose sources have out's shape (no broadcast row), all f32: each
+ * source's gradient is dout itself. */
+static bool passes_through(const tape_rec *r) {
+    const lmx_array *o = r->n.out, *a = r->n.src[0], *b = r->n.src[1];
+    if (r->custom || r->n.op != LMX_OP_ADD || !a || !b || o->dtype != LMX_F32) return false;
+    for (int k = 0; k < 2; k++) {
+        const lmx_array *s = k ? b : a;
+        if (s->dtype != LMX_F32 || s->ndim != o->ndim) return false;
+        for (int i = 0; i < o->ndim; i++)
+            if (s->shape[i] != o->shape[i]) return false;
+    }
+    return true;
 }
 
 /* Byte offset of logical element i of a (plain dtype). */
@@ -276,6 +450,7 @@ static lmx_status gather_part(grad_entry *e, const lmx_array *out, lmx_array *do
     intptr_t lo = vs > os ? vs : os, hi = ve < oe ? ve : oe;
     if (lo >= hi || (lo - vs) % es || (lo - os) % es) return LMX_OK;
     if (lmx_array_empty(dout)) LMX_TRY(alloc_like(dout, out));
+    LMX_TRY(privatize(&e->grad)); /* its consumed part is zeroed below */
     int64_t j0 = (int64_t)(lo - vs) / es, k0 = (int64_t)(lo - os) / es, cnt = (int64_t)(hi - lo) / es;
     float *d = (float *)dout->data + k0, *g = (float *)e->grad.data + j0;
     lmx_backend *dev = dev_of(&e->grad);
@@ -323,6 +498,25 @@ static lmx_status gather(lmx_tape *t, const lmx_array *out, lmx_array *dout) {
     const lmx_dtype_traits *tr = lmx_dtype_info(out->dtype);
     if (tr->block != 1) return LMX_OK;
     int64_t es = (int64_t)tr->size;
+    /* The usual case: one entry, for out itself (its consumer read it
+     * whole): that gradient becomes dout as it is, no copy (0 + g = g). */
+    if (lmx_array_is_contiguous(out)) {
+        intptr_t os = (intptr_t)out->data, oe = os + (intptr_t)(lmx_array_numel(out) * es);
+        int hit = -1, nhit = 0;
+        for (int i = 0; i < t->ng && nhit < 2; i++) {
+            const lmx_array *v = &t->g[i].view;
+            intptr_t vs = (intptr_t)v->data;
+            if (vs >= oe || vs + (intptr_t)(lmx_array_numel(v) * (int64_t)lmx_dtype_info(v->dtype)->size) <= os)
+                continue; /* no byte of v inside out */
+            nhit++;
+            hit = i;
+        }
+        if (nhit == 1 && same_layout(&t->g[hit].view, out) && t->g[hit].left == lmx_array_numel(out)) {
+            *dout = t->g[hit].grad;
+            t->g[hit] = t->g[--t->ng];
+            return LMX_OK;
+        }
+    }
     for (int i = 0; i < t->ng;) {
         grad_entry *e = &t->g[i];
         const lmx_array *v = &e->view;
@@ -416,6 +610,7 @@ static lmx_status run_vjp(const lmx_tape *t, tape_rec *r, const lmx_array *dout,
 }
 
 lmx_status lmx_tape_backward(lmx_tape *t, const lmx_array *y, const lmx_array *seed) {
+    fwd_last = 0; /* the next forward's first record starts the clock again */
     drop_grads(t);
     lmx_array g0 = {0};
     LMX_TRY(alloc_like(&g0, y));
@@ -425,37 +620,73 @@ lmx_status lmx_tape_backward(lmx_tape *t, const lmx_array *y, const lmx_array *s
         return st;
     }
     LMX_TRY(accumulate(t, y, &g0));
+    double last = 0;
+    lmx_backend *yb = dev_of(y);
+    if (env_profile && can_mark(yb)) {
+        mark_resolve(yb, fwd_m, &n_fwd_m, fwd_s, fwd_n);
+        n_bwd_m = 0;
+        mark_point(yb, bwd_m, &n_bwd_m, -1);
+    } else {
+        (void)prof_lap(yb, &last);
+    }
     for (int i = t->n - 1; i >= 0; i--) {
         tape_rec *r = &t->recs[i];
+        lmx_backend *pb = dev_of(&r->arr[0]);
         /* the node's pointers refer to r->arr, which moves when recs grows */
         r->n.out = &r->arr[0];
         for (int j = 0; j < LMX_MAX_SRC; j++)
             if (r->n.src[j]) r->n.src[j] = &r->arr[1 + j];
         lmx_array dout = {0};
         LMX_TRY(gather(t, r->n.out, &dout));
+        prof_point(pb, PROF_GATHER, &last);
         if (lmx_array_empty(&dout)) continue;
+        if (pb && passes_through(r)) { /* out = a + b: da = db = dout, shared */
+            st = LMX_OK;
+            for (int j = 0; j < 2 && !st; j++) {
+                if (!wants_grad(t, r, j)) continue;
+                lmx_array ref = dout;
+                lmx_array_retain(&ref);
+                st = accumulate(t, r->n.src[j], &ref);
+            }
+            lmx_array_release(&dout);
+            prof_point(pb, PROF_ACCUM, &last);
+            if (st) return st;
+            continue;
+        }
         lmx_array ds[LMX_MAX_SRC];
         lmx_array *dp[LMX_MAX_SRC] = {0};
         memset(ds, 0, sizeof ds);
         st = LMX_OK;
         bool any = false;
+        bool direct[LMX_MAX_SRC] = {false};
         for (int j = 0; j < LMX_MAX_SRC && !st; j++) {
             if (!wants_grad(t, r, j)) continue;
-            st = alloc_like(&ds[j], r->n.src[j]);
-            dp[j] = &ds[j];
             any = true;
+            grad_entry *e = pb ? find_entry(t, r->n.src[j]) : NULL;
+            if (e) { /* the vjp adds into the running sum itself (device memory) */
+                ds[j] = e->grad;
+                direct[j] = true;
+            } else {
+                st = alloc_like(&ds[j], r->n.src[j]);
+            }
+            dp[j] = &ds[j];
         }
+        prof_point(pb, PROF_ALLOC, &last);
         if (!st && any) st = run_vjp(t, r, &dout, dp);
+        if (r->n.op < LMX_OP_COUNT)
+            prof_point(pb, 2 * r->n.op + (r->n.src[1] && r->n.src[1]->dtype != LMX_F32), &last);
         lmx_array_release(&dout);
         for (int j = 0; j < LMX_MAX_SRC; j++) {
-            if (!dp[j]) continue;
+            if (!dp[j] || direct[j]) continue;
             if (!st)
                 st = accumulate(t, r->n.src[j], &ds[j]);
             else
                 lmx_array_release(&ds[j]);
         }
+        prof_point(pb, PROF_ACCUM, &last);
         if (st) return st;
     }
+    if (env_profile && can_mark(yb)) mark_resolve(yb, bwd_m, &n_bwd_m, prof_s, prof_n);
     return LMX_OK;
 }
 

@@ -64,6 +64,10 @@ lmx_status lmx_cross_entropy(lmx_exec *ex, lmx_array *loss, const lmx_array *log
  * backends: lmx_array_alloc_on). The tape's gradients and the training
  * forward's activations use it. */
 lmx_status lmx_tape_alloc_on(lmx_backend *b, lmx_array *a, int ndim, const int64_t *shape);
+/* As lmx_tape_alloc_on for an op's output that the op writes whole (a
+ * training activation): a recycled device block is not zeroed first (it
+ * holds the old values until the op runs). */
+lmx_status lmx_tape_alloc_out_on(lmx_backend *b, lmx_array *a, int ndim, const int64_t *shape);
 /* Frees b's idle blocks that no allocation took in the last two calls (a
  * trainer calls it once per micro-batch); all: every idle block, and later
  * returns are freed at once (before the backend goes). */

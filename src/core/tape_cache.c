@@ -6,9 +6,10 @@
  * device malloc, a memset and a stream synchronisation (and a free that
  * synchronises again), which starves the GPU between kernels. Here a freed
  * block goes back to a per-backend free list keyed by its exact size and the
- * next request of that size takes it; it is zeroed by the backend's SCALE
- * by 0 on the stream (queued, no synchronisation; the block held finite
- * values - activations or gradients - so 0·x is 0). Stream order makes the
+ * next request of that size takes it; it is zeroed on the stream by the
+ * backend's queued memset (buffer op zero), else by its SCALE by 0 (queued,
+ * no synchronisation; the block held finite values - activations or
+ * gradients - so 0·x is 0). Stream order makes the
  * reuse safe: every use of the old array was queued before the new one.
  * Blocks that no step asked for in the last two trims are freed, so shapes
  * that change from batch to batch do not pile up. Host backends allocate as
@@ -100,6 +101,7 @@ static void give_back(void *owner, void *data) {
 static lmx_status zero(lmx_backend *b, void *p, size_t bytes) {
     int64_t n = (int64_t)(bytes / sizeof(float));
     if (n == 0) return LMX_OK;
+    if (b->buffers && b->buffers->zero) return b->buffers->zero(b, p, bytes); /* a write, no read */
     lmx_array v;
     memset(&v, 0, sizeof v);
     int64_t sh[2] = {1, n};
@@ -115,7 +117,17 @@ static lmx_status zero(lmx_backend *b, void *p, size_t bytes) {
     return lmx_exec_node(&ex, &nd);
 }
 
+static lmx_status alloc_on(lmx_backend *b, lmx_array *a, int ndim, const int64_t *shape, bool zeroed);
+
 lmx_status lmx_tape_alloc_on(lmx_backend *b, lmx_array *a, int ndim, const int64_t *shape) {
+    return alloc_on(b, a, ndim, shape, true);
+}
+
+lmx_status lmx_tape_alloc_out_on(lmx_backend *b, lmx_array *a, int ndim, const int64_t *shape) {
+    return alloc_on(b, a, ndim, shape, false);
+}
+
+static lmx_status alloc_on(lmx_backend *b, lmx_array *a, int ndim, const int64_t *shape, bool zeroed) {
     if (lmx_backend_is_host(b)) return lmx_array_alloc_on(b, a, LMX_F32, ndim, shape);
     memset(a, 0, sizeof *a);
     int64_t n = 1;
@@ -136,7 +148,7 @@ lmx_status lmx_tape_alloc_on(lmx_backend *b, lmx_array *a, int ndim, const int64
     pthread_mutex_unlock(&mu);
     lmx_status st = LMX_OK;
     if (!p) st = lmx_backend_alloc(b, bytes, &p); /* zeroed */
-    else st = zero(b, p, bytes);
+    else if (zeroed) st = zero(b, p, bytes);
     pthread_mutex_lock(&mu);
     if (!st && (!c || !push(&c->live, &c->nlive, &c->lcap, (block){p, bytes, 0})))
         st = lmx_err(LMX_ERR_NOMEM, "out of memory");

@@ -10,6 +10,9 @@
  */
 #include "train/optim.h"
 
+#include "core/backend.h"
+#include "core/optim_step.h"
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -290,4 +293,43 @@ lmx_status lmx_optim_update(lmx_optim *o, int n, lmx_array *const *params, const
             adam_one(&o->c, p, g, o->m[i], o->v[i], cnt, lr, o->step);
     }
     return LMX_OK;
+}
+
+/* The device form of lmx_optim_update: the same coefficients, derived as
+ * adam_one / sgd_one derive them, for one launch of b->optim_step over
+ * the flat arrays in *a (p, g, m, v, n, steps set by the caller). The
+ * step counter advances as on the host; the host state stays unused. */
+lmx_status lmx_optim_update_device(lmx_optim *o, lmx_backend *b, lmx_optim_step_args *a, float lr) {
+    if (!b->optim_step) return lmx_err(LMX_ERR_UNSUPPORTED, "optimizer: the %s backend has no update kernel", b->name);
+    const lmx_optim_config *c = &o->c;
+    o->step++;
+    a->kind = (int)c->kind;
+    a->lr = lr;
+    if (c->kind == LMX_OPT_SGD) {
+        a->wd = (float)c->weight_decay;
+        a->mom = (float)c->momentum;
+        a->one_m_damp = (float)(1.0 - c->dampening);
+        a->dampening = c->dampening > 0;
+        a->nesterov = c->nesterov;
+        if (c->momentum <= 0) a->v = NULL;
+        return b->optim_step(b, a);
+    }
+    a->b1 = (float)c->beta1;
+    a->b2 = (float)c->beta2;
+    a->one_m_b1 = (float)(1.0 - c->beta1);
+    a->one_m_b2 = (float)(1.0 - c->beta2);
+    a->eps = (float)c->eps;
+    a->decay = 1.0f;
+    if (c->kind == LMX_OPT_ADAMW) {
+        float lw = lr * (float)c->weight_decay;
+        a->decay = 1.0f - lw;
+    }
+    a->bias_correction = c->bias_correction;
+    if (c->bias_correction) {
+        float den1 = 1.0f - powf(a->b1, (float)o->step);
+        a->c1 = lr / den1;
+        float den2 = 1.0f - powf(a->b2, (float)o->step);
+        a->c2 = 1.0f / sqrtf(den2);
+    }
+    return b->optim_step(b, a);
 }

@@ -58,6 +58,16 @@ int64_t lmx_optim_step(const lmx_optim *o); /* updates done so far */
  * in MLX and never touches it: NULL here). numel floats. */
 const float *lmx_optim_state(const lmx_optim *o, int i, char which);
 
+/* One step on a device backend (b->optim_step): a's p, g (summed
+ * gradients, zeroed by the update), m, v (zeroed at the first step by the
+ * caller), n and steps set by the caller; the kind and the coefficients
+ * come from o's config, derived as the host update derives them (same
+ * bits). Advances the step counter; lmx_optim_state stays NULL.
+ * LMX_ERR_UNSUPPORTED when b has no update kernel. */
+struct lmx_backend;
+struct lmx_optim_step_args;
+lmx_status lmx_optim_update_device(lmx_optim *o, struct lmx_backend *b, struct lmx_optim_step_args *a, float lr);
+
 /* Learning-rate schedules: mlx.optimizers.schedulers + mlx-lm's warm-up join. */
 typedef enum {
     LMX_SCHED_CONSTANT = 0,  /* learning_rate */

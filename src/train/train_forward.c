@@ -49,11 +49,14 @@ static lmx_array *keep(fwd *f) {
     return a;
 }
 
-/* A fresh zeroed f32 array [r, c] (c == 0: 1-D [r]) in the backend's memory. */
+/* A fresh f32 array [r, c] (c == 0: 1-D [r]) in the backend's memory for
+ * an op to write whole: not zeroed on a device (recycled blocks; every
+ * caller below fills all of it - the attention output by its B row
+ * blocks). */
 static lmx_array *fresh(fwd *f, int64_t r, int64_t c) {
     lmx_array *a = keep(f);
     int64_t sh[2] = {r, c};
-    RUN(f, lmx_tape_alloc_on(f->ex->backend, a, c ? 2 : 1, sh));
+    RUN(f, lmx_tape_alloc_out_on(f->ex->backend, a, c ? 2 : 1, sh));
     return a;
 }
 
@@ -185,8 +188,22 @@ static lmx_array *tlinear(fwd *f, int li, int slot, const lmx_array *x, const lm
         xd = xm;
     }
     int64_t R = lo->a.shape[0];
-    lmx_array *t = fresh(f, M, R), *u = fresh(f, M, N), *us = fresh(f, M, N), *y = fresh(f, M, N);
+    lmx_array *t = fresh(f, M, R);
     RUN(f, lmx_matmul(f->ex, t, xd, &lo->a, NULL));
+    if (on_device(f) && !dora) {
+        /* y = base + (scale·t)·bᵀ: the scale on the [M, rank] side, not on
+         * [M, N] (one pass over an output-sized array less each way; not
+         * mlx-lm's rounding order, so the host keeps scale·(t·bᵀ)); the sum
+         * is written over base, which no vjp reads (the matmul's needs x and
+         * W): one [M, N] activation less per adapted linear (the tape keys
+         * gradients by memory, so base's entry is re-made by the ADD) */
+        lmx_array *ts = fresh(f, M, R), *u = fresh(f, M, N);
+        RUN(f, lmx_scale(f->ex, ts, t, lo->scale));
+        RUN(f, lmx_matmul(f->ex, u, ts, &lo->b, NULL));
+        RUN(f, lmx_add(f->ex, base, base, u));
+        return base;
+    }
+    lmx_array *y = fresh(f, M, N), *u = fresh(f, M, N), *us = fresh(f, M, N);
     RUN(f, lmx_matmul(f->ex, u, t, &lo->b, NULL));
     RUN(f, lmx_scale(f->ex, us, u, lo->scale));
     RUN(f, lmx_add(f->ex, y, base, us));

@@ -9,15 +9,19 @@
  * with equal weight, not weighted by their token counts.
  *
  * On a device backend (CUDA) the forward, the tape and the vjps run in
- * device memory; the adapter set keeps the authoritative f32 parameters on
- * the host (the optimizer state and adapters_io read them there) and the
- * trainer keeps device mirrors that the model's linears point at while it
- * runs a batch (so several trainers may share one adapter set): after
- * backward each parameter's gradient is downloaded (LoRA arrays are small)
- * and summed on the host, the host optimizer updates, and the new values
- * are uploaded to the mirrors. */
+ * device memory. The trainer keeps device mirrors of the adapter set's
+ * LoRA arrays, views into one flat f32 array, that the model's linears
+ * point at while it runs a batch (so several trainers may share one
+ * adapter set). When the backend has an update kernel (optim_step) the
+ * gradients are summed into a flat device accumulator and the optimizer
+ * updates the mirrors in place in one launch: nothing crosses to the host
+ * per step, and the adapter set's host arrays are brought up to date by
+ * lmx_trainer_sync (before saving; also at free). Otherwise (or with
+ * LMX_TRAIN_HOST_OPTIM=1) each gradient is downloaded and summed on the
+ * host, the host optimizer updates and the new values are uploaded. */
 #include "train/trainer.h"
 #include "train/train_internal.h"
+#include "core/optim_step.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,6 +48,12 @@ struct lmx_trainer {
     const lmx_lora *(*use)[4];   /* [ad->n]: the mirror targets[k] points at during a batch */
     lmx_array **gparams;  /* what the tape is asked for: params[i] or its mirror */
     float *tmp;           /* host copy of one downloaded gradient */
+    int64_t *off;         /* [np]: element offset of parameter i in the flat arrays */
+    int64_t total;        /* elements of each flat array (offsets aligned to 64) */
+    lmx_array flat[4];    /* device: P (the mirrors' memory), G (summed gradients), M, V */
+    bool dev_opt;         /* the optimizer runs on the device (backend optim_step) */
+    bool *have;           /* dev_opt: a gradient reached parameter i since the update */
+    bool host_stale;      /* dev_opt: the adapter set's host arrays lag P */
     /* LMX_TRAIN_PROFILE=1: seconds per phase (forward+loss, backward, gradient
      * collection, checkpointed step, update), the backend synchronised at
      * each boundary; printed to stderr by lmx_trainer_free */
@@ -76,6 +86,11 @@ static void dev_release(lmx_trainer *t) {
     free(t->use);
     free(t->gparams);
     free(t->tmp);
+    free(t->off);
+    free(t->have);
+    for (int k = 0; k < 4; k++) lmx_array_release(&t->flat[k]);
+    t->off = NULL;
+    t->have = NULL;
     t->dev = NULL;
     t->dev_views = NULL;
     t->saved = NULL;
@@ -84,9 +99,13 @@ static void dev_release(lmx_trainer *t) {
     t->tmp = NULL;
 }
 
-static lmx_status up_copy(lmx_backend *b, lmx_array *dst, const lmx_array *src) {
+/* dst = a view of P at parameter k's offset with src's shape, holding a
+ * copy of host array src (nothing when src is empty). */
+static lmx_status up_copy(lmx_trainer *t, int k, lmx_array *dst, const lmx_array *src) {
     if (lmx_array_empty(src)) return LMX_OK;
-    return lmx_array_to_backend(b, dst, src);
+    if (k >= t->np) return lmx_err(LMX_ERR_INTERNAL, "train: more device mirrors than parameters");
+    LMX_TRY(lmx_array_view(dst, &t->flat[0], t->off[k], src->ndim, src->shape));
+    return lmx_backend_upload(t->backend, dst->data, src->data, lmx_array_nbytes(src));
 }
 
 /* Makes the device mirrors (dev_bind points the model's linears at them).
@@ -103,7 +122,27 @@ static lmx_status dev_setup(lmx_trainer *t) {
     t->saved = calloc((size_t)(n ? n : 1), sizeof *t->saved);
     t->use = calloc((size_t)(n ? n : 1), sizeof *t->use);
     t->gparams = calloc((size_t)(t->np ? t->np : 1), sizeof *t->gparams);
-    if (!t->dev || !t->dev_views || !t->saved || !t->use || !t->gparams) return lmx_err(LMX_ERR_NOMEM, "out of memory");
+    t->off = calloc((size_t)(t->np ? t->np : 1), sizeof *t->off);
+    t->have = calloc((size_t)(t->np ? t->np : 1), sizeof *t->have);
+    if (!t->dev || !t->dev_views || !t->saved || !t->use || !t->gparams || !t->off || !t->have)
+        return lmx_err(LMX_ERR_NOMEM, "out of memory");
+    /* one flat array for all mirrors (lmx_train_params order), each
+     * parameter at a 64-element boundary, and as many for the summed
+     * gradients and the optimizer's moments when it runs on the device */
+    int64_t total = 0;
+    for (int i = 0; i < t->np; i++) {
+        t->off[i] = total;
+        total += (lmx_array_numel(t->params[i]) + 63) / 64 * 64;
+    }
+    t->total = total ? total : 64;
+    const char *ho = getenv("LMX_TRAIN_HOST_OPTIM");
+    t->dev_opt = b->optim_step && !(ho && *ho && strcmp(ho, "0"));
+    for (int f = 0; f < (t->dev_opt ? 4 : 1); f++) {
+        if (f == 2 && t->o.optim.kind == LMX_OPT_SGD) break; /* SGD's velocity: V only */
+        LMX_TRY(lmx_array_alloc_on(b, &t->flat[f], LMX_F32, 1, &t->total));
+    }
+    if (t->dev_opt && t->o.optim.kind == LMX_OPT_SGD && t->o.optim.momentum > 0)
+        LMX_TRY(lmx_array_alloc_on(b, &t->flat[3], LMX_F32, 1, &t->total));
     int64_t most = 1;
     int k = 0;
     for (int i = 0; i < n; i++) {
@@ -115,8 +154,8 @@ static lmx_status dev_setup(lmx_trainer *t) {
             return lmx_err(LMX_ERR_UNSUPPORTED, "train: %s: full fine-tuning on %s is not supported yet (use --device cpu)",
                            e->name, b->name);
         lmx_lora *d = &t->dev[i];
-        LMX_TRY(up_copy(b, &d->a, &e->lora.a));
-        LMX_TRY(up_copy(b, &d->b, &e->lora.b));
+        LMX_TRY(up_copy(t, k, &d->a, &e->lora.a));
+        LMX_TRY(up_copy(t, k + !lmx_array_empty(&d->a), &d->b, &e->lora.b));
         d->scale = e->lora.scale;
         d->dropout = e->lora.dropout;
         /* lmx_train_params order: a, b per entry */
@@ -157,7 +196,16 @@ static void dev_bind(lmx_trainer *t, bool on) {
     }
 }
 
-/* Uploads the host parameters to their mirrors (after an update). */
+lmx_status lmx_trainer_sync(lmx_trainer *t) {
+    if (!t->host_stale) return LMX_OK;
+    for (int i = 0; i < t->np; i++)
+        LMX_TRY(lmx_backend_download(t->backend, t->params[i]->data, (float *)t->flat[0].data + t->off[i],
+                                     lmx_array_nbytes(t->params[i])));
+    t->host_stale = false;
+    return LMX_OK;
+}
+
+/* Uploads the host parameters to their mirrors (after a host update). */
 static lmx_status dev_push(lmx_trainer *t) {
     for (int i = 0; i < t->np; i++)
         LMX_TRY(lmx_backend_upload(t->backend, t->gparams[i]->data, t->params[i]->data, lmx_array_nbytes(t->params[i])));
@@ -182,8 +230,10 @@ void lmx_train_options_init(lmx_train_options *o) {
 
 void lmx_trainer_free(lmx_trainer *t) {
     if (!t) return;
+    if (t->host_stale && lmx_trainer_sync(t) != LMX_OK)
+        fprintf(stderr, "lmx: train: the trained parameters could not be copied back: %s\n", lmx_last_error());
     if (t->prof && (t->pn[0] || t->pn[3])) {
-        static const char *names[5] = {"forward+loss", "backward", "grads to host", "checkpointed step", "update"};
+        static const char *names[5] = {"forward+loss", "backward", "collect grads", "checkpointed step", "update"};
         fprintf(stderr, "[profile] %s:", t->backend->name);
         for (int k = 0; k < 5; k++)
             if (t->pn[k]) fprintf(stderr, " %s %.1f ms", names[k], 1e3 * t->pt[k] / (double)t->pn[k]);
@@ -246,6 +296,22 @@ static lmx_status collect(lmx_trainer *t, lmx_tape *tape) {
     for (int i = 0; i < t->np; i++) {
         const lmx_array *g = lmx_tape_grad(tape, t->device ? t->gparams[i] : t->params[i]);
         if (!g) continue;
+        if (t->dev_opt) { /* G[i] += g on the device */
+            lmx_array acc;
+            LMX_TRY(lmx_array_view(&acc, &t->flat[1], t->off[i], g->ndim, g->shape));
+            lmx_exec ex = {t->backend, NULL};
+            lmx_node nd;
+            memset(&nd, 0, sizeof nd);
+            nd.op = LMX_OP_ADD;
+            nd.out = &acc;
+            nd.src[0] = &acc;
+            nd.src[1] = g;
+            lmx_status st = lmx_exec_node(&ex, &nd);
+            lmx_array_release(&acc);
+            LMX_TRY(st);
+            t->have[i] = true;
+            continue;
+        }
         int64_t n = lmx_array_numel(t->params[i]);
         if (!t->acc[i] && !(t->acc[i] = calloc((size_t)n, sizeof(float))))
             return lmx_err(LMX_ERR_NOMEM, "out of memory");
@@ -377,7 +443,32 @@ lmx_status lmx_trainer_accumulate(lmx_trainer *t, const int32_t *tokens, int B, 
     return st;
 }
 
+/* The device update: one launch over the flat arrays (G is zeroed by it). */
+static lmx_status update_device(lmx_trainer *t, double *lr) {
+    double t0 = stamp(t);
+    lmx_optim_step_args a;
+    memset(&a, 0, sizeof a);
+    a.n = t->total;
+    a.p = t->flat[0].data;
+    a.g = t->flat[1].data;
+    a.m = t->flat[2].data;
+    a.v = t->flat[3].data;
+    a.steps = t->o.grad_accumulation_steps > 1 ? (float)t->o.grad_accumulation_steps : 1.0f;
+    double rate = lmx_schedule_lr(&t->o.schedule, t->o.learning_rate, lmx_optim_step(t->opt));
+    lmx_status st = lmx_optim_update_device(t->opt, t->backend, &a, (float)rate);
+    if (!st) t->host_stale = true;
+    for (int i = 0; i < t->np; i++) {
+        t->have[i] = false;
+        free(t->acc[i]);
+        t->acc[i] = NULL;
+    }
+    if (t->prof) prof_add(t, 4, t0, stamp(t));
+    if (!st && lr) *lr = rate;
+    return st;
+}
+
 lmx_status lmx_trainer_update(lmx_trainer *t, double *lr) {
+    if (t->dev_opt) return update_device(t, lr);
     double t0 = stamp(t);
     lmx_array *g = calloc((size_t)t->np, sizeof *g);
     const lmx_array **gp = calloc((size_t)t->np, sizeof *gp);
@@ -435,8 +526,23 @@ lmx_status lmx_trainer_eval(lmx_trainer *t, const int32_t *tokens, int B, int T,
 int64_t lmx_trainer_step(const lmx_trainer *t) { return lmx_optim_step(t->opt); }
 
 int lmx_trainer_n_params(const lmx_trainer *t) { return t->np; }
-lmx_array *lmx_trainer_param(const lmx_trainer *t, int i) { return i >= 0 && i < t->np ? t->params[i] : NULL; }
-const float *lmx_trainer_grad_sum(const lmx_trainer *t, int i) { return i >= 0 && i < t->np ? t->acc[i] : NULL; }
+/* The test accessors read host memory: they bring it up to date first
+ * (the trainer is logically unchanged, hence the casts). */
+lmx_array *lmx_trainer_param(const lmx_trainer *t, int i) {
+    if (i < 0 || i >= t->np) return NULL;
+    if (t->host_stale) (void)lmx_trainer_sync((lmx_trainer *)t);
+    return t->params[i];
+}
+
+const float *lmx_trainer_grad_sum(const lmx_trainer *t, int i) {
+    if (i < 0 || i >= t->np) return NULL;
+    if (!t->dev_opt || !t->have[i]) return t->acc[i];
+    lmx_trainer *w = (lmx_trainer *)t;
+    size_t nb = lmx_array_nbytes(t->params[i]);
+    if (!w->acc[i] && !(w->acc[i] = malloc(nb))) return NULL;
+    if (lmx_backend_download(t->backend, w->acc[i], (const float *)t->flat[1].data + t->off[i], nb)) return NULL;
+    return w->acc[i];
+}
 int lmx_trainer_peak_nodes(const lmx_trainer *t) { return t->peak_nodes; }
 
 /* mlx-lm's get_total_parameters: every leaf module's parameters, a

@@ -46,6 +46,10 @@ lmx_status lmx_trainer_update(lmx_trainer *t, double *lr);
 lmx_status lmx_trainer_eval(lmx_trainer *t, const int32_t *tokens, int B, int T, const int32_t *offsets,
                             const int32_t *lengths, double *loss_sum, int64_t *ntoks);
 int64_t lmx_trainer_step(const lmx_trainer *t); /* optimizer updates so far */
+/* Copies the trained values into the adapter set's host arrays when the
+ * optimizer runs on a device (a no-op otherwise): call it before reading
+ * or saving the adapters during training; lmx_trainer_free also does. */
+lmx_status lmx_trainer_sync(lmx_trainer *t);
 /* Trainable / total parameter counts, for mlx-lm's "Trainable parameters" line. */
 void lmx_trainer_param_counts(const lmx_trainer *t, int64_t *trainable, int64_t *total);
 

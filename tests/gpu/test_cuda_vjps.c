@@ -259,14 +259,19 @@ static void t_matmul(void) {
             lmx_array_release(&o);
             free_all();
         }
-    /* LoRA shapes: a [r, in], b [out, r] f32; M = 2 (decode-sized rows) */
-    int64_t shapes[3][3] = {{300, 512, 8}, {300, 8, 512}, {2, 512, 8}};
-    for (int s = 0; s < 3; s++) {
+    /* LoRA shapes: a [r, in], b [out, r] f32; M = 2 (decode-sized rows);
+     * x as a column view; rank 16 */
+    int64_t shapes[6][4] = {{300, 512, 8, 0}, {300, 8, 512, 0}, {2, 512, 8, 0},
+                            {300, 512, 8, 1}, {300, 8, 512, 1}, {131, 16, 700, 0}};
+    for (int s = 0; s < 6; s++) {
         int64_t M = shapes[s][0], K = shapes[s][1], N = shapes[s][2];
-        lmx_array *x = HR(LMX_F32, 2, M, K, 0, 1), *W = HR(LMX_F32, 2, N, K, 0, 0.1);
+        lmx_array *xp = HR(LMX_F32, 2, M, K + (shapes[s][3] ? 24 : 0), 0, 1), *W = HR(LMX_F32, 2, N, K, 0, 0.1);
+        lmx_array xv = *xp, *x = &xv;
+        if (shapes[s][3]) lmx_array_cols(&xv, xp, 8, K);
         lmx_array o = outf(2, M, N, 0);
         lmx_node n = node(LMX_OP_MATMUL, &o, x, W, NULL);
-        snprintf(w, sizeof w, "matmul f32 lora M%lld K%lld N%lld", (long long)M, (long long)K, (long long)N);
+        snprintf(w, sizeof w, "matmul f32 lora M%lld K%lld N%lld%s", (long long)M, (long long)K, (long long)N,
+                 shapes[s][3] ? " (x column view)" : "");
         vjp_case(w, &n, 3, TOL_GEMM);
         lmx_array_release(&o);
         free_all();

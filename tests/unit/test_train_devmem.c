@@ -15,9 +15,13 @@
  *
  * Checked against the plain CPU trainer on the same adapters (LoRA r4 on
  * every projection; hf/llama f32 with and without dropout, phi3's fused
- * rows, the MLX 4-bit base of tests/data/adapters/llama_q4; gradient
+ * rows, the MLX 4-bit base of tests/data/adapters/llama_q4, gemma2's
+ * sandwich norms and soft-capping, qwen3's q/k norms; gradient
  * checkpointing; 4 Adam steps): the kernels and the order of every f32 sum
- * are the same, so the losses and gradients are expected bit for bit; the
+ * are the same (the device path's (scale·t)·bᵀ equals the host's
+ * scale·(t·bᵀ) exactly for the scale 2 used here, and its shared / in-place
+ * gradient bookkeeping adds the same terms), so the losses and gradients
+ * are expected bit for bit; the
  * bound is 1e-6 relative (per tensor: max|Δ| ≤ 1e-6·max|g|). Generation:
  * logits with LoRA adapters moved by lmx_adapters_to_backend equal the
  * host ones (1e-6·max|ref|). DoRA and full fine-tuning are refused on the
@@ -56,7 +60,12 @@ static lmx_status dm_sync(lmx_backend *b) {
     (void)b;
     return LMX_OK;
 }
-static const lmx_buffer_ops devmem_ops = {false, dm_alloc, dm_free, dm_copy, dm_copy, dm_sync, NULL};
+static lmx_status dm_zero(lmx_backend *b, void *p, size_t bytes) {
+    (void)b;
+    memset(p, 0, bytes);
+    return LMX_OK;
+}
+static const lmx_buffer_ops devmem_ops = {false, dm_alloc, dm_free, dm_copy, dm_copy, dm_sync, NULL, dm_zero, NULL, NULL};
 
 /* The CPU backend with "device" memory (freed with lmx_backend_free). */
 static lmx_backend *devmem_backend(void) {
@@ -162,6 +171,9 @@ static void test_lora_llama_dropout_ckpt(void) { train_case("hf/llama", 0.1f, tr
 static void test_lora_phi3_fused(void) { train_case("hf/phi3", 0.0f, false); }
 static void test_lora_phi3_fused_ckpt(void) { train_case("hf/phi3", 0.0f, true); }
 static void test_qlora(void) { train_case("adapters/llama_q4", 0.0f, true); }
+/* sandwich norms + soft-capping; q/k norms with dropout */
+static void test_lora_gemma2_ckpt(void) { train_case("hf/gemma2", 0.0f, true); }
+static void test_lora_qwen3_dropout(void) { train_case("hf/qwen3", 0.1f, false); }
 
 static void test_refused(void) {
     lmx_backend *dev = devmem_backend();
@@ -240,6 +252,8 @@ void run_tests(void) {
     TEST(test_lora_phi3_fused);
     TEST(test_lora_phi3_fused_ckpt);
     TEST(test_qlora);
+    TEST(test_lora_gemma2_ckpt);
+    TEST(test_lora_qwen3_dropout);
     TEST(test_refused);
     TEST(test_generation);
 }

@@ -134,6 +134,7 @@ static lmx_status train_loop(lora_run *r, lmx_adapters *ad, lmx_dataset *train, 
             train_time = 0;
         }
         if (i % c->save_every == 0) {
+            if ((s = lmx_trainer_sync(r->t)) != LMX_OK) break; /* device-updated values to the adapter set */
             if ((s = lmx_adapters_save(ad, c->adapter_path, i)) != LMX_OK) break;
             snprintf(ckpt, sizeof ckpt, "%07d_adapters.safetensors", i);
             char full[1200];
@@ -143,6 +144,7 @@ static lmx_status train_loop(lora_run *r, lmx_adapters *ad, lmx_dataset *train, 
         }
     }
     lmx_batches_free(it);
+    if (s == LMX_OK) s = lmx_trainer_sync(r->t);
     if (s == LMX_OK && (s = lmx_adapters_save(ad, c->adapter_path, -1)) == LMX_OK)
         printf("Saved final weights to %s.\n", adapter_file);
     return s;

@@ -182,8 +182,37 @@ static lmx_status buf_sync(lmx_backend *b) { return stream_sync(bctx(b), "sync")
 
 static size_t buf_mem_peak(const lmx_backend *b) { return b && b->ctx ? bctx(b)->mem_peak : 0; }
 
+/* Queued on the stream (training's recycled gradient blocks, core/tape_cache.c). */
+static lmx_status buf_zero(lmx_backend *b, void *p, size_t bytes) {
+    return cuda_check(cudaMemsetAsync(p, 0, bytes, bctx(b)->stream), "memset");
+}
+
+/* Profiling marks (LMX_TAPE_PROFILE=events): one ring of events for the
+ * process, each created at its first use and kept until exit (a debug aid:
+ * no per-node synchronisation, unlike the plain profile). */
+#define CUDA_MARKS 8192
+static cudaEvent_t cuda_marks[CUDA_MARKS];
+
+static lmx_status buf_mark(lmx_backend *b, int slot) {
+    if (slot < 0 || slot >= CUDA_MARKS) return lmx_err(LMX_ERR_INVALID_ARG, "cuda: profiling mark %d", slot);
+    if (!cuda_marks[slot]) LMX_TRY(cuda_check(cudaEventCreate(&cuda_marks[slot]), "profiling mark"));
+    return cuda_check(cudaEventRecord(cuda_marks[slot], bctx(b)->stream), "profiling mark");
+}
+
+static double buf_mark_ms(lmx_backend *b, int a, int z) {
+    (void)b;
+    float ms = -1.0f;
+    if (a < 0 || z < 0 || a >= CUDA_MARKS || z >= CUDA_MARKS || !cuda_marks[a] || !cuda_marks[z]) return -1.0;
+    if (cudaEventSynchronize(cuda_marks[z]) != cudaSuccess ||
+        cudaEventElapsedTime(&ms, cuda_marks[a], cuda_marks[z]) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return -1.0;
+    }
+    return ms;
+}
+
 static const lmx_buffer_ops cuda_buffer_ops = {
-    false, buf_alloc, buf_free, buf_upload, buf_download, buf_sync, buf_mem_peak,
+    false, buf_alloc, buf_free, buf_upload, buf_download, buf_sync, buf_mem_peak, buf_zero, buf_mark, buf_mark_ms,
 };
 
 lmx_status cuda_scratch(lmx_cuda_ctx *c, size_t bytes, void **out) {
@@ -456,6 +485,7 @@ extern "C" lmx_status lmx_cuda_backend_create(lmx_backend **out) {
     b->buffers = &cuda_buffer_ops;
     b->destroy = cuda_destroy;
     b->vjps = lmx_cuda_vjp_table(); /* cuda_vjp*.cu */
+    b->optim_step = lmx_cuda_optim_step; /* cuda_optim.cu */
     *out = b;
     return LMX_OK;
 }

@@ -28,6 +28,9 @@ lmx_status lmx_cuda_vjp_cross_entropy(const lmx_node *n, const lmx_array *dout, 
 lmx_status lmx_cuda_cross_entropy(const lmx_node *n, lmx_pool *pool);
 lmx_status lmx_cuda_vjp_softmax(const lmx_node *n, const lmx_array *dout, lmx_array *dsrc[], lmx_pool *pool);
 
+/* The optimizer update (cuda_optim.cu; lmx_backend.optim_step). */
+lmx_status lmx_cuda_optim_step(lmx_backend *b, const struct lmx_optim_step_args *a);
+
 /* dst[c] += Σ_r src[r·srs + c] (r < R, c < C), all f32 device memory: the
  * reduction of a one-row broadcast (bias, norm weights). */
 lmx_status cuda_vjp_colsum_add(lmx_cuda_ctx *c, float *dst, const float *src, int64_t R, int64_t C, int64_t srs);
