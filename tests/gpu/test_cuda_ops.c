@@ -428,6 +428,84 @@ static void t_quant_matmul_wide(void) {
     }
 }
 
+/* M = 1 with x quantized to int8 (GGUF Q4_0 / Q8_0, LMX_INT8_ACT on) on
+ * backend b, against the CPU's int8 format (cpu_qdot.c) computed here with
+ * the same f32 operations: per block amax, d = amax/127, q = rne(x·127/amax).
+ * The block dots Σ w·q are exact in double (w = d_w·n exactly), so
+ * y_q = Σ_b d_b·Σ w·q is the exact result on that quantized x; the device's
+ * f32 part may differ by γ_n·Σ_b |d_b|·Σ|w·q|, n = K/32 + 16 (lane partials,
+ * warp and split-K sums, bias). Against the f32 product the CPU test's bound
+ * (test_simd_kernels.c) adds Σ_b d_b·(0.5 + 2.3e-5)·Σ|w|. */
+static void int8_case(lmx_dtype dt, int64_t N, int64_t K, bool bias, const char *tag) {
+    const gq_spec q = {dt, 0, LMX_F32, false, dt == LMX_Q4_0 ? "gguf q4_0" : "gguf q8_0"};
+    lmx_array w, sc, bi;
+    if (gq_make(&rng, &q, N, K, &w, &sc, &bi)) die("quant alloc");
+    lmx_array x = H(LMX_F32, 2, 1, K, 0, 1), b = H(LMX_BF16, 1, N, 0, 0, 1);
+    lmx_array og = HP(LMX_F32, 2, 1, N, 0), dx = D(&x), dw = D(&w), db = D(&b), dog = D(&og);
+    if (lmx_matmul_q(&gex, &dog, &dx, &dw, bias ? &db : NULL, NULL, NULL, 0)) die("matmul_q int8");
+    float *y = malloc((size_t)N * sizeof *y), *wf = malloc((size_t)K * sizeof *wf), bf[1];
+    float *qx = malloc((size_t)K * sizeof *qx), *dxb = malloc((size_t)(K / 32) * sizeof *dxb);
+    if (lmx_backend_download(gpu, y, dog.data, (size_t)N * sizeof *y)) die("download");
+    const float *xf = (const float *)x.data;
+    for (int64_t blk = 0; blk < K / 32; blk++) { /* cpu_qdot.c's lmx_qx_quantize_generic, f32 */
+        float amax = 0;
+        for (int j = 0; j < 32; j++) amax = fabsf(xf[32 * blk + j]) > amax ? fabsf(xf[32 * blk + j]) : amax;
+        volatile float db0 = amax / 127.0f, id = amax > 0 ? 127.0f / amax : 0.0f;
+        dxb[blk] = db0;
+        for (int j = 0; j < 32; j++) {
+            volatile float v = xf[32 * blk + j] * id;
+            qx[32 * blk + j] = id != 0.0f ? rintf(v) : 0.0f;
+        }
+    }
+    size_t rb = lmx_dtype_bytes(dt, K);
+    int64_t bad = 0;
+    double worst = 0;
+    for (int64_t r = 0; r < N; r++) {
+        lmx_dtype_info(dt)->to_f32((const uint8_t *)w.data + (size_t)r * rb, wf, K);
+        double yq = 0, yf = 0, s1 = 0, sq = 0;
+        for (int64_t blk = 0; blk < K / 32; blk++) {
+            double dot = 0, aw = 0, aq = 0;
+            for (int j = 0; j < 32; j++) {
+                int64_t k = 32 * blk + j;
+                dot += (double)wf[k] * qx[k];
+                aq += fabs((double)wf[k] * qx[k]); /* bounds every lane's partial dot */
+                aw += fabs(wf[k]);
+                yf += (double)wf[k] * xf[k];
+            }
+            yq += dxb[blk] * dot;
+            s1 += fabs(dxb[blk]) * aq;
+            sq += dxb[blk] * (0.5 + 2.3e-5) * aw;
+        }
+        if (bias) {
+            lmx_dtype_info(LMX_BF16)->to_f32((const uint8_t *)b.data + 2 * r, bf, 1);
+            yq += bf[0], yf += bf[0], s1 += fabs(bf[0]);
+        }
+        double n = (double)(K / 32 + 16), tf = n * 5.9604645e-8 / (1 - n * 5.9604645e-8) * s1 + 1e-30;
+        double e1 = fabs(y[r] - yq), e2 = fabs(y[r] - yf);
+        if (!(e1 <= tf) || !(e2 <= sq + tf)) bad++;
+        if (e1 / tf > worst) worst = e1 / tf;
+    }
+    char what[128];
+    snprintf(what, sizeof what, "matmul %s int8 x%s M=1 N=%lld K=%lld%s (worst %.2f of the f32 bound)", q.label, tag,
+             (long long)N, (long long)K, bias ? " +bias" : "", worst);
+    printf("%s %s\n", bad ? "FAIL" : "ok  ", what);
+    bad ? n_bad++ : n_ok++;
+    free(y), free(wf), free(qx), free(dxb);
+    lmx_array *all[] = {&w, &sc, &bi, &x, &b, &og, &dx, &dw, &db, &dog};
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++) rel(all[i]);
+}
+
+static void t_int8_gemv_on(lmx_backend *b, const char *tag) {
+    lmx_backend *keep = gpu;
+    gpu = b;
+    gex.backend = b;
+    static const int64_t shapes[][2] = {{256, 4096}, {37, 768}, {19, 96}, {20000, 1024}, {99, 1280}};
+    for (int t = 0; t < 2; t++)
+        for (int s = 0; s < 5; s++) int8_case(t ? LMX_Q8_0 : LMX_Q4_0, shapes[s][0], shapes[s][1], s % 2 == 1, tag);
+    gpu = keep;
+    gex.backend = keep;
+}
+
 static void t_quant_get_rows(void) {
     for (size_t qi = 0; qi < N_QSPECS; qi++) {
         const gq_spec *q = &QSPECS[qi];
@@ -629,6 +707,8 @@ int main(void) {
     rng = seed ? strtoull(seed, NULL, 10) : (uint64_t)time(NULL) * 2654435761u;
     if (!rng) rng = 1;
     setenv("LMX_CPU", "reference", 0); /* the oracle: plain-C kernels (read when the CPU backend starts) */
+    const char *ia = getenv("LMX_INT8_ACT");
+    setenv("LMX_INT8_ACT", "0", 1); /* the f32-x kernels against the f32 oracle; int8 x: t_int8_gemv_on */
     if (lmx_backend_create("cpu", 0, &cpu) || lmx_backend_create("cuda", 0, &gpu)) die("backend");
     cex.backend = cpu;
     gex.backend = gpu;
@@ -674,6 +754,17 @@ int main(void) {
         t_quant_matmul_on(other, modes[i][1], true);
         lmx_backend_free(other);
     }
+    setenv("LMX_INT8_ACT", "1", 1);
+    for (int i = 0; i < 2; i++) {
+        if (i) setenv("LMX_CUDA_QGEMV", "r8", 1);
+        else unsetenv("LMX_CUDA_QGEMV");
+        lmx_backend *other;
+        if (lmx_backend_create("cuda", 0, &other)) die("int8 backend");
+        t_int8_gemv_on(other, i ? " [r8]" : "");
+        lmx_backend_free(other);
+    }
+    if (ia) setenv("LMX_INT8_ACT", ia, 1);
+    else unsetenv("LMX_INT8_ACT");
     if (qg) setenv("LMX_CUDA_QGEMV", qg, 1);
     else unsetenv("LMX_CUDA_QGEMV");
     lmx_backend_free(gpu);

@@ -467,6 +467,8 @@ extern "C" lmx_status lmx_cuda_backend_create(lmx_backend **out) {
     c->qgemv_unfactored = qg && !strcmp(qg, "unfactored");
     c->qgemv_old = qg && !strcmp(qg, "old");
     c->qgemv_rows = qg && !strcmp(qg, "r4") ? 4 : qg && !strcmp(qg, "r8") ? 8 : 0;
+    const char *ia = getenv("LMX_INT8_ACT"); /* as the CPU backend: on unless "0" */
+    c->int8_act = !(ia && !strcmp(ia, "0"));
     cuda_qgemv_mlx_init();
     const char *qt = getenv("LMX_CUDA_QTILE_MB");
     long qmb = qt ? strtol(qt, NULL, 10) : 0;

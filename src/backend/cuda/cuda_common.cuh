@@ -39,6 +39,7 @@ struct lmx_cuda_ctx {
     bool qgemv_staged;  /* LMX_CUDA_QGEMV=staged: MLX 4/8-bit decode through the staged kernel */
     bool qgemv_unfactored; /* LMX_CUDA_QGEMV=unfactored: direct kernel, w = s·q + b per weight */
     bool qgemv_old;     /* LMX_CUDA_QGEMV=old: the session-3 decode kernels (no lane-mapped / x-in-shared ones) */
+    bool int8_act;      /* GGUF Q4_0/Q8_0 decode with x as int8 blocks (default; LMX_INT8_ACT=0: f32 x) */
     int qgemv_rows;     /* LMX_CUDA_QGEMV=r4|r8: rows per warp of the lane-mapped kernels (0: by shape) */
     size_t qtile_bytes; /* prefill: bf16 hi+lo bytes per dequantized weight tile (LMX_CUDA_QTILE_MB, 128) */
     /* LMX_CUDA_GRAPHS=1: the kernels queued between two host synchronisations

@@ -460,6 +460,12 @@ lmx_status cuda_gemv_quant(lmx_cuda_ctx *c, const lmx_node *n, const cuda_qw *qw
  * (cuda_qgemv_gguf.cu); false (nothing queued) for other formats or
  * alignments, or LMX_CUDA_QGEMV=old|staged. x is 16-byte aligned. */
 bool cuda_gemv_gguf_lanes(lmx_cuda_ctx *c, const cuda_qw *qw, float *out, const float *x, const void *bias, int bdt);
+/* M = 1 from GGUF Q4_0 / Q8_0 with x quantized to int8 blocks of 32 in the
+ * scratch (the CPU's lmx_xq; cuda_qgemv_q8act.cu), on unless LMX_INT8_ACT=0
+ * or LMX_CUDA_QGEMV=old|staged. false: not taken (nothing queued); true:
+ * queued, or *st says why not. */
+bool cuda_gemv_gguf_q8act(lmx_cuda_ctx *c, const cuda_qw *qw, float *out, const float *x, const void *bias, int bdt,
+                          lmx_status *st);
 /* M = 1 from MLX affine 4/8-bit with x staged in shared memory
  * (cuda_qgemv_mlx.cu); false (nothing queued) where it does not apply.
  * cuda_qgemv_mlx_init lets its kernels take 64 KB of shared memory (once,

@@ -392,6 +392,9 @@ lmx_status cuda_gemv_quant(lmx_cuda_ctx *c, const lmx_node *n, const cuda_qw *qw
         }
         return cuda_launched("matmul (quantized gemv)");
     }
+    lmx_status st;
+    if (M == 1 && cuda_gemv_gguf_q8act(c, qw, out, xd, bias, bdt, &st))
+        return st ? st : cuda_launched("matmul (quantized gemv, int8 x)");
     if (M == 1 && xvec && cuda_gemv_gguf_lanes(c, qw, out, xd, bias, bdt))
         return cuda_launched("matmul (quantized gemv, gguf lanes)");
 #define ST(DT) launch_staged<DT>(c, qw, out, xd, (int)M, xs, os, bias, bdt, xvec)
