@@ -525,7 +525,10 @@ static void t_cross_entropy(void) {
             lmx_node n = node(LMX_OP_CROSS_ENTROPY, &o, lg, tg, m);
             char w[96];
             snprintf(w, sizeof w, "cross_entropy vjp T%lld V%lld%s", (long long)T, (long long)V, m ? " masked" : "");
-            vjp_case(w, &n, 1, TOL_EW);
+            /* d logits = softmax·m/Σm - onehot: every element carries the error of the f32 log-sum-exp over
+             * V terms (summed in another order on each side: ~1e-5 relative at V = 128256, as the forward
+             * bound above), so 3e-5 here; it measured 1.1e-5 on an H100, 7e-6 on an H200. */
+            vjp_case(w, &n, 1, 3e-5, 1e-4);
             lmx_array_release(&o);
         }
         if (c == 1) { /* a target out of range is refused before the kernel, as on the CPU */
