@@ -27,30 +27,6 @@
 
 #define QG_WARPS 8
 
-__device__ __forceinline__ uint32_t qg_u16(const uint8_t *p) {
-    return __ldg(reinterpret_cast<const unsigned short *>(p));
-}
-
-/* Warp sums of acc[R] -> red; warp ks == 0 of the row group adds its S-1
- * neighbours and the bias and writes rows row0..row0+R-1 (< N). */
-template <int R>
-__device__ __forceinline__ void qg_finish(float (*red)[R], const float *acc, float *out, const void *bias, int bdt,
-                                          int64_t N, int64_t row0, int S) {
-    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, ks = warp % S;
-#pragma unroll
-    for (int i = 0; i < R; i++) {
-        float sum = warp_sum(acc[i]);
-        if (lane == 0) red[warp][i] = sum;
-    }
-    __syncthreads();
-    if (ks != 0 || lane >= R) return;
-    int64_t row = row0 + lane;
-    if (row >= N) return;
-    float sum = red[warp][lane];
-    for (int k = 1; k < S; k++) sum += red[warp + k][lane];
-    out[row] = sum + (bias ? ld_any(bias, bdt, row) : 0.0f);
-}
-
 /* Σ x·(q - off) over the 4 bytes of q (exact q - off, f32 products). */
 __device__ __forceinline__ float qg_dot4(float4 xv, uint32_t q, float off) {
     float d = xv.x * q_byte_f(q, 0, off);

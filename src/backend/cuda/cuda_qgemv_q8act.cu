@@ -27,9 +27,6 @@
 
 #define Q8A_WARPS 8
 
-__device__ __forceinline__ uint32_t q8a_u16(const uint8_t *p) {
-    return __ldg(reinterpret_cast<const unsigned short *>(p));
-}
 
 /* One warp per block of 32: q[32b + lane], d[b] (lmx_xq's q and d). */
 __global__ void q8a_quantize_k(const float *__restrict__ x, int8_t *__restrict__ q, float *__restrict__ d,
@@ -47,23 +44,6 @@ __global__ void q8a_quantize_k(const float *__restrict__ x, int8_t *__restrict__
     if (lane == 0) d[b] = db;
 }
 
-template <int R>
-__device__ __forceinline__ void q8a_finish(float (*red)[R], const float *acc, float *out, const void *bias, int bdt,
-                                           int64_t N, int64_t row0, int S) {
-    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, ks = warp % S;
-#pragma unroll
-    for (int i = 0; i < R; i++) {
-        float sum = warp_sum(acc[i]);
-        if (lane == 0) red[warp][i] = sum;
-    }
-    __syncthreads();
-    if (ks != 0 || lane >= R) return;
-    int64_t row = row0 + lane;
-    if (row >= N) return;
-    float sum = red[warp][lane];
-    for (int k = 1; k < S; k++) sum += red[warp + k][lane];
-    out[row] = sum + (bias ? ld_any(bias, bdt, row) : 0.0f);
-}
 
 /* Q8 = false: Q4_0, true: Q8_0. S warps of a block split K of one row group. */
 template <int R, bool Q8>
@@ -104,9 +84,9 @@ __global__ void __launch_bounds__(Q8A_WARPS * 32, 3)
 #pragma unroll
             for (int r = 0; r < R; r++) {
                 const uint8_t *p = wr[r] + blk * BB;
-                dh[r] = q8a_u16(p - 2 - (Q8 ? 8 : 4) * j);
-                wa[r] = q8a_u16(p) | q8a_u16(p + 2) << 16;
-                if constexpr (Q8) wb[r] = q8a_u16(p + 4) | q8a_u16(p + 6) << 16;
+                dh[r] = qg_u16(p - 2 - (Q8 ? 8 : 4) * j);
+                wa[r] = qg_u16(p) | qg_u16(p + 2) << 16;
+                if constexpr (Q8) wb[r] = qg_u16(p + 4) | qg_u16(p + 6) << 16;
                 else wb[r] = 0;
             }
 #pragma unroll
@@ -123,7 +103,7 @@ __global__ void __launch_bounds__(Q8A_WARPS * 32, 3)
             }
         }
     }
-    q8a_finish<R>(red, acc, out, bias, bdt, N, row0, S);
+    qg_finish<R>(red, acc, out, bias, bdt, N, row0, S);
 }
 
 /* Warps per row group: split K until about 32 warps of work per SM, each
