@@ -70,19 +70,7 @@ s=$(date +%s)
 log "model made in $(( $(date +%s) - s )) s"
 D=/tmp/d512
 mkdir -p $D
-$PY - "$D" <<'EOF'
-import json, random, sys
-random.seed(0)
-words = ("the of and to in is was for on that with as by at from his her they this be are have had not "
-         "but what all were when we there can an your which their said if do will each about how up out "
-         "them then she many some so these would other into has more two like him see time could no make "
-         "than first been its who now people my made over did down only way find use may water long little "
-         "very after words called just where most know").split()
-for name, n in (("train", 64), ("valid", 4)):
-    with open(f"{sys.argv[1]}/{name}.jsonl", "w") as f:
-        for _ in range(n):  # ~700 words: well over 512 Llama 3 tokens
-            f.write(json.dumps({"text": " ".join(random.choice(words) for _ in range(700))}) + "\n")
-EOF
+$PY "$R/bench/make_lora_bench_data.py" "$D"
 cat > /tmp/lora8.yaml <<'EOF'
 lora_parameters:
   keys: ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"]
