@@ -1,9 +1,22 @@
 /* generate.c - the generation loop behind lmx_generate_stream (mlx-lm's
- * stream_generate): chunked prefill of all but the last prompt token, then
- * one step per token; EOS never reaches the text; a final response carries
- * the detokenizer's remainder and the finish reason. */
+ * stream_generate): a chunked prefill of the whole prompt whose last row's
+ * logits give the first token, then one step per token; EOS never reaches
+ * the text; a final response carries the detokenizer's remainder and the
+ * finish reason.
+ *
+ * mlx-lm prefills all but the last prompt token and runs that one as the
+ * first decode step. The tokens are the same either way (the last row of a
+ * pass sees the same prefix), but the extra step reads every weight once
+ * more: ~5 ms of a ~30 ms 512-token prefill of an 8B bf16 model on an H100.
+ * mlx-lm's split is kept where the cache changes between the two (a
+ * rotating cache's window, a KV cache switching to quantized storage), for
+ * speculative decoding (its first round verifies the last prompt token with
+ * the draft's proposals) and for max_tokens = 0 (the cache ends as mlx-lm's:
+ * without the last prompt token). */
+#include "backend/cuda/cuda.h"
 #include "generate/engine.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -143,6 +156,8 @@ static lmx_status validate(const lmx_model *m, const int32_t *prompt, size_t n_p
 /* One plain step: the target on its last token, processors, sampler. With
  * device_greedy the logits stay on the device and only the pick comes back,
  * unless it cannot be proven to be the host pipeline's (sampler_device.c). */
+static lmx_status pick_token(lmx_gen_src *g, bool decided, int32_t *toks, bool *from_draft, int *count);
+
 static lmx_status plain_produce(lmx_gen_src *g, int32_t *toks, bool *from_draft, int *count) {
     lmx_model *m = g->m;
     bool decided = false;
@@ -155,6 +170,13 @@ static lmx_status plain_produce(lmx_gen_src *g, int32_t *toks, bool *from_draft,
                                         g->device_greedy ? NULL : g->lp));
         if (g->device_greedy) LMX_TRY(lmx_device_greedy(m, &toks[0], g->lp, &decided));
     }
+    return pick_token(g, decided, toks, from_draft, count);
+}
+
+/* The sampler's part of a plain step over logits in g->lp (unless the
+ * device already decided toks[0]). */
+static lmx_status pick_token(lmx_gen_src *g, bool decided, int32_t *toks, bool *from_draft, int *count) {
+    lmx_model *m = g->m;
     if (!decided) {
         lmx_sampler_process(g->smp, g->lp, g->recent, g->n_recent);
         lmx_log_softmax(g->lp, m->tf.hp.n_vocab);
@@ -165,6 +187,47 @@ static lmx_status plain_produce(lmx_gen_src *g, int32_t *toks, bool *from_draft,
     g->recent[g->n_recent++] = toks[0];
     g->tok = toks[0];
     return LMX_OK;
+}
+
+/* LMX_MEM_TALLY=1: device memory in use / peak and the KV cache's bytes at
+ * points of a generation, on stderr (with the CUDA backend's scratch and
+ * workspace growth: the categories of issue 6's memory bound). */
+static void mem_tally(const lmx_model *m, const char *at, const lmx_cache *c) {
+    static int on = -1;
+    if (on < 0) {
+        const char *e = getenv("LMX_MEM_TALLY");
+        on = e && *e && strcmp(e, "0") != 0;
+    }
+    if (!on || !c || lmx_backend_is_host(m->backend)) return;
+    fprintf(stderr, "[mem] %-11s in use %.1f MB, peak %.1f MB, KV cache %.1f MB\n", at,
+            lmx_cuda_mem_in_use(m->backend) / 1e6, lmx_cuda_mem_peak(m->backend) / 1e6, lmx_cache_nbytes(c) / 1e6);
+}
+
+/* mlx-lm's split (module comment): prefill all but the last prompt token. */
+static bool split_last_token(const lmx_gen_src *g, const lmx_generate_options *o) {
+    const lmx_kv_cache *kv = &g->cache->kv;
+    return g->draft || o->max_tokens == 0 || kv->kind != LMX_KV_STANDARD || kv->kv_bits != 0;
+}
+
+/* The whole prompt in chunks of `step` tokens; the last chunk's last row
+ * gives the first token (on the device, or its logits in g->lp). Progress
+ * is reported per chunk but the last (the loop reports n of n with the
+ * first token). */
+static lmx_status prefill_first(lmx_gen_src *g, const int32_t *prompt, size_t n, const lmx_generate_options *o,
+                                int32_t *toks, bool *from_draft, int *count) {
+    lmx_model *m = g->m;
+    size_t step = o->prefill_step_size > 0 ? (size_t)o->prefill_step_size : 2048;
+    for (size_t i = 0; i < n; i += step) {
+        int64_t T = (int64_t)(n - i < step ? n - i : step);
+        bool last = i + (size_t)T == n;
+        /* NULL: the logits row stays in the step scratch (device greedy pick, or not needed) */
+        float *lg = last && !g->device_greedy ? g->lp : NULL;
+        LMX_TRY(lmx_transformer_forward(&m->ex, &m->tf, &g->cache->kv, &m->scratch, prompt + i, T, false, lg));
+        if (!last && o->progress) o->progress(i + (size_t)T, n, o->progress_user);
+    }
+    bool decided = false;
+    if (g->device_greedy) LMX_TRY(lmx_device_greedy(m, &toks[0], g->lp, &decided));
+    return pick_token(g, decided, toks, from_draft, count);
 }
 
 /* Caches, samplers and buffers of one lmx_generate_stream call. */
@@ -253,11 +316,14 @@ lmx_status lmx_generate_stream(lmx_model *m, const int32_t *prompt, size_t n_pro
     if (!s && m->tok) s = lmx_detok_new(m->tok, &dt);
 
     double tic = lmx_time_s(), prompt_tps = 0;
-    /* Prefill all but the last prompt token (the cache may already hold a prefix). */
-    if (!s && n_prompt > 1)
+    bool split = !s && split_last_token(g, o);
+    mem_tally(m, "start", g->cache);
+    /* mlx-lm's split: prefill all but the last prompt token (the cache may
+     * already hold a prefix); else the whole prompt, in the loop's first round. */
+    if (split && n_prompt > 1)
         s = lmx_cache_run(m, g->cache, prompt, n_prompt - 1, o->prefill_step_size, o->progress, o->progress_user,
                           g->lp);
-    if (!s && g->draft && n_prompt > 1)
+    if (split && !s && g->draft && n_prompt > 1)
         s = lmx_cache_run(g->draft, g->dcache, prompt, n_prompt - 1, o->prefill_step_size, NULL, NULL, g->dlogits);
     if (!s) {
         g->recent[g->n_recent++] = prompt[n_prompt - 1];
@@ -272,8 +338,10 @@ lmx_status lmx_generate_stream(lmx_model *m, const int32_t *prompt, size_t n_pro
     int have = 0, at = 0;
     for (int n = 0; !s && n < o->max_tokens; n++) {
         if (at == have) {
-            s = g->draft ? lmx_spec_produce(g, o->max_tokens - n, toks, from_draft, &have)
-                         : plain_produce(g, toks, from_draft, &have);
+            s = n == 0 && !split ? prefill_first(g, prompt, n_prompt, o, toks, from_draft, &have)
+                : g->draft       ? lmx_spec_produce(g, o->max_tokens - n, toks, from_draft, &have)
+                                 : plain_produce(g, toks, from_draft, &have);
+            if (n == 0) mem_tally(m, "first token", g->cache);
             at = 0;
             if (s) break;
         }
@@ -350,6 +418,7 @@ lmx_status lmx_generate_stream(lmx_model *m, const int32_t *prompt, size_t n_pro
         }
         free(final_text);
     }
+    mem_tally(m, "end", g->cache);
     if (dt) lmx_detok_free(dt);
     res_free(&res);
     free(stxt.buf);

@@ -75,11 +75,23 @@ static lmx_status scratch_reserve(lmx_scratch **sp, const lmx_hparams *hp, int64
     if (!st) st = alloc2(&s->k, LMX_F32, T, hp->n_kv_head * hd);
     if (!st) st = alloc2(&s->v, LMX_F32, T, hp->n_kv_head * hd);
     if (!st) st = alloc2(&s->attn, LMX_F32, T, hp->n_head * hd);
-    if (!st) st = alloc2(&s->o, LMX_F32, T, D);
-    if (!st) st = alloc2(&s->mlp, LMX_F32, T, D);
+    /* On a device (issue 6: peak <= weights + KV cache + 10%, ~74 MB for a
+     * 1B 4-bit model at 512 tokens) the attention and MLP outputs borrow h:
+     * h is dead once the projections (resp. gate/up) have read it, and both
+     * outputs are dead after their residual add, before the next norm
+     * writes h. Not when the MLP reads h beside o (parallel blocks), nor for
+     * MoE (its experts read h while adding into the output). */
+    bool borrow = b && !hp->parallel_block && hp->n_expert == 0;
+    if (!st && !borrow) st = alloc2(&s->o, LMX_F32, T, D);
+    if (!st && !borrow) st = alloc2(&s->mlp, LMX_F32, T, D);
+    if (!st && borrow) {
+        s->o = s->h;
+        s->o.buf = NULL; /* a borrowed view: release leaves h alone */
+        s->mlp = s->o;
+    }
     if (!st) st = alloc2(&s->gate, LMX_F32, T, F);
     if (!st) st = alloc2(&s->up, LMX_F32, T, F);
-    if (!st && b) st = alloc2(&s->act, LMX_F32, T, F); /* host: in place (mlp_dense) */
+    /* the MLP activation is written over its input (mlp_dense), no act array */
     s->logits_rows = 1; /* grown on demand: the host path writes the caller's buffer */
     if (!st) st = alloc2(&s->logits, LMX_F32, 1, hp->n_vocab);
     if (!st) st = alloc2(&s->ids, LMX_I32, 1, 2 * T);
@@ -221,11 +233,11 @@ static bool fused_rows(const lmx_linear *const *ls, int n, lmx_linear *f) {
 static lmx_status mlp_dense(lmx_exec *ex, const lmx_hparams *hp, const lmx_layer *L, lmx_scratch *s,
                             int64_t T, const lmx_array *in, lmx_array *out) {
     int64_t F = hp->n_ff;
-    /* On the host the activation is written over its input (gate, or up when
-     * not gated): the kernels are element-wise, and a [T, F] f32 buffer is
-     * 16 MB of peak RSS at T = 512 for a 1B model (issue 5's memory bound). */
+    /* The activation is written over its input (gate, or up when not
+     * gated): the kernels are element-wise, and a [T, F] f32 buffer is 16 MB
+     * at T = 512 for a 1B model (issues 5 and 6: peak memory bounds). */
     lmx_array up = tv(&s->up, 2, T, F, 0), gate = tv(&s->gate, 2, T, F, 0);
-    lmx_array act = s->backend ? tv(&s->act, 2, T, F, 0) : hp->mlp_gated ? gate : up;
+    lmx_array act = hp->mlp_gated ? gate : up;
     const lmx_linear *grp[2] = {&L->w_gate, &L->w_up};
     lmx_linear f;
     if (hp->mlp_gated && T == 1 && s->backend && lmx_array_numel(&s->gate) >= 2 * F && fused_rows(grp, 2, &f)) {

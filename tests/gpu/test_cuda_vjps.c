@@ -715,6 +715,8 @@ int main(void) {
     rng = seed ? strtoull(seed, NULL, 10) : (uint64_t)time(NULL) * 2654435761u;
     if (!rng) rng = 1;
     setenv("LMX_CPU", "reference", 0); /* the CPU side of the loss: plain-C kernels */
+    /* rel <= 1e-5 bounds: the exact (bf16 hi + lo) GEMMs, not the default bf16-rounded x */
+    setenv("LMX_CUDA_EXACT", "1", 0);
     if (lmx_backend_create("cuda", 0, &gpu) || lmx_backend_create("cpu", 0, &cpu)) die("backend");
     gex.backend = gpu;
     cex.backend = cpu;

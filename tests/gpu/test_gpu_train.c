@@ -327,6 +327,9 @@ static void adapter_case(const char *adapter, const char *base) {
 
 int main(void) {
     int n = 0;
+    /* CUDA == CPU within f32 bounds: the exact (bf16 hi + lo) GEMMs, not the
+     * default bf16-rounded activations (read when a backend starts) */
+    setenv("LMX_CUDA_EXACT", "1", 0);
     if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
         printf("SKIP: no CUDA device answers\n");
         return 77;

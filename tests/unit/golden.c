@@ -3,11 +3,29 @@
 
 #include "testing.h"
 
+#include "generate/engine.h"
 #include "io/safetensors.h"
 #include "lmx.h"
 
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
+
+/* On CUDA, 16-bit and quantized weights get activations rounded once to
+ * bf16/f16 in prefill GEMMs and tensor-core attention (the default, as MLX
+ * and llama.cpp compute; LMX_CUDA_EXACT=1 restores the f32-matching split):
+ * an operand carries 8 (bf16) bits instead of ~16, so logits of those
+ * models are bounded by GOLDEN_BF16_TOL of max|ref| instead of the f32
+ * bound. The greedy continuation must still be identical. */
+#define GOLDEN_BF16_TOL 3e-2
+
+static double bound_for(const lmx_model *m, double rel_tol) {
+    if (lmx_backend_is_host(m->backend) || !m->backend->name || strcmp(m->backend->name, "cuda")) return rel_tol;
+    const char *ex = getenv("LMX_CUDA_EXACT"), *fg = getenv("LMX_CUDA_FAST_GEMM");
+    if ((ex && *ex && strcmp(ex, "0")) || (fg && !strcmp(fg, "0"))) return rel_tol;
+    if (m->tf.hp.n_layer < 1 || m->tf.layers[0].wq.w.dtype == LMX_F32) return rel_tol;
+    return rel_tol > GOLDEN_BF16_TOL ? rel_tol : GOLDEN_BF16_TOL;
+}
 
 typedef struct {
     int32_t out[64];
@@ -46,6 +64,7 @@ void golden_check(const char *dir, const char *gpath, const char *name, double r
         return;
     }
     CHECK_EQ_INT(lmx_model_vocab_size(m), V);
+    rel_tol = bound_for(m, rel_tol);
     float *lg = malloc((size_t)(T * V) * sizeof *lg);
     CHECK_OK(lmx_logits(m, tokens, (size_t)T, lg));
     const float *ref = (const float *)lt->data;
@@ -61,8 +80,8 @@ void golden_check(const char *dir, const char *gpath, const char *name, double r
             worst = i;
         }
     }
-    printf("  %-20s max|d| = %.3g (%.3g of max|ref| %.3g), worst at pos %lld\n", name, maxd, maxd / maxref,
-           maxref, (long long)(worst / V));
+    printf("  %-20s max|d| = %.3g (%.3g of max|ref| %.3g, bound %.1g), worst at pos %lld\n", name, maxd,
+           maxd / maxref, maxref, rel_tol, (long long)(worst / V));
     CHECK_MSG(maxd <= rel_tol * maxref, "%s: logits differ: max|d| %.3g > %.1g * %.3g", name, maxd, rel_tol, maxref);
 
     /* Dynamic/longrope cases also carry a shorter prefix, where the RoPE

@@ -14,9 +14,10 @@
  * bf16(a), lo = bf16(a - hi)), and sums hi·hi + hi·lo + lo·hi: ~16 bits per
  * operand, the dropped lo·lo term is ~2^-16 of a product, so scores and
  * outputs agree with the f32 kernels to ~1e-5 at three times the tensor
- * work (still a small part of a prefill). exact = false (LMX_CUDA_FAST_GEMM=1)
- * does one product of the rounded operands, as frameworks computing
- * attention in bf16 do. Keys beyond the block's range are staged as zeros
+ * work (still a small part of a prefill): LMX_CUDA_EXACT=1, and always
+ * after f32-weight projections (ctx attn_exact). exact = false (the default
+ * for 16-bit and quantized weights) does one product of the rounded
+ * operands, as frameworks computing attention in bf16 do. Keys beyond the block's range are staged as zeros
  * (a masked key then contributes exp(-inf)·0, never NaN). */
 #include "backend/cuda/cuda_attention.cuh"
 
@@ -247,6 +248,7 @@ bool cuda_attn_prefill_mma(const lmx_cuda_ctx *c, const attn_args &a, int64_t T,
         major = 0;
     }
     if (major < 8 || a.dpos || a.H % a.Hkv) return false;
+    exact = exact || c->attn_exact;
     /* q rows are read as float2 at even features; out rows are [T, H, hd] */
     if (((uintptr_t)a.q & 7) || a.qs0 % 2 || a.qs1 % 2) return false;
     /* k, v rows are read as pairs of features */

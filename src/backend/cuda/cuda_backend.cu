@@ -225,7 +225,11 @@ lmx_status cuda_scratch(lmx_cuda_ctx *c, size_t bytes, void **out) {
                        bytes, c->scratch_size);
     LMX_TRY(cuda_flush(c));
     LMX_TRY(cuda_check(cudaStreamSynchronize(c->stream), "scratch"));
-    size_t want = bytes + bytes / 2;
+    /* exactly what is asked, in whole MiB: the requests of a prefill grow
+     * in a few steps (one per weight shape) and then repeat, while a 1.5x
+     * margin was ~40 MB of a 1B model's ~80 MB memory allowance */
+    size_t want = (bytes + (1u << 20) - 1) & ~(size_t)((1u << 20) - 1);
+    if (c->mem_tally) fprintf(stderr, "[mem] cuda scratch %zu -> %zu bytes\n", c->scratch_size, want);
     ctx_free(c, c->scratch);
     c->scratch = NULL;
     c->scratch_size = 0;
@@ -233,6 +237,24 @@ lmx_status cuda_scratch(lmx_cuda_ctx *c, size_t bytes, void **out) {
     c->scratch_size = want;
     c->scratch_gen++;
     *out = c->scratch;
+    return LMX_OK;
+}
+
+lmx_status cuda_blas_workspace(lmx_cuda_ctx *c, size_t bytes) {
+    if (bytes <= c->blas_ws_size || c->capturing) return LMX_OK;
+    LMX_TRY(cuda_flush(c));
+    LMX_TRY(cuda_check(cudaStreamSynchronize(c->stream), "cublas workspace"));
+    if (c->mem_tally) fprintf(stderr, "[mem] cublas workspace %zu -> %zu bytes\n", c->blas_ws_size, bytes);
+    void *p;
+    LMX_TRY(ctx_alloc(c, bytes, &p));
+    lmx_status s = cuda_blas_check(cublasSetWorkspace(c->blas, p, bytes), "set workspace");
+    if (s) {
+        ctx_free(c, p);
+        return s;
+    }
+    ctx_free(c, c->blas_ws);
+    c->blas_ws = p;
+    c->blas_ws_size = bytes;
     return LMX_OK;
 }
 
@@ -448,7 +470,8 @@ extern "C" lmx_status lmx_cuda_backend_create(lmx_backend **out) {
     if (!s) s = cuda_check(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking), "stream");
     if (!s) s = cuda_blas_check(cublasCreate(&c->blas), "create");
     if (!s) s = cuda_blas_check(cublasSetStream(c->blas, c->stream), "set stream");
-    c->blas_ws_size = 32u << 20;
+    /* 4 MB until the first prefill GEMM sizes it for the model (cuda_matmul.cu) */
+    c->blas_ws_size = 4u << 20;
     if (!s) s = ctx_alloc(c, c->blas_ws_size, &c->blas_ws);
     if (!s) s = cuda_blas_check(cublasSetWorkspace(c->blas, c->blas_ws, c->blas_ws_size), "set workspace");
     void *scr;
@@ -460,8 +483,20 @@ extern "C" lmx_status lmx_cuda_backend_create(lmx_backend **out) {
         ctx_destroy(c);
         return s;
     }
-    const char *fg = getenv("LMX_CUDA_FAST_GEMM");
-    c->fast_gemm = fg && *fg && strcmp(fg, "0") != 0;
+    /* bf16/f16/quantized weights: activations rounded once to the weight's
+     * 16-bit type in prefill GEMMs and tensor-core attention, as MLX and
+     * llama.cpp compute (docs/CUDA.md "Precision"); LMX_CUDA_EXACT=1 or
+     * LMX_CUDA_FAST_GEMM=0: the bf16 hi + lo split that matches f32
+     * references to ~1e-5. f32 weights keep f32 GEMMs and exact attention.
+     * Training's vjp GEMMs follow the same switch. */
+    const char *fg = getenv("LMX_CUDA_FAST_GEMM"), *ex = getenv("LMX_CUDA_EXACT");
+    bool exact = (ex && *ex && strcmp(ex, "0") != 0) || (fg && !strcmp(fg, "0"));
+    c->fast_gemm = !exact;
+    const char *tl = getenv("LMX_MEM_TALLY");
+    c->mem_tally = tl && *tl && strcmp(tl, "0") != 0;
+    const char *ws = getenv("LMX_CUDA_BLAS_WS_MB");
+    long wmb = ws ? strtol(ws, NULL, 10) : 0;
+    c->blas_ws_want = wmb > 0 && wmb <= 1024 ? (size_t)wmb << 20 : 0; /* 0: by the model (cuda_matmul.cu) */
     const char *qg = getenv("LMX_CUDA_QGEMV");
     c->qgemv_staged = qg && !strcmp(qg, "staged");
     c->qgemv_unfactored = qg && !strcmp(qg, "unfactored");
@@ -472,7 +507,7 @@ extern "C" lmx_status lmx_cuda_backend_create(lmx_backend **out) {
     cuda_qgemv_mlx_init();
     const char *qt = getenv("LMX_CUDA_QTILE_MB");
     long qmb = qt ? strtol(qt, NULL, 10) : 0;
-    c->qtile_bytes = (size_t)(qmb > 0 && qmb <= 4096 ? qmb : 128) << 20; /* default 128 MB (was 32): cuda_matmul.cu */
+    c->qtile_bytes = (size_t)(qmb > 0 && qmb <= 4096 ? qmb : 0) << 20; /* 0: by the model (cuda_matmul.cu) */
     const char *ag = getenv("LMX_CUDA_GRAPHS");
     c->auto_graph = ag && *ag && strcmp(ag, "0") != 0;
     const char *ot = getenv("LMX_CUDA_OPTIME");

@@ -41,7 +41,11 @@ struct lmx_cuda_ctx {
     bool qgemv_old;     /* LMX_CUDA_QGEMV=old: the session-3 decode kernels (no lane-mapped / x-in-shared ones) */
     bool int8_act;      /* GGUF Q4_0/Q8_0 decode with x as int8 blocks (default; LMX_INT8_ACT=0: f32 x) */
     int qgemv_rows;     /* LMX_CUDA_QGEMV=r4|r8: rows per warp of the lane-mapped kernels (0: by shape) */
-    size_t qtile_bytes; /* prefill: bf16 hi+lo bytes per dequantized weight tile (LMX_CUDA_QTILE_MB, 128) */
+    size_t qtile_bytes; /* prefill: bf16 bytes per dequantized weight tile (LMX_CUDA_QTILE_MB; 0: by the model) */
+    size_t blas_ws_want; /* LMX_CUDA_BLAS_WS_MB, or 0: sized by the model at the first prefill GEMM */
+    bool blas_ws_fitted; /* the first prefill GEMM sized the workspace */
+    bool mem_tally;     /* LMX_MEM_TALLY=1: scratch / workspace growth on stderr */
+    bool attn_exact;    /* the last GEMM had f32 weights: prefill attention stays exact */
     /* LMX_CUDA_GRAPHS=1: the kernels queued between two host synchronisations
      * (one decode step) are captured and replayed as one graph, updated in
      * place while the topology repeats (cuda_backend.cu). */
@@ -78,6 +82,8 @@ static inline lmx_status cuda_launched(const char *what) { return cuda_check(cud
 /* At least `bytes` of scratch (grown outside a graph capture only). The
  * scratch is one buffer: a kernel's temporaries are dead after it returns. */
 lmx_status cuda_scratch(lmx_cuda_ctx *c, size_t bytes, void **out);
+/* Grows cuBLAS's workspace to `bytes` (never during a capture; never shrinks). */
+lmx_status cuda_blas_workspace(lmx_cuda_ctx *c, size_t bytes);
 
 /* Decode attention splits the key range into chunks whose length depends
  * only on the 256-row bucket of the longest key range (nmax), so a static

@@ -7,8 +7,10 @@
  * GEMMs with f32 accumulation on x split in two halves of the weight dtype,
  * x = hi + lo (hi = round(x), lo = round(x - hi)): out = W·hi + W·lo carries
  * ~16 (bf16) / 22 (f16) bits of x, so results agree with the f32 reference
- * to ~1e-5 at twice the tensor work. LMX_CUDA_FAST_GEMM=1 uses hi alone
- * (one GEMM, ~1e-3..1e-2 relative, as frameworks computing in bf16 do).
+ * to ~1e-5 at twice the tensor work: LMX_CUDA_EXACT=1 (or
+ * LMX_CUDA_FAST_GEMM=0). By default x is rounded once (hi alone: one GEMM,
+ * ~1e-3..1e-2 relative, as MLX and llama.cpp compute with 16-bit
+ * activations), and the prefill attention after it follows (attn_exact).
  *
  * Quantized weights (cuda_quant*.cu): decode reads the packed bytes
  * (cuda_gemv_quant). Prefill dequantizes tiles of rows (LMX_CUDA_QTILE_MB of
@@ -17,8 +19,14 @@
  * same cuBLAS GEMMs; a dequantized weight (s·q + b in f32) is not a
  * bf16 value, so it is split too, W = Wh + Wl, and three GEMMs add
  * Wh·xh + Wh·xl + Wl·xh (the dropped Wl·xl is ~2^-16 of the product): ~3e-6
- * relative to the f32 reference, at 1.5x the tensor work of a bf16 weight.
- * LMX_CUDA_FAST_GEMM=1: Wh·xh alone. */
+ * relative to the f32 reference, at 1.5x the tensor work of a bf16 weight
+ * (exact mode); by default Wh·xh alone.
+ *
+ * Memory (issue 6: device peak <= weights + KV cache + 10%): the tile
+ * budget and cuBLAS's workspace are sized by the model at its first
+ * prefill GEMM, from the device memory then in use (~ the weights): tiles
+ * of 1/64 of it (8..128 MB: a 1B 4-bit model's 8192 x 2048 weights in 3
+ * tiles, an 8B's 14336 x 4096 in 2), a workspace of 1/128 (4..32 MB). */
 #include "backend/cuda/cuda_quant.cuh"
 
 #define GEMV_MAX_M 8
@@ -215,12 +223,25 @@ __global__ void add_bias_k(float *out, const void *bias, int bdt, int64_t M, int
     }
 }
 
+static size_t clamp_mb(size_t v, size_t lo_mb, size_t hi_mb) {
+    v &= ~(size_t)((1u << 20) - 1);
+    return v < (lo_mb << 20) ? lo_mb << 20 : v > (hi_mb << 20) ? hi_mb << 20 : v;
+}
+
+/* Once, at the first prefill GEMM: cuBLAS's workspace for this model. */
+static lmx_status fit_workspace(lmx_cuda_ctx *c) {
+    if (c->blas_ws_fitted || c->capturing) return LMX_OK;
+    c->blas_ws_fitted = true;
+    return cuda_blas_workspace(c, c->blas_ws_want ? c->blas_ws_want : clamp_mb(c->mem_in_use / 128, 4, 32));
+}
+
 static lmx_status gemm(lmx_cuda_ctx *c, const lmx_node *n, int64_t M, int64_t N, int64_t K, int64_t xs, int64_t os) {
     const lmx_array *x = n->src[0], *w = n->src[1];
     float *out = (float *)n->out->data;
     const float one = 1.0f, zero = 0.0f;
     if (M > 0x7fffffff || N > 0x7fffffff || K > 0x7fffffff || xs > 0x7fffffff || os > 0x7fffffff)
         return lmx_err(LMX_ERR_UNSUPPORTED, "cuda matmul: dimensions beyond 2^31");
+    LMX_TRY(fit_workspace(c));
     if (w->dtype == LMX_F32) {
         /* column-major view: outᵀ[N,M] = wᵀᵀ · xᵀ */
         return cuda_blas_check(cublasSgemm(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)N, (int)M, (int)K, &one,
@@ -260,10 +281,13 @@ static lmx_status gemm_quant(lmx_cuda_ctx *c, const lmx_node *n, const cuda_qw *
         return lmx_err(LMX_ERR_UNSUPPORTED, "cuda matmul: dimensions beyond 2^31");
     bool split = !c->fast_gemm;
     int halves = split ? 2 : 1;
-    /* Rows per dequantized tile: at most qtile_bytes of bf16, split evenly, a
-     * multiple of 128 rows (a tile of 585 rows left cuBLAS's output columns
-     * unaligned: 8B down, K = 14336, took 2.5 ms instead of ~0.4) */
-    int64_t nt = (int64_t)c->qtile_bytes / (2 * halves * K);
+    LMX_TRY(fit_workspace(c));
+    /* Rows per dequantized tile: at most qtile_bytes of bf16 (else 1/64 of
+     * the memory in use, 8..128 MB), split evenly, a multiple of 128 rows
+     * (a tile of 585 rows left cuBLAS's output columns unaligned: 8B down,
+     * K = 14336, took 2.5 ms instead of ~0.4) */
+    size_t budget = c->qtile_bytes ? c->qtile_bytes : clamp_mb(c->mem_in_use / 64, 8, 128);
+    int64_t nt = (int64_t)budget / (2 * halves * K);
     nt = nt / 128 * 128;
     if (nt < 128) nt = 128;
     if (nt < N) {
@@ -299,6 +323,9 @@ lmx_status lmx_cuda_matmul(const lmx_node *n, lmx_pool *pool) {
     int64_t xs = cu_row_stride(x), os = cu_row_stride(n->out);
     float *out = (float *)n->out->data;
     if (M == 0 || N == 0) return LMX_OK;
+    /* prefill attention after projections with f32 weights stays exact (the
+     * KV cache is f32 for every model, so its dtype cannot tell) */
+    c->attn_exact = w->dtype == LMX_F32;
     const void *bias = b ? b->data : NULL;
     int bdt = b ? b->dtype : 0;
     if (lmx_dtype_info(w->dtype)->is_quant) {
