@@ -56,6 +56,14 @@ static lmx_status alloc2_on(lmx_backend *b, lmx_array *a, lmx_dtype dt, int64_t 
     return lmx_array_alloc_on(b, a, dt, 2, sh);
 }
 
+/* *dst = rows x cols f32 at element offset off of src's memory, not owning it. */
+static void borrow_rows(lmx_array *dst, const lmx_array *src, int64_t off, int64_t rows, int64_t cols) {
+    memset(dst, 0, sizeof *dst);
+    dst->data = (float *)src->data + off;
+    int64_t sh[2] = {rows, cols > 0 ? cols : 1};
+    lmx_array_set_contiguous(dst, LMX_F32, 2, sh);
+}
+
 static lmx_status scratch_reserve(lmx_scratch **sp, const lmx_hparams *hp, int64_t T, lmx_backend *b) {
     if (lmx_backend_is_host(b)) b = NULL;
     if (*sp && (*sp)->cap >= T && (*sp)->backend == b) return LMX_OK;
@@ -71,27 +79,37 @@ static lmx_status scratch_reserve(lmx_scratch **sp, const lmx_hparams *hp, int64
 #define alloc2(...) alloc2_on(b, __VA_ARGS__)
     if (!st) st = alloc2(&s->x, LMX_F32, T, D);
     if (!st) st = alloc2(&s->h, LMX_F32, T, D);
-    if (!st) st = alloc2(&s->q, LMX_F32, T, hp->n_head * hd);
-    if (!st) st = alloc2(&s->k, LMX_F32, T, hp->n_kv_head * hd);
-    if (!st) st = alloc2(&s->v, LMX_F32, T, hp->n_kv_head * hd);
-    if (!st) st = alloc2(&s->attn, LMX_F32, T, hp->n_head * hd);
+    if (!st) st = alloc2(&s->gate, LMX_F32, T, F);
+    if (!st) st = alloc2(&s->up, LMX_F32, T, F);
+    /* the MLP activation is written over its input (mlp_dense), no act array */
     /* On a device (issue 6: peak <= weights + KV cache + 10%, ~74 MB for a
      * 1B 4-bit model at 512 tokens) the attention and MLP outputs borrow h:
      * h is dead once the projections (resp. gate/up) have read it, and both
      * outputs are dead after their residual add, before the next norm
-     * writes h. Not when the MLP reads h beside o (parallel blocks), nor for
-     * MoE (its experts read h while adding into the output). */
+     * writes h. q|k|v borrow the MLP's gate rows (as a fused decode step's
+     * q|k|v already do) and the attention output its up rows: the MLP
+     * writes them after the output projection has read attn. Not when the
+     * MLP reads h beside o (parallel blocks), nor for MoE (its experts read
+     * h while adding into the output). */
+    int64_t Nq = hp->n_head * hd, Nk = hp->n_kv_head * hd;
     bool borrow = b && !hp->parallel_block && hp->n_expert == 0;
+    bool borrow_qkv = borrow && Nq + 2 * Nk <= F;
+    if (!st && !borrow_qkv) st = alloc2(&s->q, LMX_F32, T, Nq);
+    if (!st && !borrow_qkv) st = alloc2(&s->k, LMX_F32, T, Nk);
+    if (!st && !borrow_qkv) st = alloc2(&s->v, LMX_F32, T, Nk);
+    if (!st && !borrow_qkv) st = alloc2(&s->attn, LMX_F32, T, Nq);
     if (!st && !borrow) st = alloc2(&s->o, LMX_F32, T, D);
     if (!st && !borrow) st = alloc2(&s->mlp, LMX_F32, T, D);
-    if (!st && borrow) {
-        s->o = s->h;
-        s->o.buf = NULL; /* a borrowed view: release leaves h alone */
-        s->mlp = s->o;
+    if (!st && borrow) { /* borrowed views: release leaves the owner alone */
+        borrow_rows(&s->o, &s->h, 0, T, D);
+        borrow_rows(&s->mlp, &s->h, 0, T, D);
     }
-    if (!st) st = alloc2(&s->gate, LMX_F32, T, F);
-    if (!st) st = alloc2(&s->up, LMX_F32, T, F);
-    /* the MLP activation is written over its input (mlp_dense), no act array */
+    if (!st && borrow_qkv) {
+        borrow_rows(&s->q, &s->gate, 0, T, Nq);
+        borrow_rows(&s->k, &s->gate, T * Nq, T, Nk);
+        borrow_rows(&s->v, &s->gate, T * (Nq + Nk), T, Nk);
+        borrow_rows(&s->attn, &s->up, 0, T, Nq);
+    }
     s->logits_rows = 1; /* grown on demand: the host path writes the caller's buffer */
     if (!st) st = alloc2(&s->logits, LMX_F32, 1, hp->n_vocab);
     if (!st) st = alloc2(&s->ids, LMX_I32, 1, 2 * T);

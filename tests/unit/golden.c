@@ -16,8 +16,10 @@
  * and llama.cpp compute; LMX_CUDA_EXACT=1 restores the f32-matching split):
  * an operand carries 8 (bf16) bits instead of ~16, so logits of those
  * models are bounded by GOLDEN_BF16_TOL of max|ref| instead of the f32
- * bound. The greedy continuation must still be identical. */
-#define GOLDEN_BF16_TOL 3e-2
+ * bound: ~3x the worst measured (H200, 2026-11-27: llama_bf16 6.2e-3,
+ * qwen3_bf16 6.5e-3, llama-2-tiny-random GGUF 2.9e-4; exact mode 1.1e-5).
+ * The greedy continuation must still be identical (it was). */
+#define GOLDEN_BF16_TOL 2e-2
 
 static double bound_for(const lmx_model *m, double rel_tol) {
     if (lmx_backend_is_host(m->backend) || !m->backend->name || strcmp(m->backend->name, "cuda")) return rel_tol;

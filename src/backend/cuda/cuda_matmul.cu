@@ -24,7 +24,8 @@
  *
  * Memory (issue 6: device peak <= weights + KV cache + 10%): the tile
  * budget and cuBLAS's workspace are sized by the model at its first
- * prefill GEMM, from the device memory then in use (~ the weights): tiles
+ * (quantized) prefill GEMM, from the device memory then in use (~ the
+ * weights), and kept: tiles
  * of 1/64 of it (8..128 MB: a 1B 4-bit model's 8192 x 2048 weights in 3
  * tiles, an 8B's 14336 x 4096 in 2), a workspace of 1/128 (4..32 MB). */
 #include "backend/cuda/cuda_quant.cuh"
@@ -286,8 +287,8 @@ static lmx_status gemm_quant(lmx_cuda_ctx *c, const lmx_node *n, const cuda_qw *
      * the memory in use, 8..128 MB), split evenly, a multiple of 128 rows
      * (a tile of 585 rows left cuBLAS's output columns unaligned: 8B down,
      * K = 14336, took 2.5 ms instead of ~0.4) */
-    size_t budget = c->qtile_bytes ? c->qtile_bytes : clamp_mb(c->mem_in_use / 64, 8, 128);
-    int64_t nt = (int64_t)budget / (2 * halves * K);
+    if (!c->qtile_bytes) c->qtile_bytes = clamp_mb(c->mem_in_use / 64, 8, 128); /* once: stays as the cache grows */
+    int64_t nt = (int64_t)c->qtile_bytes / (2 * halves * K);
     nt = nt / 128 * 128;
     if (nt < 128) nt = 128;
     if (nt < N) {
