@@ -28,7 +28,7 @@ struct lmx_scratch {
      * span's last row index. The *_host arrays stage uploads to a device. */
     float *mscale, *inv_host;
     int32_t *ids_host;
-    lmx_array x, h, q, k, v, attn, o, mlp, gate, up, act, logits, ids, inv_freq, router, probs;
+    lmx_array x, h, q, k, v, attn, o, mlp, gate, up, logits, ids, inv_freq, router, probs;
     lmx_array ex_in, ex_gate, ex_up, ex_act, ex_out;
     /* LoRA/DoRA, grown on demand in the backend's memory: x·aᵀ [T, r], its
      * ·bᵀ [T, out] and DoRA's per-row factor [out] (host only). */
@@ -38,7 +38,7 @@ struct lmx_scratch {
 void lmx_scratch_free(lmx_scratch *s) {
     if (!s) return;
     lmx_array *all[] = {&s->x, &s->h, &s->q, &s->k, &s->v, &s->attn, &s->o, &s->mlp, &s->gate, &s->up,
-                        &s->act, &s->logits, &s->ids, &s->inv_freq, &s->router, &s->probs, &s->ex_in,
+                        &s->logits, &s->ids, &s->inv_freq, &s->router, &s->probs, &s->ex_in,
                         &s->ex_gate, &s->ex_up, &s->ex_act, &s->ex_out, &s->lora_t, &s->lora_u, &s->lora_f};
     for (size_t i = 0; i < sizeof all / sizeof *all; i++) lmx_array_release(all[i]);
     free(s->mscale);

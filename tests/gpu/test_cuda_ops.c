@@ -4,8 +4,9 @@
  * outputs poisoned with NaN bytes on both sides before the op: an element
  * the CPU writes but the GPU leaves NaN fails, so do non-finite results.
  * Error = ||gpu - cpu|| / ||cpu|| over the written elements. Tolerances:
- * 1e-5 everywhere (bf16/f16 GEMMs split x into two halves; with
- * LMX_CUDA_FAST_GEMM=1 they round it once and need ~1e-2).
+ * 1e-5 everywhere (bf16/f16 GEMMs split x into two halves: LMX_CUDA_EXACT=1
+ * is set here; the backend's default rounds x once and needs ~1e-2, which
+ * the model goldens bound).
  * The CPU side runs the plain-C reference kernels (LMX_CPU=reference is set
  * before the backend starts, unless the caller set LMX_CPU).
  *

@@ -35,7 +35,7 @@ struct lmx_cuda_ctx {
     uint8_t *dl; /* pinned host buffer for downloads (logits), grown on demand */
     size_t dl_size;
     bool pageable_download; /* LMX_CUDA_PAGEABLE_DOWNLOAD=1: copy straight into the caller's memory */
-    bool fast_gemm;
+    bool fast_gemm;     /* x rounded once to bf16/f16 in prefill GEMMs (default; LMX_CUDA_EXACT=1: hi + lo) */
     bool qgemv_staged;  /* LMX_CUDA_QGEMV=staged: MLX 4/8-bit decode through the staged kernel */
     bool qgemv_unfactored; /* LMX_CUDA_QGEMV=unfactored: direct kernel, w = s·q + b per weight */
     bool qgemv_old;     /* LMX_CUDA_QGEMV=old: the session-3 decode kernels (no lane-mapped / x-in-shared ones) */
@@ -51,7 +51,7 @@ struct lmx_cuda_ctx {
      * place while the topology repeats (cuda_backend.cu). */
     bool auto_graph, auto_capturing;
     cudaGraphExec_t auto_exec;
-    int64_t auto_updates, auto_instantiations; /* LMX_CUDA_FAST_GEMM=1: x rounded once to bf16/f16 in GEMMs */
+    int64_t auto_updates, auto_instantiations;
     cudaGraph_t graph_in_capture;
     cudaGraphExec_t graphs[LMX_CUDA_MAX_GRAPHS];
     /* Static decode graph (cuda_step.cu): while dyn_pos is set (the capture

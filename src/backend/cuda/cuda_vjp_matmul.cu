@@ -5,8 +5,9 @@
  *  - bf16 W: like the forward's x split, dout = gh + gl (bf16 halves), two
  *    tensor-core GEMMs with f32 accumulation: W·gh + W·gl carries ~16 bits
  *    of dout; bf16 keeps f32's exponent range, so small gradients do not
- *    underflow (an f16 split of dout would). LMX_CUDA_FAST_GEMM=1 (the
- *    forward's single bf16 rounding of x) drops the lo GEMM: ~3 digits.
+ *    underflow (an f16 split of dout would). The default (fast_gemm, as the
+ *    forward's single bf16 rounding of x; LMX_CUDA_EXACT=1 splits) drops the
+ *    lo GEMM: ~3 digits.
  *  - f16 W and quantized W (MLX affine, mxfp4/nvfp4/mxfp8, GGUF blocks):
  *    tiles of rows converted/dequantized to bf16 hi + lo (exact for f16;
  *    16 bits of the dequantized f32 value), three GEMMs Wh·gh + Wh·gl + Wl·gh
@@ -73,8 +74,8 @@ static lmx_status dx_tiled(lmx_cuda_ctx *c, const lmx_node *n, const float *g, f
         if (w->dtype == LMX_BF16) {
             const __nv_bfloat16 *wt = (const __nv_bfloat16 *)w->data + n0 * K;
             LMX_TRY(gemm_bf16(c, K, M, cur, wt, gh, dx));
-            /* LMX_CUDA_FAST_GEMM=1: dout rounded once to bf16, as the
-             * forward rounds x (a bf16 frozen base, as PEFT's) */
+            /* default (not LMX_CUDA_EXACT=1): dout rounded once to bf16, as
+             * the forward rounds x (a bf16 frozen base, as PEFT's) */
             if (!c->fast_gemm) LMX_TRY(gemm_bf16(c, K, M, cur, wt, gl, dx));
             continue;
         }
