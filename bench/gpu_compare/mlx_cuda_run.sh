@@ -11,6 +11,7 @@
 #      OUT    logs (default /tmp/mlx_cuda_out)       ENGINES  "lmx mlx" (order per folder)
 #      MLX_N / LMX_N  timed trials (default 3 each; both engines also run one warm-up first)
 #      LMX    an lmx binary to use instead of the packed one   SHAPE  llama-1b (no MODEL_DIR only)
+#      SITE   where the pack unpacks (default /tmp/site)     SAVE_PTX=1  keep MLX's kernel cache (below)
 #      BUDGET_S  seconds this script may take in all (default 540): each step's timeout is cut to
 #             what is left, so the summary still prints when a step overruns. Plan ~200 s for the
 #             default pair on a fresh machine: the model 14 s, lmx convert 30 s (CPU), and MLX's
@@ -29,7 +30,7 @@ BUDGET_S=${BUDGET_S:-540}
 MLX_N=${MLX_N:-3}
 LMX_N=${LMX_N:-3}
 ENGINES=${ENGINES:-lmx mlx}
-SITE=/tmp/site
+SITE=${SITE:-/tmp/site}
 mkdir -p "$OUT"
 LOG=$OUT/setup.log
 RES=$OUT/results.jsonl
@@ -39,11 +40,15 @@ say() { echo "[$(( $(date +%s) - T0 )) s] $*" | tee -a "$LOG"; }
 # cap a step's timeout at what the budget has left (at least 1 s)
 tmo() { l=$(left); [ "$1" -lt "$l" ] && l=$1; [ "$l" -lt 1 ] && l=1; echo "$l"; }
 
+stamp() { while IFS= read -r l; do echo "[+$(( $(date +%s) - $1 )) s] $l"; done; }
+
 # 1. unpack (in the background while the synthetic model is drawn)
 (
   if [ ! -f "$SITE/mlx/lib/libmlx.so" ]; then
     mkdir -p "$SITE" && xz -dc "$P/mlx-site.tar.xz" | tar -xf - -C "$SITE"
   fi
+  # MLX's disk cache of JIT-compiled kernels (/tmp/mlx/<version>/ptx), if an earlier run saved it
+  [ -f "$P/mlx-ptx.tar.xz" ] && xz -dc "$P/mlx-ptx.tar.xz" | tar -xf - -C /tmp
   if [ -z "${LMX:-}" ] && [ -f "$P/lmx.tar.xz" ]; then
     mkdir -p /tmp/lmx-bin && xz -dc "$P/lmx.tar.xz" | tar -xf - -C /tmp/lmx-bin
   fi
@@ -102,8 +107,11 @@ for m in "$@"; do
     [ "$(left)" -lt 5 ] && { say "budget spent: $e $name not run"; continue; }
     s=$(date +%s)
     if [ "$e" = mlx ]; then
-      timeout "$(tmo 300)" python3 -m mlx_lm benchmark --model "$m" -p 512 -g 128 -n "$MLX_N" \
-        > "$OUT/mlx_$name.log" 2>&1
+      # each output line stamped with seconds since this step began, to show where the time goes
+      # (warm-up = load + JIT compilation vs the timed trials)
+      PYTHONUNBUFFERED=1 timeout "$(tmo 300)" python3 -m mlx_lm benchmark --model "$m" -p 512 -g 128 \
+        -n "$MLX_N" 2>&1 | stamp "$s" > "$OUT/mlx_$name.log"
+      ( exit "${PIPESTATUS[0]}" )
     else
       timeout "$(tmo 300)" "$LMX" bench --model "$m" -p 512 -g 128 -n "$LMX_N" --device cuda --json \
         > "$OUT/lmx_$name.log" 2>&1
@@ -141,5 +149,9 @@ if len(res) == 2:
 EOF
 done
 say "done"
+# SAVE_PTX=1: MLX's kernel cache to $OUT/mlx-ptx.tar.xz; put it in the pack folder to spare the next
+# call the JIT compilation, if the 64 MiB allow (mlx_cuda_pack.sh prints the room left)
+[ "${SAVE_PTX:-0}" = 1 ] && [ -d /tmp/mlx ] && tar -C /tmp -cf - mlx | xz -T4 -6 > "$OUT/mlx-ptx.tar.xz" &&
+  say "kernel cache saved: $(du -sh /tmp/mlx | cut -f1) -> $(du -h "$OUT/mlx-ptx.tar.xz" | cut -f1)"
 grep -hE "Error|error|Traceback|abort" "$OUT"/mlx_*.log 2>/dev/null | head -8
 cat "$RES"
