@@ -352,6 +352,14 @@ int main(int argc, char **argv) {
         lmx_backend_free(gpu);
         return 0;
     }
+    if (only_q && !strcmp(only_q, "attn")) { /* "attn": decode attention of 8B/1B at S = 512..4096 (LMX_CUDA_ATTN=old: A/B) */
+        for (int hd = 128; hd >= 64; hd -= 64)
+            for (int64_t S = 512; S <= 4096; S *= 2) bench_attention(LMX_F32, 1, S, 32, 8, hd);
+        bench_attention(LMX_BF16, 1, 4096, 32, 8, 128);
+        bench_attention(LMX_F32, 1, 640, 32, 8, 128);
+        lmx_backend_free(gpu);
+        return 0;
+    }
     if (only_q && !strcmp(only_q, "prefill")) { /* "prefill": the pp512 kernels of 1B/8B (A/B through env switches) */
         bench_prefill();
         lmx_backend_free(gpu);
