@@ -54,7 +54,7 @@ def walls(path):
         m = re.match(r"===== (.*)", ln)
         if m:
             lab = m.group(1).strip()
-        m = re.search(r'"generation_tps": ([0-9.]+)', ln)
+        m = re.search(r'"averages": \{"prompt_tps": [0-9.]+, "generation_tps": ([0-9.]+)', ln)
         if m and lab and lab not in w and float(m.group(1)) > 0:
             w[lab] = 1e3 / float(m.group(1))
     return w
