@@ -8,7 +8,9 @@
  *    still poisoned. Both the written source (x; q, k) and the outputs.
  * 2. The same ops on CUDA against the plain CUDA ops in sequence
  *    (add + rms_norm; rope + rope + copy + copy): bit-identical (memcmp),
- *    since the fused kernels repeat the plain kernels' arithmetic.
+ *    since the fused kernels repeat the plain kernels' arithmetic. And
+ *    add_rms_norm with out == d (a device scratch may alias them; not yet
+ *    run on a GPU when written).
  * 3. Decode attention at the shapes the GQA kernel takes (hd 64/128, G =
  *    1..8, f32/bf16/f16 caches, window, soft-cap, S up to 4096, T = 1..3)
  *    against the CPU reference: 1e-5 (test_cuda_ops' bound).
@@ -136,6 +138,14 @@ static void t_add_rms_norm(void) {
             same(what, &og, &og2);
             rel(&x), rel(&d), rel(&w), rel(&oc), rel(&dx), rel(&dx2), rel(&dd), rel(&dw), rel(&og), rel(&og2);
         }
+    /* out == d: a device scratch may let the residual's buffer take the norm's output */
+    lmx_array x = H(LMX_F32, 2, 3, 2048, 0, 3), d = H(LMX_F32, 2, 3, 2048, 0, 3), w = H(LMX_BF16, 1, 2048, 0, 0, 1);
+    lmx_array dx = D(&x), dd = D(&d), dw = D(&w);
+    run(lmx_add_rms_norm(&cex, &d, &x, &d, &w, 1e-5f, false), "add_rms_norm out == d cpu");
+    run(lmx_add_rms_norm(&gex, &dd, &dx, &dd, &dw, 1e-5f, false), "add_rms_norm out == d cuda");
+    cmp("add_rms_norm [3,2048] out == d: out", &d, &dd, 1e-5);
+    cmp("add_rms_norm [3,2048] out == d: x += d", &x, &dx, 1e-6);
+    rel(&x), rel(&d), rel(&w), rel(&dx), rel(&dd), rel(&dw);
 }
 
 static void t_rope_kv(void) {
