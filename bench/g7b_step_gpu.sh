@@ -1,7 +1,8 @@
 #!/bin/sh
 # g7b_step_gpu.sh - helper G7B's one device call (session 5): the decode
 # step's kernels before/after the GQA decode attention and the fused
-# add+RMSNorm / RoPE+KV-write ops. Pack (in the worktree):
+# add+RMSNorm / RoPE+KV-write ops ("old" = whatever lmx is packed as
+# lmx_old.xz, e.g. main's). Pack (in the worktree):
 #   PACK=/work/main/.gpu-g7b EXTRA_BINS="test_cuda_fused test_decode_graph" sh tests/gpu/pack_for_gpu.sh build-cuda
 #   strip -o /tmp/lmx_old <main's build-cuda/lmx>; xz it into .gpu-g7b/lmx_old.xz; cp this script + g7b_ncu.py there
 # and call the device tool with carry [".gpu-g7b"]: cd .gpu-g7b && sh g7b_step_gpu.sh
@@ -46,10 +47,12 @@ if left; then
   BENCH_OPS_ONLY=attn LMX_CUDA_ATTN=old timeout 30 $B/bench_cuda_ops > /tmp/attn_old.log 2>&1
   BENCH_OPS_ONLY=attn timeout 30 $B/bench_cuda_ops > /tmp/attn_new.log 2>&1
   BENCH_OPS_ONLY=attn LMX_CUDA_ATTN_MERGE=1 timeout 30 $B/bench_cuda_ops > /tmp/attn_merge.log 2>&1
-  el "decode attention, us per call: old | new (gqa + combine) | new LMX_CUDA_ATTN_MERGE=1"
-  for f in old new merge; do grep "^attention" /tmp/attn_$f.log | sed 's/ us .*//' | awk '{print $NF}' > /tmp/attn_$f.us; done
+  BENCH_OPS_ONLY=attn LMX_CUDA_ATTN_CHUNK=64 timeout 30 $B/bench_cuda_ops > /tmp/attn_c64.log 2>&1
+  el "decode attention, us per call: old | new (gqa + combine) | new LMX_CUDA_ATTN_MERGE=1 | new LMX_CUDA_ATTN_CHUNK=64"
+  for f in old new merge c64; do grep "^attention" /tmp/attn_$f.log | sed 's/ us .*//' | awk '{print $NF}' > /tmp/attn_$f.us; done
   grep "^attention" /tmp/attn_old.log | sed 's/ *[0-9.]* us .*//' > /tmp/attn.lab
-  paste -d'|' /tmp/attn.lab /tmp/attn_old.us /tmp/attn_new.us /tmp/attn_merge.us | tee $O/attn.txt
+  paste -d'|' /tmp/attn.lab /tmp/attn_old.us /tmp/attn_new.us /tmp/attn_merge.us /tmp/attn_c64.us | tee $O/attn.txt
+  BENCH_OPS_ONLY=norm timeout 30 $B/bench_cuda_ops 2>&1 | grep -E "^(rms_norm|add)" | tee -a $O/attn.txt
 fi
 while [ ! -f /tmp/mk.done ]; do sleep 1; done
 el "model: rc=$(cat /tmp/mk.done) $(tail -1 /tmp/mk.log)"
@@ -66,6 +69,7 @@ if left; then
   bn "new LMX_FUSE=0 LMX_CUDA_ATTN=old" lmx LMX_FUSE=0 LMX_CUDA_ATTN=old
   bn "new LMX_FUSE=0" lmx LMX_FUSE=0
   bn "new LMX_CUDA_ATTN_MERGE=1" lmx LMX_CUDA_ATTN_MERGE=1
+  bn "new LMX_CUDA_ATTN_CHUNK=64" lmx LMX_CUDA_ATTN_CHUNK=64
 fi
 left && rt 40 test_decode_graph $M
 left && E=LMX_CUDA_ATTN_MERGE=1 rt 40 test_decode_graph $M

@@ -319,7 +319,7 @@ lmx_status lmx_cuda_attention(const lmx_node *n, lmx_pool *pool) {
         old_decode = e && !strcmp(e, "old");
     }
     bool gqa = !old_decode && cuda_attn_gqa_ok(a, k->dtype);
-    a.chunk = gqa ? cuda_attn_gqa_chunk(c, (int64_t)a.Hkv * T, nmax) : cuda_attn_chunk(c, base, nmax);
+    a.chunk = gqa ? cuda_attn_gqa_chunk(c, (int64_t)a.Hkv * T, nmax, k->dtype, a.hd) : cuda_attn_chunk(c, base, nmax);
     /* a graph serves every nmax of its bucket: it launches the bucket's splits */
     int64_t keys = a.dpos ? (nmax + ATT_BUCKET - 1) / ATT_BUCKET * ATT_BUCKET : nmax;
     int64_t ns = (keys + a.chunk - 1) / a.chunk;

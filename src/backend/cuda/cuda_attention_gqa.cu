@@ -230,16 +230,26 @@ __global__ void __launch_bounds__(GQ_WARPS * 32) attn_gqa_k(attn_args a, bool me
 }
 
 /* Keys per split: about 2 blocks per SM over (rows × KV heads × splits),
- * at least 64 keys (4 warps × a 16-row step) and a multiple of 64; a
- * function of the 256-key bucket only, like cuda_attn_chunk, so a graph
- * and a per-step launch split the keys alike. */
-int64_t cuda_attn_gqa_chunk(const lmx_cuda_ctx *c, int64_t base, int64_t nmax) {
+ * at least one block step (4 warps × U loads × the rows a warp load
+ * covers: 16 keys for hd 128 f32, 32 for hd 64 f32 or hd 128 16-bit, 64
+ * for hd 64 16-bit) and a multiple of it; a function of the 256-key bucket
+ * only, like cuda_attn_chunk, so a graph and a per-step launch split the
+ * keys alike. (Session 5 first measured a 64-key minimum: at S <= 1024 on
+ * 8 KV heads that is 64-128 blocks, each warp 4 steps deep: no faster than
+ * the per-head kernel; LMX_CUDA_ATTN_CHUNK=64 restores it for A/B.) */
+int64_t cuda_attn_gqa_chunk(const lmx_cuda_ctx *c, int64_t base, int64_t nmax, int kdt, int hd) {
+    static int min64 = -1;
+    if (min64 < 0) {
+        const char *e = getenv("LMX_CUDA_ATTN_CHUNK");
+        min64 = e && !strcmp(e, "64");
+    }
+    int64_t rpw = 32 / (hd / (kdt == LMX_F32 ? 4 : 8)), gran = min64 ? 64 : GQ_WARPS * GQ_U * rpw;
     int64_t want = 2 * (int64_t)c->n_sm;
     if (nmax < 1) nmax = 1;
     int64_t nb = (nmax + 255) / 256 * 256;
     int64_t ns = base >= want ? 1 : (want + base - 1) / base;
     int64_t chunk = (nb + ns - 1) / ns;
-    chunk = (chunk + 63) / 64 * 64;
+    chunk = (chunk + gran - 1) / gran * gran;
     if ((nb + chunk - 1) / chunk > 256) chunk = (nb + 255) / 256; /* at most 256 splits (decode_graph.c's scratch) */
     return chunk;
 }
