@@ -34,6 +34,15 @@ typedef enum lmx_op {
     LMX_OP_CROSS_ENTROPY, /* out[1] f32 = Σ m·(logsumexp(x_t) − x_t[tg_t]) / Σ m (0 when Σ m = 0)
                              src: logits f32 [T,V] (contiguous), targets i32 [T], mask f32 [T]?;
                              only logits get a gradient (core/cross_entropy.c) */
+    /* Fused decode-step ops (device backends; the CPU kernels compose the
+     * plain ones, so they agree bit for bit with the unfused sequence).
+     * Both also write a source, noted below; neither has a gradient. */
+    LMX_OP_ADD_RMS_NORM, /* x += d (written into src x); out = rms_norm(x)
+                            src: x[R,C] f32, d[R,C] f32, w?; f: eps; i: add_one */
+    LMX_OP_ROPE_KV,      /* rope(q), rope(k) in place, then k, v rows into the cache rows:
+                            out = k cache rows [T, Hkv·hd] (float dtype), src: q[T,H,hd], k[T,Hkv,hd],
+                            v[T, Hkv·hd] (f32), inv_freq[dims/2], v cache rows (written);
+                            i: pos0, dims, traditional; f: mscale */
     LMX_OP_COUNT
 } lmx_op;
 

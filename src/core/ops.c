@@ -19,6 +19,8 @@ const lmx_op_def lmx_op_defs[LMX_OP_COUNT] = {
     [LMX_OP_COPY] = {"copy", 1, 1, lmx_vjp_unary},
     [LMX_OP_SOFTMAX] = {"softmax", 1, 1, lmx_vjp_softmax},
     [LMX_OP_CROSS_ENTROPY] = {"cross_entropy", 2, 3, lmx_vjp_cross_entropy},
+    [LMX_OP_ADD_RMS_NORM] = {"add_rms_norm", 2, 3, NULL},
+    [LMX_OP_ROPE_KV] = {"rope_kv", 5, 5, NULL},
 };
 
 static lmx_status shape_err(const char *op, const char *what, const lmx_array *a, const lmx_array *b) {
@@ -121,6 +123,36 @@ lmx_status lmx_rope(lmx_exec *ex, lmx_array *out, const lmx_array *x, const lmx_
         lmx_array_numel(inv_freq) != dims / 2 || lmx_array_numel(out) != lmx_array_numel(x))
         return shape_err("rope", "x vs inv_freq", x, inv_freq);
     lmx_node n = node(LMX_OP_ROPE, out, x, inv_freq, NULL);
+    n.ip[0] = (int32_t)pos0;
+    n.ip[1] = dims;
+    n.ip[2] = traditional;
+    n.fp[0] = mscale;
+    return lmx_exec_node(ex, &n);
+}
+
+lmx_status lmx_add_rms_norm(lmx_exec *ex, lmx_array *out, lmx_array *x, const lmx_array *d, const lmx_array *w,
+                            float eps, bool add_one) {
+    if (lmx_array_numel(out) != lmx_array_numel(x) || lmx_array_numel(d) != lmx_array_numel(x) ||
+        rows_of(d) != rows_of(x) || (w && lmx_array_numel(w) != cols_of(x)))
+        return shape_err("add_rms_norm", "x vs d", x, d);
+    lmx_node n = node(LMX_OP_ADD_RMS_NORM, out, x, d, w);
+    n.fp[0] = eps;
+    n.ip[0] = add_one;
+    return lmx_exec_node(ex, &n);
+}
+
+lmx_status lmx_rope_kv(lmx_exec *ex, lmx_array *q, lmx_array *k, const lmx_array *v, const lmx_array *inv_freq,
+                       int64_t pos0, int dims, bool traditional, float mscale, lmx_array *kc, lmx_array *vc) {
+    if (q->ndim != 3 || k->ndim != 3 || dims <= 0 || dims > q->shape[2] || dims % 2 || k->shape[2] != q->shape[2] ||
+        k->shape[0] != q->shape[0] || lmx_array_numel(inv_freq) != dims / 2 ||
+        lmx_array_numel(v) != lmx_array_numel(k) || rows_of(v) != k->shape[0] ||
+        lmx_array_numel(kc) != lmx_array_numel(k) || lmx_array_numel(vc) != lmx_array_numel(v) ||
+        rows_of(kc) != k->shape[0] || rows_of(vc) != k->shape[0] || kc->dtype != vc->dtype ||
+        !lmx_array_is_contiguous(q) || !lmx_array_is_contiguous(k) || !lmx_array_is_contiguous(v))
+        return shape_err("rope_kv", "q vs k", q, k);
+    lmx_node n = node(LMX_OP_ROPE_KV, kc, q, k, v);
+    n.src[3] = inv_freq;
+    n.src[4] = vc;
     n.ip[0] = (int32_t)pos0;
     n.ip[1] = dims;
     n.ip[2] = traditional;

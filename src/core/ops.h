@@ -37,6 +37,15 @@ lmx_status lmx_rope(lmx_exec *ex, lmx_array *out, const lmx_array *x, const lmx_
  * softcap > 0: scores = softcap·tanh(scores/softcap). */
 lmx_status lmx_attention(lmx_exec *ex, lmx_array *out, const lmx_array *q, const lmx_array *k,
                          const lmx_array *v, int64_t pos0, float scale, float softcap, int window);
+/* Fused decode-step ops (op.h): each equals the plain ops in sequence and
+ * writes into a source. add_rms_norm: x += d, then out = rms_norm(x, w).
+ * rope_kv: rope(q) and rope(k) in place at positions pos0.., then k → kc and
+ * v → vc (cache rows of a float dtype, converted). Device backends run
+ * them as one kernel; the CPU kernels are the plain ones in sequence. */
+lmx_status lmx_add_rms_norm(lmx_exec *ex, lmx_array *out, lmx_array *x, const lmx_array *d, const lmx_array *w,
+                            float eps, bool add_one);
+lmx_status lmx_rope_kv(lmx_exec *ex, lmx_array *q, lmx_array *k, const lmx_array *v, const lmx_array *inv_freq,
+                       int64_t pos0, int dims, bool traditional, float mscale, lmx_array *kc, lmx_array *vc);
 lmx_status lmx_add(lmx_exec *ex, lmx_array *out, const lmx_array *a, const lmx_array *b);
 lmx_status lmx_mul(lmx_exec *ex, lmx_array *out, const lmx_array *a, const lmx_array *b);
 lmx_status lmx_scale(lmx_exec *ex, lmx_array *out, const lmx_array *a, float s);

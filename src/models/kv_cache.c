@@ -286,6 +286,14 @@ static lmx_status quantize_rows(lmx_kv_cache *c, int li, const float *k, const f
                         c->vs[li] + r0 * G, c->vb[li] + r0 * G);
 }
 
+lmx_status lmx_kv_rows(lmx_kv_cache *c, int li, lmx_array *K, lmx_array *V) {
+    if (c->kind != LMX_KV_STANDARD || c->kv_bits || li < 0 || li >= c->n_layer)
+        return lmx_err(LMX_ERR_INVALID_ARG, "kv rows: a standard cache's layer only");
+    *K = rows_view(&c->k[li], c->step_write, c->step_T, row_elems(c));
+    *V = rows_view(&c->v[li], c->step_write, c->step_T, row_elems(c));
+    return LMX_OK;
+}
+
 lmx_status lmx_kv_store(lmx_exec *ex, lmx_kv_cache *c, int li, const lmx_array *k, const lmx_array *v,
                         int model_window, lmx_array *K, lmx_array *V, int64_t *pos0, int *window) {
     int64_t T = c->step_T, W = row_elems(c), r0 = c->step_write;
@@ -305,8 +313,8 @@ lmx_status lmx_kv_store(lmx_exec *ex, lmx_kv_cache *c, int li, const lmx_array *
         return LMX_OK;
     }
     lmx_array dk = rows_view(&c->k[li], r0, T, W), dv = rows_view(&c->v[li], r0, T, W);
-    LMX_TRY(lmx_copy(ex, &dk, k));
-    LMX_TRY(lmx_copy(ex, &dv, v));
+    if (k) LMX_TRY(lmx_copy(ex, &dk, k)); /* NULL: written through lmx_kv_rows */
+    if (v) LMX_TRY(lmx_copy(ex, &dv, v));
     if (c->kind == LMX_KV_STANDARD) {
         *K = rows_view3(c, &c->k[li], c->offset + T);
         *V = rows_view3(c, &c->v[li], c->offset + T);

@@ -73,6 +73,10 @@ lmx_status lmx_kv_begin(lmx_exec *ex, lmx_kv_cache *c, int64_t T);
  * *window (0 or the window, combined with the model's own model_window). */
 lmx_status lmx_kv_store(lmx_exec *ex, lmx_kv_cache *c, int li, const lmx_array *k, const lmx_array *v,
                         int model_window, lmx_array *K, lmx_array *V, int64_t *pos0, int *window);
+/* A standard, unquantized cache: the rows this step writes in layer li
+ * ([T, Hkv·hd] views), for a caller that stores k and v itself (the fused
+ * rope_kv op) and then calls lmx_kv_store with k = v = NULL. */
+lmx_status lmx_kv_rows(lmx_kv_cache *c, int li, lmx_array *K, lmx_array *V);
 /* Commits the step: offset += T; converts to quantized when due. */
 lmx_status lmx_kv_end(lmx_kv_cache *c);
 

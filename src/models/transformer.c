@@ -155,6 +155,18 @@ static lmx_status norm(lmx_exec *ex, const lmx_hparams *hp, lmx_array *out, cons
     return lmx_rms_norm(ex, out, x, opt(w), hp->norm_eps, hp->norm_add_one);
 }
 
+static bool fused(const lmx_exec *ex, lmx_op op);
+
+/* x += d (d may be NULL: nothing to add), then out = norm(x): one fused op
+ * for RMSNorm on device backends, else the plain add and norm. */
+static lmx_status add_norm(lmx_exec *ex, const lmx_hparams *hp, lmx_array *out, lmx_array *x, const lmx_array *d,
+                           const lmx_array *w, const lmx_array *b) {
+    if (d && hp->norm != LMX_NORM_LAYER && fused(ex, LMX_OP_ADD_RMS_NORM))
+        return lmx_add_rms_norm(ex, out, x, d, opt(w), hp->norm_eps, hp->norm_add_one);
+    if (d) LMX_TRY(lmx_add(ex, x, x, d));
+    return norm(ex, hp, out, x, w, b);
+}
+
 /* A scratch array of at least n floats (host only; contents not kept). */
 static lmx_status grow_host(lmx_array *a, int64_t n) {
     if (lmx_array_numel(a) >= n && !lmx_array_empty(a)) return LMX_OK;
@@ -401,6 +413,20 @@ static lmx_status step_inputs(lmx_exec *ex, const lmx_hparams *hp, lmx_scratch *
     return lmx_backend_upload(ex->backend, s->ids.data, ids, (size_t)(T + n) * sizeof(int32_t));
 }
 
+/* Whether to run a fused decode-step op (core/op.h) instead of its plain
+ * sequence: on device backends that have it (one launch instead of two to
+ * four), never while a tape records (no gradient). The CPU keeps the plain
+ * ops (its fused kernels are that sequence anyway). LMX_FUSE=0: plain ops
+ * everywhere (A/B timings). */
+static bool fused(const lmx_exec *ex, lmx_op op) {
+    static int off = -1;
+    if (off < 0) {
+        const char *e = getenv("LMX_FUSE");
+        off = e && !strcmp(e, "0");
+    }
+    return !off && !ex->tape && !lmx_backend_is_host(ex->backend) && ex->backend->kernels[op];
+}
+
 /* Span b of the step (rows [r0, r0 + len) of q/k/v, already projected):
  * RoPE at positions c->offset.., the cache append, causal attention against
  * c into the same rows of s->attn. */
@@ -419,12 +445,20 @@ static lmx_status attention_span(lmx_exec *ex, const lmx_hparams *hp, int li, lm
     k3.data = k2.data = qkv[1] + r0 * Hkv * hd;
     v2.data = qkv[2] + r0 * Hkv * hd;
     attn.data = (float *)s->attn.data + r0 * H * hd;
-    LMX_TRY(lmx_rope(ex, &q3, &q3, &inv, c->offset, r->dims, r->traditional, s->mscale[fr]));
-    LMX_TRY(lmx_rope(ex, &k3, &k3, &inv, c->offset, r->dims, r->traditional, s->mscale[fr]));
     lmx_array kv_k, kv_v;
     int64_t apos0;
     int window;
-    LMX_TRY(lmx_kv_store(ex, c, li, &k2, &v2, hp->window[li], &kv_k, &kv_v, &apos0, &window));
+    if (fused(ex, LMX_OP_ROPE_KV) && c->kind == LMX_KV_STANDARD && !c->kv_bits) {
+        /* one kernel: both RoPEs and the cache rows (the plain sequence below otherwise) */
+        lmx_array dk, dv;
+        LMX_TRY(lmx_kv_rows(c, li, &dk, &dv));
+        LMX_TRY(lmx_rope_kv(ex, &q3, &k3, &v2, &inv, c->offset, r->dims, r->traditional, s->mscale[fr], &dk, &dv));
+        LMX_TRY(lmx_kv_store(ex, c, li, NULL, NULL, hp->window[li], &kv_k, &kv_v, &apos0, &window));
+    } else {
+        LMX_TRY(lmx_rope(ex, &q3, &q3, &inv, c->offset, r->dims, r->traditional, s->mscale[fr]));
+        LMX_TRY(lmx_rope(ex, &k3, &k3, &inv, c->offset, r->dims, r->traditional, s->mscale[fr]));
+        LMX_TRY(lmx_kv_store(ex, c, li, &k2, &v2, hp->window[li], &kv_k, &kv_v, &apos0, &window));
+    }
     return lmx_attention(ex, &attn, &q3, &kv_k, &kv_v, apos0, hp->attn_scale, hp->attn_softcap, window);
 }
 
@@ -511,9 +545,13 @@ static lmx_status step_body(lmx_exec *ex, const lmx_transformer *m, lmx_kv_cache
     LMX_TRY(lmx_get_rows_q(ex, &x, &E->w, &ids, opt(&E->scales), opt(&E->biases), E->group_size));
     if (hp->embed_scale != 1.0f) LMX_TRY(lmx_scale(ex, &x, &x, hp->embed_scale));
 
+    /* pend: a residual not yet added into x; it joins the next norm of x
+     * (one fused add + RMSNorm on device backends) or a plain add */
+    const lmx_array *pend = NULL;
     for (int li = 0; li < hp->n_layer; li++) {
         const lmx_layer *L = &m->layers[li];
-        LMX_TRY(norm(ex, hp, &h, &x, &L->attn_norm, &L->attn_norm_b));
+        LMX_TRY(add_norm(ex, hp, &h, &x, pend, &L->attn_norm, &L->attn_norm_b));
+        pend = NULL;
         LMX_TRY(attention_block(ex, hp, L, li, caches, n, lens, s, T, &h, &o));
         if (hp->sandwich_norm) LMX_TRY(norm(ex, hp, &o, &o, &L->post_attn_norm, NULL));
         if (hp->parallel_block) {
@@ -522,19 +560,26 @@ static lmx_status step_body(lmx_exec *ex, const lmx_transformer *m, lmx_kv_cache
             LMX_TRY(lmx_add(ex, &x, &x, &mo));
             continue;
         }
-        LMX_TRY(lmx_add(ex, &x, &x, &o));
-        LMX_TRY(norm(ex, hp, &h, &x, &L->ffn_norm, &L->ffn_norm_b));
+        LMX_TRY(add_norm(ex, hp, &h, &x, &o, &L->ffn_norm, &L->ffn_norm_b));
         if (hp->n_expert > 0)
             LMX_TRY(mlp_moe(ex, hp, L, s, T, &h, &mo));
         else
             LMX_TRY(mlp_dense(ex, hp, L, s, T, &h, &mo));
         if (hp->sandwich_norm) LMX_TRY(norm(ex, hp, &mo, &mo, &L->post_ffn_norm, NULL));
-        LMX_TRY(lmx_add(ex, &x, &x, &mo));
+        pend = &mo;
     }
 
     /* The rows that get logits: all, one trailing row, or (several spans
      * longer than one token) each span's last row gathered into s->o. */
     int64_t R = all_logits || T == n ? T : n;
+    lmx_array hl = tv(&s->h, 2, R, D, 0);
+    bool fin = false; /* the final norm done (with the last residual) */
+    if (pend && R == T) { /* the final norm reads every row of x: it takes the last residual */
+        LMX_TRY(add_norm(ex, hp, &hl, &x, pend, &m->out_norm, &m->out_norm_b));
+        fin = true;
+    } else if (pend) {
+        LMX_TRY(lmx_add(ex, &x, &x, pend));
+    }
     lmx_array xl = tv(&s->x, 2, R, D, 0);
     if (R == 1) {
         xl.data = (float *)s->x.data + (T - 1) * D;
@@ -544,8 +589,7 @@ static lmx_status step_body(lmx_exec *ex, const lmx_transformer *m, lmx_kv_cache
         xl = tv(&s->o, 2, n, D, 0);
         LMX_TRY(lmx_get_rows(ex, &xl, &x, &last));
     }
-    lmx_array hl = tv(&s->h, 2, R, D, 0);
-    LMX_TRY(norm(ex, hp, &hl, &xl, &m->out_norm, &m->out_norm_b));
+    if (!fin) LMX_TRY(norm(ex, hp, &hl, &xl, &m->out_norm, &m->out_norm_b));
     if ((!host || !host_logits) && R > s->logits_rows) {
         lmx_array_release(&s->logits);
         LMX_TRY(alloc2_on(s->backend, &s->logits, LMX_F32, R, hp->n_vocab));

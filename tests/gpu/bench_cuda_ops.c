@@ -244,16 +244,35 @@ static void bench_attention(lmx_dtype dt, int64_t T, int64_t S, int64_t H, int64
 /* ---- copy (bandwidth ceiling) and small ops -------------------------------- */
 
 typedef struct {
-    lmx_array a, b;
+    lmx_array a, b, h, w[64]; /* h, w: ops 3-4 (a decode step's norms: bf16 weights, one set per layer) */
     int op;
 } cp_arg;
 
 static lmx_status cp_call(void *p, int i) {
     cp_arg *c = p;
-    (void)i;
     if (c->op == 0) return lmx_copy(&gex, &c->b, &c->a);
     if (c->op == 1) return lmx_rms_norm(&gex, &c->b, &c->a, NULL, 1e-5f, false);
+    if (c->op == 3) return lmx_rms_norm(&gex, &c->h, &c->b, &c->w[i % 64], 1e-5f, false);
+    if (c->op == 4) return lmx_add_rms_norm(&gex, &c->h, &c->b, &c->a, &c->w[i % 64], 1e-5f, false);
     return lmx_add(&gex, &c->b, &c->b, &c->a);
+}
+
+/* A decode step's norm of one row with a bf16 weight vector per call (64
+ * of them, cycled, as a model's layers are): op 3 rms_norm, op 4 the fused
+ * add + rms_norm (BENCH_OPS_ONLY=norm). */
+static void bench_norm_w(const char *label, int op, int64_t C) {
+    cp_arg c;
+    c.op = op;
+    c.a = rnd(LMX_F32, 2, 1, C, 0, 1e-3);
+    c.b = rnd(LMX_F32, 2, 1, C, 0, 1);
+    c.h = rnd(LMX_F32, 2, 1, C, 0, 1);
+    for (int i = 0; i < 64; i++) c.w[i] = rnd(LMX_BF16, 1, C, 0, 0, 1);
+    double s = time_graph(cp_call, &c);
+    printf("%-12s [1, %lld] w bf16 %9.2f us\n", label, (long long)C, s * 1e6);
+    lmx_array_release(&c.a);
+    lmx_array_release(&c.b);
+    lmx_array_release(&c.h);
+    for (int i = 0; i < 64; i++) lmx_array_release(&c.w[i]);
 }
 
 static void bench_small(const char *label, int op, int64_t R, int64_t C) {
@@ -349,6 +368,22 @@ int main(int argc, char **argv) {
     quant_decode_only = only_q && !strcmp(only_q, "qdec");
     if (only_q && (!strcmp(only_q, "quant") || quant_decode_only)) {
         bench_quant(NULL);
+        lmx_backend_free(gpu);
+        return 0;
+    }
+    if (only_q && !strcmp(only_q, "norm")) { /* "norm": a decode step's RMSNorms, plain and fused with the add */
+        for (int64_t C = 2048; C <= 4096; C *= 2) {
+            bench_norm_w("rms_norm", 3, C);
+            bench_norm_w("add_rms_norm", 4, C);
+        }
+        lmx_backend_free(gpu);
+        return 0;
+    }
+    if (only_q && !strcmp(only_q, "attn")) { /* "attn": decode attention of 8B/1B at S = 512..4096 (LMX_CUDA_ATTN=old: A/B) */
+        for (int hd = 128; hd >= 64; hd -= 64)
+            for (int64_t S = 512; S <= 4096; S *= 2) bench_attention(LMX_F32, 1, S, 32, 8, hd);
+        bench_attention(LMX_BF16, 1, 4096, 32, 8, 128);
+        bench_attention(LMX_F32, 1, 640, 32, 8, 128);
         lmx_backend_free(gpu);
         return 0;
     }

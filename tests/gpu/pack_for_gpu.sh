@@ -9,7 +9,7 @@
 set -e
 BD=${1:-build-cuda}
 P=${PACK:-.gpu}
-BINS="${EXTRA_BINS:-} lmx test_cuda_ops test_gpu_memory test_device_sampler bench_cuda_ops test_models_hf test_stories260k test_models_gguf test_kv_cache test_batch test_speculative test_quant_quality test_convert"
+BINS="${EXTRA_BINS:-} lmx test_cuda_ops test_cuda_fused test_gpu_memory test_device_sampler bench_cuda_ops test_models_hf test_stories260k test_models_gguf test_kv_cache test_batch test_speculative test_quant_quality test_convert"
 tmp=$(mktemp -d)
 for b in $BINS; do [ -x "$BD/$b" ] && strip -o "$tmp/$b" "$BD/$b"; done
 mkdir -p "$P/lib"

@@ -54,6 +54,7 @@ run_test() { # name [env assignments...]
 if has tests; then
   : > "$T"
   run_test test_cuda_ops
+  run_test test_cuda_fused
   for t in $SUITES; do run_test $t; done
   for t in ${RUN_QTESTS-test_quant_quality test_convert test_models_gguf}; do run_test $t LMX_DEVICE=cuda; done
   grep -E "^FAIL|FAILED|not ok" "$T" | head -20

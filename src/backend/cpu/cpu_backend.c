@@ -23,6 +23,8 @@ static const lmx_kernel_fn cpu_kernels[LMX_OP_COUNT] = {
     [LMX_OP_COPY] = lmx_cpu_copy,
     [LMX_OP_SOFTMAX] = lmx_cpu_softmax,
     [LMX_OP_CROSS_ENTROPY] = lmx_cpu_cross_entropy,
+    [LMX_OP_ADD_RMS_NORM] = lmx_cpu_add_rms_norm,
+    [LMX_OP_ROPE_KV] = lmx_cpu_rope_kv,
 };
 
 /* Activations are f32 on the CPU; weights may be any float dtype. */
@@ -36,7 +38,10 @@ static bool cpu_supports(const lmx_backend *b, const lmx_node *n) {
         if (s->dtype != LMX_I32 && !tr->to_f32) return false;
     }
     const lmx_dtype_traits *to = lmx_dtype_info(n->out->dtype);
-    return to && (n->out->dtype == LMX_F32 || (n->op == LMX_OP_COPY && to->from_f32));
+    /* copies (and rope_kv's cache rows) convert to any dtype with a from_f32 */
+    bool conv = n->op == LMX_OP_COPY || n->op == LMX_OP_ROPE_KV;
+    if (n->op == LMX_OP_ROPE_KV && !lmx_dtype_info(n->src[4]->dtype)->from_f32) return false;
+    return to && (n->out->dtype == LMX_F32 || (conv && to->from_f32));
 }
 
 lmx_status lmx_cpu_backend_create(int n_threads, lmx_backend **out) {

@@ -312,7 +312,14 @@ lmx_status lmx_cuda_attention(const lmx_node *n, lmx_pool *pool) {
     int64_t nmax = a.pos0 + T;
     if (a.window > 0 && nmax > a.window) nmax = a.window;
     int64_t base = (int64_t)a.H * T;
-    a.chunk = cuda_attn_chunk(c, base, nmax);
+    /* LMX_CUDA_ATTN=old: the per-head decode kernel below (A/B timings) */
+    static int old_decode = -1;
+    if (old_decode < 0) {
+        const char *e = getenv("LMX_CUDA_ATTN");
+        old_decode = e && !strcmp(e, "old");
+    }
+    bool gqa = !old_decode && cuda_attn_gqa_ok(a, k->dtype);
+    a.chunk = gqa ? cuda_attn_gqa_chunk(c, (int64_t)a.Hkv * T, nmax, k->dtype, a.hd) : cuda_attn_chunk(c, base, nmax);
     /* a graph serves every nmax of its bucket: it launches the bucket's splits */
     int64_t keys = a.dpos ? (nmax + ATT_BUCKET - 1) / ATT_BUCKET * ATT_BUCKET : nmax;
     int64_t ns = (keys + a.chunk - 1) / a.chunk;
@@ -322,6 +329,15 @@ lmx_status lmx_cuda_attention(const lmx_node *n, lmx_pool *pool) {
         void *part;
         LMX_TRY(cuda_scratch(c, (size_t)(base * ns * (a.vd + 2)) * sizeof(float), &part));
         a.part = (float *)part;
+    }
+    if (gqa) {
+        bool merged = cuda_attn_gqa_launch(c, a, T, k->dtype);
+        LMX_TRY(cuda_launched("attention (gqa decode)"));
+        if (ns > 1 && !merged) {
+            attn_combine_k<<<(unsigned)base, 128, 0, c->stream>>>(a.out, a.part, a.nsplit, a.vd);
+            LMX_TRY(cuda_launched("attention: combine"));
+        }
+        return LMX_OK;
     }
     dim3 grid((unsigned)a.H, (unsigned)T, (unsigned)ns);
     switch (k->dtype) {

@@ -22,4 +22,12 @@ struct attn_args {
  * of the f32 reference); otherwise one product of the rounded operands. */
 bool cuda_attn_prefill_mma(const lmx_cuda_ctx *c, const attn_args &a, int64_t T, int kdt, bool exact);
 
+/* Decode (any T) with each KV row read once per GQA group
+ * (cuda_attention_gqa.cu): ok = the shape, dtype and 16-byte alignment it
+ * takes; chunk = keys per split (like cuda_attn_chunk, by 256-key bucket);
+ * launch writes out (nsplit 1) or the partials attn_combine_k merges. */
+bool cuda_attn_gqa_ok(const attn_args &a, int kdt);
+int64_t cuda_attn_gqa_chunk(const lmx_cuda_ctx *c, int64_t base, int64_t nmax, int kdt, int hd);
+bool cuda_attn_gqa_launch(const lmx_cuda_ctx *c, const attn_args &a, int64_t T, int kdt); /* true: merged too */
+
 #endif

@@ -337,15 +337,19 @@ AUTO_WRAP(unary)
 AUTO_WRAP(copy)
 AUTO_WRAP(softmax)
 AUTO_WRAP(cross_entropy) /* cuda_cross_entropy.cu */
+lmx_status lmx_cuda_add_rms_norm(const lmx_node *n, lmx_pool *pool); /* cuda_fused.cu */
+lmx_status lmx_cuda_rope_kv(const lmx_node *n, lmx_pool *pool);
+AUTO_WRAP(add_rms_norm)
+AUTO_WRAP(rope_kv)
 
 /* ---- kernel table and supports() ---------------------------------------- */
 
 static const lmx_kernel_fn cuda_kernels[LMX_OP_COUNT] = {
     auto_get_rows, auto_matmul, auto_rms_norm, auto_layer_norm, auto_rope,
     auto_attention, auto_binary, auto_binary, auto_unary, auto_unary,
-    auto_unary, auto_copy, auto_softmax, auto_cross_entropy,
+    auto_unary, auto_copy, auto_softmax, auto_cross_entropy, auto_add_rms_norm, auto_rope_kv,
 };
-static_assert(LMX_OP_GET_ROWS == 0 && LMX_OP_CROSS_ENTROPY == 13 && LMX_OP_COUNT == 14,
+static_assert(LMX_OP_GET_ROWS == 0 && LMX_OP_CROSS_ENTROPY == 13 && LMX_OP_ROPE_KV == 15 && LMX_OP_COUNT == 16,
               "cuda_kernels lists the ops in op.h order");
 
 static bool f32(const lmx_array *a) { return a && a->dtype == LMX_F32; }
@@ -385,6 +389,12 @@ static bool cuda_supports(const lmx_backend *b, const lmx_node *n) {
     case LMX_OP_CROSS_ENTROPY:
         return f32(n->out) && f32(s[0]) && lmx_array_is_contiguous(s[0]) && s[1]->dtype == LMX_I32 &&
                lmx_array_is_contiguous(s[1]) && (!s[2] || (f32(s[2]) && lmx_array_is_contiguous(s[2])));
+    case LMX_OP_ADD_RMS_NORM:
+        return f32(n->out) && f32(s[0]) && f32(s[1]) && flt_or_null(s[2]);
+    case LMX_OP_ROPE_KV: /* cache rows: 2-D, unit column stride (kv_cache.c's row views) */
+        return cu_is_float(n->out->dtype) && s[4]->dtype == n->out->dtype && f32(s[0]) && f32(s[1]) && f32(s[2]) &&
+               f32(s[3]) && n->out->ndim == 2 && s[4]->ndim == 2 && n->out->strides[1] == 1 &&
+               s[4]->strides[1] == 1;
     case LMX_OP_COPY: {
         const lmx_dtype_traits *t = lmx_dtype_info(s[0]->dtype);
         if (s[0]->dtype == n->out->dtype) return t && !t->is_quant;
