@@ -392,6 +392,10 @@ lmx_status cuda_gemv_quant(lmx_cuda_ctx *c, const lmx_node *n, const cuda_qw *qw
         }
         return cuda_launched("matmul (quantized gemv)");
     }
+    if (qw->r4) { /* repacked Q4_0: its own kernels (cuda_qgemv_q4r.cu) */
+        LMX_TRY(cuda_gemv_q4r(c, qw, out, xd, (int)M, xs, os, bias, bdt));
+        return cuda_launched("matmul (quantized gemv, repacked q4_0)");
+    }
     lmx_status st;
     if (M == 1 && cuda_gemv_gguf_q8act(c, qw, out, xd, bias, bdt, &st))
         return st ? st : cuda_launched("matmul (quantized gemv, int8 x)");
