@@ -1,8 +1,12 @@
-"""make_q4_0_gguf.py OUT.gguf [SEED] - a small random llama in GGUF Q4_0 whose
-matrices have K % 256 == 0 (so lmx's CUDA backend repacks them), with the
-tokenizer of models/stories260K.gguf. For greedy-text A/B runs of the Q4_0
-device layout (LMX_CUDA_Q4_REPACK=0 vs 1); needs the `gguf` and numpy
-packages, no llama.cpp."""
+"""make_q4_0_gguf.py OUT.gguf [SEED [SRC.gguf [SHAPE]]] - a random llama in GGUF
+Q4_0 whose matrices have K % 256 == 0 (so lmx's CUDA backend repacks them),
+with the tokenizer of models/stories260K.gguf (vocab 512). SHAPE "tiny"
+(default: D 512, F 1024, 2 layers, weights quantized from normal draws with
+gguf.quants) is for greedy-text A/B runs of the Q4_0 device layout
+(LMX_CUDA_Q4_REPACK=0 vs 1); "1b" (llama-3.2-1B's layers: D 2048, F 8192,
+16 layers, 32/8 heads; random nibbles, scales 0.002..0.01: seconds, not
+minutes) is for decode timing of the layers (the vocab stays 512, so the
+lm_head is negligible). Needs the `gguf` and numpy packages, no llama.cpp."""
 import sys
 import numpy as np
 import gguf
@@ -10,7 +14,8 @@ import gguf
 out = sys.argv[1]
 rng = np.random.default_rng(int(sys.argv[2]) if len(sys.argv) > 2 else 1)
 src = gguf.GGUFReader(sys.argv[3] if len(sys.argv) > 3 else "models/stories260K.gguf")
-D, H, HKV, F, L = 512, 8, 4, 1024, 2
+shape = sys.argv[4] if len(sys.argv) > 4 else "tiny"
+D, H, HKV, F, L = (2048, 32, 8, 8192, 16) if shape == "1b" else (512, 8, 4, 1024, 2)
 hd = D // H
 w = gguf.GGUFWriter(out, "llama")
 w.add_context_length(512)
@@ -41,6 +46,13 @@ V = int(next(f for n, f in src.fields.items() if n == "tokenizer.ggml.tokens").d
 
 
 def q4(name, n, k, std):
+    if shape == "1b":  # random blocks: nibbles uniform, f16 scales in [0.002, 0.01]
+        q = rng.integers(0, 256, size=(n, k // 32, 18), dtype=np.uint8)
+        d = rng.uniform(0.002, 0.01, size=(n, k // 32)).astype(np.float16)
+        q[:, :, 0:2] = d.view(np.uint8).reshape(n, k // 32, 2)
+        q = q.reshape(n, k // 32 * 18)
+        w.add_tensor(name, q, raw_shape=q.shape, raw_dtype=gguf.GGMLQuantizationType.Q4_0)
+        return
     a = (rng.standard_normal((n, k)) * std).astype(np.float32)
     q = gguf.quants.quantize(a, gguf.GGMLQuantizationType.Q4_0)
     w.add_tensor(name, q, raw_shape=q.shape, raw_dtype=gguf.GGMLQuantizationType.Q4_0)

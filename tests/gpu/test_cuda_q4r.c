@@ -12,7 +12,8 @@
  *   GEMV on an unrepacked upload, which test_cuda_ops bounds against the
  *   CPU's int8 format);
  * - prefill (M = 64: dequantized tiles) on the repacked layout;
- * - the file layout (LMX_CUDA_Q4_REPACK=0) still takes the old kernels.
+ * - the file layout (LMX_CUDA_Q4_REPACK=0) still takes the old kernels;
+ * - the opt-in MLX 4-bit int8-x GEMV (LMX_CUDA_MLX_INT8=1) within its bound.
  * Tolerances as test_cuda_ops: 1e-5 for f32 GEMVs/tiles, 1e-6 get_rows.
  * Exits 77 (ctest: skipped) when no CUDA device answers. */
 #include "backend/cuda/cuda.h"
@@ -90,6 +91,16 @@ static lmx_array mm(lmx_exec *ex, lmx_backend *b, const lmx_array *x, const lmx_
     lmx_array dx, out, h = Hpoison(x->shape[0], dw->shape[0]);
     if (lmx_array_to_backend(b, &dx, x) || lmx_array_to_backend(b, &out, &h)) die("upload");
     if (lmx_matmul_q(ex, &out, &dx, dw, NULL, NULL, NULL, 0)) die("matmul_q");
+    lmx_array_release(&dx);
+    lmx_array_release(&h);
+    return out;
+}
+
+static lmx_array mm_q(lmx_exec *ex, lmx_backend *b, const lmx_array *x, const lmx_array *dw, const lmx_array *sc,
+                      const lmx_array *bi, int group) {
+    lmx_array dx, out, h = Hpoison(x->shape[0], dw->shape[0]);
+    if (lmx_array_to_backend(b, &dx, x) || lmx_array_to_backend(b, &out, &h)) die("upload");
+    if (lmx_matmul_q(ex, &out, &dx, dw, NULL, sc, bi, group)) die("matmul_q");
     lmx_array_release(&dx);
     lmx_array_release(&h);
     return out;
@@ -219,6 +230,60 @@ static void t_fused(int64_t K) {
     lmx_array_release(&cat8);
 }
 
+/* MLX 4-bit with int8 x (LMX_CUDA_MLX_INT8=1, set before the first MLX
+ * GEMV of this process): against the exact product on the CPU-quantized x
+ * (x̂ = d_b·q, lmx_xq's rounding), with W dequantized by the CPU (get_rows:
+ * fl(s·q) + b, within 2 ulp of s·q + b): |y - ŷ| <= γ_{K/32+20}·Σ|W|·|x̂|;
+ * and against the f32 product with x's rounding added, Σ_b d_b/2·Σ|W|. */
+static void t_mlx_int8(int64_t N, int64_t K) {
+    const gq_spec q = {LMX_MLX_Q4, 64, LMX_BF16, true, "mlx 4-bit g64"};
+    lmx_array w, sc, bi, dw, dsc, dbi, x = Hf(1, K);
+    if (gq_make(&rng, &q, N, K, &w, &sc, &bi)) die("quant alloc");
+    if (lmx_array_to_backend(gpu8, &dw, &w) || lmx_array_to_backend(gpu8, &dsc, &sc) ||
+        lmx_array_to_backend(gpu8, &dbi, &bi))
+        die("upload");
+    lmx_array g = mm_q(&gex8, gpu8, &x, &dw, &dsc, &dbi, 64);
+    float *y = malloc((size_t)N * sizeof *y);
+    if (lmx_backend_download(gpu8, y, g.data, (size_t)N * sizeof *y)) die("download");
+    /* W rows on the host through the CPU's get_rows (the reference decoder) */
+    int64_t ish[1] = {N};
+    lmx_array ids, W = Hpoison(N, K);
+    if (lmx_array_alloc(&ids, LMX_I32, 1, ish)) die("alloc");
+    for (int64_t r = 0; r < N; r++) ((int32_t *)ids.data)[r] = (int32_t)r;
+    if (lmx_get_rows_q(&cex, &W, &w, &ids, &sc, &bi, 64)) die("get_rows_q");
+    const float *xf = (const float *)x.data, *wf = (const float *)W.data;
+    double *xh = malloc((size_t)K * sizeof *xh), *db = malloc((size_t)(K / 32) * sizeof *db);
+    for (int64_t b = 0; b < K / 32; b++) {
+        float amax = 0;
+        for (int j = 0; j < 32; j++) amax = fabsf(xf[32 * b + j]) > amax ? fabsf(xf[32 * b + j]) : amax;
+        volatile float d = amax / 127.0f, id = amax > 0 ? 127.0f / amax : 0.0f;
+        db[b] = d;
+        for (int j = 0; j < 32; j++) {
+            volatile float v = xf[32 * b + j] * id;
+            xh[32 * b + j] = (double)d * (id != 0.0f ? rintf(v) : 0.0f);
+        }
+    }
+    int64_t bad = 0;
+    double worst = 0, nn = (double)(K / 32 + 20), u = 5.9604645e-8, g_n = nn * u / (1 - nn * u);
+    for (int64_t r = 0; r < N; r++) {
+        double yq = 0, yf = 0, s1 = 0, sq = 0;
+        for (int64_t k = 0; k < K; k++) {
+            double wk = wf[r * K + k];
+            yq += wk * xh[k], yf += wk * xf[k], s1 += fabs(wk * xh[k]), sq += db[k / 32] * 0.5 * fabs(wk);
+        }
+        double t1 = g_n * s1 + 1e-30, e1 = fabs(y[r] - yq), e2 = fabs(y[r] - yf);
+        if (!(e1 <= t1) || !(e2 <= sq + t1)) bad++;
+        if (e1 / t1 > worst) worst = e1 / t1;
+    }
+    char what[128];
+    snprintf(what, sizeof what, "mlx 4-bit g64 bf16 int8 x M=1 N=%lld K=%lld (worst %.2f of the f32 bound)",
+             (long long)N, (long long)K, worst);
+    check(bad == 0, what);
+    free(y), free(xh), free(db);
+    lmx_array *all[] = {&w, &sc, &bi, &dw, &dsc, &dbi, &x, &g, &ids, &W};
+    for (size_t k = 0; k < sizeof all / sizeof *all; k++) lmx_array_release(all[k]);
+}
+
 int main(void) {
     char why[256];
     if (lmx_cuda_device_count(why, sizeof why) <= 0) {
@@ -233,12 +298,15 @@ int main(void) {
     setenv("LMX_INT8_ACT", "0", 1);
     if (lmx_backend_create("cpu", 0, &cpu) || lmx_backend_create("cuda", 0, &gpu)) die("backend");
     setenv("LMX_INT8_ACT", "1", 1);
+    setenv("LMX_CUDA_MLX_INT8", "1", 1); /* read at the first MLX GEMV: t_mlx_int8 */
     if (lmx_backend_create("cuda", 0, &gpu8)) die("backend");
     cex.backend = cpu, gex.backend = gpu, gex8.backend = gpu8;
     printf("seed: %llu\n", (unsigned long long)rng);
     t_roundtrip();
     t_fused(768);
     t_fused(4096);
+    t_mlx_int8(300, 768);
+    t_mlx_int8(4096, 4096);
     lmx_backend_free(gpu8);
     lmx_backend_free(gpu);
     lmx_backend_free(cpu);

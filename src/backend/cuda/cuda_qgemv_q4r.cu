@@ -179,9 +179,17 @@ lmx_status cuda_q4r_download(lmx_cuda_ctx *c, void *dst, const void *src, size_t
 
 /* ---- int8-x GEMV (M = 1) ------------------------------------------------- */
 
+/* Where element l (0..31) of a block goes for MLX 4-bit words (perm): in
+ * each run of 8, the even elements first, then the odd ones, so that the
+ * low nibbles of an MLX word (elements 0, 2, 4, 6) and its high nibbles
+ * (1, 3, 5, 7) each meet 4 consecutive int8 x. */
+__device__ __forceinline__ int q4r_perm(int l) { return (l & ~7) | ((l & 1) << 2) | ((l & 7) >> 1); }
+
 /* One warp per block of 32 (lmx_xq's q and d, as q8a_quantize_k) plus, per
- * block, m = {bits of d, 8·Σq}. */
-__global__ void q4r_quantize_k(const float *__restrict__ x, int8_t *__restrict__ q, int2 *__restrict__ m, int64_t nb) {
+ * block, m = {bits of d, 8·Σq}; perm: q in q4r_perm order (MLX). */
+__global__ void q4r_quantize_k(const float *__restrict__ x, int8_t *__restrict__ q, int2 *__restrict__ m, int64_t nb,
+                               bool perm) {
+    asm volatile("griddepcontrol.launch_dependents;"); /* the GEMV may start loading weights */
     int lane = threadIdx.x & 31;
     int64_t b = (int64_t)blockIdx.x * Q4R_WARPS + (threadIdx.x >> 5);
     if (b >= nb) return; /* whole warps leave together */
@@ -191,13 +199,58 @@ __global__ void q4r_quantize_k(const float *__restrict__ x, int8_t *__restrict__
     float db = __fdiv_rn(amax, 127.0f), id = amax > 0.0f ? __fdiv_rn(127.0f, amax) : 0.0f;
     if (bad) db = __int_as_float(0x7fc00000), id = 0.0f;
     int qv = id != 0.0f ? __float2int_rn(__fmul_rn(v, id)) : 0;
-    q[b * 32 + lane] = (int8_t)qv;
+    q[(b * 32 + (perm ? q4r_perm(lane) : lane))] = (int8_t)qv;
     int sum = qv;
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
     if (lane == 0) m[b] = make_int2(__float_as_int(db), 8 * sum);
 }
 
+/* Dot of one Q4_0 block (16 nibble bytes q, f16 scale dh) with int8 x
+ * (xa = elements 0..15, xb = 16..31) minus 8·Σx (m.y): exact integers. */
+__device__ __forceinline__ int q4r_dot(uint4 q, int4 xa, int4 xb, int off) {
+    const uint32_t M4 = 0x0F0F0F0Fu;
+    int dot = -off;
+    dot = __dp4a((int)(q.x & M4), xa.x, dot);
+    dot = __dp4a((int)((q.x >> 4) & M4), xb.x, dot);
+    dot = __dp4a((int)(q.y & M4), xa.y, dot);
+    dot = __dp4a((int)((q.y >> 4) & M4), xb.y, dot);
+    dot = __dp4a((int)(q.z & M4), xa.z, dot);
+    dot = __dp4a((int)((q.z >> 4) & M4), xb.z, dot);
+    dot = __dp4a((int)(q.w & M4), xa.w, dot);
+    dot = __dp4a((int)((q.w >> 4) & M4), xb.w, dot);
+    return dot;
+}
+
+/* Round rd of a warp: block b = 32·rd + lane of each of its R rows. */
+template <int R>
+__device__ __forceinline__ void q4r_load(const uint4 *const *wq, const unsigned short *const *wd, int64_t b, uint4 *q,
+                                         unsigned short *dh) {
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+        q[r] = ld_stream(wq[r] + b);
+        dh[r] = __ldg(wd[r] + b);
+    }
+}
+
+template <int R>
+__device__ __forceinline__ void q4r_math(const uint4 *q, const unsigned short *dh, const int8_t *__restrict__ xq,
+                                         const int2 *__restrict__ xm, int64_t b, bool ok, float *acc) {
+    const int4 *xp = reinterpret_cast<const int4 *>(xq + b * 32);
+    int4 xa = __ldg(xp), xb = __ldg(xp + 1);
+    int2 m = __ldg(xm + b);
+    float dx = ok ? __int_as_float(m.x) : 0.0f;
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+        float d = __half2float(__ushort_as_half(dh[r])) * dx;
+        acc[r] = fmaf(d, (float)q4r_dot(q[r], xa, xb, m.y), acc[r]);
+    }
+}
+
+/* Launched with programmatic dependent launch (LMX_CUDA_PDL, on by
+ * default), this grid may start while q4r_quantize_k still runs: it issues
+ * its first round of weight loads (which do not depend on x), then waits
+ * for the quantized x (griddepcontrol.wait; a no-op for a plain launch). */
 template <int R>
 __global__ void __launch_bounds__(Q4R_WARPS * 32)
     gemv_q4r_k(float *__restrict__ out, const int8_t *__restrict__ xq, const int2 *__restrict__ xm,
@@ -211,46 +264,32 @@ __global__ void __launch_bounds__(Q4R_WARPS * 32)
     float acc[R];
 #pragma unroll
     for (int r = 0; r < R; r++) acc[r] = 0.0f;
-    if (row0 < N) {
-        const uint4 *wq[R];
-        const unsigned short *wd[R];
+    bool live = row0 < N && r0 < r1;
+    const uint4 *wq[R];
+    const unsigned short *wd[R];
+    uint4 q[R];
+    unsigned short dh[R];
+    int64_t b = r0 * 32 + lane;
+    bool ok = b < nb; /* the last round of a K that is not a multiple of 1024 */
+    if (live) {
 #pragma unroll
         for (int r = 0; r < R; r++) { /* rows past N read row N-1 (their sums are not written) */
             const uint8_t *p = w + (size_t)(row0 + r < N ? row0 + r : N - 1) * row_bytes;
             wq[r] = reinterpret_cast<const uint4 *>(p);
             wd[r] = reinterpret_cast<const unsigned short *>(p + 16 * nb);
         }
+        q4r_load<R>(wq, wd, ok ? b : nb - 1, q, dh);
+    }
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+    if (live) {
+        q4r_math<R>(q, dh, xq, xm, ok ? b : nb - 1, ok, acc);
 #pragma unroll 2
-        for (int64_t rd = r0; rd < r1; rd++) {
-            int64_t b = rd * 32 + lane;
-            bool ok = b < nb; /* the last round of a K that is not a multiple of 1024 */
+        for (int64_t rd = r0 + 1; rd < r1; rd++) {
+            b = rd * 32 + lane;
+            ok = b < nb;
             if (!ok) b = nb - 1;
-            uint4 q[R];
-            unsigned short dh[R];
-#pragma unroll
-            for (int r = 0; r < R; r++) {
-                q[r] = ld_stream(wq[r] + b);
-                dh[r] = __ldg(wd[r] + b);
-            }
-            const int4 *xp = reinterpret_cast<const int4 *>(xq + b * 32);
-            int4 xa = __ldg(xp), xb = __ldg(xp + 1);
-            int2 m = __ldg(xm + b);
-            float dx = ok ? __int_as_float(m.x) : 0.0f;
-#pragma unroll
-            for (int r = 0; r < R; r++) {
-                const uint32_t M4 = 0x0F0F0F0Fu;
-                int dot = -m.y;
-                dot = __dp4a((int)(q[r].x & M4), xa.x, dot);
-                dot = __dp4a((int)((q[r].x >> 4) & M4), xb.x, dot);
-                dot = __dp4a((int)(q[r].y & M4), xa.y, dot);
-                dot = __dp4a((int)((q[r].y >> 4) & M4), xb.y, dot);
-                dot = __dp4a((int)(q[r].z & M4), xa.z, dot);
-                dot = __dp4a((int)((q[r].z >> 4) & M4), xb.z, dot);
-                dot = __dp4a((int)(q[r].w & M4), xa.w, dot);
-                dot = __dp4a((int)((q[r].w >> 4) & M4), xb.w, dot);
-                float d = __half2float(__ushort_as_half(dh[r])) * dx;
-                acc[r] = fmaf(d, (float)dot, acc[r]);
-            }
+            q4r_load<R>(wq, wd, b, q, dh);
+            q4r_math<R>(q, dh, xq, xm, b, ok, acc);
         }
     }
     qg_finish<R>(red, acc, out, bias, bdt, N, row0, S);
@@ -264,13 +303,148 @@ static int q4r_split(const lmx_cuda_ctx *c, int64_t groups, int64_t rounds) {
     return S;
 }
 
+/* LMX_CUDA_PDL=0: plain launches (A/B); read once. */
+static bool q4r_pdl(void) {
+    static int on = -1;
+    if (on < 0) {
+        const char *e = getenv("LMX_CUDA_PDL");
+        on = !(e && !strcmp(e, "0"));
+    }
+    return on != 0;
+}
+
+/* kern<<<grid, Q4R_WARPS·32>>>(args) on c's stream, with programmatic
+ * stream serialization when q4r_pdl(): the grid may start before the
+ * previous kernel (the x quantizer) ends and waits for it inside. */
+template <typename... P, typename... A>
+static lmx_status q4r_launch_pdl(lmx_cuda_ctx *c, void (*kern)(P...), unsigned grid, A... args) {
+    if (!q4r_pdl()) {
+        kern<<<grid, Q4R_WARPS * 32, 0, c->stream>>>(args...);
+        return cuda_launched("q4_0 gemv");
+    }
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3(grid);
+    cfg.blockDim = dim3(Q4R_WARPS * 32);
+    cfg.stream = c->stream;
+    cudaLaunchAttribute at[1];
+    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = at;
+    cfg.numAttrs = 1;
+    return cuda_check(cudaLaunchKernelEx(&cfg, kern, ((P)args)...), "q4_0 gemv (programmatic launch)");
+}
+
 template <int R>
-static void q4r_launch(lmx_cuda_ctx *c, const cuda_qw *qw, float *out, const int8_t *xq, const int2 *xm,
-                       const void *bias, int bdt) {
+static lmx_status q4r_launch(lmx_cuda_ctx *c, const cuda_qw *qw, float *out, const int8_t *xq, const int2 *xm,
+                             const void *bias, int bdt) {
     int64_t N = qw->N, nb = qw->K / 32, groups = (N + R - 1) / R;
     int S = q4r_split(c, groups, (nb + 31) / 32);
-    dim3 grid((unsigned)((groups + Q4R_WARPS / S - 1) / (Q4R_WARPS / S)));
-    gemv_q4r_k<R><<<grid, Q4R_WARPS * 32, 0, c->stream>>>(out, xq, xm, qw->w, qw->row_bytes, N, nb, bias, bdt, S);
+    unsigned grid = (unsigned)((groups + Q4R_WARPS / S - 1) / (Q4R_WARPS / S));
+    return q4r_launch_pdl(c, gemv_q4r_k<R>, grid, out, xq, xm, qw->w, qw->row_bytes, N, nb, bias, bdt, S);
+}
+
+/* ---- MLX affine 4-bit with int8 x (opt-in: LMX_CUDA_MLX_INT8=1) ---------
+ * Not the default: MLX models are checked against mlx-lm at f32-x
+ * tolerances. The same scheme as Q4_0: a 16-byte MLX vector is 32
+ * consecutive weights = one int8 x block; x is quantized in q4r_perm order
+ * so that an MLX word's low nibbles (elements 0,2,4,6) and high nibbles
+ * (1,3,5,7) each dot 4 consecutive int8 x. Per vector of row r:
+ * dx·(s·Σ q·xq + b·Σ xq), with s, b the vector's group scale and bias.
+ * Error: x's rounding only (|Δx| <= dx/2 per element, as Q4_0's int8 x). */
+template <int R, typename Ts>
+__global__ void __launch_bounds__(Q4R_WARPS * 32)
+    gemv_mlx4_q8_k(float *__restrict__ out, const int8_t *__restrict__ xq, const int2 *__restrict__ xm,
+                   const uint4 *__restrict__ w, const Ts *__restrict__ sc, const Ts *__restrict__ bi, int64_t N,
+                   int64_t nb, int vpg_shift, const void *bias, int bdt, int S) {
+    __shared__ float red[Q4R_WARPS][R];
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    int64_t row0 = ((int64_t)blockIdx.x * (Q4R_WARPS / S) + warp / S) * R;
+    int ks = warp % S;
+    int64_t nrd = (nb + 31) / 32, r0 = nrd * ks / S, r1 = nrd * (ks + 1) / S, G = nb >> vpg_shift;
+    float acc[R];
+#pragma unroll
+    for (int r = 0; r < R; r++) acc[r] = 0.0f;
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+    if (row0 < N) {
+        int64_t rows[R];
+#pragma unroll
+        for (int r = 0; r < R; r++) rows[r] = row0 + r < N ? row0 + r : N - 1;
+#pragma unroll 2
+        for (int64_t rd = r0; rd < r1; rd++) {
+            int64_t b = rd * 32 + lane;
+            bool ok = b < nb;
+            if (!ok) b = nb - 1;
+            uint4 q[R];
+            float s[R], bb[R];
+#pragma unroll
+            for (int r = 0; r < R; r++) {
+                q[r] = ld_stream(w + rows[r] * nb + b);
+                s[r] = ldf(sc, rows[r] * G + (b >> vpg_shift));
+                bb[r] = bi ? ldf(bi, rows[r] * G + (b >> vpg_shift)) : 0.0f;
+            }
+            const int4 *xp = reinterpret_cast<const int4 *>(xq + b * 32);
+            int4 xa = __ldg(xp), xb = __ldg(xp + 1);
+            int2 m = __ldg(xm + b);
+            float dx = ok ? __int_as_float(m.x) : 0.0f, sx = (float)(m.y >> 3);
+            const uint32_t M4 = 0x0F0F0F0Fu;
+#pragma unroll
+            for (int r = 0; r < R; r++) {
+                int dot = 0;
+                dot = __dp4a((int)(q[r].x & M4), xa.x, dot);
+                dot = __dp4a((int)((q[r].x >> 4) & M4), xa.y, dot);
+                dot = __dp4a((int)(q[r].y & M4), xa.z, dot);
+                dot = __dp4a((int)((q[r].y >> 4) & M4), xa.w, dot);
+                dot = __dp4a((int)(q[r].z & M4), xb.x, dot);
+                dot = __dp4a((int)((q[r].z >> 4) & M4), xb.y, dot);
+                dot = __dp4a((int)(q[r].w & M4), xb.z, dot);
+                dot = __dp4a((int)((q[r].w >> 4) & M4), xb.w, dot);
+                acc[r] = fmaf(dx, fmaf(s[r], (float)dot, bb[r] * sx), acc[r]);
+            }
+        }
+    }
+    qg_finish<R>(red, acc, out, bias, bdt, N, row0, S);
+}
+
+template <int R, typename Ts>
+static lmx_status mlx4_q8_launch(lmx_cuda_ctx *c, const cuda_qw *qw, float *out, const int8_t *xq, const int2 *xm,
+                                 const void *bias, int bdt, int vpg_shift) {
+    int64_t N = qw->N, nb = qw->K / 32, groups = (N + R - 1) / R;
+    int S = q4r_split(c, groups, (nb + 31) / 32);
+    unsigned grid = (unsigned)((groups + Q4R_WARPS / S - 1) / (Q4R_WARPS / S));
+    return q4r_launch_pdl(c, gemv_mlx4_q8_k<R, Ts>, grid, out, xq, xm, reinterpret_cast<const uint4 *>(qw->w),
+                          (const Ts *)qw->sc, (const Ts *)qw->bi, N, nb, vpg_shift, bias, bdt, S);
+}
+
+bool cuda_gemv_mlx4_q8(lmx_cuda_ctx *c, const cuda_qw *qw, float *out, const float *x, const void *bias, int bdt,
+                       lmx_status *st) {
+    static int on = -1;
+    if (on < 0) {
+        const char *e = getenv("LMX_CUDA_MLX_INT8");
+        on = e && *e && strcmp(e, "0") != 0;
+    }
+    *st = LMX_OK;
+    if (!on || qw->dt != LMX_MLX_Q4 || qw->K % 32 || qw->group < 32 || (qw->group & (qw->group - 1)) ||
+        (qw->sdt != LMX_BF16 && qw->sdt != LMX_F16) || ((uintptr_t)qw->w & 15))
+        return false;
+    int64_t K = qw->K, nb = K / 32;
+    int vpg_shift = 0;
+    while ((32 << vpg_shift) < qw->group) vpg_shift++;
+    size_t qbytes = ((size_t)K + 15) & ~(size_t)15;
+    void *scr;
+    *st = cuda_scratch(c, qbytes + (size_t)nb * sizeof(int2), &scr);
+    if (*st) return true;
+    int8_t *xq = (int8_t *)scr;
+    int2 *xm = (int2 *)((char *)scr + qbytes);
+    q4r_quantize_k<<<(unsigned)((nb + Q4R_WARPS - 1) / Q4R_WARPS), Q4R_WARPS * 32, 0, c->stream>>>(x, xq, xm, nb, true);
+    *st = cuda_launched("mlx 4-bit gemv: quantize x");
+    if (*st) return true;
+    int R = c->qgemv_rows ? c->qgemv_rows : qw->N * K >= (int64_t)16 << 20 ? 8 : 2;
+    bool bf = qw->sdt == LMX_BF16;
+    if (R == 8) *st = bf ? mlx4_q8_launch<8, __nv_bfloat16>(c, qw, out, xq, xm, bias, bdt, vpg_shift)
+                         : mlx4_q8_launch<8, __half>(c, qw, out, xq, xm, bias, bdt, vpg_shift);
+    else *st = bf ? mlx4_q8_launch<2, __nv_bfloat16>(c, qw, out, xq, xm, bias, bdt, vpg_shift)
+                  : mlx4_q8_launch<2, __half>(c, qw, out, xq, xm, bias, bdt, vpg_shift);
+    return true;
 }
 
 /* ---- f32-x GEMV (M <= 8, and M = 1 with LMX_INT8_ACT=0) ------------------ */
@@ -341,13 +515,16 @@ lmx_status cuda_gemv_q4r(lmx_cuda_ctx *c, const cuda_qw *qw, float *out, const f
         LMX_TRY(cuda_scratch(c, qbytes + (size_t)nb * sizeof(int2), &scr));
         int8_t *xq = (int8_t *)scr;
         int2 *xm = (int2 *)((char *)scr + qbytes);
-        q4r_quantize_k<<<(unsigned)((nb + Q4R_WARPS - 1) / Q4R_WARPS), Q4R_WARPS * 32, 0, c->stream>>>(x, xq, xm, nb);
+        q4r_quantize_k<<<(unsigned)((nb + Q4R_WARPS - 1) / Q4R_WARPS), Q4R_WARPS * 32, 0, c->stream>>>(x, xq, xm, nb,
+                                                                                                  false);
         LMX_TRY(cuda_launched("q4_0 gemv: quantize x"));
-        int R = c->qgemv_rows ? c->qgemv_rows : 4;
-        if (R == 8) q4r_launch<8>(c, qw, out, xq, xm, bias, bdt);
-        else if (R == 2) q4r_launch<2>(c, qw, out, xq, xm, bias, bdt);
-        else q4r_launch<4>(c, qw, out, xq, xm, bias, bdt);
-        return LMX_OK;
+        /* 8 rows a warp (16 loads of 16 bytes in flight a lane) from 8B q/o
+         * size up, 2 below (more warps for the short matrices): H200
+         * table in bench/cuda-notes.md */
+        int R = c->qgemv_rows ? c->qgemv_rows : N * K >= (int64_t)16 << 20 ? 8 : 2;
+        if (R == 8) return q4r_launch<8>(c, qw, out, xq, xm, bias, bdt);
+        if (R == 4) return q4r_launch<4>(c, qw, out, xq, xm, bias, bdt);
+        return q4r_launch<2>(c, qw, out, xq, xm, bias, bdt);
     }
     bool xvec = ((uintptr_t)x & 15) == 0 && (M == 1 || xs % 4 == 0);
     unsigned g = (unsigned)((N + Q4R_WARPS - 1) / Q4R_WARPS);

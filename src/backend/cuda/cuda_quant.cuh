@@ -506,6 +506,11 @@ lmx_status cuda_q4r_download(lmx_cuda_ctx *c, void *dst, const void *src, size_t
  * (dp4a) for M = 1 unless LMX_INT8_ACT=0, else f32 x. */
 lmx_status cuda_gemv_q4r(lmx_cuda_ctx *c, const cuda_qw *qw, float *out, const float *x, int M, int64_t xs,
                          int64_t os, const void *bias, int bdt);
+/* M = 1 from MLX affine 4-bit (bf16/f16 scales) with int8 x, opt-in
+ * (LMX_CUDA_MLX_INT8=1, cuda_qgemv_q4r.cu): false = not taken (nothing
+ * queued), true = queued or *st says why not. */
+bool cuda_gemv_mlx4_q8(lmx_cuda_ctx *c, const cuda_qw *qw, float *out, const float *x, const void *bias, int bdt,
+                       lmx_status *st);
 
 /* Shared by the GGUF decode GEMVs (cuda_qgemv_gguf.cu, cuda_qgemv_q8act.cu). */
 __device__ __forceinline__ uint32_t qg_u16(const uint8_t *p) {
