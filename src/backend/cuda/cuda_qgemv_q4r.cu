@@ -351,8 +351,48 @@ static lmx_status q4r_launch(lmx_cuda_ctx *c, const cuda_qw *qw, float *out, con
  * (1,3,5,7) each dot 4 consecutive int8 x. Per vector of row r:
  * dx·(s·Σ q·xq + b·Σ xq), with s, b the vector's group scale and bias.
  * Error: x's rounding only (|Δx| <= dx/2 per element, as Q4_0's int8 x). */
+/* Dot of one MLX 4-bit vector (32 weights; word t = elements 8t..8t+7,
+ * nibble e = element 8t+e) with int8 x in q4r_perm order. */
+__device__ __forceinline__ int mlx4_dot(uint4 q, int4 xa, int4 xb) {
+    const uint32_t M4 = 0x0F0F0F0Fu;
+    int dot = __dp4a((int)(q.x & M4), xa.x, 0);
+    dot = __dp4a((int)((q.x >> 4) & M4), xa.y, dot);
+    dot = __dp4a((int)(q.y & M4), xa.z, dot);
+    dot = __dp4a((int)((q.y >> 4) & M4), xa.w, dot);
+    dot = __dp4a((int)(q.z & M4), xb.x, dot);
+    dot = __dp4a((int)((q.z >> 4) & M4), xb.y, dot);
+    dot = __dp4a((int)(q.w & M4), xb.z, dot);
+    dot = __dp4a((int)((q.w >> 4) & M4), xb.w, dot);
+    return dot;
+}
+
+/* so[r]: row r's first group scale (a 32-bit index: the launch checks N·G) */
 template <int R, typename Ts>
-__global__ void __launch_bounds__(Q4R_WARPS * 32)
+__device__ __forceinline__ void mlx4_load(const uint4 *const *wq, const Ts *__restrict__ sc, const Ts *__restrict__ bi,
+                                          const int *so, int64_t b, int vpg_shift, uint4 *q, float *s, float *bb) {
+    int g = (int)(b >> vpg_shift);
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+        q[r] = ld_stream(wq[r] + b);
+        s[r] = ldf(sc, so[r] + g);
+        bb[r] = bi ? ldf(bi, so[r] + g) : 0.0f;
+    }
+}
+
+template <int R>
+__device__ __forceinline__ void mlx4_math(const uint4 *q, const float *s, const float *bb,
+                                          const int8_t *__restrict__ xq, const int2 *__restrict__ xm, int64_t b,
+                                          bool ok, float *acc) {
+    const int4 *xp = reinterpret_cast<const int4 *>(xq + b * 32);
+    int4 xa = __ldg(xp), xb = __ldg(xp + 1);
+    int2 m = __ldg(xm + b);
+    float dx = ok ? __int_as_float(m.x) : 0.0f, sx = (float)(m.y >> 3);
+#pragma unroll
+    for (int r = 0; r < R; r++) acc[r] = fmaf(dx, fmaf(s[r], (float)mlx4_dot(q[r], xa, xb), bb[r] * sx), acc[r]);
+}
+
+template <int R, typename Ts>
+__global__ void __launch_bounds__(Q4R_WARPS * 32, 2) /* <= 128 registers: 2 blocks an SM */
     gemv_mlx4_q8_k(float *__restrict__ out, const int8_t *__restrict__ xq, const int2 *__restrict__ xm,
                    const uint4 *__restrict__ w, const Ts *__restrict__ sc, const Ts *__restrict__ bi, int64_t N,
                    int64_t nb, int vpg_shift, const void *bias, int bdt, int S) {
@@ -364,42 +404,32 @@ __global__ void __launch_bounds__(Q4R_WARPS * 32)
     float acc[R];
 #pragma unroll
     for (int r = 0; r < R; r++) acc[r] = 0.0f;
+    bool live = row0 < N && r0 < r1;
+    const uint4 *wq[R];
+    int so[R];
+    uint4 q[R];
+    float s[R], bb[R];
+    int64_t b = r0 * 32 + lane;
+    bool ok = b < nb;
+    if (live) {
+#pragma unroll
+        for (int r = 0; r < R; r++) {
+            int64_t row = row0 + r < N ? row0 + r : N - 1;
+            wq[r] = w + row * nb;
+            so[r] = (int)(row * G);
+        }
+        mlx4_load<R, Ts>(wq, sc, bi, so, ok ? b : nb - 1, vpg_shift, q, s, bb);
+    }
     asm volatile("griddepcontrol.wait;" ::: "memory");
-    if (row0 < N) {
-        int64_t rows[R];
-#pragma unroll
-        for (int r = 0; r < R; r++) rows[r] = row0 + r < N ? row0 + r : N - 1;
+    if (live) {
+        mlx4_math<R>(q, s, bb, xq, xm, ok ? b : nb - 1, ok, acc);
 #pragma unroll 2
-        for (int64_t rd = r0; rd < r1; rd++) {
-            int64_t b = rd * 32 + lane;
-            bool ok = b < nb;
+        for (int64_t rd = r0 + 1; rd < r1; rd++) {
+            b = rd * 32 + lane;
+            ok = b < nb;
             if (!ok) b = nb - 1;
-            uint4 q[R];
-            float s[R], bb[R];
-#pragma unroll
-            for (int r = 0; r < R; r++) {
-                q[r] = ld_stream(w + rows[r] * nb + b);
-                s[r] = ldf(sc, rows[r] * G + (b >> vpg_shift));
-                bb[r] = bi ? ldf(bi, rows[r] * G + (b >> vpg_shift)) : 0.0f;
-            }
-            const int4 *xp = reinterpret_cast<const int4 *>(xq + b * 32);
-            int4 xa = __ldg(xp), xb = __ldg(xp + 1);
-            int2 m = __ldg(xm + b);
-            float dx = ok ? __int_as_float(m.x) : 0.0f, sx = (float)(m.y >> 3);
-            const uint32_t M4 = 0x0F0F0F0Fu;
-#pragma unroll
-            for (int r = 0; r < R; r++) {
-                int dot = 0;
-                dot = __dp4a((int)(q[r].x & M4), xa.x, dot);
-                dot = __dp4a((int)((q[r].x >> 4) & M4), xa.y, dot);
-                dot = __dp4a((int)(q[r].y & M4), xa.z, dot);
-                dot = __dp4a((int)((q[r].y >> 4) & M4), xa.w, dot);
-                dot = __dp4a((int)(q[r].z & M4), xb.x, dot);
-                dot = __dp4a((int)((q[r].z >> 4) & M4), xb.y, dot);
-                dot = __dp4a((int)(q[r].w & M4), xb.z, dot);
-                dot = __dp4a((int)((q[r].w >> 4) & M4), xb.w, dot);
-                acc[r] = fmaf(dx, fmaf(s[r], (float)dot, bb[r] * sx), acc[r]);
-            }
+            mlx4_load<R, Ts>(wq, sc, bi, so, b, vpg_shift, q, s, bb);
+            mlx4_math<R>(q, s, bb, xq, xm, b, ok, acc);
         }
     }
     qg_finish<R>(red, acc, out, bias, bdt, N, row0, S);
@@ -424,7 +454,8 @@ bool cuda_gemv_mlx4_q8(lmx_cuda_ctx *c, const cuda_qw *qw, float *out, const flo
     }
     *st = LMX_OK;
     if (!on || qw->dt != LMX_MLX_Q4 || qw->K % 32 || qw->group < 32 || (qw->group & (qw->group - 1)) ||
-        (qw->sdt != LMX_BF16 && qw->sdt != LMX_F16) || ((uintptr_t)qw->w & 15))
+        (qw->sdt != LMX_BF16 && qw->sdt != LMX_F16) || ((uintptr_t)qw->w & 15) ||
+        qw->N * (qw->K / qw->group) >= ((int64_t)1 << 31))
         return false;
     int64_t K = qw->K, nb = K / 32;
     int vpg_shift = 0;
