@@ -19,9 +19,10 @@
  * 1e-6 (the decoders round as the host converters do: expected 0).
  * MLX 4/8-bit, Q4_0 and Q6_K decode run through the default kernels and
  * again on backends started with LMX_CUDA_QGEMV=staged / old / r4 / r8.
- * Q4_0 with K % 256 == 0 runs in the repacked device layout
- * (cuda_qgemv_q4r.cu; its own checks: test_cuda_q4r.c); the int8 cases run
- * once more on the file layout (LMX_CUDA_Q4_REPACK=0).
+ * Q4_0 with K % 256 == 0 uploaded to an int8-x backend runs in the repacked
+ * device layout (cuda_qgemv_q4r.cu; its own checks, f32 x and M <= 8 too:
+ * test_cuda_q4r.c); the int8 cases run once more on the file layout
+ * (LMX_CUDA_Q4_REPACK=0). The f32-x backend here keeps the file layout.
  * Greedy pick (lmx_cuda_greedy): id, max, runner-up and non-finite count
  * exact, log-sum-exp within 2e-5 + 4e-7·|lse| (see greedy_case).
  * Exits 77 (ctest: skipped) with the reason when no CUDA device answers. */

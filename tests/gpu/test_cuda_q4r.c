@@ -1,7 +1,8 @@
 /* test_cuda_q4r.c - the repacked GGUF Q4_0 device layout (cuda_qgemv_q4r.cu).
  *
- * A Q4_0 weight with K % 256 == 0 is repacked on upload (unless
- * LMX_CUDA_Q4_REPACK=0). Checks, on fresh random weights (seed printed;
+ * A Q4_0 weight with K % 256 == 0 is repacked on upload (by default where
+ * the backend's decode takes int8 x; this test sets LMX_CUDA_Q4_REPACK=1,
+ * so the f32-x backend's uploads are repacked too). Checks, on fresh random weights (seed printed;
  * LMX_TEST_SEED=n repeats one):
  * - download gives back the uploaded bytes exactly: a whole weight, a row
  *   view, and a byte range that cuts rows at both ends;
@@ -175,7 +176,7 @@ static void t_fused(int64_t K) {
     lmx_array plain8[3];
     for (int i = 0; i < 3; i++)
         if (lmx_array_to_backend(gpu8, &plain8[i], &w[i])) die("upload");
-    unsetenv("LMX_CUDA_Q4_REPACK");
+    setenv("LMX_CUDA_Q4_REPACK", "1", 1);
     char what[128];
     for (int i = 0; i < 3; i++) {
         lmx_array x1 = Hf(1, K), x3 = Hf(3, K), x64 = Hf(64, K);
@@ -293,7 +294,7 @@ int main(void) {
     const char *seed = getenv("LMX_TEST_SEED");
     rng = seed ? strtoull(seed, NULL, 10) : (uint64_t)time(NULL) * 2654435761u;
     if (!rng) rng = 1;
-    unsetenv("LMX_CUDA_Q4_REPACK");
+    setenv("LMX_CUDA_Q4_REPACK", "1", 1); /* also on the f32-x backend (unset: only where int8 x is on) */
     setenv("LMX_CPU", "reference", 0);
     setenv("LMX_INT8_ACT", "0", 1);
     if (lmx_backend_create("cpu", 0, &cpu) || lmx_backend_create("cuda", 0, &gpu)) die("backend");

@@ -6,7 +6,8 @@
  * reads them as 16-bit loads: few bytes in flight per load, ~1.7 TB/s on the
  * 8B gate/up shape of a ~3.0 TB/s H100 (bench/cuda-notes.md).
  *
- * Layout ("repacked", LMX_CUDA_Q4_REPACK=0 keeps the file layout). A row of
+ * Layout ("repacked"; by default when the backend's decode takes int8 x,
+ * LMX_CUDA_Q4_REPACK=0 never, =1 always). A row of
  * K weights keeps its K/32·18 bytes and its offset, but holds
  *   bytes [0, 16·nb)          the nb = K/32 blocks' 16 nibble bytes, in block
  *                             order, each block's bytes as in the file (byte
@@ -107,8 +108,14 @@ __global__ void q4r_repack_k(uint8_t *w, int64_t rows, int64_t nb) {
 
 lmx_status cuda_q4r_relayout(lmx_cuda_ctx *c, const lmx_array *a) {
     if (a->dtype != LMX_Q4_0 || a->ndim < 1 || !lmx_array_is_contiguous(a)) return LMX_OK;
-    const char *e = getenv("LMX_CUDA_Q4_REPACK"); /* "0": keep the file layout (A/B) */
+    /* LMX_CUDA_Q4_REPACK: "0" never (the file layout, A/B), "1" always; unset:
+     * when this backend's decode takes int8 x (LMX_INT8_ACT, default on).
+     * With f32 x the file layout's lane kernels (cuda_qgemv_gguf.cu, split-K)
+     * beat the repacked layout's f32 kernel on short matrices (8B k/v 4.2 vs
+     * 13.9 us, bench/cuda-notes.md), so LMX_INT8_ACT=0 keeps them. */
+    const char *e = getenv("LMX_CUDA_Q4_REPACK");
     if (e && !strcmp(e, "0")) return LMX_OK;
+    if (!(e && !strcmp(e, "1")) && (!c->int8_act || c->qgemv_old || c->qgemv_staged)) return LMX_OK;
     int64_t K = a->shape[a->ndim - 1], n = lmx_array_numel(a);
     if (K <= 0 || K % 256 || n == 0 || ((uintptr_t)a->data & 15)) return LMX_OK;
     int64_t rows = n / K, nb = K / 32;
@@ -478,60 +485,88 @@ bool cuda_gemv_mlx4_q8(lmx_cuda_ctx *c, const cuda_qw *qw, float *out, const flo
     return true;
 }
 
-/* ---- f32-x GEMV (M <= 8, and M = 1 with LMX_INT8_ACT=0) ------------------ */
-
-/* One warp a row, a lane a block: d·Σ x·(q-8) per block, as the staged
- * kernel's QDecInt path rounds. Not tuned: batched decode and the A/B. */
-template <int MR>
+/* ---- f32-x GEMV (M <= 8: batched decode, speculative verify) --------------
+ * As the f32 lane kernel of the file layout (cuda_qgemv_gguf.cu): 4 lanes a
+ * block, lane j takes word j of its 16 nibble bytes (elements 4j.. and
+ * 16+4j..) and the float4s of x at 32b+4j and 32b+16+4j, so a warp's x load
+ * covers 8 whole blocks (8 lines), not 32 lanes × 128 scattered bytes; R
+ * rows a warp share the x loads. q - 8 exact (2^23 trick), d·Σx·q per lane
+ * and block, as the staged kernel's QDecInt path. */
+template <int MR, int R>
 __global__ void __launch_bounds__(Q4R_WARPS * 32)
     gemv_q4r_f32_k(float *__restrict__ out, const float *__restrict__ x, const uint8_t *__restrict__ w,
-                   size_t row_bytes, int64_t N, int64_t nb, int M, int64_t xs, int64_t os, const void *bias, int bdt,
-                   bool xvec) {
-    int lane = threadIdx.x & 31;
-    int64_t row = (int64_t)blockIdx.x * Q4R_WARPS + (threadIdx.x >> 5);
-    if (row >= N) return; /* whole warps */
-    const uint8_t *p = w + (size_t)row * row_bytes;
-    float acc[MR];
+                   size_t row_bytes, int64_t N, int64_t nb, int M, int64_t xs, int64_t os, const void *bias, int bdt) {
+    int lane = threadIdx.x & 31, j = lane & 3;
+    int64_t row0 = ((int64_t)blockIdx.x * Q4R_WARPS + (threadIdx.x >> 5)) * R;
+    if (row0 >= N) return; /* whole warps */
+    const uint8_t *p[R];
 #pragma unroll
-    for (int m = 0; m < MR; m++) acc[m] = 0.0f;
-    for (int64_t b = lane; b < nb; b += 32) {
-        uint4 q = ld_stream(reinterpret_cast<const uint4 *>(p) + b);
-        float d = q_f16(p + 16 * nb, (int)(2 * b)), v[32];
-        uint32_t wd[4] = {q.x, q.y, q.z, q.w};
+    for (int r = 0; r < R; r++) p[r] = w + (size_t)(row0 + r < N ? row0 + r : N - 1) * row_bytes;
+    float acc[R * MR];
 #pragma unroll
-        for (int j = 0; j < 4; j++)
+    for (int i = 0; i < R * MR; i++) acc[i] = 0.0f;
+#pragma unroll 2
+    for (int64_t b = lane >> 2; b < nb; b += 8) {
+        uint32_t wd[R];
+        float d[R];
 #pragma unroll
-            for (int k = 0; k < 4; k++) {
-                v[4 * j + k] = q_byte_f(wd[j] & 0x0F0F0F0Fu, k, 8.0f);
-                v[4 * j + k + 16] = q_byte_f((wd[j] >> 4) & 0x0F0F0F0Fu, k, 8.0f);
-            }
+        for (int r = 0; r < R; r++) {
+            wd[r] = __ldg(reinterpret_cast<const unsigned *>(p[r] + 16 * b + 4 * j));
+            d[r] = __half2float(__ushort_as_half(__ldg(reinterpret_cast<const unsigned short *>(p[r] + 16 * nb) + b)));
+        }
 #pragma unroll
         for (int m = 0; m < MR; m++) {
             if (m >= M) break;
-            const float *xm = x + m * xs + b * 32;
-            float dot = 0.0f;
-            if (xvec) {
+            const float4 *xp = reinterpret_cast<const float4 *>(x + m * xs + 32 * b + 4 * j);
+            float4 xa = __ldg(xp), xb = __ldg(xp + 4);
 #pragma unroll
-                for (int e = 0; e < 8; e++) {
-                    float4 a = __ldg(reinterpret_cast<const float4 *>(xm) + e);
-                    dot = fmaf(a.x, v[4 * e], dot);
-                    dot = fmaf(a.y, v[4 * e + 1], dot);
-                    dot = fmaf(a.z, v[4 * e + 2], dot);
-                    dot = fmaf(a.w, v[4 * e + 3], dot);
-                }
-            } else {
-#pragma unroll
-                for (int e = 0; e < 32; e++) dot = fmaf(__ldg(xm + e), v[e], dot);
+            for (int r = 0; r < R; r++) {
+                uint32_t lo = wd[r] & 0x0F0F0F0Fu, hi = (wd[r] >> 4) & 0x0F0F0F0Fu;
+                float s = xa.x * q_byte_f(lo, 0, 8.0f);
+                s = fmaf(xa.y, q_byte_f(lo, 1, 8.0f), s);
+                s = fmaf(xa.z, q_byte_f(lo, 2, 8.0f), s);
+                s = fmaf(xa.w, q_byte_f(lo, 3, 8.0f), s);
+                s = fmaf(xb.x, q_byte_f(hi, 0, 8.0f), s);
+                s = fmaf(xb.y, q_byte_f(hi, 1, 8.0f), s);
+                s = fmaf(xb.z, q_byte_f(hi, 2, 8.0f), s);
+                s = fmaf(xb.w, q_byte_f(hi, 3, 8.0f), s);
+                acc[r * MR + m] = fmaf(d[r], s, acc[r * MR + m]);
             }
-            acc[m] = fmaf(d, dot, acc[m]);
         }
     }
-    float bv = bias ? ld_any(bias, bdt, row) : 0.0f;
 #pragma unroll
-    for (int m = 0; m < MR; m++) {
-        if (m >= M) break;
-        float s = warp_sum(acc[m]);
-        if (lane == 0) out[m * os + row] = s + bv;
+    for (int r = 0; r < R; r++) {
+        float bv = bias && row0 + r < N ? ld_any(bias, bdt, row0 + r) : 0.0f;
+#pragma unroll
+        for (int m = 0; m < MR; m++) {
+            if (m >= M) break;
+            float sum = warp_sum(acc[r * MR + m]);
+            if (lane == 0 && row0 + r < N) out[m * os + row0 + r] = sum + bv;
+        }
+    }
+}
+
+/* x rows not 16-byte aligned (a strided view): one lane a block, scalar x
+ * (rare; correctness only). */
+__global__ void __launch_bounds__(Q4R_WARPS * 32)
+    gemv_q4r_f32_scalar_k(float *__restrict__ out, const float *__restrict__ x, const uint8_t *__restrict__ w,
+                          size_t row_bytes, int64_t N, int64_t nb, int M, int64_t xs, int64_t os, const void *bias,
+                          int bdt) {
+    int lane = threadIdx.x & 31;
+    int64_t row = (int64_t)blockIdx.x * Q4R_WARPS + (threadIdx.x >> 5);
+    if (row >= N) return;
+    const uint8_t *p = w + (size_t)row * row_bytes;
+    float bv = bias ? ld_any(bias, bdt, row) : 0.0f;
+    for (int m = 0; m < M; m++) {
+        float acc = 0.0f;
+        for (int64_t b = lane; b < nb; b += 32) {
+            float v[32];
+            q4r_piece<false>(p, nb, b, v);
+            const float *xm = x + m * xs + 32 * b;
+            for (int e = 0; e < 32; e++) acc = fmaf(__ldg(xm + e), v[e], acc);
+        }
+        acc = warp_sum(acc);
+        if (lane == 0) out[m * os + row] = acc + bv;
     }
 }
 
@@ -549,21 +584,31 @@ lmx_status cuda_gemv_q4r(lmx_cuda_ctx *c, const cuda_qw *qw, float *out, const f
         q4r_quantize_k<<<(unsigned)((nb + Q4R_WARPS - 1) / Q4R_WARPS), Q4R_WARPS * 32, 0, c->stream>>>(x, xq, xm, nb,
                                                                                                   false);
         LMX_TRY(cuda_launched("q4_0 gemv: quantize x"));
-        /* 8 rows a warp (16 loads of 16 bytes in flight a lane) from 8B q/o
-         * size up, 2 below (more warps for the short matrices): H200
-         * table in bench/cuda-notes.md */
-        int R = c->qgemv_rows ? c->qgemv_rows : N * K >= (int64_t)16 << 20 ? 8 : 2;
+        /* rows a warp by size (H200 table in bench/cuda-notes.md): 8 (16
+         * loads of 16 bytes in flight a lane) for the 8B gate/up and down,
+         * 4 for 1B gate/up / 8B q/o, 2 for the short matrices */
+        int R = c->qgemv_rows ? c->qgemv_rows : N * K >= (int64_t)32 << 20 ? 8 : N * K >= (int64_t)8 << 20 ? 4 : 2;
         if (R == 8) return q4r_launch<8>(c, qw, out, xq, xm, bias, bdt);
         if (R == 4) return q4r_launch<4>(c, qw, out, xq, xm, bias, bdt);
         return q4r_launch<2>(c, qw, out, xq, xm, bias, bdt);
     }
     bool xvec = ((uintptr_t)x & 15) == 0 && (M == 1 || xs % 4 == 0);
-    unsigned g = (unsigned)((N + Q4R_WARPS - 1) / Q4R_WARPS);
+    if (!xvec) {
+        unsigned g = (unsigned)((N + Q4R_WARPS - 1) / Q4R_WARPS);
+        gemv_q4r_f32_scalar_k<<<g, Q4R_WARPS * 32, 0, c->stream>>>(out, x, qw->w, qw->row_bytes, N, nb, M, xs, os,
+                                                                   bias, bdt);
+        return LMX_OK;
+    }
+    constexpr int R = 4;
+    unsigned g = (unsigned)((N + R * Q4R_WARPS - 1) / (R * Q4R_WARPS));
     if (M == 1)
-        gemv_q4r_f32_k<1><<<g, Q4R_WARPS * 32, 0, c->stream>>>(out, x, qw->w, qw->row_bytes, N, nb, M, xs, os, bias,
-                                                               bdt, xvec);
+        gemv_q4r_f32_k<1, R><<<g, Q4R_WARPS * 32, 0, c->stream>>>(out, x, qw->w, qw->row_bytes, N, nb, M, xs, os,
+                                                                  bias, bdt);
+    else if (M <= 4)
+        gemv_q4r_f32_k<4, R><<<g, Q4R_WARPS * 32, 0, c->stream>>>(out, x, qw->w, qw->row_bytes, N, nb, M, xs, os,
+                                                                  bias, bdt);
     else
-        gemv_q4r_f32_k<8><<<g, Q4R_WARPS * 32, 0, c->stream>>>(out, x, qw->w, qw->row_bytes, N, nb, M, xs, os, bias,
-                                                               bdt, xvec);
+        gemv_q4r_f32_k<8, R><<<g, Q4R_WARPS * 32, 0, c->stream>>>(out, x, qw->w, qw->row_bytes, N, nb, M, xs, os,
+                                                                  bias, bdt);
     return LMX_OK;
 }
