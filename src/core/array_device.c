@@ -44,6 +44,11 @@ lmx_status lmx_backend_sync(lmx_backend *b) {
     return LMX_OK;
 }
 
+lmx_status lmx_backend_relayout(lmx_backend *b, const lmx_array *a) {
+    if (b && b->buffers && b->buffers->relayout) return b->buffers->relayout(b, a);
+    return LMX_OK;
+}
+
 static void dev_free(void *owner, void *data) { lmx_backend_free_mem(owner, data); }
 
 lmx_status lmx_array_alloc_on(lmx_backend *b, lmx_array *a, lmx_dtype dt, int ndim, const int64_t *shape) {
@@ -82,6 +87,7 @@ lmx_status lmx_array_to_backend(lmx_backend *b, lmx_array *dst, const lmx_array 
     if (!lmx_array_is_contiguous(src)) return lmx_err(LMX_ERR_UNSUPPORTED, "upload: array is not contiguous");
     LMX_TRY(lmx_array_alloc_on(b, dst, src->dtype, src->ndim, src->shape));
     lmx_status s = lmx_backend_upload(b, dst->data, src->data, lmx_array_nbytes(src));
+    if (!s) s = lmx_backend_relayout(b, dst);
     if (s) lmx_array_release(dst);
     return s;
 }

@@ -34,6 +34,13 @@ typedef struct lmx_buffer_ops {
      * unknown). Device time without a synchronisation per node. */
     lmx_status (*mark)(struct lmx_backend *b, int slot);
     double (*mark_ms)(struct lmx_backend *b, int a, int z);
+    /* optional: called once after the bytes of device array a (a whole
+     * allocation: a weight, or a fused group of weights) are uploaded. The
+     * backend may re-lay its rows out in place for faster kernels (CUDA:
+     * GGUF Q4_0 with 16-byte aligned nibbles, cuda_qgemv_q4r.cu) as long as
+     * every row keeps its offset and size (row views stay valid), its
+     * kernels read the new layout and download gives back the stored one. */
+    lmx_status (*relayout)(struct lmx_backend *b, const lmx_array *a);
 } lmx_buffer_ops;
 
 
@@ -83,6 +90,9 @@ void lmx_backend_free_mem(lmx_backend *b, void *p);
 lmx_status lmx_backend_upload(lmx_backend *b, void *dst, const void *src, size_t bytes);
 lmx_status lmx_backend_download(lmx_backend *b, void *dst, const void *src, size_t bytes);
 lmx_status lmx_backend_sync(lmx_backend *b);
+/* The buffer op relayout for a freshly uploaded device array (no-op when the
+ * backend has none). lmx_array_to_backend calls it itself. */
+lmx_status lmx_backend_relayout(lmx_backend *b, const lmx_array *a);
 /* A zeroed contiguous array in b's memory (lmx_array_alloc on the host). */
 lmx_status lmx_array_alloc_on(lmx_backend *b, lmx_array *a, lmx_dtype dt, int ndim, const int64_t *shape);
 /* dst = a contiguous copy of host array src in b's memory (weights upload);

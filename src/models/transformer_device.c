@@ -117,6 +117,7 @@ static void up_group(uploader *u, lmx_linear **ls, int n) {
             r0 += v.shape[0];
             off += bytes;
         }
+        if (!u->st) u->st = lmx_backend_relayout(u->b, &cat); /* once, over the whole group */
         lmx_array_release(&cat); /* the views hold it */
     }
 }

@@ -187,7 +187,9 @@ static void bench_quant(const char *only) {
     for (size_t f = 0; f < sizeof BQ / sizeof *BQ; f++) {
         if (only && BQ[f].dt != LMX_MLX_Q4 && BQ[f].dt != LMX_MLX_Q8) continue;
         if (fmts && !strstr(fmts, BQ[f].label + (BQ[f].label[0] == 'g' ? 5 : 0))) continue;
+        const char *shp = getenv("BENCH_QSHAPE"); /* e.g. "8B gate/up": shapes whose label it contains (ncu) */
         for (size_t i = 0; i < sizeof sh / sizeof *sh; i++) {
+            if (shp && !strstr(sh[i].label, shp)) continue;
             char l[64];
             snprintf(l, sizeof l, "%s%s", sh[i].label, only ? only : "");
             bench_matmul_q(l, &BQ[f], 1, sh[i].N, sh[i].K);

@@ -20,6 +20,10 @@
  * 1e-6 (the decoders round as the host converters do: expected 0).
  * MLX 4/8-bit, Q4_0 and Q6_K decode run through the default kernels and
  * again on backends started with LMX_CUDA_QGEMV=staged / old / r4 / r8.
+ * Q4_0 with K % 256 == 0 uploaded to an int8-x backend runs in the repacked
+ * device layout (cuda_qgemv_q4r.cu; its own checks, f32 x and M <= 8 too:
+ * test_cuda_q4r.c); the int8 cases run once more on the file layout
+ * (LMX_CUDA_Q4_REPACK=0). The f32-x backend here keeps the file layout.
  * Greedy pick (lmx_cuda_greedy): id, max, runner-up and non-finite count
  * exact, log-sum-exp within 2e-5 + 4e-7·|lse| (see greedy_case).
  * Exits 77 (ctest: skipped) with the reason when no CUDA device answers. */
@@ -759,14 +763,16 @@ int main(void) {
         lmx_backend_free(other);
     }
     setenv("LMX_INT8_ACT", "1", 1);
-    for (int i = 0; i < 2; i++) {
-        if (i) setenv("LMX_CUDA_QGEMV", "r8", 1);
+    for (int i = 0; i < 3; i++) { /* i = 2: Q4_0 uploaded in the file layout (cuda_qgemv_q8act.cu) */
+        if (i == 1) setenv("LMX_CUDA_QGEMV", "r8", 1);
         else unsetenv("LMX_CUDA_QGEMV");
+        if (i == 2) setenv("LMX_CUDA_Q4_REPACK", "0", 1); /* read at each upload */
         lmx_backend *other;
         if (lmx_backend_create("cuda", 0, &other)) die("int8 backend");
-        t_int8_gemv_on(other, i ? " [r8]" : "");
+        t_int8_gemv_on(other, i == 1 ? " [r8]" : i == 2 ? " [file layout]" : "");
         lmx_backend_free(other);
     }
+    unsetenv("LMX_CUDA_Q4_REPACK");
     if (ia) setenv("LMX_INT8_ACT", ia, 1);
     else unsetenv("LMX_INT8_ACT");
     if (qg) setenv("LMX_CUDA_QGEMV", qg, 1);

@@ -65,7 +65,7 @@ static lmx_status dm_zero(lmx_backend *b, void *p, size_t bytes) {
     memset(p, 0, bytes);
     return LMX_OK;
 }
-static const lmx_buffer_ops devmem_ops = {false, dm_alloc, dm_free, dm_copy, dm_copy, dm_sync, NULL, dm_zero, NULL, NULL};
+static const lmx_buffer_ops devmem_ops = {false, dm_alloc, dm_free, dm_copy, dm_copy, dm_sync, NULL, dm_zero, NULL, NULL, NULL};
 
 /* The CPU backend with "device" memory (freed with lmx_backend_free). */
 static lmx_backend *devmem_backend(void) {

@@ -110,6 +110,7 @@ static void ctx_free(lmx_cuda_ctx *c, void *p) {
     if (!p) return;
     (void)cuda_flush(c);
     c->mem_in_use -= table_take(c->allocs, p);
+    cuda_q4r_forget(p); /* a repacked Q4_0 allocation (cuda_qgemv_q4r.cu) */
     cudaFree(p);
 }
 
@@ -172,11 +173,14 @@ static lmx_status buf_download(lmx_backend *b, void *dst, const void *src, size_
         LMX_TRY(cuda_check(cudaMemcpyAsync(c->dl, src, bytes, cudaMemcpyDeviceToHost, c->stream), "download"));
         LMX_TRY(stream_sync(c, "download"));
         memcpy(dst, c->dl, bytes);
-        return LMX_OK;
+        return cuda_q4r_download(c, dst, src, bytes); /* repacked Q4_0 back to the file layout */
     }
     LMX_TRY(cuda_check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, c->stream), "download"));
-    return stream_sync(c, "download");
+    LMX_TRY(stream_sync(c, "download"));
+    return cuda_q4r_download(c, dst, src, bytes);
 }
+
+static lmx_status buf_relayout(lmx_backend *b, const lmx_array *a) { return cuda_q4r_relayout(bctx(b), a); }
 
 static lmx_status buf_sync(lmx_backend *b) { return stream_sync(bctx(b), "sync"); }
 
@@ -213,6 +217,7 @@ static double buf_mark_ms(lmx_backend *b, int a, int z) {
 
 static const lmx_buffer_ops cuda_buffer_ops = {
     false, buf_alloc, buf_free, buf_upload, buf_download, buf_sync, buf_mem_peak, buf_zero, buf_mark, buf_mark_ms,
+    buf_relayout,
 };
 
 lmx_status cuda_scratch(lmx_cuda_ctx *c, size_t bytes, void **out) {
@@ -511,7 +516,7 @@ extern "C" lmx_status lmx_cuda_backend_create(lmx_backend **out) {
     c->qgemv_staged = qg && !strcmp(qg, "staged");
     c->qgemv_unfactored = qg && !strcmp(qg, "unfactored");
     c->qgemv_old = qg && !strcmp(qg, "old");
-    c->qgemv_rows = qg && !strcmp(qg, "r4") ? 4 : qg && !strcmp(qg, "r8") ? 8 : 0;
+    c->qgemv_rows = qg && !strcmp(qg, "r4") ? 4 : qg && !strcmp(qg, "r8") ? 8 : qg && !strcmp(qg, "r2") ? 2 : 0;
     const char *ia = getenv("LMX_INT8_ACT"); /* as the CPU backend: on unless "0" */
     c->int8_act = !(ia && !strcmp(ia, "0"));
     cuda_qgemv_mlx_init();

@@ -9,7 +9,8 @@
  * header is shared by its pieces); neither is on the decode path. The
  * dequantizer's bf16 leaves through shared memory as coalesced 16-byte
  * stores (8B 4096x14336 MLX 4-bit, exact: 2.52 -> 0.38 ms with the tile fix
- * in cuda_matmul.cu). */
+ * in cuda_matmul.cu). Repacked Q4_0 (qw.r4, cuda_qgemv_q4r.cu) decodes
+ * through q4r_piece: the same values from other offsets. */
 #include "backend/cuda/cuda_quant.cuh"
 
 #include <stdlib.h>
@@ -58,6 +59,7 @@ cuda_qw cuda_qw_of(const lmx_array *w, const lmx_array *sc, const lmx_array *bi,
     q.bi = bi ? bi->data : NULL;
     q.sdt = sc ? sc->dtype : 0;
     q.group = sc ? group : 0;
+    q.r4 = q.dt == LMX_Q4_0 && cuda_q4r_is(q.w, (size_t)q.N * q.row_bytes);
     return q;
 }
 
@@ -92,8 +94,11 @@ __global__ void __launch_bounds__(DQ_THREADS) dequant_bf16_k(cuda_qw qw, int64_t
         if (i < total) {
             int64_t r = i / P, pc = i - r * P;
             float v[32];
-            q_piece<DT, true>(w0 + r * qw.row_bytes + (pc / PPU) * UB, (int)(pc % PPU), qw.sc, qw.bi, qw.sdt, qw.group,
-                              n0 + r, qw.K, pc * 32, v);
+            if (DT == LMX_Q4_0 && qw.r4)
+                q4r_piece<true>(w0 + r * qw.row_bytes, P, pc, v);
+            else
+                q_piece<DT, true>(w0 + r * qw.row_bytes + (pc / PPU) * UB, (int)(pc % PPU), qw.sc, qw.bi, qw.sdt,
+                                  qw.group, n0 + r, qw.K, pc * 32, v);
             if (direct) { /* LMX_CUDA_DQ=direct: each thread stores its own 64 bytes (the earlier kernel; A/B) */
                 uint4 *h = reinterpret_cast<uint4 *>(hi + i * 32), *l = lo ? reinterpret_cast<uint4 *>(lo + i * 32) : NULL;
 #pragma unroll
@@ -164,7 +169,10 @@ __global__ void get_rows_q_k(float *out, cuda_qw qw, const int32_t *ids, int64_t
         float v[32];
         if (id >= 0 && id < qw.N) { /* out of range: zeros (the CPU kernel refuses) */
             const uint8_t *u = qw.w + id * qw.row_bytes + (pc / PPU) * UB;
-            q_piece<DT, true>(u, (int)(pc % PPU), qw.sc, qw.bi, qw.sdt, qw.group, id, qw.K, pc * 32, v);
+            if (DT == LMX_Q4_0 && qw.r4)
+                q4r_piece<true>(qw.w + id * qw.row_bytes, P, pc, v);
+            else
+                q_piece<DT, true>(u, (int)(pc % PPU), qw.sc, qw.bi, qw.sdt, qw.group, id, qw.K, pc * 32, v);
         } else {
 #pragma unroll
             for (int e = 0; e < 32; e++) v[e] = 0.0f;

@@ -382,6 +382,24 @@ template <> struct QDecInt<LMX_Q8_0> {
     }
 };
 
+/* Block b of a repacked Q4_0 row (cuda_qgemv_q4r.cu: the row's nb blocks of
+ * 16 nibble bytes, 16-byte aligned, then its nb f16 scales) as QDec<Q4_0>
+ * decodes it: the same bytes and arithmetic, only at other offsets. */
+template <bool X> LMX_QD void q4r_piece(const uint8_t *row, int64_t nb, int64_t b, float *v) {
+    float d = q_f16(row + 16 * nb, (int)(2 * b));
+    const uint8_t *qs = row + 16 * b;
+Q_UNROLL
+    for (int j = 0; j < 4; j++) {
+        uint32_t h = q_u32(qs, 4 * j);
+Q_UNROLL
+        for (int k = 0; k < 4; k++) {
+            uint32_t q = h >> (8 * k);
+            v[4 * j + k] = (q_i2f(q & 15) - 8.0f) * d;
+            v[4 * j + k + 16] = (q_i2f((q >> 4) & 15) - 8.0f) * d;
+        }
+    }
+}
+
 /* ---- MLX pieces: grid values, then scale (and bias) per group ---------------- */
 
 /* Grid value e (0..31) of a BITS-bit piece held in words w[BITS]. */
@@ -444,6 +462,7 @@ struct cuda_qw {
     size_t row_bytes;
     const void *sc, *bi; /* MLX: [N, K/group]; NULL for GGUF */
     int sdt, group;
+    bool r4; /* Q4_0 in the repacked row layout (cuda_qgemv_q4r.cu): nibbles first, then the scales */
 };
 
 /* Whether the device kernels take this weight (format, scales, group). */
@@ -473,6 +492,25 @@ bool cuda_gemv_gguf_q8act(lmx_cuda_ctx *c, const cuda_qw *qw, float *out, const 
 bool cuda_gemv_mlx_sx(lmx_cuda_ctx *c, const cuda_qw *qw, float *out, const float *x, const void *bias, int bdt);
 void cuda_qgemv_mlx_init(void);
 lmx_status cuda_get_rows_quant(lmx_cuda_ctx *c, const lmx_node *n);
+/* Repacked Q4_0 (cuda_qgemv_q4r.cu). relayout: the buffer op (repacks a
+ * freshly uploaded Q4_0 allocation in place unless LMX_CUDA_Q4_REPACK=0,
+ * and records it); is: whether bytes [p, p+bytes) lie in a recorded
+ * allocation at a row boundary; forget: an allocation is freed; download:
+ * host bytes just copied from device address src back to the stored
+ * layout (whole rows of a recorded allocation; others untouched). */
+lmx_status cuda_q4r_relayout(lmx_cuda_ctx *c, const lmx_array *a);
+bool cuda_q4r_is(const void *p, size_t bytes);
+void cuda_q4r_forget(const void *p);
+lmx_status cuda_q4r_download(lmx_cuda_ctx *c, void *dst, const void *src, size_t bytes);
+/* out[M,N] = x[M,K]·Wᵀ (+ bias) for repacked Q4_0 W and M <= 8: int8 x
+ * (dp4a) for M = 1 unless LMX_INT8_ACT=0, else f32 x. */
+lmx_status cuda_gemv_q4r(lmx_cuda_ctx *c, const cuda_qw *qw, float *out, const float *x, int M, int64_t xs,
+                         int64_t os, const void *bias, int bdt);
+/* M = 1 from MLX affine 4-bit (bf16/f16 scales) with int8 x, opt-in
+ * (LMX_CUDA_MLX_INT8=1, cuda_qgemv_q4r.cu): false = not taken (nothing
+ * queued), true = queued or *st says why not. */
+bool cuda_gemv_mlx4_q8(lmx_cuda_ctx *c, const cuda_qw *qw, float *out, const float *x, const void *bias, int bdt,
+                       lmx_status *st);
 
 /* Shared by the GGUF decode GEMVs (cuda_qgemv_gguf.cu, cuda_qgemv_q8act.cu). */
 __device__ __forceinline__ uint32_t qg_u16(const uint8_t *p) {

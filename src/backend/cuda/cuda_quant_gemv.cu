@@ -378,6 +378,9 @@ lmx_status cuda_gemv_quant(lmx_cuda_ctx *c, const lmx_node *n, const cuda_qw *qw
     bool direct = bits && xvec && !c->qgemv_staged && ((uintptr_t)qw->w & 15) == 0 && qw->group >= 128 / bits &&
                   (qw->group & (qw->group - 1)) == 0 &&
                   (qw->sdt == LMX_F32 || qw->sdt == LMX_F16 || qw->sdt == LMX_BF16);
+    lmx_status st;
+    if (M == 1 && cuda_gemv_mlx4_q8(c, qw, out, xd, bias, bdt, &st)) /* opt-in LMX_CUDA_MLX_INT8=1 */
+        return st ? st : cuda_launched("matmul (quantized gemv, mlx 4-bit, int8 x)");
     if (direct && M == 1 && cuda_gemv_mlx_sx(c, qw, out, xd, bias, bdt))
         return cuda_launched("matmul (quantized gemv, x in shared memory)");
     if (direct) {
@@ -392,7 +395,10 @@ lmx_status cuda_gemv_quant(lmx_cuda_ctx *c, const lmx_node *n, const cuda_qw *qw
         }
         return cuda_launched("matmul (quantized gemv)");
     }
-    lmx_status st;
+    if (qw->r4) { /* repacked Q4_0: its own kernels (cuda_qgemv_q4r.cu) */
+        LMX_TRY(cuda_gemv_q4r(c, qw, out, xd, (int)M, xs, os, bias, bdt));
+        return cuda_launched("matmul (quantized gemv, repacked q4_0)");
+    }
     if (M == 1 && cuda_gemv_gguf_q8act(c, qw, out, xd, bias, bdt, &st))
         return st ? st : cuda_launched("matmul (quantized gemv, int8 x)");
     if (M == 1 && xvec && cuda_gemv_gguf_lanes(c, qw, out, xd, bias, bdt))
