@@ -14,7 +14,7 @@
  *   CPU's int8 format);
  * - prefill (M = 64: dequantized tiles) on the repacked layout;
  * - the file layout (LMX_CUDA_Q4_REPACK=0) still takes the old kernels;
- * - the opt-in MLX 4-bit int8-x GEMV (LMX_CUDA_MLX_INT8=1) within its bound.
+ * - the MLX 4-bit int8-x GEMV (default with LMX_INT8_ACT; forced here by LMX_CUDA_MLX_INT8=1) within its bound.
  * Tolerances as test_cuda_ops: 1e-5 for f32 GEMVs/tiles, 1e-6 get_rows.
  * Exits 77 (ctest: skipped) when no CUDA device answers. */
 #include "backend/cuda/cuda.h"

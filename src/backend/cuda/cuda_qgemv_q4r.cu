@@ -350,7 +350,7 @@ static lmx_status q4r_launch(lmx_cuda_ctx *c, const cuda_qw *qw, float *out, con
     return q4r_launch_pdl(c, gemv_q4r_k<R>, grid, out, xq, xm, qw->w, qw->row_bytes, N, nb, bias, bdt, S);
 }
 
-/* ---- MLX affine 4-bit with int8 x (opt-in: LMX_CUDA_MLX_INT8=1) ---------
+/* ---- MLX affine 4-bit with int8 x (default with LMX_INT8_ACT; LMX_CUDA_MLX_INT8=0 off) ---
  * Not the default: MLX models are checked against mlx-lm at f32-x
  * tolerances. The same scheme as Q4_0: a 16-byte MLX vector is 32
  * consecutive weights = one int8 x block; x is quantized in q4r_perm order
@@ -454,11 +454,16 @@ static lmx_status mlx4_q8_launch(lmx_cuda_ctx *c, const cuda_qw *qw, float *out,
 
 bool cuda_gemv_mlx4_q8(lmx_cuda_ctx *c, const cuda_qw *qw, float *out, const float *x, const void *bias, int bdt,
                        lmx_status *st) {
-    static int on = -1;
-    if (on < 0) {
+    /* On with the backend's int8 x (LMX_INT8_ACT, default on), as the GGUF
+     * GEMVs: on CUDA quantized models already get rounded activations in
+     * prefill and goldens with a stated bound (tests/unit/golden.c);
+     * LMX_CUDA_MLX_INT8=0 keeps f32 x for MLX alone, =1 forces it. */
+    static int env = -2;
+    if (env == -2) {
         const char *e = getenv("LMX_CUDA_MLX_INT8");
-        on = e && *e && strcmp(e, "0") != 0;
+        env = e && *e ? strcmp(e, "0") != 0 : -1;
     }
+    bool on = env >= 0 ? env != 0 : c->int8_act;
     *st = LMX_OK;
     if (!on || qw->dt != LMX_MLX_Q4 || qw->K % 32 || qw->group < 32 || (qw->group & (qw->group - 1)) ||
         (qw->sdt != LMX_BF16 && qw->sdt != LMX_F16) || ((uintptr_t)qw->w & 15) ||

@@ -379,7 +379,7 @@ lmx_status cuda_gemv_quant(lmx_cuda_ctx *c, const lmx_node *n, const cuda_qw *qw
                   (qw->group & (qw->group - 1)) == 0 &&
                   (qw->sdt == LMX_F32 || qw->sdt == LMX_F16 || qw->sdt == LMX_BF16);
     lmx_status st;
-    if (M == 1 && cuda_gemv_mlx4_q8(c, qw, out, xd, bias, bdt, &st)) /* opt-in LMX_CUDA_MLX_INT8=1 */
+    if (M == 1 && cuda_gemv_mlx4_q8(c, qw, out, xd, bias, bdt, &st)) /* int8 x unless LMX_CUDA_MLX_INT8=0 / LMX_INT8_ACT=0 */
         return st ? st : cuda_launched("matmul (quantized gemv, mlx 4-bit, int8 x)");
     if (direct && M == 1 && cuda_gemv_mlx_sx(c, qw, out, xd, bias, bdt))
         return cuda_launched("matmul (quantized gemv, x in shared memory)");
