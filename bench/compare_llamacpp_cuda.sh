@@ -108,7 +108,7 @@ prep() {
       --outfile "$M/$sh-f16.gguf.tmp" > "$RES/convert_$sh.log" 2>&1 && mv "$M/$sh-f16.gguf.tmp" "$M/$sh-f16.gguf" \
       || { stamp "convert_hf_to_gguf failed:"; tail -15 "$RES/convert_$sh.log"; }
   fi
-  if [ ! -d "$M/$sh-mlx4" ]; then
+  if [ ! -d "$M/$sh-mlx4" ] && ! { [ "$sh" = llama-8b ] && [ -n "${SKIP_MLX8B:-}" ]; }; then
     stamp "lmx convert $sh to MLX 4-bit g64"
     "$LMX" convert --hf-path "$M/$sh" --mlx-path "$M/$sh-mlx4" -q --q-bits 4 --q-group-size 64 > "$RES/mlx4_$sh.log" 2>&1 \
       || { stamp "lmx convert failed"; tail -5 "$RES/mlx4_$sh.log"; rm -rf "$M/$sh-mlx4"; }
@@ -141,12 +141,19 @@ bench_shape() {
   sh=$1
   stamp "benchmarks $sh (nothing else running: $(pgrep -fc 'make_synthetic|convert_hf_to_gguf|llama-quantize|lmx convert') prep processes)"
   bench_cpp "$M/$sh-f16.gguf" "$sh-f16"
-  bench_lmx "$M/$sh-f16.gguf" "$sh-f16"
+  [ -n "${SKIP_LMX_F16:-}" ] || bench_lmx "$M/$sh-f16.gguf" "$sh-f16"
   bench_lmx "$M/$sh" "$sh-bf16"
-  bench_lmx "$M/$sh" "$sh-bf16-fastgemm" LMX_CUDA_FAST_GEMM=1
+  # the default rounds x once to bf16 in prefill (as llama.cpp / MLX); EXACT_TOO=1 adds the hi+lo mode
+  [ -n "${EXACT_TOO:-}" ] && bench_lmx "$M/$sh" "$sh-bf16-exact" LMX_CUDA_EXACT=1
   bench_cpp "$M/$sh-q4_0.gguf" "$sh-q4_0"
   bench_lmx "$M/$sh-q4_0.gguf" "$sh-q4_0"
   bench_lmx "$M/$sh-mlx4" "$sh-mlx4"
+}
+start_prep8b() { # 8B prep in its own session (setsid), so that it outlives this call on a warm machine
+  [ -f "$W/prep8b.started" ] && return
+  touch "$W/prep8b.started"
+  setsid nice -n 10 bash -c "$(declare -f prep stamp); R=$R W=$W M=$M RES=$RES LB=$LB LMX=$LMX SKIP_MLX8B=${SKIP_MLX8B:-}; \
+    export LD_LIBRARY_PATH=$LD_LIBRARY_PATH; prep llama-8b > $RES/prep8b.log 2>&1; touch $W/prep8b.done" < /dev/null > /dev/null 2>&1 &
 }
 
 [ $# -gt 0 ] || set -- build 1b
@@ -160,15 +167,14 @@ for ph in "$@"; do
       bpid=$!
       prep llama-1b
       # 8B prep goes on in its own session (setsid), so that it outlives this call
-      # on a warm machine; phase 8b waits for its flag
-      if [ ! -f "$W/prep8b.started" ]; then
-        touch "$W/prep8b.started"
-        setsid nice -n 10 bash -c "$(declare -f prep stamp); R=$R W=$W M=$M RES=$RES LB=$LB LMX=$LMX; \
-          export LD_LIBRARY_PATH=$LD_LIBRARY_PATH; prep llama-8b > $RES/prep8b.log 2>&1; touch $W/prep8b.done" < /dev/null > /dev/null 2>&1 &
-      fi
+      # on a warm machine; phase 8b waits for its flag. NO_PREP8B=1: not now
+      # (phase prep8b starts it later, e.g. after quiet 1B benchmarks)
+      [ -n "${NO_PREP8B:-}" ] || start_prep8b
       wait $bpid
       cat "$RES/build_phase.log"
       save ;;
+    prep8b)
+      start_prep8b; stamp "8B prep started in the background" ;;
     probes)
       stamp "probes"; python3 "$R/bench/gpu_compare/probes.py" "$RES/probes.$(date -u +%H%M%S).json" 2>&1 | tail -3; save ;;
     1b)
