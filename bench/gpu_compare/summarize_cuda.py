@@ -84,6 +84,7 @@ def main():
         rows = [("F16 GGUF", f"{shape}-f16", f"{shape}-f16"),
                 ("bf16 HF folder (lmx) vs F16 GGUF (llama.cpp)", f"{shape}-bf16", f"{shape}-f16"),
                 ("bf16 HF, LMX_CUDA_FAST_GEMM=1 vs F16 GGUF", f"{shape}-bf16-fastgemm", f"{shape}-f16"),
+                ("bf16 HF, LMX_CUDA_EXACT=1 vs F16 GGUF", f"{shape}-bf16-exact", f"{shape}-f16"),
                 ("Q4_0 GGUF", f"{shape}-q4_0", f"{shape}-q4_0"),
                 ("MLX 4-bit g64 (lmx) vs Q4_0 GGUF (llama.cpp)", f"{shape}-mlx4", f"{shape}-q4_0")]
         if not any(os.path.exists(os.path.join(d, f"{l}.lmx.json")) or
@@ -97,6 +98,8 @@ def main():
         for label, lname, cname in rows:
             _, _, lpp, ltg, lsize, peak = load(d, lname)
             cpp_pp, cpp_tg, _, _, csize, _ = load(d, cname)
+            if label != rows[0][0] and not lpp and not ltg:
+                continue  # an lmx variant this run did not measure
             def gbs(tg, size):
                 if not tg or not size:
                     return "-"
@@ -108,7 +111,8 @@ def main():
         if gm:
             fl = prefill_flops_per_token(SHAPES[shape])
             print(f"\nPrefill as a fraction of the measured GEMM rate ({gm:.0f} TFLOP/s; {fl / 1e9:.2f} GFLOP/token):")
-            for label, name, who in [("lmx bf16 (exact, default)", f"{shape}-bf16", "lmx"),
+            for label, name, who in [("lmx bf16 (default)", f"{shape}-bf16", "lmx"),
+                                     ("lmx bf16 LMX_CUDA_EXACT=1", f"{shape}-bf16-exact", "lmx"),
                                      ("lmx bf16 LMX_CUDA_FAST_GEMM=1", f"{shape}-bf16-fastgemm", "lmx"),
                                      ("lmx F16 GGUF", f"{shape}-f16", "lmx"),
                                      ("llama.cpp F16 GGUF", f"{shape}-f16", "cpp")]:
