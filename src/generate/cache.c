@@ -91,23 +91,17 @@ lmx_status lmx_cache_check(const lmx_model *m, const lmx_cache *c) {
 }
 
 lmx_status lmx_cache_run(lmx_model *m, lmx_cache *c, const int32_t *tokens, size_t n, int step,
-                         void (*progress)(size_t, size_t, void *), void *user, float *logits) {
+                         void (*progress)(size_t, size_t, void *), void *user, bool last_progress, float *logits) {
     LMX_TRY(lmx_cache_check(m, c));
     if (step <= 0) step = 2048;
-    float *tmp = NULL;
-    if (!logits) { /* the forward pass always writes the last row's logits */
-        tmp = malloc((size_t)m->tf.hp.n_vocab * sizeof *tmp);
-        if (!tmp) return lmx_err(LMX_ERR_NOMEM, "out of memory");
-        logits = tmp;
-    }
-    lmx_status s = LMX_OK;
-    for (size_t i = 0; i < n && !s; i += (size_t)step) {
+    for (size_t i = 0; i < n; i += (size_t)step) {
         int64_t T = (int64_t)(n - i) < step ? (int64_t)(n - i) : step;
-        s = lmx_transformer_forward(&m->ex, &m->tf, &c->kv, &m->scratch, tokens + i, T, false, logits);
-        if (!s && progress) progress(i + (size_t)T, n, user);
+        bool last = i + (size_t)T == n;
+        LMX_TRY(lmx_transformer_forward(&m->ex, &m->tf, &c->kv, &m->scratch, tokens + i, T, false,
+                                        last ? logits : NULL));
+        if (progress && (!last || last_progress)) progress(i + (size_t)T, n, user);
     }
-    free(tmp);
-    return s;
+    return LMX_OK;
 }
 
 static lmx_status check_ids(const lmx_model *m, const int32_t *ids, size_t n) {
@@ -122,13 +116,13 @@ lmx_status lmx_cache_prefill(lmx_model *m, lmx_cache *c, const int32_t *tokens, 
                              const lmx_generate_options *o) {
     LMX_TRY(check_ids(m, tokens, n));
     return lmx_cache_run(m, c, tokens, n, o ? o->prefill_step_size : 2048, o ? o->progress : NULL,
-                         o ? o->progress_user : NULL, NULL);
+                         o ? o->progress_user : NULL, true, NULL);
 }
 
 lmx_status lmx_cache_prefill_logits(lmx_model *m, lmx_cache *c, const int32_t *tokens, size_t n, float *logits) {
     if (n == 0) return lmx_err(LMX_ERR_INVALID_ARG, "prefill: no tokens");
     LMX_TRY(check_ids(m, tokens, n));
-    return lmx_cache_run(m, c, tokens, n, 2048, NULL, NULL, logits);
+    return lmx_cache_run(m, c, tokens, n, 2048, NULL, NULL, true, logits);
 }
 
 lmx_status lmx_cache_set_kv_bits(lmx_cache *c, int kv_bits, int kv_group_size, int quantized_kv_start) {

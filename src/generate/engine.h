@@ -37,10 +37,13 @@ struct lmx_cache {
 
 /* Checks that c belongs to m. */
 lmx_status lmx_cache_check(const lmx_model *m, const lmx_cache *c);
-/* Runs tokens[0..n) through the model into c in chunks; logits (V floats)
- * of the last token when logits != NULL. */
+/* Runs tokens[0..n) through the model into c in chunks of step; the last
+ * token's logits (V floats) into logits, or, when logits is NULL, left in
+ * the model's step scratch (where a device greedy pick reads them).
+ * progress(done, n) after each chunk; after the last one only when
+ * last_progress (generation reports n of n with its first token). */
 lmx_status lmx_cache_run(lmx_model *m, lmx_cache *c, const int32_t *tokens, size_t n, int step,
-                         void (*progress)(size_t, size_t, void *), void *user, float *logits);
+                         void (*progress)(size_t, size_t, void *), void *user, bool last_progress, float *logits);
 
 /* The decoding loop's token source (generate.c): one token per target
  * forward pass, or a speculative round (speculative.c) of up to K+1. */

@@ -209,22 +209,14 @@ static bool split_last_token(const lmx_gen_src *g, const lmx_generate_options *o
     return g->draft || o->max_tokens == 0 || kv->kind != LMX_KV_STANDARD || kv->kv_bits != 0;
 }
 
-/* The whole prompt in chunks of `step` tokens; the last chunk's last row
- * gives the first token (on the device, or its logits in g->lp). Progress
- * is reported per chunk but the last (the loop reports n of n with the
- * first token). */
+/* The whole prompt (lmx_cache_run's chunks); its last row gives the first
+ * token: picked on the device, or from its logits in g->lp. The loop
+ * reports n of n with that token, so the last chunk reports nothing. */
 static lmx_status prefill_first(lmx_gen_src *g, const int32_t *prompt, size_t n, const lmx_generate_options *o,
                                 int32_t *toks, bool *from_draft, int *count) {
     lmx_model *m = g->m;
-    size_t step = o->prefill_step_size > 0 ? (size_t)o->prefill_step_size : 2048;
-    for (size_t i = 0; i < n; i += step) {
-        int64_t T = (int64_t)(n - i < step ? n - i : step);
-        bool last = i + (size_t)T == n;
-        /* NULL: the logits row stays in the step scratch (device greedy pick, or not needed) */
-        float *lg = last && !g->device_greedy ? g->lp : NULL;
-        LMX_TRY(lmx_transformer_forward(&m->ex, &m->tf, &g->cache->kv, &m->scratch, prompt + i, T, false, lg));
-        if (!last && o->progress) o->progress(i + (size_t)T, n, o->progress_user);
-    }
+    LMX_TRY(lmx_cache_run(m, g->cache, prompt, n, o->prefill_step_size, o->progress, o->progress_user, false,
+                          g->device_greedy ? NULL : g->lp));
     bool decided = false;
     if (g->device_greedy) LMX_TRY(lmx_device_greedy(m, &toks[0], g->lp, &decided));
     return pick_token(g, decided, toks, from_draft, count);
@@ -322,9 +314,10 @@ lmx_status lmx_generate_stream(lmx_model *m, const int32_t *prompt, size_t n_pro
      * already hold a prefix); else the whole prompt, in the loop's first round. */
     if (split && n_prompt > 1)
         s = lmx_cache_run(m, g->cache, prompt, n_prompt - 1, o->prefill_step_size, o->progress, o->progress_user,
-                          g->lp);
+                          true, g->lp);
     if (split && !s && g->draft && n_prompt > 1)
-        s = lmx_cache_run(g->draft, g->dcache, prompt, n_prompt - 1, o->prefill_step_size, NULL, NULL, g->dlogits);
+        s = lmx_cache_run(g->draft, g->dcache, prompt, n_prompt - 1, o->prefill_step_size, NULL, NULL, true,
+                          g->dlogits);
     if (!s) {
         g->recent[g->n_recent++] = prompt[n_prompt - 1];
         g->tok = g->dy[0] = prompt[n_prompt - 1];

@@ -95,7 +95,7 @@ static void step_by_step(lmx_model *m) {
         return;
     }
     int decided_n = 0, wrong = 0, steps = 0;
-    lmx_status s = lmx_cache_run(m, c, prompt, 5, 512, NULL, NULL, NULL);
+    lmx_status s = lmx_cache_run(m, c, prompt, 5, 512, NULL, NULL, true, NULL);
     int32_t tok = prompt[5];
     for (; !s && steps < STEPS; steps++) {
         s = lmx_transformer_forward(&m->ex, &m->tf, &c->kv, &m->scratch, &tok, 1, false, NULL);

@@ -36,36 +36,6 @@
 #define GQ_MAX_CNT 4096
 __device__ unsigned int gqa_arrivals[GQ_MAX_CNT];
 
-template <typename T>
-__device__ __forceinline__ void unpack16(const uint4 &r, float *f);
-template <>
-__device__ __forceinline__ void unpack16<float>(const uint4 &r, float *f) {
-    f[0] = __uint_as_float(r.x);
-    f[1] = __uint_as_float(r.y);
-    f[2] = __uint_as_float(r.z);
-    f[3] = __uint_as_float(r.w);
-}
-template <>
-__device__ __forceinline__ void unpack16<__nv_bfloat16>(const uint4 &r, float *f) {
-    const uint32_t w[4] = {r.x, r.y, r.z, r.w};
-#pragma unroll
-    for (int i = 0; i < 4; i++) {
-        f[2 * i] = __uint_as_float(w[i] << 16);
-        f[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
-    }
-}
-template <>
-__device__ __forceinline__ void unpack16<__half>(const uint4 &r, float *f) {
-    const uint32_t w[4] = {r.x, r.y, r.z, r.w};
-#pragma unroll
-    for (int i = 0; i < 4; i++) {
-        __half2 h = *reinterpret_cast<const __half2 *>(&w[i]);
-        float2 v = __half22float2(h);
-        f[2 * i] = v.x;
-        f[2 * i + 1] = v.y;
-    }
-}
-
 template <typename T, int HD, int GT>
 __global__ void __launch_bounds__(GQ_WARPS * 32) attn_gqa_k(attn_args a, bool merge) {
     constexpr int E = 16 / (int)sizeof(T), LPR = HD / E, RPW = 32 / LPR, STEP = GQ_U * RPW;
@@ -105,7 +75,7 @@ __global__ void __launch_bounds__(GQ_WARPS * 32) attn_gqa_k(attn_args a, bool me
 #pragma unroll
         for (int u = 0; u < GQ_U; u++) {
             float kf[E];
-            unpack16<T>(kr[u], kf);
+            unpack16(kr[u], kf, (const T *)nullptr);
 #pragma unroll
             for (int g = 0; g < GT; g++) {
                 float d = 0.0f;
@@ -133,7 +103,7 @@ __global__ void __launch_bounds__(GQ_WARPS * 32) attn_gqa_k(attn_args a, bool me
 #pragma unroll
         for (int u = 0; u < GQ_U; u++) {
             float vf[E];
-            unpack16<T>(vr[u], vf);
+            unpack16(vr[u], vf, (const T *)nullptr);
 #pragma unroll
             for (int g = 0; g < GT; g++) {
                 float pe = expf(sc[u][g] - m[g]); /* 0 for rows past j1 */

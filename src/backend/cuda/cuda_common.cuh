@@ -152,6 +152,57 @@ __device__ __forceinline__ float block_max(float v, float *sh) {
     return warp_max(v);
 }
 
+/* 16 bytes of f32 / bf16 / f16 as floats (4 or 8; the conversions are exact).
+ * The pointer argument only picks the element type. */
+__device__ __forceinline__ void unpack16(const uint4 &u, float *f, const float *) {
+    f[0] = __uint_as_float(u.x);
+    f[1] = __uint_as_float(u.y);
+    f[2] = __uint_as_float(u.z);
+    f[3] = __uint_as_float(u.w);
+}
+__device__ __forceinline__ void unpack16(const uint4 &u, float *f, const __nv_bfloat16 *) {
+    const uint32_t w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        f[2 * i] = __uint_as_float(w[i] << 16);
+        f[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
+    }
+}
+__device__ __forceinline__ void unpack16(const uint4 &u, float *f, const __half *) {
+    const uint32_t w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        __half2 h = *reinterpret_cast<const __half2 *>(&w[i]);
+        float2 v = __half22float2(h);
+        f[2 * i] = v.x;
+        f[2 * i + 1] = v.y;
+    }
+}
+
+/* One RoPE rotation of the pair (x0, x1) at position pos: the plain rope
+ * kernel and the fused rope + KV write share it, so they agree bit for bit. */
+__device__ __forceinline__ void rope_pair(float pos, float freq, float ms, float x0, float x1, float *y0, float *y1) {
+    float sn, cs;
+    sincosf(pos * freq, &sn, &cs);
+    cs *= ms;
+    sn *= ms;
+    *y0 = x0 * cs - x1 * sn;
+    *y1 = x1 * cs + x0 * sn;
+}
+
+/* lmx_xq (cpu_qdot.c) for one block of 32 held one element a lane of a
+ * warp: d = amax/127 and q = rne(v·127/amax) with the CPU's IEEE
+ * operations, so q and d are bit-identical to the CPU's; a non-finite
+ * element makes d NaN and every q 0. Returns q, *db = d. */
+__device__ __forceinline__ int xq_lane(float v, float *db) {
+    float amax = warp_max(fabsf(v));
+    bool bad = __any_sync(0xffffffffu, !isfinite(v));
+    float d = __fdiv_rn(amax, 127.0f), id = amax > 0.0f ? __fdiv_rn(127.0f, amax) : 0.0f;
+    if (bad) d = __int_as_float(0x7fc00000), id = 0.0f;
+    *db = d;
+    return id != 0.0f ? __float2int_rn(__fmul_rn(v, id)) : 0;
+}
+
 /* Kernels (one entry per lmx_op; cuda_backend.c holds the table). */
 lmx_status lmx_cuda_get_rows(const lmx_node *n, lmx_pool *pool);
 lmx_status lmx_cuda_matmul(const lmx_node *n, lmx_pool *pool);

@@ -66,15 +66,10 @@ __global__ void rope_kv_k(float *q, float *k, const float *v, const float *inv_f
             int nh = isq ? H : Hkv;
             int64_t r = j / half;
             int kk = (int)(j - r * half);
-            float pos = (float)(pos0 + r / nh);
-            float sn, cs;
-            sincosf(pos * inv_freq[kk], &sn, &cs);
-            cs *= ms;
-            sn *= ms;
             float *x = isq ? q : k;
             int64_t a = r * hd + (trad ? 2 * kk : kk), b = r * hd + (trad ? 2 * kk + 1 : kk + half);
-            float x0 = x[a], x1 = x[b];
-            float y0 = x0 * cs - x1 * sn, y1 = x1 * cs + x0 * sn;
+            float y0, y1;
+            rope_pair((float)(pos0 + r / nh), inv_freq[kk], ms, x[a], x[b], &y0, &y1);
             x[a] = y0;
             x[b] = y1;
             if (!isq) {

@@ -34,31 +34,6 @@
 #define GEMV_WARPS 8
 #define GEMV_UNROLL 4
 
-__device__ __forceinline__ void unpack16(const uint4 &u, float *f, const float *) {
-    f[0] = __uint_as_float(u.x);
-    f[1] = __uint_as_float(u.y);
-    f[2] = __uint_as_float(u.z);
-    f[3] = __uint_as_float(u.w);
-}
-__device__ __forceinline__ void unpack16(const uint4 &u, float *f, const __nv_bfloat16 *) {
-    const uint32_t w[4] = {u.x, u.y, u.z, u.w};
-#pragma unroll
-    for (int i = 0; i < 4; i++) {
-        f[2 * i] = __uint_as_float(w[i] << 16);
-        f[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
-    }
-}
-__device__ __forceinline__ void unpack16(const uint4 &u, float *f, const __half *) {
-    const uint32_t w[4] = {u.x, u.y, u.z, u.w};
-#pragma unroll
-    for (int i = 0; i < 4; i++) {
-        __half2 h = *reinterpret_cast<const __half2 *>(&w[i]);
-        float2 v = __half22float2(h);
-        f[2 * i] = v.x;
-        f[2 * i + 1] = v.y;
-    }
-}
-
 /* A block of GEMV_WARPS warps covers GEMV_WARPS/S rows; the S warps of a row
  * split its K range (split-K inside the block, merged through shared
  * memory), so narrow matrices still put enough loads in flight. */

@@ -73,15 +73,11 @@ __global__ void rope_k(float *o, const float *x, const float *inv_freq, int64_t 
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
         int64_t r = i / half;
         int k = (int)(i - r * half);
-        float pos = (float)(pos0 + r / H);
-        float sn, cs;
-        sincosf(pos * inv_freq[k], &sn, &cs);
-        cs *= ms;
-        sn *= ms;
         int64_t a = r * hd + (trad ? 2 * k : k), b = r * hd + (trad ? 2 * k + 1 : k + half);
-        float x0 = x[a], x1 = x[b];
-        o[a] = x0 * cs - x1 * sn;
-        o[b] = x1 * cs + x0 * sn;
+        float y0, y1;
+        rope_pair((float)(pos0 + r / H), inv_freq[k], ms, x[a], x[b], &y0, &y1);
+        o[a] = y0;
+        o[b] = y1;
     }
     if (o != x) {
         int64_t pass = hd - dims, m = rows * pass;

@@ -40,6 +40,7 @@
  * in flight; S warps of a CTA split K when rows alone do not fill the SMs. */
 #include "backend/cuda/cuda_quant.cuh"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -53,8 +54,13 @@ typedef struct {
     size_t row_bytes; /* K/32 · 18 */
 } q4r_region;
 
+/* Process-wide, as device pointers are (any context may free or download
+ * an allocation; models may be loaded and run from several threads), so
+ * every access holds q4r_mu. A lookup scans a few hundred entries at most
+ * (one per repacked weight or fused group), once per launch outside graphs. */
 static q4r_region *q4r_tab;
 static size_t q4r_n, q4r_cap;
+static pthread_mutex_t q4r_mu = PTHREAD_MUTEX_INITIALIZER;
 
 static const q4r_region *q4r_find(uintptr_t p) {
     for (size_t i = 0; i < q4r_n; i++)
@@ -63,18 +69,25 @@ static const q4r_region *q4r_find(uintptr_t p) {
 }
 
 bool cuda_q4r_is(const void *p, size_t bytes) {
+    pthread_mutex_lock(&q4r_mu);
     const q4r_region *r = q4r_find((uintptr_t)p);
-    if (!r) return false;
-    size_t off = (uintptr_t)p - r->base;
-    return off % r->row_bytes == 0 && off + bytes <= r->bytes;
+    bool is = false;
+    if (r) {
+        size_t off = (uintptr_t)p - r->base;
+        is = off % r->row_bytes == 0 && off + bytes <= r->bytes;
+    }
+    pthread_mutex_unlock(&q4r_mu);
+    return is;
 }
 
 void cuda_q4r_forget(const void *p) {
+    pthread_mutex_lock(&q4r_mu);
     for (size_t i = 0; i < q4r_n; i++)
         if (q4r_tab[i].base == (uintptr_t)p) {
             q4r_tab[i] = q4r_tab[--q4r_n];
-            return;
+            break;
         }
+    pthread_mutex_unlock(&q4r_mu);
 }
 
 /* ---- repack (device, in place, one CTA a row) ---------------------------- */
@@ -122,22 +135,33 @@ lmx_status cuda_q4r_relayout(lmx_cuda_ctx *c, const lmx_array *a) {
     size_t rb = (size_t)nb * 18;
     if (rb > 48 * 1024) return LMX_OK; /* the repack holds a row in shared memory: K <= 87381 */
     if (a->buf && a->buf->data != a->data) return LMX_OK; /* a view: only whole allocations are recorded */
-    if (q4r_find((uintptr_t)a->data)) return LMX_OK;      /* already repacked: never twice */
+    pthread_mutex_lock(&q4r_mu);
+    lmx_status st = LMX_OK;
+    if (q4r_find((uintptr_t)a->data)) goto out; /* already repacked: never twice */
     if (q4r_n == q4r_cap) {
         size_t nc = q4r_cap ? 2 * q4r_cap : 64;
         q4r_region *t = (q4r_region *)realloc(q4r_tab, nc * sizeof *t);
-        if (!t) return lmx_err(LMX_ERR_NOMEM, "out of memory");
+        if (!t) {
+            st = lmx_err(LMX_ERR_NOMEM, "out of memory");
+            goto out;
+        }
         q4r_tab = t;
         q4r_cap = nc;
     }
-    unsigned g = (unsigned)(rows < 4 * (int64_t)c->n_sm ? rows : 4 * (int64_t)c->n_sm);
-    q4r_repack_k<<<g, 256, rb, c->stream>>>((uint8_t *)a->data, rows, nb);
-    LMX_TRY(cuda_launched("q4_0 repack"));
-    q4r_tab[q4r_n].base = (uintptr_t)a->data;
-    q4r_tab[q4r_n].bytes = (size_t)rows * rb;
-    q4r_tab[q4r_n].row_bytes = rb;
-    q4r_n++;
-    return LMX_OK;
+    {
+        unsigned g = (unsigned)(rows < 4 * (int64_t)c->n_sm ? rows : 4 * (int64_t)c->n_sm);
+        q4r_repack_k<<<g, 256, rb, c->stream>>>((uint8_t *)a->data, rows, nb);
+        st = cuda_launched("q4_0 repack");
+    }
+    if (!st) {
+        q4r_tab[q4r_n].base = (uintptr_t)a->data;
+        q4r_tab[q4r_n].bytes = (size_t)rows * rb;
+        q4r_tab[q4r_n].row_bytes = rb;
+        q4r_n++;
+    }
+out:
+    pthread_mutex_unlock(&q4r_mu);
+    return st;
 }
 
 /* ---- download: back to the file layout (host) ------------------------------ */
@@ -154,17 +178,24 @@ lmx_status cuda_q4r_download(lmx_cuda_ctx *c, void *dst, const void *src, size_t
     (void)c;
     uintptr_t s0 = (uintptr_t)src, s1 = s0 + bytes;
     uint8_t *tmp = NULL, *row = NULL;
+    size_t tmp_rb = 0;
     lmx_status st = LMX_OK;
+    pthread_mutex_lock(&q4r_mu);
     for (size_t i = 0; i < q4r_n && !st; i++) {
         const q4r_region *r = &q4r_tab[i];
         uintptr_t lo = s0 > r->base ? s0 : r->base, hi = s1 < r->base + r->bytes ? s1 : r->base + r->bytes;
         if (lo >= hi) continue;
         size_t rb = r->row_bytes, nb = rb / 18;
-        if (!tmp) {
-            tmp = (uint8_t *)malloc(2 * rb);
-            if (!tmp) return lmx_err(LMX_ERR_NOMEM, "out of memory");
-            row = tmp + rb;
+        if (rb > tmp_rb) { /* two rows of this region's width */
+            uint8_t *t = (uint8_t *)realloc(tmp, 2 * rb);
+            if (!t) {
+                st = lmx_err(LMX_ERR_NOMEM, "out of memory");
+                break;
+            }
+            tmp = t;
+            tmp_rb = rb;
         }
+        row = tmp + rb;
         for (size_t k = (lo - r->base) / rb; r->base + k * rb < hi; k++) {
             uintptr_t a = r->base + k * rb, z = a + rb; /* row k's device bytes */
             if (a >= s0 && z <= s1) { /* whole row in dst: in place */
@@ -180,6 +211,7 @@ lmx_status cuda_q4r_download(lmx_cuda_ctx *c, void *dst, const void *src, size_t
             }
         }
     }
+    pthread_mutex_unlock(&q4r_mu);
     free(tmp);
     return st;
 }
@@ -201,11 +233,8 @@ __global__ void q4r_quantize_k(const float *__restrict__ x, int8_t *__restrict__
     int64_t b = (int64_t)blockIdx.x * Q4R_WARPS + (threadIdx.x >> 5);
     if (b >= nb) return; /* whole warps leave together */
     float v = x[b * 32 + lane];
-    float amax = warp_max(fabsf(v));
-    bool bad = __any_sync(0xffffffffu, !isfinite(v));
-    float db = __fdiv_rn(amax, 127.0f), id = amax > 0.0f ? __fdiv_rn(127.0f, amax) : 0.0f;
-    if (bad) db = __int_as_float(0x7fc00000), id = 0.0f;
-    int qv = id != 0.0f ? __float2int_rn(__fmul_rn(v, id)) : 0;
+    float db;
+    int qv = xq_lane(v, &db);
     q[(b * 32 + (perm ? q4r_perm(lane) : lane))] = (int8_t)qv;
     int sum = qv;
 #pragma unroll

@@ -35,11 +35,8 @@ __global__ void q8a_quantize_k(const float *__restrict__ x, int8_t *__restrict__
     int64_t b = (int64_t)blockIdx.x * Q8A_WARPS + (threadIdx.x >> 5);
     if (b >= nb) return; /* whole warps leave together */
     float v = x[b * 32 + lane];
-    float amax = warp_max(fabsf(v));
-    bool bad = __any_sync(0xffffffffu, !isfinite(v));
-    float db = __fdiv_rn(amax, 127.0f), id = amax > 0.0f ? __fdiv_rn(127.0f, amax) : 0.0f;
-    if (bad) db = __int_as_float(0x7fc00000), id = 0.0f;
-    int qv = id != 0.0f ? __float2int_rn(__fmul_rn(v, id)) : 0;
+    float db;
+    int qv = xq_lane(v, &db);
     q[b * 32 + lane] = (int8_t)qv;
     if (lane == 0) d[b] = db;
 }
