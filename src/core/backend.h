@@ -13,6 +13,7 @@
 
 struct lmx_backend;
 struct lmx_optim_step_args; /* core/optim_step.h */
+struct lmx_dora_norm_args;  /* core/dora_norm.h */
 
 /* Device memory of a backend whose arrays live outside host memory (CUDA).
  * Every entry returns lmx_status with a message; none exits. alloc returns
@@ -65,6 +66,10 @@ typedef struct lmx_backend {
      * in the backend's memory (core/optim_step.h); NULL: the trainer
      * downloads gradients and updates on the host. */
     lmx_status (*optim_step)(struct lmx_backend *b, const struct lmx_optim_step_args *a);
+    /* Optional (device backends): DoRA's inverse row norms of a frozen
+     * weight plus scale·b·a, in the backend's memory (core/dora_norm.h);
+     * NULL: the trainer downloads the arrays and computes them on the host. */
+    lmx_status (*dora_norms)(struct lmx_backend *b, const struct lmx_dora_norm_args *a);
 } lmx_backend;
 
 /* Peak memory to report (mlx-lm's peak_memory): the device's peak for a

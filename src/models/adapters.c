@@ -204,6 +204,18 @@ static lmx_status add_lora(lmx_adapters *ad, int *cap, const amod *md, uint64_t 
     return init_lora(ad, md, seed, e);
 }
 
+/* a's elements as f32 into out; an array in device memory (a model moved
+ * to a GPU before its adapters were made) is downloaded first. */
+static lmx_status to_f32_any(const lmx_array *a, float *out) {
+    if (!a->buf || a->buf->kind != LMX_BUFFER_DEVICE) return lmx_array_to_f32(a, out);
+    lmx_array h;
+    LMX_TRY(lmx_array_alloc(&h, a->dtype, a->ndim, a->shape));
+    lmx_status st = lmx_array_download((lmx_backend *)a->buf->dev_owner, a, h.data);
+    if (!st) st = lmx_array_to_f32(&h, out);
+    lmx_array_release(&h);
+    return st;
+}
+
 /* f32 copy of arrays p[0..np) stacked by rows (row blocks of one tensor). */
 static lmx_status copy_rows(const char *name, lmx_array *const *p, int np, lmx_array *dst) {
     int64_t rows = 0;
@@ -222,7 +234,7 @@ static lmx_status copy_rows(const char *name, lmx_array *const *p, int np, lmx_a
     LMX_TRY(lmx_array_alloc(dst, LMX_F32, p[0]->ndim, shape));
     float *d = dst->data;
     for (int i = 0; i < np; i++) {
-        LMX_TRY(lmx_array_to_f32(p[i], d));
+        LMX_TRY(to_f32_any(p[i], d));
         d += lmx_array_numel(p[i]);
     }
     return LMX_OK;

@@ -416,5 +416,5 @@ const char *lmx_train_config_usage(void) {
            "fill what the command line leaves unset; lora_parameters, lr_schedule and optimizer_config are\n"
            "YAML-only). muon/adafactor, --report-to and Hugging Face dataset names are not supported.\n"
            "--device (lmx only; default auto = cuda when a GPU answers and the backend has vjp kernels):\n"
-           "LoRA/QLoRA train on CUDA; DoRA and full fine-tuning run on the CPU.\n";
+           "LoRA/QLoRA, DoRA and full fine-tuning train on CUDA; --test of saved adapters alone runs on the CPU.\n";
 }

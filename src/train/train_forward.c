@@ -9,6 +9,8 @@
  * the trainable copies), so their gradients come out of the tape. */
 #include "train/train_internal.h"
 
+#include "core/dora_norm.h"
+
 #include <math.h>
 #include <stdlib.h>
 
@@ -162,6 +164,51 @@ static lmx_status dora_norms(lmx_dora_cache *c, const lmx_linear *l, const lmx_l
     return LMX_OK;
 }
 
+/* A host copy of device array a (same dtype and shape, contiguous). */
+static lmx_status host_copy(lmx_backend *be, const lmx_array *a, lmx_array *h) {
+    memset(h, 0, sizeof *h);
+    if (lmx_array_empty(a)) return LMX_OK;
+    LMX_TRY(lmx_array_alloc(h, a->dtype, a->ndim, a->shape));
+    lmx_status st = lmx_array_download(be, a, h->data);
+    if (st) lmx_array_release(h);
+    return st;
+}
+
+/* inv = 1/‖W + s·b·a‖ per row, all in the device backend's memory: the
+ * backend's kernel (lmx_backend.dora_norms, recomputed at a checkpointed
+ * re-run: it is deterministic), or else W, a and b downloaded and the
+ * host's norms uploaded (a backend without the kernel; the host's exact
+ * arithmetic). */
+static lmx_status dora_inv_device(lmx_backend *be, const lmx_linear *l, const lmx_lora *lo, lmx_array *inv) {
+    if (be->dora_norms) {
+        lmx_dora_norm_args a = {&l->w, &l->scales, &l->biases, l->group_size, &lo->a, &lo->b, lo->scale, inv};
+        return be->dora_norms(be, &a);
+    }
+    int64_t N = l->w.shape[0];
+    lmx_array h[5]; /* host copies of w, scales, biases, a, b */
+    const lmx_array *src[5] = {&l->w, &l->scales, &l->biases, &lo->a, &lo->b};
+    memset(h, 0, sizeof h);
+    float *norm = malloc((size_t)(N ? N : 1) * sizeof *norm);
+    lmx_status st = norm ? LMX_OK : lmx_err(LMX_ERR_NOMEM, "out of memory");
+    for (int i = 0; i < 5 && !st; i++) st = host_copy(be, src[i], &h[i]);
+    if (!st) {
+        lmx_linear hl = *l;
+        lmx_lora hlo = *lo;
+        hl.w = h[0];
+        hl.scales = h[1];
+        hl.biases = h[2];
+        hlo.a = h[3];
+        hlo.b = h[4];
+        st = lmx_lora_dora_norms(&hl, &hlo, norm);
+    }
+    for (int64_t j = 0; !st && j < N; j++) norm[j] = 1.0f / norm[j];
+    if (!st) st = lmx_backend_upload(be, inv->data, norm, (size_t)N * sizeof *norm);
+    if (!st) st = lmx_backend_sync(be); /* the upload reads norm, freed below */
+    for (int i = 0; i < 5; i++) lmx_array_release(&h[i]);
+    free(norm);
+    return st;
+}
+
 /* ---- layers ---------------------------------------------------------------- */
 
 /* y = x·Wᵀ + b, or its LoRA / DoRA form (models/lora.h), recorded as
@@ -209,15 +256,14 @@ static lmx_array *tlinear(fwd *f, int li, int slot, const lmx_array *x, const lm
     RUN(f, lmx_add(f->ex, y, base, us));
     if (!dora) return y;
     /* f = m · (1/‖W + s·b·a‖): the norm is a constant (stop_gradient) */
-    if (on_device(f)) {
-        f->st = lmx_err(LMX_ERR_UNSUPPORTED, "train: DoRA on %s is not supported yet (use --device cpu)",
-                        f->ex->backend->name);
-        return y;
-    }
     lmx_array *inv = fresh(f, N, 0), *fac = fresh(f, N, 0), *yd = fresh(f, M, N);
-    RUN(f, dora_norms(f->b->dora, &l, lo, f->st ? NULL : inv->data));
-    if (!f->st)
-        for (int64_t j = 0; j < N; j++) ((float *)inv->data)[j] = 1.0f / ((float *)inv->data)[j];
+    if (on_device(f)) {
+        RUN(f, dora_inv_device(f->ex->backend, &l, lo, inv));
+    } else {
+        RUN(f, dora_norms(f->b->dora, &l, lo, f->st ? NULL : inv->data));
+        if (!f->st)
+            for (int64_t j = 0; j < N; j++) ((float *)inv->data)[j] = 1.0f / ((float *)inv->data)[j];
+    }
     RUN(f, lmx_mul(f->ex, fac, &lo->m, inv));
     RUN(f, lmx_mul(f->ex, yd, y, fac));
     if (lmx_array_empty(&l.b)) return yd;

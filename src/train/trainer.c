@@ -46,6 +46,12 @@ struct lmx_trainer {
     lmx_lora (*dev_views)[4]; /* [ad->n]: fused rows' views of dev */
     const lmx_lora *(*saved)[4]; /* [ad->n]: targets[k]->lora of the adapter set (host) */
     const lmx_lora *(*use)[4];   /* [ad->n]: the mirror targets[k] points at during a batch */
+    /* full fine-tuning: [ad->n][2]: the weight and bias mirrors; [ad->n][8]:
+     * per model slot (targets' w, b, or a norm's weight, bias), the view of
+     * the mirror bound during a batch and the model's array it replaces */
+    lmx_array (*full)[2];
+    lmx_array (*full_view)[8];
+    lmx_array (*full_saved)[8];
     lmx_array **gparams;  /* what the tape is asked for: params[i] or its mirror */
     float *tmp;           /* host copy of one downloaded gradient */
     int64_t *off;         /* [np]: element offset of parameter i in the flat arrays */
@@ -79,7 +85,15 @@ static void dev_release(lmx_trainer *t) {
     for (int i = 0; t->ad && i < t->ad->n; i++) {
         for (int k = 0; t->dev_views && k < 4; k++) lmx_lora_release(&t->dev_views[i][k]);
         if (t->dev) lmx_lora_release(&t->dev[i]);
+        for (int k = 0; t->full && k < 2; k++) lmx_array_release(&t->full[i][k]);
+        for (int k = 0; t->full_view && k < 8; k++) lmx_array_release(&t->full_view[i][k]);
     }
+    free(t->full);
+    free(t->full_view);
+    free(t->full_saved);
+    t->full = NULL;
+    t->full_view = NULL;
+    t->full_saved = NULL;
     free(t->dev);
     free(t->dev_views);
     free(t->saved);
@@ -108,9 +122,46 @@ static lmx_status up_copy(lmx_trainer *t, int k, lmx_array *dst, const lmx_array
     return lmx_backend_upload(t->backend, dst->data, src->data, lmx_array_nbytes(src));
 }
 
-/* Makes the device mirrors (dev_bind points the model's linears at them).
- * LoRA only: DoRA's norms and full fine-tuning read the base weights on
- * the host. */
+/* The model array of full fine-tuning slot s (0..7) of entry e, the
+ * mirror it takes a view of (0 weight, 1 bias) and that view's first row;
+ * NULL for a slot the entry does not have. */
+static lmx_array *full_slot(lmx_adapter_entry *e, int s, int *which, int64_t *r0) {
+    *which = s & 1;
+    *r0 = 0;
+    if (e->param) {
+        if (s > 1) return NULL;
+        return s ? e->param_bias : e->param;
+    }
+    if (s / 2 >= e->n_targets) return NULL;
+    *r0 = e->rows[s / 2];
+    return s & 1 ? &e->targets[s / 2]->b : &e->targets[s / 2]->w;
+}
+
+/* Full fine-tuning: mirrors of the trainable copies (parameters k, k+1)
+ * and the views of them that dev_bind swaps into the model's slots (as
+ * lmx_adapters_attach swaps in views of the host copies). */
+static lmx_status dev_setup_full(lmx_trainer *t, int i, int *k) {
+    lmx_adapter_entry *e = &t->ad->e[i];
+    lmx_array *src[2] = {&e->full, &e->full_bias};
+    for (int c = 0; c < 2; c++) {
+        if (lmx_array_empty(src[c])) continue;
+        LMX_TRY(up_copy(t, *k, &t->full[i][c], src[c]));
+        t->gparams[(*k)++] = &t->full[i][c];
+    }
+    for (int s = 0; s < 8; s++) {
+        int which;
+        int64_t r0;
+        lmx_array *slot = full_slot(e, s, &which, &r0);
+        const lmx_array *m = &t->full[i][which];
+        if (!slot || lmx_array_empty(slot) || lmx_array_empty(m)) continue;
+        int64_t row_elems = m->ndim == 2 ? m->shape[1] : 1;
+        LMX_TRY(lmx_array_view(&t->full_view[i][s], m, r0 * row_elems, slot->ndim, slot->shape));
+    }
+    return LMX_OK;
+}
+
+/* Makes the device mirrors (dev_bind points the model's linears at them):
+ * LoRA's a and b, DoRA's m, full fine-tuning's weight and bias copies. */
 static lmx_status dev_setup(lmx_trainer *t) {
     lmx_backend *b = t->backend;
     lmx_adapters *ad = t->ad;
@@ -124,7 +175,11 @@ static lmx_status dev_setup(lmx_trainer *t) {
     t->gparams = calloc((size_t)(t->np ? t->np : 1), sizeof *t->gparams);
     t->off = calloc((size_t)(t->np ? t->np : 1), sizeof *t->off);
     t->have = calloc((size_t)(t->np ? t->np : 1), sizeof *t->have);
-    if (!t->dev || !t->dev_views || !t->saved || !t->use || !t->gparams || !t->off || !t->have)
+    t->full = calloc((size_t)(n ? n : 1), sizeof *t->full);
+    t->full_view = calloc((size_t)(n ? n : 1), sizeof *t->full_view);
+    t->full_saved = calloc((size_t)(n ? n : 1), sizeof *t->full_saved);
+    if (!t->dev || !t->dev_views || !t->saved || !t->use || !t->gparams || !t->off || !t->have || !t->full ||
+        !t->full_view || !t->full_saved)
         return lmx_err(LMX_ERR_NOMEM, "out of memory");
     /* one flat array for all mirrors (lmx_train_params order), each
      * parameter at a 64-element boundary, and as many for the summed
@@ -147,22 +202,27 @@ static lmx_status dev_setup(lmx_trainer *t) {
     int k = 0;
     for (int i = 0; i < n; i++) {
         lmx_adapter_entry *e = &ad->e[i];
-        if (!lmx_array_empty(&e->lora.m))
-            return lmx_err(LMX_ERR_UNSUPPORTED, "train: %s: DoRA on %s is not supported yet (use --device cpu)", e->name,
-                           b->name);
-        if (!lmx_array_empty(&e->full) || !lmx_array_empty(&e->full_bias))
-            return lmx_err(LMX_ERR_UNSUPPORTED, "train: %s: full fine-tuning on %s is not supported yet (use --device cpu)",
-                           e->name, b->name);
+        if (!lmx_array_empty(&e->full) || !lmx_array_empty(&e->full_bias)) {
+            int k0 = k;
+            LMX_TRY(dev_setup_full(t, i, &k));
+            for (int j = k0; j < k; j++)
+                if (lmx_array_numel(t->gparams[j]) > most) most = lmx_array_numel(t->gparams[j]);
+            continue;
+        }
         lmx_lora *d = &t->dev[i];
+        bool dora = !lmx_array_empty(&e->lora.m);
         LMX_TRY(up_copy(t, k, &d->a, &e->lora.a));
         LMX_TRY(up_copy(t, k + !lmx_array_empty(&d->a), &d->b, &e->lora.b));
+        LMX_TRY(up_copy(t, k + !lmx_array_empty(&d->a) + !lmx_array_empty(&d->b), &d->m, &e->lora.m));
         d->scale = e->lora.scale;
         d->dropout = e->lora.dropout;
-        /* lmx_train_params order: a, b per entry */
-        if (!lmx_array_empty(&d->a)) t->gparams[k++] = &d->a;
-        if (!lmx_array_empty(&d->b)) t->gparams[k++] = &d->b;
-        if (!lmx_array_empty(&d->a) && lmx_array_numel(&d->a) > most) most = lmx_array_numel(&d->a);
-        if (!lmx_array_empty(&d->b) && lmx_array_numel(&d->b) > most) most = lmx_array_numel(&d->b);
+        /* lmx_train_params order: a, b, m per entry */
+        lmx_array *mine[3] = {&d->a, &d->b, &d->m};
+        for (int c = 0; c < 3; c++) {
+            if (lmx_array_empty(mine[c])) continue;
+            t->gparams[k++] = mine[c];
+            if (lmx_array_numel(mine[c]) > most) most = lmx_array_numel(mine[c]);
+        }
         for (int j = 0; j < e->n_targets && j < 4; j++) {
             const lmx_lora *target = e->targets[j]->lora, *use = d;
             if (target && target != &e->lora) { /* fused rows: shared a, rows of b */
@@ -175,6 +235,7 @@ static lmx_status dev_setup(lmx_trainer *t) {
                 v->a = d->a;
                 lmx_array_retain(&v->a);
                 LMX_TRY(lmx_array_rows(&v->b, &d->b, e->rows[j], target->b.shape[0]));
+                if (dora) LMX_TRY(lmx_array_rows(&v->m, &d->m, e->rows[j], target->b.shape[0]));
                 use = v;
             }
             t->saved[i][j] = target;
@@ -192,6 +253,18 @@ static void dev_bind(lmx_trainer *t, bool on) {
     if (!t->device) return;
     for (int i = 0; i < t->ad->n; i++) {
         lmx_adapter_entry *e = &t->ad->e[i];
+        for (int s = 0; s < 8; s++) { /* full fine-tuning: the mirrors' views in, the host views out */
+            int which;
+            int64_t r0;
+            lmx_array *slot = full_slot(e, s, &which, &r0);
+            if (!slot || lmx_array_empty(&t->full_view[i][s])) continue;
+            if (on) {
+                t->full_saved[i][s] = *slot;
+                *slot = t->full_view[i][s];
+            } else {
+                *slot = t->full_saved[i][s];
+            }
+        }
         for (int j = 0; j < e->n_targets && j < 4; j++) e->targets[j]->lora = on ? t->use[i][j] : t->saved[i][j];
     }
 }

@@ -25,6 +25,9 @@
  *    (the bar of the model tests on the GPU), and the adapter must move the
  *    logits (vs the bare model) by more than 100x that.
  *
+ * 6. DoRA (row norms from cuda_dora.cu) and full fine-tuning (f32 mirrors)
+ *    on CUDA vs the CPU: loss, gradients, 5 SGD steps (type_case).
+ *
  * Tolerances. f32 weights: the forward matmuls are cuBLAS SGEMM (no TF32)
  * and the vjps f32 kernels, so CPU and GPU differ only in the order of f32
  * sums: loss 2e-5 relative, gradients max|Δ| <= 2e-4·max|g| per tensor
@@ -88,10 +91,10 @@ static lmx_model *load(const char *path, const char *device) {
 
 /* LoRA r4 on every projection, filled from a fixed generator (identical on
  * both models: the adapter arrays live on the host either way). */
-static lmx_adapters *make_adapters(lmx_model *M, float dropout) {
+static lmx_adapters *make_adapters_type(lmx_model *M, lmx_ft_type type, float dropout) {
     lmx_adapter_config cfg;
     memset(&cfg, 0, sizeof cfg);
-    cfg.type = LMX_FT_LORA;
+    cfg.type = type;
     cfg.num_layers = -1;
     cfg.rank = 4;
     cfg.scale = 2.0f;
@@ -107,6 +110,8 @@ static lmx_adapters *make_adapters(lmx_model *M, float dropout) {
     }
     return ad;
 }
+
+static lmx_adapters *make_adapters(lmx_model *M, float dropout) { return make_adapters_type(M, LMX_FT_LORA, dropout); }
 
 static lmx_trainer *make_trainer_opt(lmx_model *M, lmx_adapters *ad, bool ckpt, lmx_opt_kind kind, float lr) {
     lmx_train_options o;
@@ -328,6 +333,58 @@ static void adapter_case(const char *adapter, const char *base) {
     free(bare);
 }
 
+/* 6. DoRA (its row norms from the device kernel, cuda_dora.cu) and full
+ * fine-tuning (f32 mirrors of the trainable copies) on CUDA vs the CPU:
+ * one micro-batch's loss and every gradient (tolerances as run_case), then
+ * 5 SGD steps at lr 0.25 (checkpointed on CUDA): the losses before each. */
+static void type_case(const char *name, const char *path, lmx_ft_type type, bool exact) {
+    double tl = exact ? 2e-5 : 2e-4, tg = exact ? 2e-4 : 2e-3, tc = exact ? 1e-3 : 2e-3;
+    lmx_model *C = load(path, "cpu"), *G = load(path, "cuda");
+    lmx_adapters *ac = C ? make_adapters_type(C, type, 0.0f) : NULL, *ag = G ? make_adapters_type(G, type, 0.0f) : NULL;
+    lmx_trainer *a = ac ? make_trainer(C, ac, false) : NULL, *b = ag ? make_trainer(G, ag, false) : NULL;
+    double lc = 0, lg = 0;
+    if (a && b && ok(lmx_trainer_accumulate(a, &toks[0][0], 2, 12, offs, lens, &lc, NULL), "cpu accumulate") &&
+        ok(lmx_trainer_accumulate(b, &toks[0][0], 2, 12, offs, lens, &lg, NULL), "cuda accumulate")) {
+        int zero = 0;
+        double dl = fabs(lg - lc) / fabs(lc), dg = grad_rel(b, a, &zero);
+        printf("  %s: loss cpu %.7f cuda %.7f (rel %.2e, tol %.0e); grads worst rel %.2e (tol %.0e) over %d tensors, "
+               "%d all-zero\n",
+               name, lc, lg, dl, tl, dg, tg, lmx_trainer_n_params(a), zero);
+        EXPECT(dl <= tl, "%s: loss differs %.3e", name, dl);
+        EXPECT(dg <= tg, "%s: gradients differ %.3e", name, dg);
+        EXPECT(zero == 0, "%s: %d gradients are all zero", name, zero);
+    }
+    lmx_trainer_free(a);
+    lmx_trainer_free(b);
+    lmx_adapters_free(ac);
+    lmx_adapters_free(ag);
+    ac = C ? make_adapters_type(C, type, 0.0f) : NULL;
+    ag = G ? make_adapters_type(G, type, 0.0f) : NULL;
+    a = ac ? make_trainer_opt(C, ac, false, LMX_OPT_SGD, 0.25f) : NULL;
+    b = ag ? make_trainer_opt(G, ag, true, LMX_OPT_SGD, 0.25f) : NULL;
+    double worst = 0, first = 0, last = 0;
+    for (int s = 0; a && b && s < 5; s++) {
+        if (!ok(lmx_trainer_accumulate(a, &toks[0][0], 2, 12, offs, lens, &lc, NULL), "cpu step") ||
+            !ok(lmx_trainer_accumulate(b, &toks[0][0], 2, 12, offs, lens, &lg, NULL), "cuda step") ||
+            !ok(lmx_trainer_update(a, NULL), "cpu update") || !ok(lmx_trainer_update(b, NULL), "cuda update"))
+            break;
+        worst = fmax(worst, fabs(lg - lc) / fabs(lc));
+        if (s == 0) first = lc;
+        last = lc;
+    }
+    printf("  %s: 5 SGD steps at lr 0.25 (cuda with checkpointing) %.5f -> %.5f, worst per-step loss rel %.2e (tol %.0e)\n",
+           name, first, last, worst, tc);
+    EXPECT(a && b, "%s: trainers", name);
+    EXPECT(worst <= tc, "%s: SGD curves differ %.3e", name, worst);
+    EXPECT(last < first, "%s: the loss did not fall", name);
+    lmx_trainer_free(a);
+    lmx_trainer_free(b);
+    lmx_adapters_free(ac);
+    lmx_adapters_free(ag);
+    lmx_model_free(G);
+    lmx_model_free(C);
+}
+
 int main(void) {
     int n = 0;
     /* CUDA == CPU within f32 bounds: the exact (bf16 hi + lo) GEMMs, not the
@@ -362,6 +419,24 @@ int main(void) {
     adapter_case("phi3_lora", "hf/phi3");
     adapter_case("phi3_dora", "hf/phi3");
     adapter_case("llama_q4_lora", "adapters/llama_q4");
+    struct {
+        const char *name, *dir;
+        lmx_ft_type type;
+        bool exact;
+    } types[] = {
+        {"dora llama f32", "hf/llama", LMX_FT_DORA, true},
+        {"dora phi3 f32 (fused rows)", "hf/phi3", LMX_FT_DORA, true},
+        {"dora llama bf16", "hf/llama_bf16", LMX_FT_DORA, false},
+        {"dora llama 4-bit", "train/peft_llama_q4_base", LMX_FT_DORA, false},
+        {"full llama f32", "hf/llama", LMX_FT_FULL, true},
+        {"full phi3 f32 (fused rows)", "hf/phi3", LMX_FT_FULL, true},
+        {"full llama bf16", "hf/llama_bf16", LMX_FT_FULL, false},
+    };
+    for (size_t i = 0; i < sizeof types / sizeof *types; i++) {
+        char path[1024];
+        snprintf(path, sizeof path, "%s/%s", LMX_TEST_DATA, types[i].dir);
+        type_case(types[i].name, path, types[i].type, types[i].exact);
+    }
     if (failures) {
         printf("%d failure(s)\n", failures);
         return 1;

@@ -24,8 +24,10 @@
  * are expected bit for bit; the
  * bound is 1e-6 relative (per tensor: max|Δ| ≤ 1e-6·max|g|). Generation:
  * logits with LoRA adapters moved by lmx_adapters_to_backend equal the
- * host ones (1e-6·max|ref|). DoRA and full fine-tuning are refused on the
- * device with LMX_ERR_UNSUPPORTED.
+ * host ones (1e-6·max|ref|). DoRA (its norms through the host fallback of
+ * a backend without a dora_norms kernel) and full fine-tuning (mirrors of
+ * the trainable copies bound into the model) train bit-equal to the host
+ * too.
  */
 #include "testing.h"
 
@@ -124,10 +126,10 @@ static lmx_trainer *trainer(lmx_model *M, lmx_adapters *ad, bool ckpt) {
 }
 
 
-static void train_case(const char *rel, float dropout, bool ckpt) {
+static void train_case_type(const char *rel, lmx_ft_type type, float dropout, bool ckpt) {
     lmx_backend *dev = devmem_backend();
     lmx_model *H = load(rel, NULL), *D = dev ? load(rel, dev) : NULL;
-    lmx_adapters *ah = H ? adapters(H, LMX_FT_LORA, dropout) : NULL, *ad = D ? adapters(D, LMX_FT_LORA, dropout) : NULL;
+    lmx_adapters *ah = H ? adapters(H, type, dropout) : NULL, *ad = D ? adapters(D, type, dropout) : NULL;
     lmx_trainer *th = ah ? trainer(H, ah, false) : NULL, *td = ad ? trainer(D, ad, ckpt) : NULL;
     double worst_l = 0, worst_g = 0;
     int zero = 0;
@@ -142,8 +144,10 @@ static void train_case(const char *rel, float dropout, bool ckpt) {
         CHECK_OK(lmx_trainer_update(th, NULL));
         CHECK_OK(lmx_trainer_update(td, NULL));
     }
-    printf("  %s dropout %.1f%s: 4 Adam steps, device vs host: loss rel %.2e, grads rel %.2e, %d of %d tensors all zero\n",
-           rel, (double)dropout, ckpt ? " checkpointed" : "", worst_l, worst_g, zero,
+    printf("  %s %s dropout %.1f%s: 4 Adam steps, device vs host: loss rel %.2e, grads rel %.2e, %d of %d tensors all "
+           "zero\n",
+           rel, type == LMX_FT_FULL ? "full" : type == LMX_FT_DORA ? "dora" : "lora", (double)dropout,
+           ckpt ? " checkpointed" : "", worst_l, worst_g, zero,
            th ? lmx_trainer_n_params(th) : 0);
     CHECK_MSG(th && td, "%s: trainers", rel);
     CHECK_MSG(worst_l <= 1e-6, "%s: loss differs %.3e", rel, worst_l);
@@ -166,6 +170,8 @@ static void train_case(const char *rel, float dropout, bool ckpt) {
     lmx_backend_free(dev);
 }
 
+static void train_case(const char *rel, float dropout, bool ckpt) { train_case_type(rel, LMX_FT_LORA, dropout, ckpt); }
+
 static void test_lora_llama(void) { train_case("hf/llama", 0.0f, false); }
 static void test_lora_llama_dropout_ckpt(void) { train_case("hf/llama", 0.1f, true); }
 static void test_lora_phi3_fused(void) { train_case("hf/phi3", 0.0f, false); }
@@ -175,21 +181,16 @@ static void test_qlora(void) { train_case("adapters/llama_q4", 0.0f, true); }
 static void test_lora_gemma2_ckpt(void) { train_case("hf/gemma2", 0.0f, true); }
 static void test_lora_qwen3_dropout(void) { train_case("hf/qwen3", 0.1f, false); }
 
-static void test_refused(void) {
-    lmx_backend *dev = devmem_backend();
-    lmx_model *D = dev ? load("hf/llama", dev) : NULL;
-    for (int k = 0; D && k < 2; k++) {
-        lmx_adapters *ad = adapters(D, k ? LMX_FT_FULL : LMX_FT_DORA, 0.0f);
-        lmx_train_options o;
-        lmx_train_options_init(&o);
-        lmx_trainer *t = NULL;
-        CHECK(ad && lmx_trainer_create(&D->ex, &D->tf, ad, &o, &t) == LMX_ERR_UNSUPPORTED && !t);
-        printf("  refused: %s\n", lmx_last_error());
-        lmx_adapters_free(ad);
-    }
-    lmx_model_free(D);
-    lmx_backend_free(dev);
-}
+/* DoRA (the norms through the host fallback: this backend has no
+ * dora_norms kernel) and full fine-tuning (mirrors of the trainable copies
+ * swapped into the model), with fused rows (phi3), checkpointing and an
+ * MLX 4-bit base (DoRA's norms of a quantized W). */
+static void test_dora_llama(void) { train_case_type("hf/llama", LMX_FT_DORA, 0.0f, false); }
+static void test_dora_phi3_fused_ckpt(void) { train_case_type("hf/phi3", LMX_FT_DORA, 0.0f, true); }
+static void test_dora_q4(void) { train_case_type("adapters/llama_q4", LMX_FT_DORA, 0.0f, false); }
+static void test_full_llama(void) { train_case_type("hf/llama", LMX_FT_FULL, 0.0f, false); }
+static void test_full_phi3_fused_ckpt(void) { train_case_type("hf/phi3", LMX_FT_FULL, 0.0f, true); }
+static void test_full_gemma2(void) { train_case_type("hf/gemma2", LMX_FT_FULL, 0.0f, false); }
 
 /* Generation: LoRA adapters loaded on the host, moved with the model. */
 static void test_generation(void) {
@@ -254,6 +255,11 @@ void run_tests(void) {
     TEST(test_qlora);
     TEST(test_lora_gemma2_ckpt);
     TEST(test_lora_qwen3_dropout);
-    TEST(test_refused);
+    TEST(test_dora_llama);
+    TEST(test_dora_phi3_fused_ckpt);
+    TEST(test_dora_q4);
+    TEST(test_full_llama);
+    TEST(test_full_phi3_fused_ckpt);
+    TEST(test_full_gemma2);
     TEST(test_generation);
 }

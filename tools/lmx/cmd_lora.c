@@ -4,8 +4,8 @@
  * adapters (models/adapters.h) and the trainer (train/trainer.h). Output is
  * mlx-lm's classic (<= 0.31) line format (MLX-LM-SPEC §5). --device picks
  * the backend as generate does (auto: CUDA when a GPU answers, the model's
- * formats have kernels there and the backend has vjps; DoRA and full
- * fine-tuning stay on the CPU). */
+ * formats have kernels there and the backend has vjps; --test of saved
+ * adapters without training stays on the CPU). */
 #include "cli.h"
 
 #include "generate/engine.h"
@@ -213,12 +213,12 @@ int cmd_lora(int argc, char **argv) {
     fflush(stdout);
     bool test_only = cfg.test && !cfg.train;
     const char *adapters = test_only && cfg.adapter_path[0] ? cfg.adapter_path : NULL;
-    /* adapters loaded for --test, DoRA and full fine-tuning: the CPU (see the file comment) */
-    bool cpu_only = adapters || cfg.fine_tune_type != LMX_FT_LORA;
+    /* adapters loaded for --test: the CPU (see the file comment) */
+    bool cpu_only = adapters != NULL;
     if (!device) device = getenv("LMX_DEVICE") && *getenv("LMX_DEVICE") ? getenv("LMX_DEVICE") : "auto";
     if (cpu_only && !strcmp(device, "cuda")) {
-        s = lmx_err(LMX_ERR_UNSUPPORTED, "--device cuda trains LoRA/QLoRA only (DoRA, full fine-tuning and --test "
-                                         "with --adapter-path run on the CPU)");
+        s = lmx_err(LMX_ERR_UNSUPPORTED, "--device cuda: --test of saved adapters without --train runs on the CPU "
+                                         "(use --device cpu)");
     } else {
         s = cli_load_model_adapters(cfg.model, adapters, 0, cpu_only ? "cpu" : device, false, &m);
         if (s == LMX_OK && !strcmp(device, "auto") && !m->backend->vjps && !lmx_backend_is_host(m->backend)) {

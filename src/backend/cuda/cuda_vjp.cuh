@@ -30,6 +30,8 @@ lmx_status lmx_cuda_vjp_softmax(const lmx_node *n, const lmx_array *dout, lmx_ar
 
 /* The optimizer update (cuda_optim.cu; lmx_backend.optim_step). */
 lmx_status lmx_cuda_optim_step(lmx_backend *b, const struct lmx_optim_step_args *a);
+/* DoRA's inverse row norms (cuda_dora.cu; lmx_backend.dora_norms). */
+lmx_status lmx_cuda_dora_norms(lmx_backend *b, const struct lmx_dora_norm_args *a);
 
 /* dst[c] += Σ_r src[r·srs + c] (r < R, c < C), all f32 device memory: the
  * reduction of a one-row broadcast (bias, norm weights). */
