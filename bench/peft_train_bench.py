@@ -50,7 +50,10 @@ def main():
             return 0
         kw["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
                                                        bnb_4bit_compute_dtype=torch.bfloat16)
-    model = AutoModelForCausalLM.from_pretrained(a.model, **kw).to("cuda")
+    if a.load_4bit:  # bitsandbytes models refuse .to(): placed on the GPU as they load
+        model = AutoModelForCausalLM.from_pretrained(a.model, device_map={"": 0}, **kw)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(a.model, **kw).to("cuda")
     if a.grad_checkpoint:
         model.gradient_checkpointing_enable()
         model.enable_input_require_grads()

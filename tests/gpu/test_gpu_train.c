@@ -130,6 +130,36 @@ static lmx_trainer *make_trainer(lmx_model *M, lmx_adapters *ad, bool ckpt) {
 }
 
 
+/* `steps` SGD steps at lr 0.25 from the same adapters of `type` on the CPU
+ * and on CUDA (checkpointed there): the loss before each update must agree
+ * within tc relative and fall. */
+static void sgd_curve(const char *name, lmx_model *C, lmx_model *G, lmx_ft_type type, int steps, double tc) {
+    lmx_adapters *ac = make_adapters_type(C, type, 0.0f), *ag = make_adapters_type(G, type, 0.0f);
+    lmx_trainer *a = ac ? make_trainer_opt(C, ac, false, LMX_OPT_SGD, 0.25f) : NULL,
+                *b = ag ? make_trainer_opt(G, ag, true, LMX_OPT_SGD, 0.25f) : NULL;
+    double worst = 0, first = 0, last = 0;
+    for (int s = 0; a && b && s < steps; s++) {
+        double lc = 0, lg = 0;
+        if (!ok(lmx_trainer_accumulate(a, &toks[0][0], 2, 12, offs, lens, &lc, NULL), "cpu step") ||
+            !ok(lmx_trainer_accumulate(b, &toks[0][0], 2, 12, offs, lens, &lg, NULL), "cuda step") ||
+            !ok(lmx_trainer_update(a, NULL), "cpu update") || !ok(lmx_trainer_update(b, NULL), "cuda update"))
+            break;
+        worst = fmax(worst, fabs(lg - lc) / fabs(lc));
+        if (s == 0) first = lc;
+        last = lc;
+    }
+    printf("  %s: %d SGD steps at lr 0.25 (cuda with checkpointing) %.5f -> %.5f, worst per-step loss rel %.2e (tol "
+           "%.0e)\n",
+           name, steps, first, last, worst, tc);
+    EXPECT(a && b, "%s: trainers", name);
+    EXPECT(worst <= tc, "%s: SGD curves differ %.3e", name, worst);
+    EXPECT(last < first, "%s: the loss did not fall", name);
+    lmx_trainer_free(a);
+    lmx_trainer_free(b);
+    lmx_adapters_free(ag);
+    lmx_adapters_free(ac);
+}
+
 static void run_case(const char *name, const char *path, bool exact) {
     /* tc: the 10-step SGD curve (below) amplifies the ~1e-6 per-step
      * gradient differences of f32 (f32 llama seen at 1.95e-4 and 2.53e-4 on
@@ -197,28 +227,7 @@ static void run_case(const char *name, const char *path, bool exact) {
      * at lr 1.0 (first GPU run, H200 2026-11-27) the bf16 llama's curve was
      * chaotic (per-step gradients within 2e-5, the losses 0.48 apart by
      * step 10; f32 llama 1.95e-4), so lr 0.25. */
-    lmx_adapters *ac = make_adapters(C, 0.0f), *ag = make_adapters(G, 0.0f);
-    lmx_trainer *a = ac ? make_trainer_opt(C, ac, false, LMX_OPT_SGD, 0.25f) : NULL,
-                *b = ag ? make_trainer_opt(G, ag, true, LMX_OPT_SGD, 0.25f) : NULL;
-    double worst = 0, first = 0, last = 0;
-    for (int s = 0; a && b && s < 10; s++) {
-        double lc = 0, lg = 0;
-        if (!ok(lmx_trainer_accumulate(a, &toks[0][0], 2, 12, offs, lens, &lc, NULL), "cpu step") ||
-            !ok(lmx_trainer_accumulate(b, &toks[0][0], 2, 12, offs, lens, &lg, NULL), "cuda step") ||
-            !ok(lmx_trainer_update(a, NULL), "cpu update") || !ok(lmx_trainer_update(b, NULL), "cuda update"))
-            break;
-        worst = fmax(worst, fabs(lg - lc) / fabs(lc));
-        if (s == 0) first = lc;
-        last = lc;
-    }
-    printf("  %s: 10 SGD steps at lr 0.25 (cuda with checkpointing) %.5f -> %.5f, worst per-step loss rel %.2e (tol %.0e)\n", name,
-           first, last, worst, tc);
-    EXPECT(worst <= tc, "%s: SGD curves differ %.3e", name, worst);
-    EXPECT(last < first, "%s: the loss did not fall", name);
-    lmx_trainer_free(a);
-    lmx_trainer_free(b);
-    lmx_adapters_free(ag);
-    lmx_adapters_free(ac);
+    sgd_curve(name, C, G, LMX_FT_LORA, 10, tc);
     lmx_model_free(G);
     lmx_model_free(C);
 }
@@ -358,29 +367,7 @@ static void type_case(const char *name, const char *path, lmx_ft_type type, bool
     lmx_trainer_free(b);
     lmx_adapters_free(ac);
     lmx_adapters_free(ag);
-    ac = C ? make_adapters_type(C, type, 0.0f) : NULL;
-    ag = G ? make_adapters_type(G, type, 0.0f) : NULL;
-    a = ac ? make_trainer_opt(C, ac, false, LMX_OPT_SGD, 0.25f) : NULL;
-    b = ag ? make_trainer_opt(G, ag, true, LMX_OPT_SGD, 0.25f) : NULL;
-    double worst = 0, first = 0, last = 0;
-    for (int s = 0; a && b && s < 5; s++) {
-        if (!ok(lmx_trainer_accumulate(a, &toks[0][0], 2, 12, offs, lens, &lc, NULL), "cpu step") ||
-            !ok(lmx_trainer_accumulate(b, &toks[0][0], 2, 12, offs, lens, &lg, NULL), "cuda step") ||
-            !ok(lmx_trainer_update(a, NULL), "cpu update") || !ok(lmx_trainer_update(b, NULL), "cuda update"))
-            break;
-        worst = fmax(worst, fabs(lg - lc) / fabs(lc));
-        if (s == 0) first = lc;
-        last = lc;
-    }
-    printf("  %s: 5 SGD steps at lr 0.25 (cuda with checkpointing) %.5f -> %.5f, worst per-step loss rel %.2e (tol %.0e)\n",
-           name, first, last, worst, tc);
-    EXPECT(a && b, "%s: trainers", name);
-    EXPECT(worst <= tc, "%s: SGD curves differ %.3e", name, worst);
-    EXPECT(last < first, "%s: the loss did not fall", name);
-    lmx_trainer_free(a);
-    lmx_trainer_free(b);
-    lmx_adapters_free(ac);
-    lmx_adapters_free(ag);
+    if (C && G) sgd_curve(name, C, G, type, 5, tc);
     lmx_model_free(G);
     lmx_model_free(C);
 }
