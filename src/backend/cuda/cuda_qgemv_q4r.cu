@@ -46,12 +46,16 @@
 
 #define Q4R_WARPS 8
 
-/* ---- the table of repacked allocations ----------------------------------- */
+/* ---- the table of repacked allocations ----------------------------------- *
+ * Q4_0 (below) and Q6_K (cuda_qgemv_q6r.cu: row planes ql, qh, scales, d)
+ * share it: each entry records its format, which the kernels' cuda_qr_is
+ * and the download's unpacking read. */
 
 typedef struct {
     uintptr_t base;   /* the allocation (cudaMalloc pointer) */
     size_t bytes;     /* repacked bytes from base */
-    size_t row_bytes; /* K/32 · 18 */
+    size_t row_bytes; /* Q4_0: K/32 · 18; Q6_K: K/256 · 210 */
+    int dt;           /* LMX_Q4_0 or LMX_Q6_K */
 } q4r_region;
 
 /* Process-wide, as device pointers are (any context may free or download
@@ -68,11 +72,11 @@ static const q4r_region *q4r_find(uintptr_t p) {
     return NULL;
 }
 
-bool cuda_q4r_is(const void *p, size_t bytes) {
+bool cuda_qr_is(const void *p, size_t bytes, int dt) {
     pthread_mutex_lock(&q4r_mu);
     const q4r_region *r = q4r_find((uintptr_t)p);
     bool is = false;
-    if (r) {
+    if (r && r->dt == dt) {
         size_t off = (uintptr_t)p - r->base;
         is = off % r->row_bytes == 0 && off + bytes <= r->bytes;
     }
@@ -120,19 +124,22 @@ __global__ void q4r_repack_k(uint8_t *w, int64_t rows, int64_t nb) {
 }
 
 lmx_status cuda_q4r_relayout(lmx_cuda_ctx *c, const lmx_array *a) {
-    if (a->dtype != LMX_Q4_0 || a->ndim < 1 || !lmx_array_is_contiguous(a)) return LMX_OK;
-    /* LMX_CUDA_Q4_REPACK: "0" never (the file layout, A/B), "1" always; unset:
-     * when this backend's decode takes int8 x (LMX_INT8_ACT, default on).
-     * With f32 x the file layout's lane kernels (cuda_qgemv_gguf.cu, split-K)
-     * beat the repacked layout's f32 kernel on short matrices (8B k/v 4.2 vs
-     * 13.9 us, bench/cuda-notes.md), so LMX_INT8_ACT=0 keeps them. */
-    const char *e = getenv("LMX_CUDA_Q4_REPACK");
+    bool q6 = a->dtype == LMX_Q6_K;
+    if ((a->dtype != LMX_Q4_0 && !q6) || a->ndim < 1 || !lmx_array_is_contiguous(a)) return LMX_OK;
+    /* LMX_CUDA_Q4_REPACK (Q6_K: LMX_CUDA_Q6_REPACK): "0" never (the file
+     * layout, A/B), "1" always; unset: when this backend's decode takes int8
+     * x (LMX_INT8_ACT, default on). With f32 x the file layout's lane kernels
+     * (cuda_qgemv_gguf.cu, split-K) beat the repacked layout's f32 kernel on
+     * short matrices (8B k/v 4.2 vs 13.9 us, bench/cuda-notes.md), so
+     * LMX_INT8_ACT=0 keeps them. */
+    const char *e = getenv(q6 ? "LMX_CUDA_Q6_REPACK" : "LMX_CUDA_Q4_REPACK");
     if (e && !strcmp(e, "0")) return LMX_OK;
     if (!(e && !strcmp(e, "1")) && (!c->int8_act || c->qgemv_old || c->qgemv_staged)) return LMX_OK;
+    /* Q6_K: K % 2048 == 0 makes rows (210·K/256 bytes) multiples of 16 */
     int64_t K = a->shape[a->ndim - 1], n = lmx_array_numel(a);
-    if (K <= 0 || K % 256 || n == 0 || ((uintptr_t)a->data & 15)) return LMX_OK;
-    int64_t rows = n / K, nb = K / 32;
-    size_t rb = (size_t)nb * 18;
+    if (K <= 0 || K % (q6 ? 2048 : 256) || n == 0 || ((uintptr_t)a->data & 15)) return LMX_OK;
+    int64_t rows = n / K, nb = K / (q6 ? 256 : 32);
+    size_t rb = (size_t)nb * (q6 ? 210 : 18);
     if (rb > 48 * 1024) return LMX_OK; /* the repack holds a row in shared memory: K <= 87381 */
     if (a->buf && a->buf->data != a->data) return LMX_OK; /* a view: only whole allocations are recorded */
     pthread_mutex_lock(&q4r_mu);
@@ -148,7 +155,9 @@ lmx_status cuda_q4r_relayout(lmx_cuda_ctx *c, const lmx_array *a) {
         q4r_tab = t;
         q4r_cap = nc;
     }
-    {
+    if (q6) {
+        st = cuda_q6r_repack(c, (uint8_t *)a->data, rows, nb);
+    } else {
         unsigned g = (unsigned)(rows < 4 * (int64_t)c->n_sm ? rows : 4 * (int64_t)c->n_sm);
         q4r_repack_k<<<g, 256, rb, c->stream>>>((uint8_t *)a->data, rows, nb);
         st = cuda_launched("q4_0 repack");
@@ -157,6 +166,7 @@ lmx_status cuda_q4r_relayout(lmx_cuda_ctx *c, const lmx_array *a) {
         q4r_tab[q4r_n].base = (uintptr_t)a->data;
         q4r_tab[q4r_n].bytes = (size_t)rows * rb;
         q4r_tab[q4r_n].row_bytes = rb;
+        q4r_tab[q4r_n].dt = a->dtype;
         q4r_n++;
     }
 out:
@@ -185,7 +195,8 @@ lmx_status cuda_q4r_download(lmx_cuda_ctx *c, void *dst, const void *src, size_t
         const q4r_region *r = &q4r_tab[i];
         uintptr_t lo = s0 > r->base ? s0 : r->base, hi = s1 < r->base + r->bytes ? s1 : r->base + r->bytes;
         if (lo >= hi) continue;
-        size_t rb = r->row_bytes, nb = rb / 18;
+        size_t rb = r->row_bytes, nb = rb / (r->dt == LMX_Q6_K ? 210 : 18);
+        void (*unpack)(uint8_t *, const uint8_t *, size_t) = r->dt == LMX_Q6_K ? cuda_q6r_unpack_row : q4r_unpack_row;
         if (rb > tmp_rb) { /* two rows of this region's width */
             uint8_t *t = (uint8_t *)realloc(tmp, 2 * rb);
             if (!t) {
@@ -201,11 +212,11 @@ lmx_status cuda_q4r_download(lmx_cuda_ctx *c, void *dst, const void *src, size_t
             if (a >= s0 && z <= s1) { /* whole row in dst: in place */
                 uint8_t *d = (uint8_t *)dst + (a - s0);
                 memcpy(tmp, d, rb);
-                q4r_unpack_row(d, tmp, nb);
+                unpack(d, tmp, nb);
             } else { /* a cut row: fetch it whole */
-                st = cuda_check(cudaMemcpy(row, (const void *)a, rb, cudaMemcpyDeviceToHost), "download (q4_0 row)");
+                st = cuda_check(cudaMemcpy(row, (const void *)a, rb, cudaMemcpyDeviceToHost), "download (repacked row)");
                 if (st) break;
-                q4r_unpack_row(tmp, row, nb);
+                unpack(tmp, row, nb);
                 uintptr_t ca = a > s0 ? a : s0, cz = z < s1 ? z : s1;
                 memcpy((uint8_t *)dst + (ca - s0), tmp + (ca - a), cz - ca);
             }

@@ -9,8 +9,9 @@
  * header is shared by its pieces); neither is on the decode path. The
  * dequantizer's bf16 leaves through shared memory as coalesced 16-byte
  * stores (8B 4096x14336 MLX 4-bit, exact: 2.52 -> 0.38 ms with the tile fix
- * in cuda_matmul.cu). Repacked Q4_0 (qw.r4, cuda_qgemv_q4r.cu) decodes
- * through q4r_piece: the same values from other offsets. */
+ * in cuda_matmul.cu). Repacked Q4_0 (qw.r4, cuda_qgemv_q4r.cu) and Q6_K
+ * (qw.r6, cuda_qgemv_q6r.cu) decode through q4r_piece / q6r_piece: the same
+ * values from other offsets. */
 #include "backend/cuda/cuda_quant.cuh"
 
 #include <stdlib.h>
@@ -59,7 +60,8 @@ cuda_qw cuda_qw_of(const lmx_array *w, const lmx_array *sc, const lmx_array *bi,
     q.bi = bi ? bi->data : NULL;
     q.sdt = sc ? sc->dtype : 0;
     q.group = sc ? group : 0;
-    q.r4 = q.dt == LMX_Q4_0 && cuda_q4r_is(q.w, (size_t)q.N * q.row_bytes);
+    q.r4 = q.dt == LMX_Q4_0 && cuda_qr_is(q.w, (size_t)q.N * q.row_bytes, LMX_Q4_0);
+    q.r6 = q.dt == LMX_Q6_K && cuda_qr_is(q.w, (size_t)q.N * q.row_bytes, LMX_Q6_K);
     return q;
 }
 
@@ -96,6 +98,8 @@ __global__ void __launch_bounds__(DQ_THREADS) dequant_bf16_k(cuda_qw qw, int64_t
             float v[32];
             if (DT == LMX_Q4_0 && qw.r4)
                 q4r_piece<true>(w0 + r * qw.row_bytes, P, pc, v);
+            else if (DT == LMX_Q6_K && qw.r6)
+                q6r_piece<true>(w0 + r * qw.row_bytes, P / 8, pc, v);
             else
                 q_piece<DT, true>(w0 + r * qw.row_bytes + (pc / PPU) * UB, (int)(pc % PPU), qw.sc, qw.bi, qw.sdt,
                                   qw.group, n0 + r, qw.K, pc * 32, v);
@@ -171,6 +175,8 @@ __global__ void get_rows_q_k(float *out, cuda_qw qw, const int32_t *ids, int64_t
             const uint8_t *u = qw.w + id * qw.row_bytes + (pc / PPU) * UB;
             if (DT == LMX_Q4_0 && qw.r4)
                 q4r_piece<true>(qw.w + id * qw.row_bytes, P, pc, v);
+            else if (DT == LMX_Q6_K && qw.r6)
+                q6r_piece<true>(qw.w + id * qw.row_bytes, P / 8, pc, v);
             else
                 q_piece<DT, true>(u, (int)(pc % PPU), qw.sc, qw.bi, qw.sdt, qw.group, id, qw.K, pc * 32, v);
         } else {

@@ -331,27 +331,42 @@ Q_UNROLL
     }
 };
 
-template <bool X> struct QDec<LMX_Q6_K, X> {
-    static LMX_QD void piece(const uint8_t *u, int p, float *v) {
-        int h = p >> 2, q4 = p & 3;
-        float dd = q_f16(u, 208);
+/* Piece p (0..7) of a Q6_K super-block from its four parts: ql[128],
+ * qh[64], scales[16] and the f16 d (at dp). The file layout has them
+ * consecutive (QDec<Q6_K>); the repacked row layout (cuda_qgemv_q6r.cu) has
+ * them in row planes (q6r_piece). Same bytes, same arithmetic. */
+template <bool X> LMX_QD void q6k_piece(const uint8_t *ql, const uint8_t *qh, const uint8_t *sc, const uint8_t *dp,
+                                        int p, float *v) {
+    int h = p >> 2, q4 = p & 3;
+    float dd = q_f16(dp, 0);
 Q_UNROLL
-        for (int k = 0; k < 2; k++) {
-            float dl = dd * (float)(int8_t)u[192 + h * 8 + q4 * 2 + k];
+    for (int k = 0; k < 2; k++) {
+        float dl = dd * (float)(int8_t)sc[h * 8 + q4 * 2 + k];
 Q_UNROLL
-            for (int w = 0; w < 8; w++) {
-                int l = k * 16 + 2 * w;
-                uint32_t ql = q_u16(u, h * 64 + (q4 & 1) * 32 + l) >> ((q4 >> 1) * 4);
-                uint32_t qh = q_u16(u, 128 + h * 32 + l) >> (2 * q4);
+        for (int w = 0; w < 8; w++) {
+            int l = k * 16 + 2 * w;
+            uint32_t lq = q_u16(ql, h * 64 + (q4 & 1) * 32 + l) >> ((q4 >> 1) * 4);
+            uint32_t hq = q_u16(qh, h * 32 + l) >> (2 * q4);
 Q_UNROLL
-                for (int b = 0; b < 2; b++) {
-                    uint32_t q = ((ql >> (8 * b)) & 15) | (((qh >> (8 * b)) & 3) << 4);
-                    v[l + b] = dl * (q_i2f(q) - 32.0f);
-                }
+            for (int b = 0; b < 2; b++) {
+                uint32_t q = ((lq >> (8 * b)) & 15) | (((hq >> (8 * b)) & 3) << 4);
+                v[l + b] = dl * (q_i2f(q) - 32.0f);
             }
         }
     }
+}
+
+template <bool X> struct QDec<LMX_Q6_K, X> {
+    static LMX_QD void piece(const uint8_t *u, int p, float *v) { q6k_piece<X>(u, u + 128, u + 192, u + 208, p, v); }
 };
+
+/* Piece pc (0..K/32) of a repacked Q6_K row of nb super-blocks
+ * (cuda_qgemv_q6r.cu: all ql, then all qh, scales, d, each in block order). */
+template <bool X> LMX_QD void q6r_piece(const uint8_t *row, int64_t nb, int64_t pc, float *v) {
+    int64_t b = pc >> 3;
+    q6k_piece<X>(row + 128 * b, row + 128 * nb + 64 * b, row + 192 * nb + 16 * b, row + 208 * nb + 2 * b,
+                 (int)(pc & 7), v);
+}
 
 /* For the GEMV: Q4_0 / Q8_0 pieces as the integers q - 8 / q (exact floats)
  * and the block scale d, which returns; the dot is then d·Σ x·q (one
@@ -463,6 +478,7 @@ struct cuda_qw {
     const void *sc, *bi; /* MLX: [N, K/group]; NULL for GGUF */
     int sdt, group;
     bool r4; /* Q4_0 in the repacked row layout (cuda_qgemv_q4r.cu): nibbles first, then the scales */
+    bool r6; /* Q6_K in the repacked row layout (cuda_qgemv_q6r.cu): ql, qh, scales, d planes */
 };
 
 /* Whether the device kernels take this weight (format, scales, group). */
@@ -492,16 +508,26 @@ bool cuda_gemv_gguf_q8act(lmx_cuda_ctx *c, const cuda_qw *qw, float *out, const 
 bool cuda_gemv_mlx_sx(lmx_cuda_ctx *c, const cuda_qw *qw, float *out, const float *x, const void *bias, int bdt);
 void cuda_qgemv_mlx_init(void);
 lmx_status cuda_get_rows_quant(lmx_cuda_ctx *c, const lmx_node *n);
-/* Repacked Q4_0 (cuda_qgemv_q4r.cu). relayout: the buffer op (repacks a
- * freshly uploaded Q4_0 allocation in place unless LMX_CUDA_Q4_REPACK=0,
- * and records it); is: whether bytes [p, p+bytes) lie in a recorded
- * allocation at a row boundary; forget: an allocation is freed; download:
- * host bytes just copied from device address src back to the stored
- * layout (whole rows of a recorded allocation; others untouched). */
+/* Repacked Q4_0 and Q6_K (the registry in cuda_qgemv_q4r.cu). relayout: the
+ * buffer op (repacks a freshly uploaded Q4_0 / Q6_K allocation in place
+ * unless LMX_CUDA_Q4_REPACK=0 / LMX_CUDA_Q6_REPACK=0, and records it with
+ * its format); is: whether bytes [p, p+bytes) lie in an allocation recorded
+ * for format dt, at a row boundary; forget: an allocation is freed;
+ * download: host bytes just copied from device address src back to the
+ * stored layout (whole rows of a recorded allocation; others untouched). */
 lmx_status cuda_q4r_relayout(lmx_cuda_ctx *c, const lmx_array *a);
-bool cuda_q4r_is(const void *p, size_t bytes);
+bool cuda_qr_is(const void *p, size_t bytes, int dt);
 void cuda_q4r_forget(const void *p);
 lmx_status cuda_q4r_download(lmx_cuda_ctx *c, void *dst, const void *src, size_t bytes);
+/* Q6_K's part of the above (cuda_qgemv_q6r.cu): the in-place device repack
+ * of rows·(210·nb) bytes (16-byte aligned rows: nb % 8 == 0) and the host
+ * inverse of one row. */
+lmx_status cuda_q6r_repack(lmx_cuda_ctx *c, uint8_t *w, int64_t rows, int64_t nb);
+void cuda_q6r_unpack_row(uint8_t *out, const uint8_t *in, size_t nb);
+/* out[M,N] = x[M,K]·Wᵀ (+ bias) for repacked Q6_K W and M <= 8: int8 x
+ * (dp4a) for M = 1 unless LMX_INT8_ACT=0, else f32 x. */
+lmx_status cuda_gemv_q6r(lmx_cuda_ctx *c, const cuda_qw *qw, float *out, const float *x, int M, int64_t xs,
+                         int64_t os, const void *bias, int bdt);
 /* out[M,N] = x[M,K]·Wᵀ (+ bias) for repacked Q4_0 W and M <= 8: int8 x
  * (dp4a) for M = 1 unless LMX_INT8_ACT=0, else f32 x. */
 lmx_status cuda_gemv_q4r(lmx_cuda_ctx *c, const cuda_qw *qw, float *out, const float *x, int M, int64_t xs,

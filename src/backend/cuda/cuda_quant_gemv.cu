@@ -399,6 +399,10 @@ lmx_status cuda_gemv_quant(lmx_cuda_ctx *c, const lmx_node *n, const cuda_qw *qw
         LMX_TRY(cuda_gemv_q4r(c, qw, out, xd, (int)M, xs, os, bias, bdt));
         return cuda_launched("matmul (quantized gemv, repacked q4_0)");
     }
+    if (qw->r6) { /* repacked Q6_K: its own kernels (cuda_qgemv_q6r.cu) */
+        LMX_TRY(cuda_gemv_q6r(c, qw, out, xd, (int)M, xs, os, bias, bdt));
+        return cuda_launched("matmul (quantized gemv, repacked q6_K)");
+    }
     if (M == 1 && cuda_gemv_gguf_q8act(c, qw, out, xd, bias, bdt, &st))
         return st ? st : cuda_launched("matmul (quantized gemv, int8 x)");
     if (M == 1 && xvec && cuda_gemv_gguf_lanes(c, qw, out, xd, bias, bdt))
