@@ -206,8 +206,13 @@ static void t_view(int64_t NT, int64_t r0, int64_t N, int64_t K) {
     cmp(what, &c3, &g3, gpu, 1e-5);
     snprintf(what, sizeof what, "%s M=64 (tiles) == cpu", tag);
     cmp(what, &c64, &g64, gpu, 1e-5);
-    snprintf(what, sizeof what, "%s M=1 int8 x", tag);
-    check_int8(what, &n1, (const float *)W.data, (const float *)x1.data, N, K);
+    if (K % 2048 == 0) {
+        snprintf(what, sizeof what, "%s M=1 int8 x", tag);
+        check_int8(what, &n1, (const float *)W.data, (const float *)x1.data, N, K);
+    } else { /* not repacked: the int8 backend keeps the file layout's f32-x kernel */
+        snprintf(what, sizeof what, "%s M=1 (file layout, f32 x) == cpu", tag);
+        cmp(what, &c1, &n1, gpu8, 1e-5);
+    }
     lmx_array ho = Hpoison(1, N);
     if (lmx_array_download(gpu8, &o1, ho.data)) die("download");
     snprintf(what, sizeof what, "%s M=1 int8 x vs file-layout f32 kernel", tag);

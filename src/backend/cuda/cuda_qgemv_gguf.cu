@@ -22,7 +22,10 @@
  * the 2^23 trick (q_byte_f) and a run of 4 (8) weights sharing a scale is
  * dotted with x before one multiply by the scale. Products in f32 with x in
  * f32: the result differs from the CPU reference only in summation order.
- * S warps of a block split K between them for short matrices. */
+ * S warps of a block split K between them for short matrices. Repacked
+ * weights never come here: Q4_0 (qw.r4) and Q6_K with K % 2048 == 0 (qw.r6)
+ * on int8-x backends have their own 16-byte-load kernels
+ * (cuda_qgemv_q4r.cu, cuda_qgemv_q6r.cu). */
 #include "backend/cuda/cuda_quant.cuh"
 
 #define QG_WARPS 8
