@@ -1,7 +1,7 @@
 /* cuda_dora.cu - DoRA's inverse row norms on the device (lmx_backend.dora_norms,
  * core/dora_norm.h): inv[j] = 1 / ‖W_j + scale·b_j·a‖ for a frozen weight W
  * in any format the backend stores (f32/bf16/f16, GGUF, MLX, the repacked
- * Q4_0 rows), so DoRA training never moves W through the host.
+ * Q4_0 and Q6_K rows), so DoRA training never moves W through the host.
  *
  * One block per row j. The block holds scale·b_j (R floats) in shared
  * memory; each thread decodes whole 32-element pieces of W_j with the same
@@ -64,19 +64,13 @@ __global__ void __launch_bounds__(DORA_THREADS) dora_dense_k(const T *w, int64_t
 template <int DT>
 __global__ void __launch_bounds__(DORA_THREADS) dora_quant_k(cuda_qw qw, const float *a, int64_t as, const float *b,
                                                              int64_t bs, int R, float scale, float *inv) {
-    constexpr int PPU = QF<DT>::PPU, UB = QF<DT>::UB;
     extern __shared__ float sb[];
     int64_t j = blockIdx.x, P = qw.K / 32;
     dora_load_sb(sb, b, bs, R, scale, j);
-    const uint8_t *row = qw.w + j * qw.row_bytes;
     double ss = 0;
     for (int64_t pc = threadIdx.x; pc < P; pc += DORA_THREADS) {
         float v[32];
-        if (DT == LMX_Q4_0 && qw.r4)
-            q4r_piece<true>(row, P, pc, v);
-        else
-            q_piece<DT, true>(row + (pc / PPU) * UB, (int)(pc % PPU), qw.sc, qw.bi, qw.sdt, qw.group, j, qw.K, pc * 32,
-                              v);
+        qw_piece<DT>(qw, j, pc, v);
         for (int e = 0; e < 32; e++) {
             double x = (double)__fadd_rn(v[e], dora_delta(sb, R, a, as, pc * 32 + e));
             ss += x * x;

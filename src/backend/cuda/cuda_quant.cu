@@ -86,23 +86,15 @@ __device__ __forceinline__ int dq_slot(int t, int q) { return t * 4 + (q ^ ((t >
 template <int DT>
 __global__ void __launch_bounds__(DQ_THREADS) dequant_bf16_k(cuda_qw qw, int64_t n0, int64_t nt, __nv_bfloat16 *hi,
                                                           __nv_bfloat16 *lo, bool direct) {
-    constexpr int PPU = QF<DT>::PPU, UB = QF<DT>::UB;
     constexpr int VPP = 4; /* 16-byte vectors per piece and half */
     __shared__ uint4 sh[DQ_THREADS * VPP], sl[DQ_THREADS * VPP];
     int64_t P = qw.K / 32, total = nt * P;
-    const uint8_t *w0 = qw.w + n0 * qw.row_bytes;
     for (int64_t b0 = blockIdx.x * (int64_t)DQ_THREADS; b0 < total; b0 += (int64_t)gridDim.x * DQ_THREADS) {
         int64_t i = b0 + threadIdx.x;
         if (i < total) {
             int64_t r = i / P, pc = i - r * P;
             float v[32];
-            if (DT == LMX_Q4_0 && qw.r4)
-                q4r_piece<true>(w0 + r * qw.row_bytes, P, pc, v);
-            else if (DT == LMX_Q6_K && qw.r6)
-                q6r_piece<true>(w0 + r * qw.row_bytes, P / 8, pc, v);
-            else
-                q_piece<DT, true>(w0 + r * qw.row_bytes + (pc / PPU) * UB, (int)(pc % PPU), qw.sc, qw.bi, qw.sdt,
-                                  qw.group, n0 + r, qw.K, pc * 32, v);
+            qw_piece<DT>(qw, n0 + r, pc, v);
             if (direct) { /* LMX_CUDA_DQ=direct: each thread stores its own 64 bytes (the earlier kernel; A/B) */
                 uint4 *h = reinterpret_cast<uint4 *>(hi + i * 32), *l = lo ? reinterpret_cast<uint4 *>(lo + i * 32) : NULL;
 #pragma unroll
@@ -166,19 +158,12 @@ lmx_status cuda_dequant_bf16(lmx_cuda_ctx *c, const cuda_qw *qw, int64_t n0, int
 
 template <int DT>
 __global__ void get_rows_q_k(float *out, cuda_qw qw, const int32_t *ids, int64_t R, bool vec) {
-    constexpr int PPU = QF<DT>::PPU, UB = QF<DT>::UB;
     int64_t P = qw.K / 32, total = R * P;
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
         int64_t r = i / P, pc = i - r * P, id = ids[r];
         float v[32];
         if (id >= 0 && id < qw.N) { /* out of range: zeros (the CPU kernel refuses) */
-            const uint8_t *u = qw.w + id * qw.row_bytes + (pc / PPU) * UB;
-            if (DT == LMX_Q4_0 && qw.r4)
-                q4r_piece<true>(qw.w + id * qw.row_bytes, P, pc, v);
-            else if (DT == LMX_Q6_K && qw.r6)
-                q6r_piece<true>(qw.w + id * qw.row_bytes, P / 8, pc, v);
-            else
-                q_piece<DT, true>(u, (int)(pc % PPU), qw.sc, qw.bi, qw.sdt, qw.group, id, qw.K, pc * 32, v);
+            qw_piece<DT>(qw, id, pc, v);
         } else {
 #pragma unroll
             for (int e = 0; e < 32; e++) v[e] = 0.0f;

@@ -481,6 +481,21 @@ struct cuda_qw {
     bool r6; /* Q6_K in the repacked row layout (cuda_qgemv_q6r.cu): ql, qh, scales, d planes */
 };
 
+/* Piece pc (32 elements from column 32·pc) of row r of qw, in whatever
+ * layout the weight has on the device (file layout, repacked Q4_0 or
+ * Q6_K rows): the one decoder every dequantizing reader goes through. */
+template <int DT>
+__device__ __forceinline__ void qw_piece(const cuda_qw &qw, int64_t r, int64_t pc, float *v) {
+    constexpr int PPU = QF<DT>::PPU, UB = QF<DT>::UB;
+    const uint8_t *row = qw.w + r * qw.row_bytes;
+    if (DT == LMX_Q4_0 && qw.r4)
+        q4r_piece<true>(row, qw.K / 32, pc, v);
+    else if (DT == LMX_Q6_K && qw.r6)
+        q6r_piece<true>(row, qw.K / 256, pc, v);
+    else
+        q_piece<DT, true>(row + (pc / PPU) * UB, (int)(pc % PPU), qw.sc, qw.bi, qw.sdt, qw.group, r, qw.K, pc * 32, v);
+}
+
 /* Whether the device kernels take this weight (format, scales, group). */
 bool cuda_quant_ok(const lmx_array *w, const lmx_array *sc, const lmx_array *bi, int group);
 cuda_qw cuda_qw_of(const lmx_array *w, const lmx_array *sc, const lmx_array *bi, int group);
