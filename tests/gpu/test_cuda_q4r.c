@@ -15,6 +15,8 @@
  * - prefill (M = 64: dequantized tiles) on the repacked layout;
  * - the file layout (LMX_CUDA_Q4_REPACK=0) still takes the old kernels;
  * - the MLX 4-bit int8-x GEMV (default with LMX_INT8_ACT; forced here by LMX_CUDA_MLX_INT8=1) within its bound.
+ * - x quantized inside the int8-x GEMVs (LMX_CUDA_XQ_FUSE, Q4_0 and MLX 4-bit)
+ *   bit-identical to the separate quantize kernel, zero/subnormal/inf blocks too.
  * Tolerances as test_cuda_ops: 1e-5 for f32 GEMVs/tiles, 1e-6 get_rows.
  * Exits 77 (ctest: skipped) when no CUDA device answers. */
 #include "backend/cuda/cuda.h"
@@ -285,6 +287,44 @@ static void t_mlx_int8(int64_t N, int64_t K) {
     for (size_t k = 0; k < sizeof all / sizeof *all; k++) lmx_array_release(all[k]);
 }
 
+/* LMX_CUDA_XQ_FUSE: the int8-x GEMVs quantizing x in their own prologue
+ * (cuda_qgemv_q4r.cu) give the same bits as the separate quantizer
+ * (LMX_CUDA_XQ_FUSE=0): same int8 x and block sums, same dots and sums.
+ * x holds a zero block, a block of one nonzero element, subnormals, and
+ * (nonfinite) an inf element (its block's d is NaN, q 0). kmax: the
+ * switch's value for the fused run ("1": the default limit). */
+static void t_xq_fuse(bool mlx, int64_t N, int64_t K, const char *kmax, bool nonfinite) {
+    const gq_spec q = {LMX_MLX_Q4, 64, LMX_BF16, true, "mlx 4-bit g64"};
+    lmx_array w, sc, bi, dw, dsc, dbi, x = Hf(1, K);
+    float *xf = (float *)x.data;
+    for (int j = 0; j < 32; j++) xf[32 + j] = 0.0f, xf[64 + j] = j == 7 ? -3.5f : 0.0f;
+    for (int j = 0; j < 32 && K >= 256; j++) xf[128 + j] = (float)(j - 16) * 1e-40f;
+    if (nonfinite) xf[K - 5] = INFINITY;
+    if (gq_make(&rng, mlx ? &q : &Q4, N, K, &w, &sc, &bi)) die("quant alloc");
+    if (lmx_array_to_backend(gpu8, &dw, &w)) die("upload");
+    if (mlx && (lmx_array_to_backend(gpu8, &dsc, &sc) || lmx_array_to_backend(gpu8, &dbi, &bi))) die("upload");
+    lmx_array y[2];
+    for (int f = 0; f < 2; f++) {
+        setenv("LMX_CUDA_XQ_FUSE", f ? kmax : "0", 1);
+        y[f] = mlx ? mm_q(&gex8, gpu8, &x, &dw, &dsc, &dbi, 64) : mm(&gex8, gpu8, &x, &dw);
+    }
+    unsetenv("LMX_CUDA_XQ_FUSE");
+    size_t nb = (size_t)N * sizeof(float);
+    float *h0 = malloc(nb), *h1 = malloc(nb);
+    if (lmx_backend_download(gpu8, h0, y[0].data, nb) || lmx_backend_download(gpu8, h1, y[1].data, nb))
+        die("download");
+    bool finite = true;
+    for (int64_t r = 0; r < N; r++) finite = finite && isfinite(h0[r]);
+    char what[160];
+    snprintf(what, sizeof what, "%s int8 x M=1 N=%lld K=%lld%s: x quantized in the GEMV (XQ_FUSE=%s) == separate",
+             mlx ? "mlx 4-bit" : "q4_0", (long long)N, (long long)K, nonfinite ? " (inf in x)" : "", kmax);
+    check(memcmp(h0, h1, nb) == 0 && finite != nonfinite, what);
+    free(h0), free(h1);
+    lmx_array *all[] = {&w, &sc, &bi, &dw, &x, &y[0], &y[1]};
+    for (size_t k = 0; k < sizeof all / sizeof *all; k++) lmx_array_release(all[k]);
+    if (mlx) lmx_array_release(&dsc), lmx_array_release(&dbi);
+}
+
 int main(void) {
     char why[256];
     if (lmx_cuda_device_count(why, sizeof why) <= 0) {
@@ -309,6 +349,11 @@ int main(void) {
     t_fused(4096);
     t_mlx_int8(300, 768);
     t_mlx_int8(4096, 4096);
+    const int64_t xs[][2] = {{300, 768}, {100, 256}, {4096, 2048}, {2048, 8192}, {8192, 2048}, {64, 16384}};
+    for (size_t i = 0; i < sizeof xs / sizeof *xs; i++)
+        for (int mlx = 0; mlx < 2; mlx++) t_xq_fuse(mlx, xs[i][0], xs[i][1], xs[i][1] > 8192 ? "16384" : "1", false);
+    t_xq_fuse(false, 512, 2048, "1", true);
+    t_xq_fuse(true, 512, 2048, "1", true);
     lmx_backend_free(gpu8);
     lmx_backend_free(gpu);
     lmx_backend_free(cpu);

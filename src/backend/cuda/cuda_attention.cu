@@ -126,6 +126,7 @@ __global__ void __launch_bounds__(ATT_WARPS * 32) attn_k(attn_args a) {
 #define ATT_MAX_SPLIT 256
 __global__ void attn_combine_k(float *out, const float *part, int nsplit, int vd) {
     __shared__ float f[ATT_MAX_SPLIT], sh[32];
+    pdl_trigger(); /* the o GEMV may start loading weights */
     int64_t row = blockIdx.x;
     const float *pp = part + row * nsplit * (vd + 2);
     float mx = -INFINITY;

@@ -203,6 +203,42 @@ __device__ __forceinline__ int xq_lane(float v, float *db) {
     return id != 0.0f ? __float2int_rn(__fmul_rn(v, id)) : 0;
 }
 
+/* Programmatic dependent launch: lets the next kernel of the stream, if it
+ * was launched with programmatic stream serialization (the int8-x GEMVs of
+ * cuda_qgemv_q4r.cu), start now and issue its weight loads; it still waits
+ * (griddepcontrol.wait) for this whole grid to finish before reading what
+ * this grid wrote. A no-op for plainly launched successors. Called first
+ * by the kernels that write a GEMV's x in a decode step (add + RMSNorm,
+ * SiLU·up, the attention combine). */
+__device__ __forceinline__ void pdl_trigger() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;");
+#endif
+}
+
+/* xq_lane for a block of 32 held as 4 consecutive elements a lane by 8
+ * lanes (lanes 8g..8g+7 of a warp hold one block; every lane of the warp
+ * must call it): the same IEEE operations element by element, and the
+ * block's amax is a max (exact in any order; NaN only matters through bad,
+ * which overrides it), so q and d are bit-identical to xq_lane's and the
+ * CPU's lmx_xq. Used where a GEMV quantizes x itself (cuda_qgemv_q4r.cu):
+ * 4 elements a lane need 3 shuffle levels instead of 5 and one 16-byte load. */
+__device__ __forceinline__ void xq_quad(float4 v, int *q, float *db) {
+    float amax = fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w)));
+#pragma unroll
+    for (int o = 4; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+    bool nf = !isfinite(v.x) || !isfinite(v.y) || !isfinite(v.z) || !isfinite(v.w);
+    unsigned bal = __ballot_sync(0xffffffffu, nf);
+    bool bad = ((bal >> (threadIdx.x & 24)) & 0xffu) != 0;
+    float d = __fdiv_rn(amax, 127.0f), id = amax > 0.0f ? __fdiv_rn(127.0f, amax) : 0.0f;
+    if (bad) d = __int_as_float(0x7fc00000), id = 0.0f;
+    *db = d;
+    q[0] = id != 0.0f ? __float2int_rn(__fmul_rn(v.x, id)) : 0;
+    q[1] = id != 0.0f ? __float2int_rn(__fmul_rn(v.y, id)) : 0;
+    q[2] = id != 0.0f ? __float2int_rn(__fmul_rn(v.z, id)) : 0;
+    q[3] = id != 0.0f ? __float2int_rn(__fmul_rn(v.w, id)) : 0;
+}
+
 /* Kernels (one entry per lmx_op; cuda_backend.c holds the table). */
 lmx_status lmx_cuda_get_rows(const lmx_node *n, lmx_pool *pool);
 lmx_status lmx_cuda_matmul(const lmx_node *n, lmx_pool *pool);

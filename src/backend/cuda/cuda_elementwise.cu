@@ -82,6 +82,7 @@ enum { UN_SCALE = 0, UN_SOFTCAP = 1, UN_ACT = 2 };
 __global__ void unary_k(float *o, const float *a, const float *b, int64_t R, int64_t C, int64_t os, int64_t as,
                         int64_t bs, int kind, int act, float p) {
     int64_t n = R * C;
+    pdl_trigger(); /* SiLU·up: the down GEMV may start loading weights */
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
         int64_t r = i / C, col = i - r * C;
         float x = a[r * as + col], y;

@@ -253,6 +253,55 @@ __global__ void q4r_quantize_k(const float *__restrict__ x, int8_t *__restrict__
     if (lane == 0) m[b] = make_int2(__float_as_int(db), 8 * sum);
 }
 
+/* The x quantizer inside a GEMV (LMX_CUDA_XQ_FUSE, q4r_xq_fuse): every CTA
+ * quantizes all of x (nb blocks) into shared memory, xs[32·nb] (in
+ * q4r_perm order if PERM) then ms[nb] as q4r_quantize_k's m, after the
+ * grid's first weight loads are issued and x is ready. Why: the separate
+ * quantize kernel is one graph node per matmul (~1.4 µs of wall time
+ * each, 4 a layer); the GEMV re-reads x from L2 instead (K·4 bytes a CTA).
+ * 8 lanes a block, 4 elements a lane (xq_quad: bit-identical to
+ * q4r_quantize_k), 2 float4 loads a lane in flight (K = 2048: all of x in one
+ * round; more would cost registers next to the weight loads in flight). */
+template <bool PERM>
+__device__ __forceinline__ void q4r_xq_cta(const float *x, int64_t nb, int8_t *xs, int2 *ms) {
+    constexpr int U = 2, T = Q4R_WARPS * 32;
+    int lane = threadIdx.x & 31;
+    int64_t n4 = nb * 8;
+    const float4 *x4 = reinterpret_cast<const float4 *>(x);
+    for (int64_t i0 = (int64_t)(threadIdx.x & ~31); i0 < n4; i0 += U * T) { /* i0: warp-uniform */
+        float4 v[U];
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            int64_t i = i0 + u * T + lane;
+            v[u] = i < n4 ? x4[i] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        }
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            if (i0 + u * T >= n4) break; /* warp-uniform; n4 % 8 == 0: a block's 8 lanes are in or out together */
+            int64_t i = i0 + u * T + lane;
+            int q[4];
+            float db;
+            xq_quad(v[u], q, &db);
+            bool in = i < n4;
+            if (in) {
+                if (PERM) {
+                    int64_t base = (i >> 3) * 32;
+                    int l0 = (int)(i & 7) * 4;
+#pragma unroll
+                    for (int e = 0; e < 4; e++) xs[base + q4r_perm(l0 + e)] = (int8_t)q[e];
+                } else {
+                    reinterpret_cast<uint32_t *>(xs)[i] = (uint32_t)(q[0] & 255) | (uint32_t)(q[1] & 255) << 8 |
+                                                          (uint32_t)(q[2] & 255) << 16 | (uint32_t)(q[3] & 255) << 24;
+                }
+            }
+            int sum = q[0] + q[1] + q[2] + q[3];
+#pragma unroll
+            for (int o = 4; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+            if (in && (lane & 7) == 0) ms[i >> 3] = make_int2(__float_as_int(db), 8 * sum);
+        }
+    }
+}
+
 /* Dot of one Q4_0 block (16 nibble bytes q, f16 scale dh) with int8 x
  * (xa = elements 0..15, xb = 16..31) minus 8·Σx (m.y): exact integers. */
 __device__ __forceinline__ int q4r_dot(uint4 q, int4 xa, int4 xb, int off) {
@@ -280,12 +329,24 @@ __device__ __forceinline__ void q4r_load(const uint4 *const *wq, const unsigned 
     }
 }
 
-template <int R>
-__device__ __forceinline__ void q4r_math(const uint4 *q, const unsigned short *dh, const int8_t *__restrict__ xq,
-                                         const int2 *__restrict__ xm, int64_t b, bool ok, float *acc) {
+/* x_at: block b's int8 x (xa, xb) and m, from global memory (read-only
+ * path) or from the CTA's shared copy (SH: q4r_xq_cta). */
+template <bool SH>
+__device__ __forceinline__ void x_at(const int8_t *xq, const int2 *xm, int64_t b, int4 &xa, int4 &xb, int2 &m) {
     const int4 *xp = reinterpret_cast<const int4 *>(xq + b * 32);
-    int4 xa = __ldg(xp), xb = __ldg(xp + 1);
-    int2 m = __ldg(xm + b);
+    if (SH) {
+        xa = xp[0], xb = xp[1], m = xm[b];
+    } else {
+        xa = __ldg(xp), xb = __ldg(xp + 1), m = __ldg(xm + b);
+    }
+}
+
+template <int R, bool SH>
+__device__ __forceinline__ void q4r_math(const uint4 *q, const unsigned short *dh, const int8_t *xq, const int2 *xm,
+                                         int64_t b, bool ok, float *acc) {
+    int4 xa, xb;
+    int2 m;
+    x_at<SH>(xq, xm, b, xa, xb, m);
     float dx = ok ? __int_as_float(m.x) : 0.0f;
 #pragma unroll
     for (int r = 0; r < R; r++) {
@@ -295,12 +356,14 @@ __device__ __forceinline__ void q4r_math(const uint4 *q, const unsigned short *d
 }
 
 /* Launched with programmatic dependent launch (LMX_CUDA_PDL, on by
- * default), this grid may start while q4r_quantize_k still runs: it issues
- * its first round of weight loads (which do not depend on x), then waits
- * for the quantized x (griddepcontrol.wait; a no-op for a plain launch). */
-template <int R>
-__global__ void __launch_bounds__(Q4R_WARPS * 32)
-    gemv_q4r_k(float *__restrict__ out, const int8_t *__restrict__ xq, const int2 *__restrict__ xm,
+ * default), this grid may start while q4r_quantize_k (or, FX, the kernel
+ * that writes x) still runs: it issues its first round of weight loads
+ * (which do not depend on x), then waits for x (griddepcontrol.wait; a
+ * no-op for a plain launch). FX: x is f32 (xf) and each CTA quantizes it
+ * into dynamic shared memory (32·nb + 8·nb bytes) itself. */
+template <int R, bool FX>
+__global__ void __launch_bounds__(Q4R_WARPS * 32, FX ? 2 : 0) /* FX: the quantizer's registers must not drop R = 8 to one block an SM */
+    gemv_q4r_k(float *__restrict__ out, const int8_t *__restrict__ xq, const int2 *__restrict__ xm, const float *xf,
                const uint8_t *__restrict__ w, size_t row_bytes, int64_t N, int64_t nb, const void *bias, int bdt,
                int S) {
     __shared__ float red[Q4R_WARPS][R];
@@ -328,15 +391,23 @@ __global__ void __launch_bounds__(Q4R_WARPS * 32)
         q4r_load<R>(wq, wd, ok ? b : nb - 1, q, dh);
     }
     asm volatile("griddepcontrol.wait;" ::: "memory");
+    if (FX) {
+        extern __shared__ int4 q4r_dyn[];
+        int8_t *xs = reinterpret_cast<int8_t *>(q4r_dyn);
+        int2 *ms = reinterpret_cast<int2 *>(xs + nb * 32);
+        q4r_xq_cta<false>(xf, nb, xs, ms);
+        __syncthreads();
+        xq = xs, xm = ms;
+    }
     if (live) {
-        q4r_math<R>(q, dh, xq, xm, ok ? b : nb - 1, ok, acc);
+        q4r_math<R, FX>(q, dh, xq, xm, ok ? b : nb - 1, ok, acc);
 #pragma unroll 2
         for (int64_t rd = r0 + 1; rd < r1; rd++) {
             b = rd * 32 + lane;
             ok = b < nb;
             if (!ok) b = nb - 1;
             q4r_load<R>(wq, wd, b, q, dh);
-            q4r_math<R>(q, dh, xq, xm, b, ok, acc);
+            q4r_math<R, FX>(q, dh, xq, xm, b, ok, acc);
         }
     }
     qg_finish<R>(red, acc, out, bias, bdt, N, row0, S);
@@ -364,14 +435,15 @@ static bool q4r_pdl(void) {
  * stream serialization when q4r_pdl(): the grid may start before the
  * previous kernel (the x quantizer) ends and waits for it inside. */
 template <typename... P, typename... A>
-static lmx_status q4r_launch_pdl(lmx_cuda_ctx *c, void (*kern)(P...), unsigned grid, A... args) {
+static lmx_status q4r_launch_pdl(lmx_cuda_ctx *c, void (*kern)(P...), unsigned grid, size_t smem, A... args) {
     if (!q4r_pdl()) {
-        kern<<<grid, Q4R_WARPS * 32, 0, c->stream>>>(args...);
+        kern<<<grid, Q4R_WARPS * 32, smem, c->stream>>>(args...);
         return cuda_launched("q4_0 gemv");
     }
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = dim3(grid);
     cfg.blockDim = dim3(Q4R_WARPS * 32);
+    cfg.dynamicSmemBytes = smem;
     cfg.stream = c->stream;
     cudaLaunchAttribute at[1];
     at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
@@ -381,13 +453,33 @@ static lmx_status q4r_launch_pdl(lmx_cuda_ctx *c, void (*kern)(P...), unsigned g
     return cuda_check(cudaLaunchKernelEx(&cfg, kern, ((P)args)...), "q4_0 gemv (programmatic launch)");
 }
 
+/* xf != NULL: the GEMV quantizes x itself (gemv_q4r_k<R, true>). */
 template <int R>
 static lmx_status q4r_launch(lmx_cuda_ctx *c, const cuda_qw *qw, float *out, const int8_t *xq, const int2 *xm,
-                             const void *bias, int bdt) {
+                             const float *xf, const void *bias, int bdt) {
     int64_t N = qw->N, nb = qw->K / 32, groups = (N + R - 1) / R;
     int S = q4r_split(c, groups, (nb + 31) / 32);
     unsigned grid = (unsigned)((groups + Q4R_WARPS / S - 1) / (Q4R_WARPS / S));
-    return q4r_launch_pdl(c, gemv_q4r_k<R>, grid, out, xq, xm, qw->w, qw->row_bytes, N, nb, bias, bdt, S);
+    if (xf)
+        return q4r_launch_pdl(c, gemv_q4r_k<R, true>, grid, (size_t)nb * 40, out, xq, xm, xf, qw->w, qw->row_bytes,
+                              N, nb, bias, bdt, S);
+    return q4r_launch_pdl(c, gemv_q4r_k<R, false>, grid, 0, out, xq, xm, xf, qw->w, qw->row_bytes, N, nb, bias, bdt,
+                          S);
+}
+
+/* LMX_CUDA_XQ_FUSE: the int8-x GEMVs quantize x in their prologue (one
+ * graph node a matmul instead of two) for K up to a limit: unset or "1"
+ * 8192 (every CTA re-reads K·4 bytes of x from L2 and holds 1.25·K bytes
+ * of shared memory, so the separate quantizer stays above; see
+ * bench/cuda-notes.md), "0" never (A/B), a number n: K <= n (at most
+ * 32768: 40 KB of shared memory). x must be 16-byte aligned (float4 loads).
+ * Read every call (tests switch it within a process; a captured step graph
+ * keeps what it captured). */
+static bool q4r_xq_fuse(int64_t K, const float *x) {
+    const char *e = getenv("LMX_CUDA_XQ_FUSE");
+    int64_t kmax = !e || !*e || !strcmp(e, "1") ? 8192 : atoll(e);
+    if (kmax > 32768) kmax = 32768;
+    return K <= kmax && K % 32 == 0 && ((uintptr_t)x & 15) == 0;
 }
 
 /* ---- MLX affine 4-bit with int8 x (default with LMX_INT8_ACT; LMX_CUDA_MLX_INT8=0 off) ---
@@ -426,21 +518,21 @@ __device__ __forceinline__ void mlx4_load(const uint4 *const *wq, const Ts *__re
     }
 }
 
-template <int R>
-__device__ __forceinline__ void mlx4_math(const uint4 *q, const float *s, const float *bb,
-                                          const int8_t *__restrict__ xq, const int2 *__restrict__ xm, int64_t b,
-                                          bool ok, float *acc) {
-    const int4 *xp = reinterpret_cast<const int4 *>(xq + b * 32);
-    int4 xa = __ldg(xp), xb = __ldg(xp + 1);
-    int2 m = __ldg(xm + b);
+template <int R, bool SH>
+__device__ __forceinline__ void mlx4_math(const uint4 *q, const float *s, const float *bb, const int8_t *xq,
+                                          const int2 *xm, int64_t b, bool ok, float *acc) {
+    int4 xa, xb;
+    int2 m;
+    x_at<SH>(xq, xm, b, xa, xb, m);
     float dx = ok ? __int_as_float(m.x) : 0.0f, sx = (float)(m.y >> 3);
 #pragma unroll
     for (int r = 0; r < R; r++) acc[r] = fmaf(dx, fmaf(s[r], (float)mlx4_dot(q[r], xa, xb), bb[r] * sx), acc[r]);
 }
 
-template <int R, typename Ts>
+/* FX: as gemv_q4r_k's (x quantized by each CTA, in q4r_perm order) */
+template <int R, typename Ts, bool FX>
 __global__ void __launch_bounds__(Q4R_WARPS * 32, 2) /* <= 128 registers: 2 blocks an SM */
-    gemv_mlx4_q8_k(float *__restrict__ out, const int8_t *__restrict__ xq, const int2 *__restrict__ xm,
+    gemv_mlx4_q8_k(float *__restrict__ out, const int8_t *__restrict__ xq, const int2 *__restrict__ xm, const float *xf,
                    const uint4 *__restrict__ w, const Ts *__restrict__ sc, const Ts *__restrict__ bi, int64_t N,
                    int64_t nb, int vpg_shift, const void *bias, int bdt, int S) {
     __shared__ float red[Q4R_WARPS][R];
@@ -468,15 +560,23 @@ __global__ void __launch_bounds__(Q4R_WARPS * 32, 2) /* <= 128 registers: 2 bloc
         mlx4_load<R, Ts>(wq, sc, bi, so, ok ? b : nb - 1, vpg_shift, q, s, bb);
     }
     asm volatile("griddepcontrol.wait;" ::: "memory");
+    if (FX) {
+        extern __shared__ int4 q4r_dyn[];
+        int8_t *xs = reinterpret_cast<int8_t *>(q4r_dyn);
+        int2 *ms = reinterpret_cast<int2 *>(xs + nb * 32);
+        q4r_xq_cta<true>(xf, nb, xs, ms);
+        __syncthreads();
+        xq = xs, xm = ms;
+    }
     if (live) {
-        mlx4_math<R>(q, s, bb, xq, xm, ok ? b : nb - 1, ok, acc);
+        mlx4_math<R, FX>(q, s, bb, xq, xm, ok ? b : nb - 1, ok, acc);
 #pragma unroll 2
         for (int64_t rd = r0 + 1; rd < r1; rd++) {
             b = rd * 32 + lane;
             ok = b < nb;
             if (!ok) b = nb - 1;
             mlx4_load<R, Ts>(wq, sc, bi, so, b, vpg_shift, q, s, bb);
-            mlx4_math<R>(q, s, bb, xq, xm, b, ok, acc);
+            mlx4_math<R, FX>(q, s, bb, xq, xm, b, ok, acc);
         }
     }
     qg_finish<R>(red, acc, out, bias, bdt, N, row0, S);
@@ -484,12 +584,16 @@ __global__ void __launch_bounds__(Q4R_WARPS * 32, 2) /* <= 128 registers: 2 bloc
 
 template <int R, typename Ts>
 static lmx_status mlx4_q8_launch(lmx_cuda_ctx *c, const cuda_qw *qw, float *out, const int8_t *xq, const int2 *xm,
-                                 const void *bias, int bdt, int vpg_shift) {
+                                 const float *xf, const void *bias, int bdt, int vpg_shift) {
     int64_t N = qw->N, nb = qw->K / 32, groups = (N + R - 1) / R;
     int S = q4r_split(c, groups, (nb + 31) / 32);
     unsigned grid = (unsigned)((groups + Q4R_WARPS / S - 1) / (Q4R_WARPS / S));
-    return q4r_launch_pdl(c, gemv_mlx4_q8_k<R, Ts>, grid, out, xq, xm, reinterpret_cast<const uint4 *>(qw->w),
-                          (const Ts *)qw->sc, (const Ts *)qw->bi, N, nb, vpg_shift, bias, bdt, S);
+    const uint4 *w = reinterpret_cast<const uint4 *>(qw->w);
+    if (xf)
+        return q4r_launch_pdl(c, gemv_mlx4_q8_k<R, Ts, true>, grid, (size_t)nb * 40, out, xq, xm, xf, w,
+                              (const Ts *)qw->sc, (const Ts *)qw->bi, N, nb, vpg_shift, bias, bdt, S);
+    return q4r_launch_pdl(c, gemv_mlx4_q8_k<R, Ts, false>, grid, 0, out, xq, xm, xf, w, (const Ts *)qw->sc,
+                          (const Ts *)qw->bi, N, nb, vpg_shift, bias, bdt, S);
 }
 
 bool cuda_gemv_mlx4_q8(lmx_cuda_ctx *c, const cuda_qw *qw, float *out, const float *x, const void *bias, int bdt,
@@ -512,21 +616,27 @@ bool cuda_gemv_mlx4_q8(lmx_cuda_ctx *c, const cuda_qw *qw, float *out, const flo
     int64_t K = qw->K, nb = K / 32;
     int vpg_shift = 0;
     while ((32 << vpg_shift) < qw->group) vpg_shift++;
-    size_t qbytes = ((size_t)K + 15) & ~(size_t)15;
-    void *scr;
-    *st = cuda_scratch(c, qbytes + (size_t)nb * sizeof(int2), &scr);
-    if (*st) return true;
-    int8_t *xq = (int8_t *)scr;
-    int2 *xm = (int2 *)((char *)scr + qbytes);
-    q4r_quantize_k<<<(unsigned)((nb + Q4R_WARPS - 1) / Q4R_WARPS), Q4R_WARPS * 32, 0, c->stream>>>(x, xq, xm, nb, true);
-    *st = cuda_launched("mlx 4-bit gemv: quantize x");
-    if (*st) return true;
+    int8_t *xq = NULL;
+    int2 *xm = NULL;
+    const float *xf = q4r_xq_fuse(K, x) ? x : NULL;
+    if (!xf) {
+        size_t qbytes = ((size_t)K + 15) & ~(size_t)15;
+        void *scr;
+        *st = cuda_scratch(c, qbytes + (size_t)nb * sizeof(int2), &scr);
+        if (*st) return true;
+        xq = (int8_t *)scr;
+        xm = (int2 *)((char *)scr + qbytes);
+        q4r_quantize_k<<<(unsigned)((nb + Q4R_WARPS - 1) / Q4R_WARPS), Q4R_WARPS * 32, 0, c->stream>>>(x, xq, xm,
+                                                                                                  nb, true);
+        *st = cuda_launched("mlx 4-bit gemv: quantize x");
+        if (*st) return true;
+    }
     int R = c->qgemv_rows ? c->qgemv_rows : qw->N * K >= (int64_t)16 << 20 ? 8 : 2;
     bool bf = qw->sdt == LMX_BF16;
-    if (R == 8) *st = bf ? mlx4_q8_launch<8, __nv_bfloat16>(c, qw, out, xq, xm, bias, bdt, vpg_shift)
-                         : mlx4_q8_launch<8, __half>(c, qw, out, xq, xm, bias, bdt, vpg_shift);
-    else *st = bf ? mlx4_q8_launch<2, __nv_bfloat16>(c, qw, out, xq, xm, bias, bdt, vpg_shift)
-                  : mlx4_q8_launch<2, __half>(c, qw, out, xq, xm, bias, bdt, vpg_shift);
+    if (R == 8) *st = bf ? mlx4_q8_launch<8, __nv_bfloat16>(c, qw, out, xq, xm, xf, bias, bdt, vpg_shift)
+                         : mlx4_q8_launch<8, __half>(c, qw, out, xq, xm, xf, bias, bdt, vpg_shift);
+    else *st = bf ? mlx4_q8_launch<2, __nv_bfloat16>(c, qw, out, xq, xm, xf, bias, bdt, vpg_shift)
+                  : mlx4_q8_launch<2, __half>(c, qw, out, xq, xm, xf, bias, bdt, vpg_shift);
     return true;
 }
 
@@ -621,21 +731,26 @@ lmx_status cuda_gemv_q4r(lmx_cuda_ctx *c, const cuda_qw *qw, float *out, const f
                          int64_t os, const void *bias, int bdt) {
     int64_t N = qw->N, K = qw->K, nb = K / 32;
     if (M == 1 && c->int8_act && !c->qgemv_old) {
-        size_t qbytes = ((size_t)K + 15) & ~(size_t)15;
-        void *scr;
-        LMX_TRY(cuda_scratch(c, qbytes + (size_t)nb * sizeof(int2), &scr));
-        int8_t *xq = (int8_t *)scr;
-        int2 *xm = (int2 *)((char *)scr + qbytes);
-        q4r_quantize_k<<<(unsigned)((nb + Q4R_WARPS - 1) / Q4R_WARPS), Q4R_WARPS * 32, 0, c->stream>>>(x, xq, xm, nb,
-                                                                                                  false);
-        LMX_TRY(cuda_launched("q4_0 gemv: quantize x"));
+        int8_t *xq = NULL;
+        int2 *xm = NULL;
+        const float *xf = q4r_xq_fuse(K, x) ? x : NULL;
+        if (!xf) {
+            size_t qbytes = ((size_t)K + 15) & ~(size_t)15;
+            void *scr;
+            LMX_TRY(cuda_scratch(c, qbytes + (size_t)nb * sizeof(int2), &scr));
+            xq = (int8_t *)scr;
+            xm = (int2 *)((char *)scr + qbytes);
+            q4r_quantize_k<<<(unsigned)((nb + Q4R_WARPS - 1) / Q4R_WARPS), Q4R_WARPS * 32, 0, c->stream>>>(
+                x, xq, xm, nb, false);
+            LMX_TRY(cuda_launched("q4_0 gemv: quantize x"));
+        }
         /* rows a warp by size (H200 table in bench/cuda-notes.md): 8 (16
          * loads of 16 bytes in flight a lane) for the 8B gate/up and down,
          * 4 for 1B gate/up / 8B q/o, 2 for the short matrices */
         int R = c->qgemv_rows ? c->qgemv_rows : N * K >= (int64_t)32 << 20 ? 8 : N * K >= (int64_t)8 << 20 ? 4 : 2;
-        if (R == 8) return q4r_launch<8>(c, qw, out, xq, xm, bias, bdt);
-        if (R == 4) return q4r_launch<4>(c, qw, out, xq, xm, bias, bdt);
-        return q4r_launch<2>(c, qw, out, xq, xm, bias, bdt);
+        if (R == 8) return q4r_launch<8>(c, qw, out, xq, xm, xf, bias, bdt);
+        if (R == 4) return q4r_launch<4>(c, qw, out, xq, xm, xf, bias, bdt);
+        return q4r_launch<2>(c, qw, out, xq, xm, xf, bias, bdt);
     }
     bool xvec = ((uintptr_t)x & 15) == 0 && (M == 1 || xs % 4 == 0);
     if (!xvec) {
