@@ -351,7 +351,7 @@ int main(void) {
     t_mlx_int8(4096, 4096);
     const int64_t xs[][2] = {{300, 768}, {100, 256}, {4096, 2048}, {2048, 8192}, {8192, 2048}, {64, 16384}};
     for (size_t i = 0; i < sizeof xs / sizeof *xs; i++)
-        for (int mlx = 0; mlx < 2; mlx++) t_xq_fuse(mlx, xs[i][0], xs[i][1], xs[i][1] > 8192 ? "16384" : "1", false);
+        for (int mlx = 0; mlx < 2; mlx++) t_xq_fuse(mlx, xs[i][0], xs[i][1], xs[i][1] > 2048 ? "32768" : "1", false);
     t_xq_fuse(false, 512, 2048, "1", true);
     t_xq_fuse(true, 512, 2048, "1", true);
     lmx_backend_free(gpu8);

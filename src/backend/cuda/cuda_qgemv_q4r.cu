@@ -260,11 +260,12 @@ __global__ void q4r_quantize_k(const float *__restrict__ x, int8_t *__restrict__
  * quantize kernel is one graph node per matmul (~1.4 µs of wall time
  * each, 4 a layer); the GEMV re-reads x from L2 instead (K·4 bytes a CTA).
  * 8 lanes a block, 4 elements a lane (xq_quad: bit-identical to
- * q4r_quantize_k), 2 float4 loads a lane in flight (K = 2048: all of x in one
- * round; more would cost registers next to the weight loads in flight). */
-template <bool PERM>
+ * q4r_quantize_k), U float4 loads a lane in flight (U = 4: K = 4096 in one
+ * round; U = 2 where R = 8 rows of weight loads are in flight, which leave
+ * no registers for more). */
+template <bool PERM, int U>
 __device__ __forceinline__ void q4r_xq_cta(const float *x, int64_t nb, int8_t *xs, int2 *ms) {
-    constexpr int U = 2, T = Q4R_WARPS * 32;
+    constexpr int T = Q4R_WARPS * 32;
     int lane = threadIdx.x & 31;
     int64_t n4 = nb * 8;
     const float4 *x4 = reinterpret_cast<const float4 *>(x);
@@ -395,7 +396,7 @@ __global__ void __launch_bounds__(Q4R_WARPS * 32, FX ? 2 : 0) /* FX: the quantiz
         extern __shared__ int4 q4r_dyn[];
         int8_t *xs = reinterpret_cast<int8_t *>(q4r_dyn);
         int2 *ms = reinterpret_cast<int2 *>(xs + nb * 32);
-        q4r_xq_cta<false>(xf, nb, xs, ms);
+        q4r_xq_cta<false, R == 8 ? 2 : 4>(xf, nb, xs, ms);
         __syncthreads();
         xq = xs, xm = ms;
     }
@@ -459,7 +460,7 @@ static lmx_status q4r_launch(lmx_cuda_ctx *c, const cuda_qw *qw, float *out, con
                              const float *xf, const void *bias, int bdt) {
     int64_t N = qw->N, nb = qw->K / 32, groups = (N + R - 1) / R;
     int S = q4r_split(c, groups, (nb + 31) / 32);
-    unsigned grid = (unsigned)((groups + Q4R_WARPS / S - 1) / (Q4R_WARPS / S));
+    unsigned grid = (unsigned)((groups + Q4R_WARPS / S - 1) / (Q4R_WARPS / S)); /* = q4r_grid */
     if (xf)
         return q4r_launch_pdl(c, gemv_q4r_k<R, true>, grid, (size_t)nb * 40, out, xq, xm, xf, qw->w, qw->row_bytes,
                               N, nb, bias, bdt, S);
@@ -468,18 +469,28 @@ static lmx_status q4r_launch(lmx_cuda_ctx *c, const cuda_qw *qw, float *out, con
 }
 
 /* LMX_CUDA_XQ_FUSE: the int8-x GEMVs quantize x in their prologue (one
- * graph node a matmul instead of two) for K up to a limit: unset or "1"
- * 8192 (every CTA re-reads K·4 bytes of x from L2 and holds 1.25·K bytes
- * of shared memory, so the separate quantizer stays above; see
- * bench/cuda-notes.md), "0" never (A/B), a number n: K <= n (at most
- * 32768: 40 KB of shared memory). x must be 16-byte aligned (float4 loads).
- * Read every call (tests switch it within a process; a captured step graph
- * keeps what it captured). */
-static bool q4r_xq_fuse(int64_t K, const float *x) {
+ * graph node a matmul instead of two) when K <= kmax and the grid is one
+ * wave (<= 2 CTAs an SM: the fused kernels keep 2 blocks an SM). Each CTA
+ * re-quantizes all of x after the wait (K·4 bytes from L2), which PDL's
+ * weight loads hide only once: with a second wave of CTAs, or K = 4096
+ * (8B-layer Q4_0: 0.621 -> 0.654 ms a token on an H100) and 8192 (1B down),
+ * the prologue costs more than the node it removes (bench/cuda-notes.md).
+ * Unset or "1": kmax 2048 (the 1B layers' q|k|v, o, gate|up); "0": never
+ * (A/B); a number n: kmax = n (at most 32768: 40 KB of shared memory).
+ * x must be 16-byte aligned (float4 loads). Read every call (tests switch
+ * it within a process; a captured step graph keeps what it captured). */
+static bool q4r_xq_fuse(const lmx_cuda_ctx *c, int64_t K, const float *x, unsigned grid) {
     const char *e = getenv("LMX_CUDA_XQ_FUSE");
-    int64_t kmax = !e || !*e || !strcmp(e, "1") ? 8192 : atoll(e);
+    int64_t kmax = !e || !*e || !strcmp(e, "1") ? 2048 : atoll(e);
     if (kmax > 32768) kmax = 32768;
-    return K <= kmax && K % 32 == 0 && ((uintptr_t)x & 15) == 0;
+    return K <= kmax && K % 32 == 0 && ((uintptr_t)x & 15) == 0 && grid <= 2u * (unsigned)c->n_sm;
+}
+
+/* The grid of gemv_q4r_k / gemv_mlx4_q8_k for N rows, R rows a warp. */
+static unsigned q4r_grid(const lmx_cuda_ctx *c, int64_t N, int64_t nb, int R) {
+    int64_t groups = (N + R - 1) / R;
+    int S = q4r_split(c, groups, (nb + 31) / 32);
+    return (unsigned)((groups + Q4R_WARPS / S - 1) / (Q4R_WARPS / S));
 }
 
 /* ---- MLX affine 4-bit with int8 x (default with LMX_INT8_ACT; LMX_CUDA_MLX_INT8=0 off) ---
@@ -564,7 +575,7 @@ __global__ void __launch_bounds__(Q4R_WARPS * 32, 2) /* <= 128 registers: 2 bloc
         extern __shared__ int4 q4r_dyn[];
         int8_t *xs = reinterpret_cast<int8_t *>(q4r_dyn);
         int2 *ms = reinterpret_cast<int2 *>(xs + nb * 32);
-        q4r_xq_cta<true>(xf, nb, xs, ms);
+        q4r_xq_cta<true, R == 8 ? 2 : 4>(xf, nb, xs, ms);
         __syncthreads();
         xq = xs, xm = ms;
     }
@@ -618,7 +629,9 @@ bool cuda_gemv_mlx4_q8(lmx_cuda_ctx *c, const cuda_qw *qw, float *out, const flo
     while ((32 << vpg_shift) < qw->group) vpg_shift++;
     int8_t *xq = NULL;
     int2 *xm = NULL;
-    const float *xf = q4r_xq_fuse(K, x) ? x : NULL;
+    int R = c->qgemv_rows ? c->qgemv_rows : qw->N * K >= (int64_t)16 << 20 ? 8 : 2;
+    if (R != 8) R = 2; /* the kernels below */
+    const float *xf = q4r_xq_fuse(c, K, x, q4r_grid(c, qw->N, nb, R)) ? x : NULL;
     if (!xf) {
         size_t qbytes = ((size_t)K + 15) & ~(size_t)15;
         void *scr;
@@ -631,7 +644,6 @@ bool cuda_gemv_mlx4_q8(lmx_cuda_ctx *c, const cuda_qw *qw, float *out, const flo
         *st = cuda_launched("mlx 4-bit gemv: quantize x");
         if (*st) return true;
     }
-    int R = c->qgemv_rows ? c->qgemv_rows : qw->N * K >= (int64_t)16 << 20 ? 8 : 2;
     bool bf = qw->sdt == LMX_BF16;
     if (R == 8) *st = bf ? mlx4_q8_launch<8, __nv_bfloat16>(c, qw, out, xq, xm, xf, bias, bdt, vpg_shift)
                          : mlx4_q8_launch<8, __half>(c, qw, out, xq, xm, xf, bias, bdt, vpg_shift);
@@ -733,7 +745,12 @@ lmx_status cuda_gemv_q4r(lmx_cuda_ctx *c, const cuda_qw *qw, float *out, const f
     if (M == 1 && c->int8_act && !c->qgemv_old) {
         int8_t *xq = NULL;
         int2 *xm = NULL;
-        const float *xf = q4r_xq_fuse(K, x) ? x : NULL;
+        /* rows a warp by size (H200 table in bench/cuda-notes.md): 8 (16
+         * loads of 16 bytes in flight a lane) for the 8B gate/up and down,
+         * 4 for 1B gate/up / 8B q/o, 2 for the short matrices */
+        int R = c->qgemv_rows ? c->qgemv_rows : N * K >= (int64_t)32 << 20 ? 8 : N * K >= (int64_t)8 << 20 ? 4 : 2;
+        if (R != 8 && R != 4) R = 2; /* the kernels below */
+        const float *xf = q4r_xq_fuse(c, K, x, q4r_grid(c, N, nb, R)) ? x : NULL;
         if (!xf) {
             size_t qbytes = ((size_t)K + 15) & ~(size_t)15;
             void *scr;
@@ -744,10 +761,6 @@ lmx_status cuda_gemv_q4r(lmx_cuda_ctx *c, const cuda_qw *qw, float *out, const f
                 x, xq, xm, nb, false);
             LMX_TRY(cuda_launched("q4_0 gemv: quantize x"));
         }
-        /* rows a warp by size (H200 table in bench/cuda-notes.md): 8 (16
-         * loads of 16 bytes in flight a lane) for the 8B gate/up and down,
-         * 4 for 1B gate/up / 8B q/o, 2 for the short matrices */
-        int R = c->qgemv_rows ? c->qgemv_rows : N * K >= (int64_t)32 << 20 ? 8 : N * K >= (int64_t)8 << 20 ? 4 : 2;
         if (R == 8) return q4r_launch<8>(c, qw, out, xq, xm, xf, bias, bdt);
         if (R == 4) return q4r_launch<4>(c, qw, out, xq, xm, xf, bias, bdt);
         return q4r_launch<2>(c, qw, out, xq, xm, xf, bias, bdt);
