@@ -260,10 +260,12 @@ static void t_matmul(void) {
             free_all();
         }
     /* LoRA shapes: a [r, in], b [out, r] f32; M = 2 (decode-sized rows);
-     * x as a column view; rank 16 */
-    int64_t shapes[6][4] = {{300, 512, 8, 0}, {300, 8, 512, 0}, {2, 512, 8, 0},
-                            {300, 512, 8, 1}, {300, 8, 512, 1}, {131, 16, 700, 0}};
-    for (int s = 0; s < 6; s++) {
+     * x as a column view; rank 16; llama-1b training sizes; rank 12 (the
+     * cuBLAS path: the adapter kernels take ranks 8 and 16) */
+    int64_t shapes[][4] = {{300, 512, 8, 0}, {300, 8, 512, 0},  {2, 512, 8, 0},   {300, 512, 8, 1},
+                           {300, 8, 512, 1}, {131, 16, 700, 0}, {131, 700, 16, 0}, {2048, 2048, 8, 0},
+                           {2048, 8, 8192, 0}, {77, 12, 64, 0}};
+    for (int s = 0; s < (int)(sizeof shapes / sizeof *shapes); s++) {
         int64_t M = shapes[s][0], K = shapes[s][1], N = shapes[s][2];
         lmx_array *xp = HR(LMX_F32, 2, M, K + (shapes[s][3] ? 24 : 0), 0, 1), *W = HR(LMX_F32, 2, N, K, 0, 0.1);
         lmx_array xv = *xp, *x = &xv;
@@ -649,6 +651,8 @@ static void run_bench(void) {
         {"matmul dx f32 W [8192,2048]", F, D, LMX_F32, 1},
         {"matmul dx+dW f32 lora a [8,2048]", 8, D, LMX_F32, 3},
         {"matmul dx+dW f32 lora b [2048,8]", D, 8, LMX_F32, 3},
+        {"matmul dx+dW f32 lora a [8,8192] (down)", 8, F, LMX_F32, 3},
+        {"matmul dx+dW f32 lora b [8192,8] (gate/up)", F, 8, LMX_F32, 3},
         {"matmul dx+dW+db f32 W [2048,2048] (full ft)", D, D, LMX_F32, 7},
     };
     for (size_t i = 0; i < sizeof mm / sizeof *mm; i++) {

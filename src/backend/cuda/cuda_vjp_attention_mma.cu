@@ -8,24 +8,28 @@
  *     D = dO_t · O_t (O recomputed as the forward does: online softmax,
  *     O += P·V), so that P = exp(s - L) and rowsum(P ⊙ dP) = D.
  *  2. backward: a block owns 64 keys of one query head (4 warps x 16 keys) and
- *     walks the query tiles that see them (causal: from its first key on). Per
+ *     walks up to AV_QCHUNK of the query tiles that see them (causal: from its
+ *     first key on; grid z splits the rest, so that the first key blocks, which
+ *     see every tile, do not make one long tail). Per
  *     tile each warp computes its transposed scores Sᵀ = K·(q·scale)ᵀ and
  *     dPᵀ = V·dOᵀ, P = exp(S - L), dS = P ⊙ (dP - D), then dV += Pᵀ·dO and
  *     dK += dSᵀ·(q·scale) in registers (the score accumulators are already the
  *     A fragments of those products), writes dS to shared memory, and the block
  *     adds dQ += scale·dS·K into the f32 gradient with atomics. dK and dV are
- *     added with atomics once at the end: the query heads of a GQA group add
- *     into their kv head.
+ *     added with atomics once at the end: the query heads of a GQA group and
+ *     the query chunks add into one kv row.
  * Every operand is rounded to bf16 once (q·scale, k, v, dO, P, dS), as
  * frameworks computing attention in bf16 do; test_cuda_vjps bounds the error
- * relative to max|ref| (bf16 tolerances). The tiles are staged row-major and
- * transposed in shared memory (row strides of 4 mod 32 words: fragment loads
- * hit distinct banks), so every fragment is a 32-bit load. */
+ * relative to max|ref| (bf16 tolerances). Tiles are staged row-major in
+ * shared memory (row strides of 4 mod 32 words: fragment loads hit distinct
+ * banks); A fragments are 32-bit loads, B fragments that need the transpose
+ * (V, dO, q, K as [key|query][feature]) come from ldmatrix.trans. */
 #include "backend/cuda/cuda_vjp.cuh"
 
 #define AV_BC 64 /* keys per backward block, 16 per warp */
 #define AV_BQ 64 /* query rows per stats block, 16 per warp */
 #define AV_WARPS 4
+#define AV_QCHUNK 2 /* query tiles per backward block */
 
 typedef __nv_bfloat16 bf16;
 
@@ -55,6 +59,16 @@ __device__ __forceinline__ uint32_t av_pack(float x, float y) {
     return (uint32_t)__bfloat16_as_ushort(h.x) | (uint32_t)__bfloat16_as_ushort(h.y) << 16;
 }
 
+/* p[0] += x, p[1] += y (p 8-byte aligned): one vector atomic on sm_90 */
+__device__ __forceinline__ void av_add2(float *p, float x, float y) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    atomicAdd(reinterpret_cast<float2 *>(p), make_float2(x, y));
+#else
+    atomicAdd(p, x);
+    atomicAdd(p + 1, y);
+#endif
+}
+
 __device__ __forceinline__ uint32_t av_ld(const bf16 *p) { return *reinterpret_cast<const uint32_t *>(p); }
 
 /* A fragment (16 rows x 16 columns at column c0) of a row-major bf16 tile with row stride RS. */
@@ -65,6 +79,18 @@ __device__ __forceinline__ void av_afrag(uint32_t (&a)[4], const bf16 *tile, int
     a[1] = av_ld(p + 8 * RS);
     a[2] = av_ld(p + 8);
     a[3] = av_ld(p + 8 * RS + 8);
+}
+
+/* B fragments of two 8-column tiles (columns n0.., n0 + 8..) over rows k0..k0 + 15 of a row-major [k][n] bf16
+ * tile with row stride RS, by one transposing matrix load: b[0], b[1] for n0, b[2], b[3] for n0 + 8. */
+template <int RS>
+__device__ __forceinline__ void av_bfrag2(uint32_t (&b)[4], const bf16 *tile, int k0, int n0, int lane) {
+    int mi = lane >> 3, ri = lane & 7;
+    unsigned addr = (unsigned)__cvta_generic_to_shared(tile + (k0 + ri + (mi & 1) * 8) * RS + n0 + (mi >> 1) * 8);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(b[0]), "=r"(b[1]), "=r"(b[2]), "=r"(b[3])
+                 : "r"(addr)
+                 : "memory");
 }
 
 /* R rows x D features of an f32 source (row i at src + (r0 + i)·rs, rows >= rend zero) times mul into a
@@ -79,19 +105,6 @@ __device__ __forceinline__ void av_stage_rows(bf16 *dst, const float *src, int64
     }
 }
 
-/* The same rows transposed: dst[c·CS + r] (features as rows). A thread takes two rows of one feature; a warp
- * covers 8 rows x 8 features, so that its 32-bit stores land in distinct banks (CS/2 words ≡ 4 mod 8). */
-template <int R, int D, int CS>
-__device__ __forceinline__ void av_stage_cols(bf16 *dst, const float *src, int64_t rs, int64_t r0, int64_t rend,
-                                              float mul) {
-    for (int e = threadIdx.x; e < R / 2 * D; e += AV_WARPS * 32) {
-        int rp = (e & 3) + 4 * ((e >> 2) / D), c = (e >> 2) % D, r = 2 * rp;
-        float x0 = r0 + r < rend ? src[(r0 + r) * rs + c] : 0.f;
-        float x1 = r0 + r + 1 < rend ? src[(r0 + r + 1) * rs + c] : 0.f;
-        *reinterpret_cast<uint32_t *>(dst + c * CS + r) = av_pack(x0 * mul, x1 * mul);
-    }
-}
-
 __device__ __forceinline__ bool av_allowed(const av_args &a, int64_t t, int64_t j) {
     int64_t pos = a.pos0 + t;
     return t < a.T && j <= pos && (a.window <= 0 || j > pos - a.window);
@@ -101,9 +114,9 @@ __device__ __forceinline__ bool av_allowed(const av_args &a, int64_t t, int64_t 
 
 template <int HD>
 __global__ void __launch_bounds__(AV_WARPS * 32) attn_vjp_stats_k(av_args a) {
-    constexpr int BK = 64, KS = HD + 8, VS = BK + 8, NC = BK / 8, KC = HD / 16, DN = HD / 8;
+    constexpr int BK = 64, KS = HD + 8, NC = BK / 8, KC = HD / 16, DN = HD / 8;
     static_assert(BK == AV_BQ, "q is staged in the key tile's place");
-    __shared__ __align__(16) bf16 Ks[BK * KS], Vt[HD * VS];
+    __shared__ __align__(16) bf16 Ks[BK * KS], Vs[BK * KS];
     bf16 *Qs = Ks; /* q·scale, read into registers before the first key tile */
     int h = blockIdx.y, kh = h / (a.H / a.Hkv);
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tg = lane & 3;
@@ -124,7 +137,7 @@ __global__ void __launch_bounds__(AV_WARPS * 32) attn_vjp_stats_k(av_args a) {
     for (int64_t j0 = jbeg / BK * BK; j0 < jend; j0 += BK) {
         __syncthreads();
         av_stage_rows<BK, HD, KS>(Ks, a.k + kh * a.ks1, a.ks0, j0, jend, 1.0f);
-        av_stage_cols<BK, HD, VS>(Vt, a.v + kh * a.vs1, a.vs0, j0, jend, 1.0f);
+        av_stage_rows<BK, HD, KS>(Vs, a.v + kh * a.vs1, a.vs0, j0, jend, 1.0f);
         __syncthreads();
         if (j0 > a.pos0 + tw) continue; /* warp-uniform: the tile lies after the warp's last row */
         float s[NC][4];
@@ -180,9 +193,11 @@ __global__ void __launch_bounds__(AV_WARPS * 32) attn_vjp_stats_k(av_args a) {
             uint32_t p[4] = {av_pack(s[2 * kc][0], s[2 * kc][1]), av_pack(s[2 * kc][2], s[2 * kc][3]),
                              av_pack(s[2 * kc + 1][0], s[2 * kc + 1][1]), av_pack(s[2 * kc + 1][2], s[2 * kc + 1][3])};
 #pragma unroll
-            for (int d = 0; d < DN; d++) {
-                const bf16 *vp = Vt + (d * 8 + g) * VS + kc * 16 + tg * 2;
-                av_mma(o[d], p, av_ld(vp), av_ld(vp + 8));
+            for (int d = 0; d < DN; d += 2) {
+                uint32_t b[4];
+                av_bfrag2<KS>(b, Vs, kc * 16, d * 8, lane);
+                av_mma(o[d], p, b[0], b[1]);
+                av_mma(o[d + 1], p, b[2], b[3]);
             }
         }
     }
@@ -221,30 +236,32 @@ __global__ void __launch_bounds__(AV_WARPS * 32) attn_vjp_stats_k(av_args a) {
 
 template <int HD, int BR>
 struct av_smem {
-    static constexpr int KS = HD + 8, TS = BR + 8, CS = AV_BC + 8;
-    static constexpr size_t halves = 2 * AV_BC * KS + HD * CS + 2 * BR * KS + 2 * HD * TS + BR * CS;
+    static constexpr int KS = HD + 8, CS = AV_BC + 8;
+    static constexpr size_t halves = 2 * AV_BC * KS + 2 * BR * KS + BR * CS;
     static constexpr size_t bytes = halves * 2 + 2 * BR * sizeof(float);
 };
 
 template <int HD, int BR>
 __global__ void __launch_bounds__(AV_WARPS * 32) attn_vjp_bwd_k(av_args a) {
     using SM = av_smem<HD, BR>;
-    constexpr int KS = SM::KS, TS = SM::TS, CS = SM::CS, KC = HD / 16, DN = HD / 8, NR = BR / 8;
+    constexpr int KS = SM::KS, CS = SM::CS, KC = HD / 16, DN = HD / 8, NR = BR / 8;
     constexpr int RB = BR / 16, WPR = AV_WARPS / RB, DPW = DN / WPR; /* dQ: row blocks, warps per block */
     extern __shared__ __align__(16) unsigned char av_sm[];
-    bf16 *Ks = (bf16 *)av_sm, *Vs = Ks + AV_BC * KS, *Kt = Vs + AV_BC * KS, *Qs = Kt + HD * CS, *Qt = Qs + BR * KS;
-    bf16 *Gs = Qt + HD * TS, *Gt = Gs + BR * KS, *Ds = Gt + HD * TS;
+    bf16 *Ks = (bf16 *)av_sm, *Vs = Ks + AV_BC * KS, *Qs = Vs + AV_BC * KS, *Gs = Qs + BR * KS, *Ds = Gs + BR * KS;
     float *Ls = (float *)(Ds + BR * CS), *Dd = Ls + BR;
     int h = blockIdx.y, kh = h / (a.H / a.Hkv);
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tg = lane & 3;
     int64_t S = a.pos0 + a.T, j0 = (int64_t)blockIdx.x * AV_BC, jw = j0 + warp * 16;
     int64_t ja = jw + g, jb = ja + 8;
-    av_stage_rows<AV_BC, HD, KS>(Ks, a.k + kh * a.ks1, a.ks0, j0, S, 1.0f);
-    av_stage_rows<AV_BC, HD, KS>(Vs, a.v + kh * a.vs1, a.vs0, j0, S, 1.0f);
-    av_stage_cols<AV_BC, HD, CS>(Kt, a.k + kh * a.ks1, a.ks0, j0, S, 1.0f);
-    /* the query tiles that see keys j0..: t >= j0 - pos0; a window ends them at the last key + window */
+    /* the query tiles that see keys j0..: t >= j0 - pos0; a window ends them at the last key + window. Block z
+     * takes AV_QCHUNK of them (the first key blocks see the most tiles: chunks keep the longest block short) */
     int64_t tbeg = j0 - a.pos0 > 0 ? (j0 - a.pos0) / BR * BR : 0, tend = a.T;
     if (a.window > 0 && j0 + AV_BC - 1 + a.window - a.pos0 < tend) tend = j0 + AV_BC - 1 + a.window - a.pos0;
+    tbeg += (int64_t)blockIdx.z * AV_QCHUNK * BR;
+    if (tbeg + AV_QCHUNK * BR < tend) tend = tbeg + AV_QCHUNK * BR;
+    if (tbeg >= tend) return; /* block-uniform, before any barrier */
+    av_stage_rows<AV_BC, HD, KS>(Ks, a.k + kh * a.ks1, a.ks0, j0, S, 1.0f);
+    av_stage_rows<AV_BC, HD, KS>(Vs, a.v + kh * a.vs1, a.vs0, j0, S, 1.0f);
     float dk[DN][4], dv[DN][4];
 #pragma unroll
     for (int d = 0; d < DN; d++)
@@ -255,9 +272,7 @@ __global__ void __launch_bounds__(AV_WARPS * 32) attn_vjp_bwd_k(av_args a) {
     for (int64_t t0 = tbeg; t0 < tend; t0 += BR) {
         __syncthreads(); /* the previous tile's readers are done */
         av_stage_rows<BR, HD, KS>(Qs, qh, a.qs0, t0, a.T, a.scale);
-        av_stage_cols<BR, HD, TS>(Qt, qh, a.qs0, t0, a.T, a.scale);
         av_stage_rows<BR, HD, KS>(Gs, gh, gs, t0, a.T, 1.0f);
-        av_stage_cols<BR, HD, TS>(Gt, gh, gs, t0, a.T, 1.0f);
         for (int i = threadIdx.x; i < BR; i += AV_WARPS * 32) {
             bool in = t0 + i < a.T;
             Ls[i] = in ? a.lse[h * a.T + t0 + i] : 0.f;
@@ -305,10 +320,14 @@ __global__ void __launch_bounds__(AV_WARPS * 32) attn_vjp_bwd_k(av_args a) {
                                   av_pack(dp[2 * kc + 1][0], dp[2 * kc + 1][1]),
                                   av_pack(dp[2 * kc + 1][2], dp[2 * kc + 1][3])};
 #pragma unroll
-                for (int d = 0; d < DN; d++) {
-                    const bf16 *gp = Gt + (d * 8 + g) * TS + kc * 16 + tg * 2, *qp = Qt + (d * 8 + g) * TS + kc * 16 + tg * 2;
-                    av_mma(dv[d], pf, av_ld(gp), av_ld(gp + 8));
-                    av_mma(dk[d], df, av_ld(qp), av_ld(qp + 8));
+                for (int d = 0; d < DN; d += 2) {
+                    uint32_t bg[4], bq[4];
+                    av_bfrag2<KS>(bg, Gs, kc * 16, d * 8, lane);
+                    av_bfrag2<KS>(bq, Qs, kc * 16, d * 8, lane);
+                    av_mma(dv[d], pf, bg[0], bg[1]);
+                    av_mma(dv[d + 1], pf, bg[2], bg[3]);
+                    av_mma(dk[d], df, bq[0], bq[1]);
+                    av_mma(dk[d + 1], df, bq[2], bq[3]);
                 }
             }
             /* dS by query row for dQ: Ds[ti][key] */
@@ -332,25 +351,19 @@ __global__ void __launch_bounds__(AV_WARPS * 32) attn_vjp_bwd_k(av_args a) {
             uint32_t af[4];
             av_afrag<CS>(af, Ds, rb * 16, kk * 16, g, tg);
 #pragma unroll
-            for (int d = 0; d < DPW; d++) {
-                const bf16 *kp = Kt + ((dc0 + d) * 8 + g) * CS + kk * 16 + tg * 2;
-                av_mma(acc[d], af, av_ld(kp), av_ld(kp + 8));
+            for (int d = 0; d < DPW; d += 2) {
+                uint32_t b[4];
+                av_bfrag2<KS>(b, Ks, kk * 16, (dc0 + d) * 8, lane);
+                av_mma(acc[d], af, b[0], b[1]);
+                av_mma(acc[d + 1], af, b[2], b[3]);
             }
         }
         int64_t tqa = t0 + rb * 16 + g, tqb = tqa + 8;
 #pragma unroll
         for (int d = 0; d < DPW; d++) {
             int c = (dc0 + d) * 8 + tg * 2;
-            if (tqa < a.T) {
-                float *p = a.dq + (tqa * a.H + h) * HD + c;
-                atomicAdd(p, a.scale * acc[d][0]);
-                atomicAdd(p + 1, a.scale * acc[d][1]);
-            }
-            if (tqb < a.T) {
-                float *p = a.dq + (tqb * a.H + h) * HD + c;
-                atomicAdd(p, a.scale * acc[d][2]);
-                atomicAdd(p + 1, a.scale * acc[d][3]);
-            }
+            if (tqa < a.T) av_add2(a.dq + (tqa * a.H + h) * HD + c, a.scale * acc[d][0], a.scale * acc[d][1]);
+            if (tqb < a.T) av_add2(a.dq + (tqb * a.H + h) * HD + c, a.scale * acc[d][2], a.scale * acc[d][3]);
         }
     }
     /* dK (already scaled: dS·(q·scale)) and dV rows ja, jb of kv head kh */
@@ -359,13 +372,13 @@ __global__ void __launch_bounds__(AV_WARPS * 32) attn_vjp_bwd_k(av_args a) {
         int c = d * 8 + tg * 2;
         if (ja < S) {
             int64_t o = (ja * a.Hkv + kh) * HD + c;
-            if (a.dk) atomicAdd(a.dk + o, dk[d][0]), atomicAdd(a.dk + o + 1, dk[d][1]);
-            if (a.dv) atomicAdd(a.dv + o, dv[d][0]), atomicAdd(a.dv + o + 1, dv[d][1]);
+            if (a.dk) av_add2(a.dk + o, dk[d][0], dk[d][1]);
+            if (a.dv) av_add2(a.dv + o, dv[d][0], dv[d][1]);
         }
         if (jb < S) {
             int64_t o = (jb * a.Hkv + kh) * HD + c;
-            if (a.dk) atomicAdd(a.dk + o, dk[d][2]), atomicAdd(a.dk + o + 1, dk[d][3]);
-            if (a.dv) atomicAdd(a.dv + o, dv[d][2]), atomicAdd(a.dv + o + 1, dv[d][3]);
+            if (a.dk) av_add2(a.dk + o, dk[d][2], dk[d][3]);
+            if (a.dv) av_add2(a.dv + o, dv[d][2], dv[d][3]);
         }
     }
 }
@@ -380,7 +393,9 @@ static lmx_status launch_bwd(const av_args &a, int64_t S, cudaStream_t st) {
                            "attention vjp: shared memory"));
         sized = true;
     }
-    dim3 sg((unsigned)((a.T + AV_BQ - 1) / AV_BQ), (unsigned)a.H), bg((unsigned)((S + AV_BC - 1) / AV_BC), (unsigned)a.H);
+    int64_t nq = (a.T + BR - 1) / BR;
+    dim3 sg((unsigned)((a.T + AV_BQ - 1) / AV_BQ), (unsigned)a.H);
+    dim3 bg((unsigned)((S + AV_BC - 1) / AV_BC), (unsigned)a.H, (unsigned)((nq + AV_QCHUNK - 1) / AV_QCHUNK));
     attn_vjp_stats_k<HD><<<sg, AV_WARPS * 32, 0, st>>>(a);
     LMX_TRY(cuda_launched("attention vjp: softmax statistics"));
     attn_vjp_bwd_k<HD, BR><<<bg, AV_WARPS * 32, bytes, st>>>(a);
