@@ -232,7 +232,7 @@ __global__ void __launch_bounds__(AV_WARPS * 32) attn_vjp_stats_k(av_args a) {
     }
 }
 
-/* ---- 2. dQ, dK, dV: grid (S / 64, H) ------------------------------------ */
+/* ---- 2. dQ, dK, dV: grid (S / 64, H, query tiles / AV_QCHUNK) ---------- */
 
 template <int HD, int BR>
 struct av_smem {
