@@ -23,7 +23,7 @@
  * CPU op 1e-5 relative (f32 vs f64 row sums), an all-masked batch gives exactly
  * 0, its vjp at the element-wise tolerance, an out-of-range target refused.
  *
- * LMX_VJP_BENCH=1: times each vjp at llama-1b training shapes instead
+ * LMX_VJP_BENCH=1 (exact) or bf16 (the default precision): times each vjp at llama-1b training shapes instead
  * (B·T = 2048 rows, D 2048, F 8192, H 32/8, hd 64, V 128256; mean of 5 after
  * a warm-up, synchronised wall clock).
  * Exits 77 (ctest: skipped) with the reason when no CUDA device answers. */
@@ -260,10 +260,12 @@ static void t_matmul(void) {
             free_all();
         }
     /* LoRA shapes: a [r, in], b [out, r] f32; M = 2 (decode-sized rows);
-     * x as a column view; rank 16 */
-    int64_t shapes[6][4] = {{300, 512, 8, 0}, {300, 8, 512, 0}, {2, 512, 8, 0},
-                            {300, 512, 8, 1}, {300, 8, 512, 1}, {131, 16, 700, 0}};
-    for (int s = 0; s < 6; s++) {
+     * x as a column view; rank 16; llama-1b training sizes; rank 12 (the
+     * cuBLAS path: the adapter kernels take ranks 8 and 16) */
+    int64_t shapes[][4] = {{300, 512, 8, 0}, {300, 8, 512, 0},  {2, 512, 8, 0},   {300, 512, 8, 1},
+                           {300, 8, 512, 1}, {131, 16, 700, 0}, {131, 700, 16, 0}, {2048, 2048, 8, 0},
+                           {2048, 8, 8192, 0}, {77, 12, 64, 0}};
+    for (int s = 0; s < (int)(sizeof shapes / sizeof *shapes); s++) {
         int64_t M = shapes[s][0], K = shapes[s][1], N = shapes[s][2];
         lmx_array *xp = HR(LMX_F32, 2, M, K + (shapes[s][3] ? 24 : 0), 0, 1), *W = HR(LMX_F32, 2, N, K, 0, 0.1);
         lmx_array xv = *xp, *x = &xv;
@@ -424,6 +426,54 @@ static void t_attention(void) {
         lmx_array_release(&o);
         free_all();
     }
+}
+
+/* The default attention vjp on CUDA (LMX_CUDA_EXACT unset): tensor cores with
+ * bf16 operands (cuda_vjp_attention_mma.cu) for f32 q/k/v, hd 64/128, no
+ * soft-cap. Tolerance: max|gpu - ref| <= 2e-2 of max|ref| per gradient, as
+ * the bf16 goldens (golden.c); rel (L2) <= 1e-2 (q·scale, k, v, dO, P and dS
+ * each carry 8 bits: ~3e-3 expected). Fresh random inputs each run; amp 3
+ * makes the softmax sharp (the saved log-sum-exp matters), T 512 H 32/8 is
+ * the llama-1b training shape. */
+static void t_attention_bf16(lmx_backend *fast) {
+    struct { int64_t T, pos0, H, Hkv, hd; int window; double amp; int fused; } cs[] = {
+        {64, 0, 4, 4, 64, 0, 1, 0},   {96, 0, 8, 2, 64, 0, 3, 1},   {80, 0, 4, 1, 128, 0, 1, 0},
+        {70, 0, 4, 2, 64, 16, 1, 1},  {40, 24, 4, 2, 64, 20, 1, 0}, {37, 9, 4, 2, 128, 0, 3, 0},
+        {200, 0, 8, 2, 128, 0, 1, 1}, {512, 0, 32, 8, 64, 0, 1, 1},
+    };
+    lmx_backend *exact = gpu;
+    gpu = fast;
+    gex.backend = fast;
+    for (size_t c = 0; c < sizeof cs / sizeof *cs; c++) {
+        int64_t T = cs[c].T, H = cs[c].H, Hkv = cs[c].Hkv, hd = cs[c].hd, S = cs[c].pos0 + T;
+        lmx_array q, k, v;
+        if (cs[c].fused) {
+            int64_t W = (H + 2 * Hkv) * hd;
+            lmx_array *p = HR(LMX_F32, 2, T, W, 0, cs[c].amp);
+            int64_t qs[3] = {T, H, hd}, ks[3] = {T, Hkv, hd}, st[3] = {W, hd, 1};
+            q = view(p, 0, 3, qs, st);
+            k = view(p, H * hd, 3, ks, st);
+            v = view(p, (H + Hkv) * hd, 3, ks, st);
+        } else {
+            q = *HR(LMX_F32, 3, T, H, hd, cs[c].amp);
+            k = *HR(LMX_F32, 3, S + 5, Hkv, hd, cs[c].amp);
+            v = *HR(LMX_F32, 3, S + 5, Hkv, hd, 1);
+        }
+        lmx_array o = outf(3, T, H, hd);
+        lmx_node n = node(LMX_OP_ATTENTION, &o, &q, &k, &v);
+        n.ip[0] = (int32_t)cs[c].pos0;
+        n.ip[1] = cs[c].window;
+        n.fp[0] = 1.0f / sqrtf((float)hd);
+        char s[128];
+        snprintf(s, sizeof s, "bf16 attention T%lld pos0 %lld H%lld/%lld hd%lld win %d amp %g%s", (long long)T,
+                 (long long)cs[c].pos0, (long long)H, (long long)Hkv, (long long)hd, cs[c].window, cs[c].amp,
+                 cs[c].fused ? " (fused)" : "");
+        vjp_case(s, &n, 7, 1e-2, 2e-2);
+        lmx_array_release(&o);
+        free_all();
+    }
+    gpu = exact;
+    gex.backend = exact;
 }
 
 static void t_elementwise(void) {
@@ -601,6 +651,8 @@ static void run_bench(void) {
         {"matmul dx f32 W [8192,2048]", F, D, LMX_F32, 1},
         {"matmul dx+dW f32 lora a [8,2048]", 8, D, LMX_F32, 3},
         {"matmul dx+dW f32 lora b [2048,8]", D, 8, LMX_F32, 3},
+        {"matmul dx+dW f32 lora a [8,8192] (down)", 8, F, LMX_F32, 3},
+        {"matmul dx+dW f32 lora b [8192,8] (gate/up)", F, 8, LMX_F32, 3},
         {"matmul dx+dW+db f32 W [2048,2048] (full ft)", D, D, LMX_F32, 7},
     };
     for (size_t i = 0; i < sizeof mm / sizeof *mm; i++) {
@@ -718,6 +770,14 @@ int main(void) {
     /* rel <= 1e-5 bounds: the exact (bf16 hi + lo) GEMMs, not the default bf16-rounded x */
     setenv("LMX_CUDA_EXACT", "1", 0);
     if (lmx_backend_create("cuda", 0, &gpu) || lmx_backend_create("cpu", 0, &cpu)) die("backend");
+    /* a second CUDA backend with the default (bf16-operand) precision */
+    lmx_backend *fast = NULL;
+    const char *ex = getenv("LMX_CUDA_EXACT");
+    char keep[16];
+    snprintf(keep, sizeof keep, "%s", ex ? ex : "");
+    setenv("LMX_CUDA_EXACT", "0", 1);
+    if (lmx_backend_create("cuda", 0, &fast)) die("backend (bf16)");
+    setenv("LMX_CUDA_EXACT", keep, 1);
     gex.backend = gpu;
     cex.backend = cpu;
     char info[256];
@@ -729,6 +789,10 @@ int main(void) {
     }
     const char *b = getenv("LMX_VJP_BENCH");
     if (b && *b && strcmp(b, "0")) {
+        if (!strcmp(b, "bf16")) { /* LMX_VJP_BENCH=bf16: the default precision's vjps */
+            gpu = fast;
+            gex.backend = fast;
+        }
         run_bench();
         lmx_backend_free(gpu);
         return 0;
@@ -739,9 +803,11 @@ int main(void) {
     t_norms();
     t_rope();
     t_attention();
+    t_attention_bf16(fast);
     t_elementwise();
     t_cross_entropy();
     lmx_backend_free(gpu);
+    lmx_backend_free(fast);
     lmx_backend_free(cpu);
     printf("%d passed, %d failed\n", n_ok, n_bad);
     return n_bad ? 1 : 0;

@@ -301,7 +301,9 @@ lmx_status lmx_cuda_matmul(const lmx_node *n, lmx_pool *pool) {
     if (M == 0 || N == 0) return LMX_OK;
     /* prefill attention after projections with f32 weights stays exact (the
      * KV cache is f32 for every model, so its dtype cannot tell) */
-    c->attn_exact = w->dtype == LMX_F32;
+    /* ... except an adapter factor (f32, a side of rank <= 16: LoRA's x·Aᵀ
+     * and ·Bᵀ run after their frozen base projection) does not decide it */
+    if (!(w->dtype == LMX_F32 && (N <= 16 || K <= 16))) c->attn_exact = w->dtype == LMX_F32;
     const void *bias = b ? b->data : NULL;
     int bdt = b ? b->dtype : 0;
     if (lmx_dtype_info(w->dtype)->is_quant) {

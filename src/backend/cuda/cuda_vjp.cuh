@@ -21,6 +21,10 @@ lmx_status lmx_cuda_vjp_rms_norm(const lmx_node *n, const lmx_array *dout, lmx_a
 lmx_status lmx_cuda_vjp_layer_norm(const lmx_node *n, const lmx_array *dout, lmx_array *dsrc[], lmx_pool *pool);
 lmx_status lmx_cuda_vjp_rope(const lmx_node *n, const lmx_array *dout, lmx_array *dsrc[], lmx_pool *pool);
 lmx_status lmx_cuda_vjp_attention(const lmx_node *n, const lmx_array *dout, lmx_array *dsrc[], lmx_pool *pool);
+/* The tensor-core attention vjp (cuda_vjp_attention_mma.cu): *done = false when the node is not one it covers
+ * (LMX_CUDA_EXACT=1, soft-cap, non-f32 q/k/v, head dims other than 64/128); the caller then runs the SGEMM vjp. */
+lmx_status cuda_vjp_attention_mma(const lmx_node *n, const lmx_array *dout, lmx_array *dsrc[], lmx_pool *pool,
+                                  bool *done);
 lmx_status lmx_cuda_vjp_binary(const lmx_node *n, const lmx_array *dout, lmx_array *dsrc[], lmx_pool *pool);
 lmx_status lmx_cuda_vjp_unary(const lmx_node *n, const lmx_array *dout, lmx_array *dsrc[], lmx_pool *pool);
 lmx_status lmx_cuda_vjp_cross_entropy(const lmx_node *n, const lmx_array *dout, lmx_array *dsrc[], lmx_pool *pool);

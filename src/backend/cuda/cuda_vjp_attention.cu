@@ -10,7 +10,8 @@
  * a group (g = 0..group-1) one strided-batched SGEMM per product covers all
  * kv heads (head h = kh·group + g), in chunks of kv heads that keep the two
  * [T, S] score buffers within ~512 MB. SGEMM (no TF32) and f32 row sums:
- * ~1e-6 relative to the reference. A flash-style kernel is a later step. */
+ * ~1e-6 relative to the reference. This is the exact path (LMX_CUDA_EXACT=1)
+ * and the fallback of the tensor-core vjp (cuda_vjp_attention_mma.cu). */
 #include "backend/cuda/cuda_vjp.cuh"
 
 /* dst dense [R, Hn, D] f32 = src (strides s0, s1, 1) of dtype T. */
@@ -112,6 +113,9 @@ lmx_status lmx_cuda_vjp_attention(const lmx_node *n, const lmx_array *dout, lmx_
         H * hd > 0x7fffffff || S * S > 0x7fffffff)
         return lmx_err(LMX_ERR_UNSUPPORTED, "cuda attention vjp: T=%lld H=%lld Hkv=%lld S=%lld not covered",
                        (long long)T, (long long)H, (long long)Hkv, (long long)S);
+    bool done;
+    LMX_TRY(cuda_vjp_attention_mma(n, dout, dsrc, pool, &done));
+    if (done) return LMX_OK;
     int64_t group = H / Hkv;
     /* kv heads per chunk: two [T, S] f32 buffers each */
     int64_t per = (int64_t)T * S * 8, nb = ((int64_t)512 << 20) / (per ? per : 1);
