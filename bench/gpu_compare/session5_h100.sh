@@ -6,7 +6,7 @@ O=$OUT; R=$PWD
 export PACK=.gpu-lead SKIP_MLX8B=1 SKIP_LMX_F16=1
 s=$(date +%s)
 ( OUT=$O/tests RUN_PARTS=tests RUN_QTESTS="test_quant_quality test_convert test_models_gguf" \
-  RUN_TESTS="test_gpu_memory test_device_sampler test_models_hf test_stories260k test_kv_cache test_batch test_speculative test_decode_graph test_cuda_q4r test_cuda_vjps test_gpu_train" \
+  RUN_TESTS="test_gpu_memory test_device_sampler test_models_hf test_stories260k test_kv_cache test_batch test_speculative test_decode_graph test_cuda_q4r test_cuda_vjps test_gpu_train ${EXTRA_TESTS:-}" \
   timeout 300 sh tests/gpu/run_on_gpu.sh > $O/tests_summary.log 2>&1 ) &
 tp=$!
 OUT=$O/cmp bash bench/compare_llamacpp_cuda.sh build > $O/cmp1.log 2>&1
