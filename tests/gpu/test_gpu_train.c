@@ -104,6 +104,7 @@ static lmx_adapters *make_adapters_type(lmx_model *M, lmx_ft_type type, float dr
     rng_s = 0x13198A2E03707344ull;
     for (int i = 0; i < ad->n; i++) {
         lmx_lora *lo = &ad->e[i].lora;
+        if (lmx_array_empty(&lo->a)) continue; /* full fine-tuning: the copies keep the model's values */
         float ka = 1.0f / sqrtf((float)lo->a.shape[1]);
         for (int64_t j = 0; j < lmx_array_numel(&lo->a); j++) ((float *)lo->a.data)[j] = ka * frand();
         for (int64_t j = 0; j < lmx_array_numel(&lo->b); j++) ((float *)lo->b.data)[j] = 0.05f * frand();
