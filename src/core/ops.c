@@ -21,6 +21,7 @@ const lmx_op_def lmx_op_defs[LMX_OP_COUNT] = {
     [LMX_OP_CROSS_ENTROPY] = {"cross_entropy", 2, 3, lmx_vjp_cross_entropy},
     [LMX_OP_ADD_RMS_NORM] = {"add_rms_norm", 2, 3, NULL},
     [LMX_OP_ROPE_KV] = {"rope_kv", 5, 5, NULL},
+    [LMX_OP_MATMUL_ACC] = {"matmul_acc", 2, 2, lmx_vjp_matmul},
 };
 
 static lmx_status shape_err(const char *op, const char *what, const lmx_array *a, const lmx_array *b) {
@@ -95,6 +96,15 @@ lmx_status lmx_matmul_q(lmx_exec *ex, lmx_array *out, const lmx_array *x, const 
 lmx_status lmx_matmul(lmx_exec *ex, lmx_array *out, const lmx_array *x, const lmx_array *w,
                       const lmx_array *bias) {
     return lmx_matmul_q(ex, out, x, w, bias, NULL, NULL, 0);
+}
+
+lmx_status lmx_matmul_acc(lmx_exec *ex, lmx_array *out, const lmx_array *x, const lmx_array *w) {
+    if (w->ndim != 2 || w->dtype != LMX_F32 || cols_of(x) != w->shape[1] || rows_of(out) != rows_of(x) ||
+        cols_of(out) != w->shape[0] || x->dtype != LMX_F32 || out->dtype != LMX_F32 ||
+        !lmx_array_is_contiguous(out))
+        return shape_err("matmul_acc", "x vs w (f32, out contiguous)", x, w);
+    lmx_node n = node(LMX_OP_MATMUL_ACC, out, x, w, NULL);
+    return lmx_exec_node(ex, &n);
 }
 
 lmx_status lmx_rms_norm(lmx_exec *ex, lmx_array *out, const lmx_array *x, const lmx_array *w,

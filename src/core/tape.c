@@ -640,6 +640,15 @@ lmx_status lmx_tape_backward(lmx_tape *t, const lmx_array *y, const lmx_array *s
         LMX_TRY(gather(t, r->n.out, &dout));
         prof_point(pb, PROF_GATHER, &last);
         if (lmx_array_empty(&dout)) continue;
+        if (r->n.op == LMX_OP_MATMUL_ACC) { /* out = out_prev + x·wᵀ in place: out_prev's gradient is dout */
+            lmx_array ref = dout;
+            lmx_array_retain(&ref);
+            st = accumulate(t, r->n.out, &ref);
+            if (st) {
+                lmx_array_release(&dout);
+                return st;
+            }
+        }
         if (pb && passes_through(r)) { /* out = a + b: da = db = dout, shared */
             st = LMX_OK;
             for (int j = 0; j < 2 && !st; j++) {

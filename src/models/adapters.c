@@ -10,6 +10,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* One Linear module: the model's linear(s) it feeds and their first rows. */
 typedef struct amod {
@@ -146,6 +147,33 @@ lmx_status lmx_linear_weight_f32(const lmx_linear *l, float *out) {
 
 static lmx_adapter_entry *new_entry(lmx_adapters *ad, const char *name, int layer);
 
+/* lmx_linear_weight_f32 of a linear whose arrays may be in device memory
+ * (a model moved to a GPU before its adapters were made): host copies of
+ * w, scales and biases first. */
+static lmx_status weight_f32_any(const lmx_linear *l, float *out) {
+    const lmx_array *src[3] = {&l->w, &l->scales, &l->biases};
+    bool dev = false;
+    for (int j = 0; j < 3; j++) dev |= src[j]->buf && src[j]->buf->kind == LMX_BUFFER_DEVICE;
+    if (!dev) return lmx_linear_weight_f32(l, out);
+    lmx_array h[3];
+    memset(h, 0, sizeof h);
+    lmx_status st = LMX_OK;
+    for (int j = 0; j < 3 && !st; j++) {
+        if (lmx_array_empty(src[j]) || src[j]->buf->kind != LMX_BUFFER_DEVICE) continue;
+        st = lmx_array_alloc(&h[j], src[j]->dtype, src[j]->ndim, src[j]->shape);
+        if (!st) st = lmx_array_download((lmx_backend *)src[j]->buf->dev_owner, src[j], h[j].data);
+    }
+    if (!st) {
+        lmx_linear hl = *l;
+        lmx_array *dst[3] = {&hl.w, &hl.scales, &hl.biases};
+        for (int j = 0; j < 3; j++)
+            if (!lmx_array_empty(&h[j])) *dst[j] = h[j];
+        st = lmx_linear_weight_f32(&hl, out);
+    }
+    for (int j = 0; j < 3; j++) lmx_array_release(&h[j]);
+    return st;
+}
+
 /* A LoRA/DoRA entry for module md. */
 static lmx_status init_lora(lmx_adapters *ad, const amod *md, uint64_t seed, lmx_adapter_entry *e) {
     const lmx_adapter_config *c = &ad->cfg;
@@ -174,7 +202,7 @@ static lmx_status init_lora(lmx_adapters *ad, const amod *md, uint64_t seed, lmx
         int64_t rows = md->t[i]->w.shape[0];
         float *w = malloc((size_t)(rows * in) * sizeof *w);
         if (!w) return lmx_err(LMX_ERR_NOMEM, "adapters: out of memory");
-        lmx_status s = lmx_linear_weight_f32(md->t[i], w);
+        lmx_status s = weight_f32_any(md->t[i], w);
         for (int64_t r = 0; !s && r < rows; r++) {
             double acc = 0;
             for (int64_t k = 0; k < in; k++) acc += (double)w[r * in + k] * w[r * in + k];

@@ -239,15 +239,14 @@ static lmx_array *tlinear(fwd *f, int li, int slot, const lmx_array *x, const lm
     RUN(f, lmx_matmul(f->ex, t, xd, &lo->a, NULL));
     if (on_device(f) && !dora) {
         /* y = base + (scale·t)·bᵀ: the scale on the [M, rank] side, not on
-         * [M, N] (one pass over an output-sized array less each way; not
-         * mlx-lm's rounding order, so the host keeps scale·(t·bᵀ)); the sum
-         * is written over base, which no vjp reads (the matmul's needs x and
-         * W): one [M, N] activation less per adapted linear (the tape keys
-         * gradients by memory, so base's entry is re-made by the ADD) */
-        lmx_array *ts = fresh(f, M, R), *u = fresh(f, M, N);
+         * [M, N], and the product accumulated straight onto base by one
+         * GEMM (LMX_OP_MATMUL_ACC) instead of a [M, N] product array and an
+         * add (not mlx-lm's rounding order, so the host keeps scale·(t·bᵀ));
+         * base may be written over: no vjp reads it (the matmul's needs x
+         * and W), and the tape passes y's gradient on to it */
+        lmx_array *ts = fresh(f, M, R);
         RUN(f, lmx_scale(f->ex, ts, t, lo->scale));
-        RUN(f, lmx_matmul(f->ex, u, ts, &lo->b, NULL));
-        RUN(f, lmx_add(f->ex, base, base, u));
+        RUN(f, lmx_matmul_acc(f->ex, base, ts, &lo->b));
         return base;
     }
     lmx_array *y = fresh(f, M, N), *u = fresh(f, M, N), *us = fresh(f, M, N);

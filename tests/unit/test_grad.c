@@ -147,6 +147,23 @@ static void test_matmul(void) {
     }
 }
 
+/* out = 1·c, then out += a·bᵀ in place (LMX_OP_MATMUL_ACC): the tape must
+ * hand out's gradient on to the earlier value (and so to c) besides a, b. */
+static lmx_status f_matmul_acc(lmx_exec *ex, void *c, lmx_array **y) {
+    op_ctx *o = c;
+    *y = &o->out;
+    LMX_TRY(lmx_scale(ex, &o->out, &o->c, 1.0f));
+    return lmx_matmul_acc(ex, &o->out, &o->a, &o->b);
+}
+
+static void test_matmul_acc(void) {
+    op_ctx o = {.a = mk(2, 5, 7, 1, 1), .b = mk(2, 3, 7, 1, 1), .c = mk(2, 5, 3, 1, 1)};
+    o.out = mk(2, 5, 3, 1, 0);
+    lmx_array *ps[] = {&o.a, &o.b, &o.c};
+    fd_check("matmul_acc (in place)", f_matmul_acc, &o, ps, 3, 64);
+    lmx_array_release(&o.a), lmx_array_release(&o.b), lmx_array_release(&o.c), lmx_array_release(&o.out);
+}
+
 static lmx_status f_qmatmul(lmx_exec *ex, void *c, lmx_array **y) {
     op_ctx *o = c;
     *y = &o->out;
@@ -762,6 +779,7 @@ void run_tests(void) {
         return;
     }
     TEST(test_matmul);
+    TEST(test_matmul_acc);
     TEST(test_matmul_q4);
     TEST(test_get_rows);
     TEST(test_norms);

@@ -26,6 +26,7 @@ lmx_status lmx_cpu_copy(const lmx_node *n, lmx_pool *pool);
 lmx_status lmx_cpu_softmax(const lmx_node *n, lmx_pool *pool);
 lmx_status lmx_cpu_cross_entropy(const lmx_node *n, lmx_pool *pool); /* cpu_cross_entropy.c */
 lmx_status lmx_cpu_add_rms_norm(const lmx_node *n, lmx_pool *pool); /* cpu_fused.c */
+lmx_status lmx_cpu_matmul_acc(const lmx_node *n, lmx_pool *pool);   /* cpu_fused.c */
 lmx_status lmx_cpu_rope_kv(const lmx_node *n, lmx_pool *pool);      /* cpu_fused.c */
 
 lmx_status lmx_cpu_backend_create(int n_threads, lmx_backend **out);

@@ -25,6 +25,7 @@ static const lmx_kernel_fn cpu_kernels[LMX_OP_COUNT] = {
     [LMX_OP_CROSS_ENTROPY] = lmx_cpu_cross_entropy,
     [LMX_OP_ADD_RMS_NORM] = lmx_cpu_add_rms_norm,
     [LMX_OP_ROPE_KV] = lmx_cpu_rope_kv,
+    [LMX_OP_MATMUL_ACC] = lmx_cpu_matmul_acc,
 };
 
 /* Activations are f32 on the CPU; weights may be any float dtype. */

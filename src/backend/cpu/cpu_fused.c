@@ -1,4 +1,4 @@
-/* cpu_fused.c - the fused decode-step ops (op.h: ADD_RMS_NORM, ROPE_KV) on
+/* cpu_fused.c - the fused ops (op.h: ADD_RMS_NORM, ROPE_KV, MATMUL_ACC) on
  * the CPU: the plain kernels of the CPU table run in sequence on the same
  * arrays, so a fused op equals the unfused sequence bit for bit. The models
  * call the fused ops on device backends only (one kernel there instead of
@@ -49,4 +49,20 @@ lmx_status lmx_cpu_rope_kv(const lmx_node *n, lmx_pool *pool) {
     LMX_TRY(lmx_cpu_copy(&ck, pool));
     lmx_node cv = sub(LMX_OP_COPY, vc, n->src[2], NULL);
     return lmx_cpu_copy(&cv, pool);
+}
+
+/* out += x·wᵀ: the product into a scratch array, then the same f32 adds as
+ * lmx_cpu_add (the sequence matmul + add it replaces, bit for bit). */
+lmx_status lmx_cpu_matmul_acc(const lmx_node *n, lmx_pool *pool) {
+    lmx_array tmp;
+    int64_t sh[2] = {lmx_array_numel(n->out) / n->src[1]->shape[0], n->src[1]->shape[0]};
+    LMX_TRY(lmx_array_alloc(&tmp, LMX_F32, 2, sh));
+    lmx_node mm = sub(LMX_OP_MATMUL, &tmp, n->src[0], n->src[1]);
+    lmx_status st = lmx_fast_matmul(&mm, pool);
+    if (!st) {
+        lmx_node add = sub(LMX_OP_ADD, n->out, n->out, &tmp);
+        st = lmx_cpu_add(&add, pool);
+    }
+    lmx_array_release(&tmp);
+    return st;
 }

@@ -346,15 +346,17 @@ lmx_status lmx_cuda_add_rms_norm(const lmx_node *n, lmx_pool *pool); /* cuda_fus
 lmx_status lmx_cuda_rope_kv(const lmx_node *n, lmx_pool *pool);
 AUTO_WRAP(add_rms_norm)
 AUTO_WRAP(rope_kv)
+AUTO_WRAP(matmul_acc)
 
 /* ---- kernel table and supports() ---------------------------------------- */
 
 static const lmx_kernel_fn cuda_kernels[LMX_OP_COUNT] = {
     auto_get_rows, auto_matmul, auto_rms_norm, auto_layer_norm, auto_rope,
     auto_attention, auto_binary, auto_binary, auto_unary, auto_unary,
-    auto_unary, auto_copy, auto_softmax, auto_cross_entropy, auto_add_rms_norm, auto_rope_kv,
+    auto_unary, auto_copy, auto_softmax, auto_cross_entropy, auto_add_rms_norm, auto_rope_kv, auto_matmul_acc,
 };
-static_assert(LMX_OP_GET_ROWS == 0 && LMX_OP_CROSS_ENTROPY == 13 && LMX_OP_ROPE_KV == 15 && LMX_OP_COUNT == 16,
+static_assert(LMX_OP_GET_ROWS == 0 && LMX_OP_CROSS_ENTROPY == 13 && LMX_OP_ROPE_KV == 15 && LMX_OP_MATMUL_ACC == 16 &&
+                  LMX_OP_COUNT == 17,
               "cuda_kernels lists the ops in op.h order");
 
 static bool f32(const lmx_array *a) { return a && a->dtype == LMX_F32; }
@@ -372,6 +374,9 @@ static bool cuda_supports(const lmx_backend *b, const lmx_node *n) {
     case LMX_OP_MATMUL:
         if (!f32(n->out) || !f32(s[0]) || !lmx_array_is_contiguous(s[1]) || !flt_or_null(s[2])) return false;
         return cu_is_float(s[1]->dtype) ? !s[3] && !s[4] : cuda_quant_ok(s[1], s[3], s[4], n->ip[0]);
+    case LMX_OP_MATMUL_ACC:
+        return f32(n->out) && f32(s[0]) && f32(s[1]) && lmx_array_is_contiguous(s[1]) &&
+               lmx_array_is_contiguous(n->out);
     case LMX_OP_RMS_NORM:
     case LMX_OP_LAYER_NORM:
         return f32(n->out) && f32(s[0]) && flt_or_null(s[1]) && flt_or_null(s[2]);

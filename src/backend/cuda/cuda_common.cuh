@@ -242,6 +242,7 @@ __device__ __forceinline__ void xq_quad(float4 v, int *q, float *db) {
 /* Kernels (one entry per lmx_op; cuda_backend.c holds the table). */
 lmx_status lmx_cuda_get_rows(const lmx_node *n, lmx_pool *pool);
 lmx_status lmx_cuda_matmul(const lmx_node *n, lmx_pool *pool);
+lmx_status lmx_cuda_matmul_acc(const lmx_node *n, lmx_pool *pool); /* out += x·wᵀ, f32 w (cuda_matmul.cu) */
 lmx_status lmx_cuda_rms_norm(const lmx_node *n, lmx_pool *pool);
 lmx_status lmx_cuda_layer_norm(const lmx_node *n, lmx_pool *pool);
 lmx_status lmx_cuda_rope(const lmx_node *n, lmx_pool *pool);

@@ -292,6 +292,24 @@ static lmx_status gemm_quant(lmx_cuda_ctx *c, const lmx_node *n, const cuda_qw *
     return LMX_OK;
 }
 
+/* out += x·wᵀ (LMX_OP_MATMUL_ACC: LoRA's B factor onto the base output): one
+ * SGEMM with beta = 1 instead of a product array and an add over [M, N]. */
+lmx_status lmx_cuda_matmul_acc(const lmx_node *n, lmx_pool *pool) {
+    lmx_cuda_ctx *c = cuda_ctx(pool);
+    const lmx_array *x = n->src[0], *w = n->src[1];
+    int64_t M = cu_rows(x), K = w->shape[1], N = w->shape[0];
+    int64_t xs = cu_row_stride(x), os = cu_row_stride(n->out);
+    if (M == 0 || N == 0) return LMX_OK;
+    if (M > 0x7fffffff || N > 0x7fffffff || K > 0x7fffffff || xs > 0x7fffffff || os > 0x7fffffff)
+        return lmx_err(LMX_ERR_UNSUPPORTED, "cuda matmul_acc: dimensions beyond 2^31");
+    LMX_TRY(fit_workspace(c));
+    const float one = 1.0f;
+    return cuda_blas_check(cublasSgemm(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)N, (int)M, (int)K, &one,
+                                       (const float *)w->data, (int)K, (const float *)x->data, (int)xs, &one,
+                                       (float *)n->out->data, (int)os),
+                           "sgemm (accumulate)");
+}
+
 lmx_status lmx_cuda_matmul(const lmx_node *n, lmx_pool *pool) {
     lmx_cuda_ctx *c = cuda_ctx(pool);
     const lmx_array *x = n->src[0], *w = n->src[1], *b = n->src[2];
