@@ -19,15 +19,8 @@ for v in "new:" "sgemm:LMX_CUDA_ATTN_VJP=sgemm LMX_CUDA_LORA_VJP=sgemm"; do l=${
   env $e LMX_VJP_BENCH=bf16 timeout 60 $B/test_cuda_vjps 2>&1 | grep -E "attention|lora|matmul dx bf16 W .2048,2048" | sed "s/^/$l /"; done
 wait
 D=/tmp/d512; mkdir -p $D; python3 bench/make_lora_bench_data.py "$D" > /dev/null
-cat > /tmp/lora8.yaml <<'Y'
-lora_parameters:
-  keys: ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"]
-  rank: 8
-  scale: 20.0
-  dropout: 0.0
-Y
 run() { l=$1; shift
-  env "$@" timeout 60 $B/lmx lora --model /tmp/llama-1b --train --data $D -c /tmp/lora8.yaml --device cuda \
+  env "$@" timeout 60 $B/lmx lora --model /tmp/llama-1b --train --data $D -c bench/gpu_compare/lora8.yaml --device cuda \
     --batch-size 4 --max-seq-length 512 --num-layers -1 --iters 15 --steps-per-report 5 --steps-per-eval 100000 --val-batches 1 \
     --learning-rate 1e-5 --adapter-path /tmp/ad_q > $OUT/lmx_$l.out 2>&1
   echo "== lmx $l rc=$?"; grep -E "Iter (10|15): Train loss|profile|rror" $OUT/lmx_$l.out | cut -c1-1200; }

@@ -414,58 +414,18 @@ __global__ void __launch_bounds__(Q4R_WARPS * 32, FX ? 2 : 0) /* FX: the quantiz
     qg_finish<R>(red, acc, out, bias, bdt, N, row0, S);
 }
 
-/* Warps per row group: split K until about 32 warps of work per SM, each
- * warp keeping at least 2 rounds of 32 blocks. */
-static int q4r_split(const lmx_cuda_ctx *c, int64_t groups, int64_t rounds) {
-    int S = 1;
-    while (S < Q4R_WARPS && groups * S < 32 * (int64_t)c->n_sm && rounds / (2 * S) >= 2) S *= 2;
-    return S;
-}
-
-/* LMX_CUDA_PDL=0: plain launches (A/B); read once. */
-static bool q4r_pdl(void) {
-    static int on = -1;
-    if (on < 0) {
-        const char *e = getenv("LMX_CUDA_PDL");
-        on = !(e && !strcmp(e, "0"));
-    }
-    return on != 0;
-}
-
-/* kern<<<grid, Q4R_WARPS·32>>>(args) on c's stream, with programmatic
- * stream serialization when q4r_pdl(): the grid may start before the
- * previous kernel (the x quantizer) ends and waits for it inside. */
-template <typename... P, typename... A>
-static lmx_status q4r_launch_pdl(lmx_cuda_ctx *c, void (*kern)(P...), unsigned grid, size_t smem, A... args) {
-    if (!q4r_pdl()) {
-        kern<<<grid, Q4R_WARPS * 32, smem, c->stream>>>(args...);
-        return cuda_launched("q4_0 gemv");
-    }
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3(grid);
-    cfg.blockDim = dim3(Q4R_WARPS * 32);
-    cfg.dynamicSmemBytes = smem;
-    cfg.stream = c->stream;
-    cudaLaunchAttribute at[1];
-    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    at[0].val.programmaticStreamSerializationAllowed = 1;
-    cfg.attrs = at;
-    cfg.numAttrs = 1;
-    return cuda_check(cudaLaunchKernelEx(&cfg, kern, ((P)args)...), "q4_0 gemv (programmatic launch)");
-}
-
 /* xf != NULL: the GEMV quantizes x itself (gemv_q4r_k<R, true>). */
 template <int R>
 static lmx_status q4r_launch(lmx_cuda_ctx *c, const cuda_qw *qw, float *out, const int8_t *xq, const int2 *xm,
                              const float *xf, const void *bias, int bdt) {
     int64_t N = qw->N, nb = qw->K / 32, groups = (N + R - 1) / R;
-    int S = q4r_split(c, groups, (nb + 31) / 32);
+    int S = qr_split(c, Q4R_WARPS, groups, (nb + 31) / 32);
     unsigned grid = (unsigned)((groups + Q4R_WARPS / S - 1) / (Q4R_WARPS / S)); /* = q4r_grid */
     if (xf)
-        return q4r_launch_pdl(c, gemv_q4r_k<R, true>, grid, (size_t)nb * 40, out, xq, xm, xf, qw->w, qw->row_bytes,
-                              N, nb, bias, bdt, S);
-    return q4r_launch_pdl(c, gemv_q4r_k<R, false>, grid, 0, out, xq, xm, xf, qw->w, qw->row_bytes, N, nb, bias, bdt,
-                          S);
+        return cuda_launch_pdl(c, gemv_q4r_k<R, true>, grid, Q4R_WARPS * 32, (size_t)nb * 40, "q4_0 gemv", out, xq,
+                               xm, xf, qw->w, qw->row_bytes, N, nb, bias, bdt, S);
+    return cuda_launch_pdl(c, gemv_q4r_k<R, false>, grid, Q4R_WARPS * 32, 0, "q4_0 gemv", out, xq, xm, xf, qw->w,
+                           qw->row_bytes, N, nb, bias, bdt, S);
 }
 
 /* LMX_CUDA_XQ_FUSE: the int8-x GEMVs quantize x in their prologue (one
@@ -489,7 +449,7 @@ static bool q4r_xq_fuse(const lmx_cuda_ctx *c, int64_t K, const float *x, unsign
 /* The grid of gemv_q4r_k / gemv_mlx4_q8_k for N rows, R rows a warp. */
 static unsigned q4r_grid(const lmx_cuda_ctx *c, int64_t N, int64_t nb, int R) {
     int64_t groups = (N + R - 1) / R;
-    int S = q4r_split(c, groups, (nb + 31) / 32);
+    int S = qr_split(c, Q4R_WARPS, groups, (nb + 31) / 32);
     return (unsigned)((groups + Q4R_WARPS / S - 1) / (Q4R_WARPS / S));
 }
 
@@ -597,14 +557,15 @@ template <int R, typename Ts>
 static lmx_status mlx4_q8_launch(lmx_cuda_ctx *c, const cuda_qw *qw, float *out, const int8_t *xq, const int2 *xm,
                                  const float *xf, const void *bias, int bdt, int vpg_shift) {
     int64_t N = qw->N, nb = qw->K / 32, groups = (N + R - 1) / R;
-    int S = q4r_split(c, groups, (nb + 31) / 32);
+    int S = qr_split(c, Q4R_WARPS, groups, (nb + 31) / 32);
     unsigned grid = (unsigned)((groups + Q4R_WARPS / S - 1) / (Q4R_WARPS / S));
     const uint4 *w = reinterpret_cast<const uint4 *>(qw->w);
     if (xf)
-        return q4r_launch_pdl(c, gemv_mlx4_q8_k<R, Ts, true>, grid, (size_t)nb * 40, out, xq, xm, xf, w,
-                              (const Ts *)qw->sc, (const Ts *)qw->bi, N, nb, vpg_shift, bias, bdt, S);
-    return q4r_launch_pdl(c, gemv_mlx4_q8_k<R, Ts, false>, grid, 0, out, xq, xm, xf, w, (const Ts *)qw->sc,
-                          (const Ts *)qw->bi, N, nb, vpg_shift, bias, bdt, S);
+        return cuda_launch_pdl(c, gemv_mlx4_q8_k<R, Ts, true>, grid, Q4R_WARPS * 32, (size_t)nb * 40,
+                               "mlx 4-bit gemv", out, xq, xm, xf, w, (const Ts *)qw->sc, (const Ts *)qw->bi, N, nb,
+                               vpg_shift, bias, bdt, S);
+    return cuda_launch_pdl(c, gemv_mlx4_q8_k<R, Ts, false>, grid, Q4R_WARPS * 32, 0, "mlx 4-bit gemv", out, xq, xm,
+                           xf, w, (const Ts *)qw->sc, (const Ts *)qw->bi, N, nb, vpg_shift, bias, bdt, S);
 }
 
 bool cuda_gemv_mlx4_q8(lmx_cuda_ctx *c, const cuda_qw *qw, float *out, const float *x, const void *bias, int bdt,

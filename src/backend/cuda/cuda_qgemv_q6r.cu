@@ -222,51 +222,14 @@ __global__ void __launch_bounds__(Q6R_WARPS * 32, R == 2 ? 3 : R == 4 ? 2 : 1)
     qg_finish<R>(red, acc, out, bias, bdt, N, row0, S);
 }
 
-/* Warps per row group: split K until about 32 warps of work per SM, each
- * warp keeping at least 2 rounds (as the Q4_0 GEMV). */
-static int q6r_split(const lmx_cuda_ctx *c, int64_t groups, int64_t rounds) {
-    int S = 1;
-    while (S < Q6R_WARPS && groups * S < 32 * (int64_t)c->n_sm && rounds / (2 * S) >= 2) S *= 2;
-    return S;
-}
-
-/* LMX_CUDA_PDL=0: plain launches (A/B); read once. */
-static bool q6r_pdl(void) {
-    static int on = -1;
-    if (on < 0) {
-        const char *e = getenv("LMX_CUDA_PDL");
-        on = !(e && !strcmp(e, "0"));
-    }
-    return on != 0;
-}
-
-/* As q4r_launch_pdl (cuda_qgemv_q4r.cu): programmatic stream serialization,
- * so the grid may start before the x quantizer ends and waits inside. */
-template <typename... P, typename... A>
-static lmx_status q6r_launch_pdl(lmx_cuda_ctx *c, void (*kern)(P...), unsigned grid, A... args) {
-    if (!q6r_pdl()) {
-        kern<<<grid, Q6R_WARPS * 32, 0, c->stream>>>(args...);
-        return cuda_launched("q6_K gemv");
-    }
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3(grid);
-    cfg.blockDim = dim3(Q6R_WARPS * 32);
-    cfg.stream = c->stream;
-    cudaLaunchAttribute at[1];
-    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    at[0].val.programmaticStreamSerializationAllowed = 1;
-    cfg.attrs = at;
-    cfg.numAttrs = 1;
-    return cuda_check(cudaLaunchKernelEx(&cfg, kern, ((P)args)...), "q6_K gemv (programmatic launch)");
-}
-
 template <int R>
 static lmx_status q6r_launch(lmx_cuda_ctx *c, const cuda_qw *qw, float *out, const int8_t *xq, const int2 *xm,
                              const void *bias, int bdt) {
     int64_t N = qw->N, nb = qw->K / 256, groups = (N + R - 1) / R;
-    int S = q6r_split(c, groups, nb / 8);
+    int S = qr_split(c, Q6R_WARPS, groups, nb / 8);
     unsigned grid = (unsigned)((groups + Q6R_WARPS / S - 1) / (Q6R_WARPS / S));
-    return q6r_launch_pdl(c, gemv_q6r_k<R>, grid, out, xq, xm, qw->w, qw->row_bytes, N, nb, bias, bdt, S);
+    return cuda_launch_pdl(c, gemv_q6r_k<R>, grid, Q6R_WARPS * 32, 0, "q6_K gemv", out, xq, xm, qw->w, qw->row_bytes,
+                           N, nb, bias, bdt, S);
 }
 
 /* ---- f32-x GEMV (M <= 8: batched decode, speculative verify; LMX_INT8_ACT=0) ---

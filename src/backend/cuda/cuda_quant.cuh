@@ -21,6 +21,8 @@
 
 #include "backend/cuda/cuda_common.cuh"
 
+#include <stdlib.h>
+
 /* ---- unit sizes (elements, bytes) ----------------------------------------- */
 
 template <int DT> struct QF;
@@ -576,6 +578,50 @@ __device__ __forceinline__ void qg_finish(float (*red)[R], const float *acc, flo
     float sum = red[warp][lane];
     for (int k = 1; k < S; k++) sum += red[warp + k][lane];
     out[row] = sum + (bias ? ld_any(bias, bdt, row) : 0.0f);
+}
+
+/* ---- launching the repacked-weight GEMVs (cuda_qgemv_q4r.cu, _q6r.cu) ---------- */
+
+/* Warps per row group: split K until about 32 warps of work per SM, each
+ * warp keeping at least 2 rounds. */
+static inline int qr_split(const lmx_cuda_ctx *c, int warps, int64_t groups, int64_t rounds) {
+    int S = 1;
+    while (S < warps && groups * S < 32 * (int64_t)c->n_sm && rounds / (2 * S) >= 2) S *= 2;
+    return S;
+}
+
+/* LMX_CUDA_PDL=0: plain launches (A/B); read once per process. */
+inline bool cuda_pdl_on(void) {
+    static int on = -1;
+    if (on < 0) {
+        const char *e = getenv("LMX_CUDA_PDL");
+        on = !(e && e[0] == '0' && !e[1]);
+    }
+    return on != 0;
+}
+
+/* kern<<<grid, block, smem>>>(args) on c's stream, with programmatic stream
+ * serialization when cuda_pdl_on(): the grid may start before the previous
+ * kernel (the x quantizer or x's producer) ends and waits for it inside
+ * (griddepcontrol.wait). */
+template <typename... P, typename... A>
+static lmx_status cuda_launch_pdl(lmx_cuda_ctx *c, void (*kern)(P...), unsigned grid, unsigned block, size_t smem,
+                                  const char *what, A... args) {
+    if (!cuda_pdl_on()) {
+        kern<<<grid, block, smem, c->stream>>>(args...);
+        return cuda_launched(what);
+    }
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3(grid);
+    cfg.blockDim = dim3(block);
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = c->stream;
+    cudaLaunchAttribute at[1];
+    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = at;
+    cfg.numAttrs = 1;
+    return cuda_check(cudaLaunchKernelEx(&cfg, kern, ((P)args)...), what);
 }
 
 #endif
