@@ -61,6 +61,7 @@ typedef struct lmx_gen_src {
     int32_t *seq;    /* K+1 */
     int accepted, proposed;
     bool device_greedy; /* plain steps pick on the device (sampler_device.c) */
+    bool device_sample; /* plain steps draw on the device (sampler_device.c) */
 } lmx_gen_src;
 
 /* Up to max_left next tokens (count >= 1): ids, their logprobs in g->lp rows. */
@@ -125,6 +126,14 @@ bool lmx_greedy_pick_exact(float max, float second, float lse, int n_nonfinite);
  * when lmx_greedy_pick_exact says no, the whole row downloaded into
  * logprobs (V floats, still logits) for the host pipeline (*decided = false). */
 lmx_status lmx_device_greedy(lmx_model *m, int32_t *tok, float *logprobs, bool *decided);
+/* Sampled decoding on the device (temperature > 0, top-p / min-p / top-k,
+ * no XTC, same conditions otherwise; LMX_DEVICE_SAMPLER=host: off), after a
+ * step run with logits == NULL: one uniform from s's generator, the token
+ * and logprobs[*tok] (*decided = true); a row the device declines
+ * (non-finite values) comes back into logprobs with the generator as it
+ * was (*decided = false). */
+bool lmx_device_sample_usable(const lmx_model *m, const lmx_generate_options *o, const lmx_sampler *s);
+lmx_status lmx_device_sample(lmx_model *m, lmx_sampler *s, int32_t *tok, float *logprobs, bool *decided);
 /* The second half of lmx_device_greedy for a pick already read back (a
  * decode graph's): the token, or the logits row downloaded into logprobs. */
 lmx_status lmx_device_greedy_finish(lmx_model *m, const lmx_cuda_pick *p, int32_t *tok, float *logprobs,

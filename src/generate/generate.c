@@ -161,14 +161,19 @@ static lmx_status pick_token(lmx_gen_src *g, bool decided, int32_t *toks, bool *
 static lmx_status plain_produce(lmx_gen_src *g, int32_t *toks, bool *from_draft, int *count) {
     lmx_model *m = g->m;
     bool decided = false;
-    if (g->device_greedy && lmx_decode_graph_usable(&m->tf, m->backend, &g->cache->kv)) {
+    bool dev = g->device_greedy || g->device_sample;
+    if (dev && lmx_decode_graph_usable(&m->tf, m->backend, &g->cache->kv)) {
         lmx_cuda_pick p; /* one graph launch + 20 bytes back (models/decode_graph.c) */
         LMX_TRY(lmx_decode_graph_step(&m->ex, &m->tf, &g->cache->kv, &m->scratch, &m->dgraph, g->tok, &p));
-        LMX_TRY(lmx_device_greedy_finish(m, &p, &toks[0], g->lp, &decided));
+        if (g->device_greedy)
+            LMX_TRY(lmx_device_greedy_finish(m, &p, &toks[0], g->lp, &decided));
+        else /* the graph's greedy pick is not used; the logits stay in the step scratch */
+            LMX_TRY(lmx_device_sample(m, g->smp, &toks[0], g->lp, &decided));
     } else {
         LMX_TRY(lmx_transformer_forward(&m->ex, &m->tf, &g->cache->kv, &m->scratch, &g->tok, 1, false,
-                                        g->device_greedy ? NULL : g->lp));
+                                        dev ? NULL : g->lp));
         if (g->device_greedy) LMX_TRY(lmx_device_greedy(m, &toks[0], g->lp, &decided));
+        if (g->device_sample) LMX_TRY(lmx_device_sample(m, g->smp, &toks[0], g->lp, &decided));
     }
     return pick_token(g, decided, toks, from_draft, count);
 }
@@ -216,9 +221,10 @@ static lmx_status prefill_first(lmx_gen_src *g, const int32_t *prompt, size_t n,
                                 int32_t *toks, bool *from_draft, int *count) {
     lmx_model *m = g->m;
     LMX_TRY(lmx_cache_run(m, g->cache, prompt, n, o->prefill_step_size, o->progress, o->progress_user, false,
-                          g->device_greedy ? NULL : g->lp));
+                          g->device_greedy || g->device_sample ? NULL : g->lp));
     bool decided = false;
     if (g->device_greedy) LMX_TRY(lmx_device_greedy(m, &toks[0], g->lp, &decided));
+    if (g->device_sample) LMX_TRY(lmx_device_sample(m, g->smp, &toks[0], g->lp, &decided));
     return pick_token(g, decided, toks, from_draft, count);
 }
 
@@ -278,6 +284,7 @@ static lmx_status res_init(gen_res *r, lmx_model *m, const lmx_generate_options 
     r->smp_ok = true;
     g->smp = &r->smp;
     g->device_greedy = lmx_device_greedy_usable(m, o, &r->smp);
+    g->device_sample = lmx_device_sample_usable(m, o, &r->smp);
     if (g->draft) {
         lmx_generate_options od = *o;
         od.seed = o->seed ^ 0x9e3779b97f4a7c15ull; /* its own random stream */

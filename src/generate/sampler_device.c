@@ -7,11 +7,14 @@
  * only when lmx_greedy_pick_exact proves it; otherwise (a near tie, a
  * non-finite logit) the row comes back and the host pipeline runs as usual.
  *
- * Sampled decoding (temperature > 0) stays on the host: its draw walks the
- * whole vocabulary in sorted order, summing libm exp() in double over
- * logprobs whose log-sum-exp is itself a particular sequence of f32 sums;
- * a device version would pick the same token except at rare rounding
- * boundaries, not always, and the seeded streams are meant to repeat. */
+ * Sampled decoding (temperature > 0 with top-p / min-p / top-k, no XTC)
+ * runs the same pipeline on the device (cuda_sample_topp.cu) with the
+ * uniform the host's generator draws, so the random stream advances as on
+ * the host; the device sums the host's terms in another order, so its token
+ * is the host's except where the draw falls within rounding of a boundary
+ * between two tokens (measured in tests/gpu/test_device_sampler.c), and a
+ * seed repeats its stream on the device. LMX_DEVICE_SAMPLER=host keeps
+ * sampled decoding on the host (greedy stays on the device). */
 #include "backend/cuda/cuda.h"
 #include "generate/engine.h"
 
@@ -19,13 +22,44 @@
 #include <stdlib.h>
 #include <string.h>
 
-bool lmx_device_greedy_usable(const lmx_model *m, const lmx_generate_options *o, const lmx_sampler *s) {
+/* CUDA, the switch not "0", and no processor or output that needs the row. */
+static bool device_pick_usable(const lmx_model *m, const lmx_generate_options *o, const lmx_sampler *s) {
     if (lmx_backend_is_host(m->backend) || !m->backend->name || strcmp(m->backend->name, "cuda")) return false;
     const char *env = getenv("LMX_DEVICE_SAMPLER"); /* "0": the host pipeline (A/B timing, a safety switch) */
     if (env && !strcmp(env, "0")) return false;
-    if (s->temp != 0 || o->top_logprobs > 0 || o->draft_model) return false;
+    if (o->top_logprobs > 0 || o->draft_model) return false;
     bool repetition = s->repetition_penalty > 0 && s->repetition_penalty != 1.0f;
     return !s->n_bias && !repetition && s->presence_penalty == 0 && s->frequency_penalty == 0;
+}
+
+bool lmx_device_greedy_usable(const lmx_model *m, const lmx_generate_options *o, const lmx_sampler *s) {
+    return s->temp == 0 && device_pick_usable(m, o, s);
+}
+
+bool lmx_device_sample_usable(const lmx_model *m, const lmx_generate_options *o, const lmx_sampler *s) {
+    const char *env = getenv("LMX_DEVICE_SAMPLER");
+    if (env && !strcmp(env, "host")) return false;
+    return s->temp > 0 && isfinite(s->temp) && s->xtc_probability <= 0 && device_pick_usable(m, o, s);
+}
+
+lmx_status lmx_device_sample(lmx_model *m, lmx_sampler *s, int32_t *tok, float *logprobs, bool *decided) {
+    *decided = false;
+    lmx_array lg;
+    LMX_TRY(lmx_scratch_logits(m->scratch, 1, &lg));
+    lmx_rng before = s->rng; /* the host pipeline draws again if the device declines */
+    double u = lmx_rng_uniform(&s->rng);
+    int32_t id = -1;
+    float lp = 0;
+    LMX_TRY(lmx_cuda_sample(m->backend, &lg, s->temp, s->top_p, s->top_k, s->min_p, s->min_tokens_to_keep, u, &id,
+                            &lp));
+    if (id >= 0 && id < m->tf.hp.n_vocab) {
+        *tok = id;
+        logprobs[id] = lp;
+        *decided = true;
+        return LMX_OK;
+    }
+    s->rng = before;
+    return lmx_array_download(m->backend, &lg, logprobs);
 }
 
 /* The host takes argmax_i fl(x_i - L), L its log-sum-exp (>= max, and

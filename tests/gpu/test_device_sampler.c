@@ -1,6 +1,6 @@
 /*
- * test_device_sampler.c - greedy decoding with the logits left on the GPU
- * (generate/sampler_device.c + backend/cuda/cuda_sample.cu) against the host
+ * test_device_sampler.c - greedy and sampled decoding with the logits left on
+ * the GPU (generate/sampler_device.c, backend/cuda/cuda_sample*.cu) against the host
  * pipeline, on a real model (default models/stories260K.gguf, on CUDA):
  *
  * 1. lmx_generate_stream, 256 greedy tokens after a 6-token prompt, once
@@ -13,6 +13,18 @@
  *    downloaded row picks the same id; at least 90% of the steps must be
  *    decided on the device (a trained model rarely has near ties), or the
  *    fast path would silently be the slow one.
+ *
+ * 3. Sampled decoding on the device (cuda_sample_topp.cu) against the host
+ *    sampler on the same rows with the same uniform draw: random logit rows
+ *    of V = 512 and V = 128256 at three spreads, temperatures 0.6/1/1.3,
+ *    top-p off/0.9/0.5, top-k off/40, min-p off/0.05. The device sums the
+ *    host's terms in another order, so a draw within rounding of a boundary
+ *    between two tokens may land on the neighbour: at most 2 of the 1,600
+ *    rows may differ (a wrong filter or draw differs in most of them); the
+ *    chosen token's logprob within 1e-5.
+ * 4. lmx_generate_stream sampled (temp 0.8, top-p 0.9, seed 7), 256 tokens:
+ *    the device twice gives the same tokens (a seed repeats its stream), and
+ *    the host pipeline (LMX_DEVICE_SAMPLER=host) gives the same tokens too.
  *
  *   test_device_sampler [MODEL]
  * Exit 77 (skipped) when no CUDA device answers.
@@ -80,6 +92,99 @@ static void generate_both_ways(lmx_model *m) {
            first_diff < 0 && worst <= 1e-4 ? "ok  " : "FAIL", host.n, worst);
 }
 
+/* 3. */
+static uint64_t trng = 0x2545F4914F6CDD1Dull;
+static double tunif(void) {
+    trng ^= trng << 13, trng ^= trng >> 7, trng ^= trng << 17;
+    return (double)(trng >> 11) / 9007199254740992.0;
+}
+
+static void rows_vs_host(lmx_model *m) {
+    static const float temps[3] = {0.6f, 1.0f, 1.3f}, top_ps[3] = {1.0f, 0.9f, 0.5f}, spreads[3] = {1.0f, 4.0f, 12.0f};
+    int total = 0, differ = 0, errors = 0;
+    double worst_lp = 0;
+    for (int vi = 0; vi < 2; vi++) {
+        int V = vi ? 128256 : 512, trials = vi ? 400 : 1200;
+        float *row = malloc((size_t)V * sizeof *row), *lp = malloc((size_t)V * sizeof *lp);
+        int64_t sh[1] = {V};
+        lmx_array h, d;
+        if (!row || !lp || lmx_array_alloc(&h, LMX_F32, 1, sh)) {
+            printf("FAIL rows: setup\n");
+            fails++;
+            free(row), free(lp);
+            return;
+        }
+        for (int t = 0; t < trials; t++) {
+            float spread = spreads[t % 3];
+            for (int i = 0; i < V; i++) /* a bell-shaped spread: the sum of three uniforms */
+                row[i] = spread * (float)(tunif() + tunif() + tunif() - 1.5);
+            memcpy(h.data, row, (size_t)V * sizeof *row);
+            lmx_generate_options o;
+            lmx_generate_options_init(&o);
+            o.temp = temps[(t / 3) % 3];
+            o.top_p = top_ps[(t / 9) % 3];
+            o.top_k = (t / 27) % 2 ? 40 : 0;
+            o.min_p = (t / 54) % 2 ? 0.05f : 0.0f;
+            o.has_seed = true;
+            o.seed = (uint64_t)t + 1;
+            lmx_sampler smp;
+            if (lmx_sampler_init(&smp, &o, V) || lmx_array_to_backend(m->backend, &d, &h)) {
+                errors++;
+                continue;
+            }
+            lmx_rng r = smp.rng;
+            double u = lmx_rng_uniform(&r);
+            int32_t id = -1;
+            float dlp = 0;
+            if (lmx_cuda_sample(m->backend, &d, o.temp, o.top_p, o.top_k, o.min_p, smp.min_tokens_to_keep, u, &id,
+                                &dlp))
+                errors++;
+            memcpy(lp, row, (size_t)V * sizeof *row);
+            lmx_log_softmax(lp, V);
+            int32_t host = lmx_sampler_sample(&smp, lp);
+            total++;
+            if (id != host) differ++;
+            else if (fabs((double)dlp - lp[host]) > worst_lp) worst_lp = fabs((double)dlp - lp[host]);
+            lmx_array_release(&d);
+            lmx_sampler_free(&smp);
+        }
+        lmx_array_release(&h);
+        free(row), free(lp);
+    }
+    bool ok = !errors && differ <= 2 && worst_lp <= 1e-5;
+    EXPECT(ok, "rows: %d errors, %d of %d rows differ, logprob |d| %.2e", errors, differ, total, worst_lp);
+    printf("%s rows: sampled on the device vs the host sampler: %d of %d rows differ (at most 2), logprob |d| <= "
+           "%.2e (tol 1e-5)\n",
+           ok ? "ok  " : "FAIL", differ, total, worst_lp);
+}
+
+/* 4. */
+static void sampled_generate(lmx_model *m) {
+    lmx_generate_options o;
+    lmx_generate_options_init(&o);
+    o.max_tokens = STEPS;
+    o.ignore_eos = true;
+    o.temp = 0.8f;
+    o.top_p = 0.9f;
+    o.has_seed = true;
+    o.seed = 7;
+    run_acc a = {{0}, {0}, 0}, b = {{0}, {0}, 0}, host = {{0}, {0}, 0};
+    unsetenv("LMX_DEVICE_SAMPLER");
+    lmx_status s1 = lmx_generate_stream(m, prompt, 6, &o, on_tok, &a);
+    lmx_status s2 = lmx_generate_stream(m, prompt, 6, &o, on_tok, &b);
+    setenv("LMX_DEVICE_SAMPLER", "host", 1);
+    lmx_status s3 = lmx_generate_stream(m, prompt, 6, &o, on_tok, &host);
+    unsetenv("LMX_DEVICE_SAMPLER");
+    EXPECT(!s1 && !s2 && !s3, "sampled generate: %s", lmx_last_error());
+    int rep = 0, same = 0;
+    while (rep < a.n && rep < b.n && a.ids[rep] == b.ids[rep]) rep++;
+    while (same < a.n && same < host.n && a.ids[same] == host.ids[same]) same++;
+    bool ok = a.n == STEPS && rep == STEPS && same == STEPS;
+    EXPECT(ok, "sampled generate: device runs agree on %d, device and host on %d of %d tokens", rep, same, STEPS);
+    printf("%s sampled generate (temp 0.8, top-p 0.9, seed 7): device twice %d of %d tokens equal, device vs host %d\n",
+           ok ? "ok  " : "FAIL", rep, STEPS, same);
+}
+
 static void step_by_step(lmx_model *m) {
     int V = m->tf.hp.n_vocab;
     float *lp = malloc((size_t)V * sizeof *lp), *row = malloc((size_t)V * sizeof *row);
@@ -142,6 +247,8 @@ int main(int argc, char **argv) {
     }
     generate_both_ways(m);
     step_by_step(m);
+    rows_vs_host(m);
+    sampled_generate(m);
     lmx_model_free(m);
     printf("%s\n", fails ? "FAILED" : "passed");
     return fails ? 1 : 0;

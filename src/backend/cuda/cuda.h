@@ -42,6 +42,14 @@ typedef struct lmx_cuda_pick {
 } lmx_cuda_pick;
 lmx_status lmx_cuda_greedy(lmx_backend *b, const lmx_array *logits, lmx_cuda_pick *out);
 
+/* Sampled decoding of ONE row of f32 logits on the device
+ * (cuda_sample_topp.cu): the host sampler's log-softmax, sort, top-p /
+ * min-p / top-k prefix and categorical draw with the uniform u in [0, 1)
+ * the caller drew; *id = -1 when the row has non-finite values (run the
+ * host pipeline then); *lp = the chosen token's logprob. 8 bytes come back. */
+lmx_status lmx_cuda_sample(lmx_backend *b, const lmx_array *logits, float temp, float top_p, int top_k, float min_p,
+                           int min_keep, double u, int32_t *id, float *lp);
+
 /* Static decode graph (cuda_step.cu; driven by models/decode_graph.c).
  * capture_begin allocates the step buffers, makes sure `scratch_bytes` of
  * kernel scratch exist, and opens a capture in which rope, attention and

@@ -432,6 +432,7 @@ static void ctx_destroy(lmx_cuda_ctx *c) {
     ctx_free(c, c->scratch);
     ctx_free(c, c->step_dev);
     ctx_free(c, c->pick_dev);
+    ctx_free(c, c->sample_buf);
     if (c->stream) cudaStreamDestroy(c->stream);
     if (c->stage) cudaFreeHost(c->stage);
     if (c->dl) cudaFreeHost(c->dl);

@@ -64,6 +64,8 @@ struct lmx_cuda_ctx {
     int64_t dyn_base;
     int64_t *step_dev;        /* device: the step's position (8 bytes) */
     lmx_cuda_pick *pick_dev;  /* device: the greedy pick of a captured step */
+    void *sample_buf;         /* device: sampled decoding's sort pairs and scratch (cuda_sample_topp.cu) */
+    size_t sample_bytes;
     uint64_t scratch_gen;     /* bumped whenever `scratch` moves (graphs bake its address) */
     double *optime; /* LMX_CUDA_OPTIME=1: seconds and calls per op class (cuda_backend.cu), else NULL */
 };
