@@ -96,3 +96,17 @@ lmx_status lmx_array_download(lmx_backend *b, const lmx_array *a, void *dst) {
     if (!lmx_array_is_contiguous(a)) return lmx_err(LMX_ERR_UNSUPPORTED, "download: array is not contiguous");
     return lmx_backend_download(b, dst, a->data, lmx_array_nbytes(a));
 }
+
+lmx_status lmx_array_to_host(const lmx_array *a, lmx_array *h) {
+    memset(h, 0, sizeof *h);
+    if (lmx_array_empty(a)) return LMX_OK;
+    if (!a->buf || a->buf->kind != LMX_BUFFER_DEVICE) {
+        *h = *a;
+        lmx_array_retain(h);
+        return LMX_OK;
+    }
+    LMX_TRY(lmx_array_alloc(h, a->dtype, a->ndim, a->shape));
+    lmx_status st = lmx_array_download((lmx_backend *)a->buf->dev_owner, a, h->data);
+    if (st) lmx_array_release(h);
+    return st;
+}

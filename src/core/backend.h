@@ -105,6 +105,10 @@ lmx_status lmx_array_alloc_on(lmx_backend *b, lmx_array *a, lmx_dtype dt, int nd
 lmx_status lmx_array_to_backend(lmx_backend *b, lmx_array *dst, const lmx_array *src);
 /* Copies the bytes of contiguous array a (in b's memory) to host dst. */
 lmx_status lmx_array_download(lmx_backend *b, const lmx_array *a, void *dst);
+/* *h = a contiguous host copy of a (same dtype and shape) when a lives in a
+ * device backend's memory; otherwise *h = a new reference to a itself.
+ * Release *h either way (an empty a gives an empty *h). */
+lmx_status lmx_array_to_host(const lmx_array *a, lmx_array *h);
 
 /* registry.c */
 lmx_status lmx_backend_create(const char *name, int n_threads, lmx_backend **out);

@@ -148,29 +148,19 @@ lmx_status lmx_linear_weight_f32(const lmx_linear *l, float *out) {
 static lmx_adapter_entry *new_entry(lmx_adapters *ad, const char *name, int layer);
 
 /* lmx_linear_weight_f32 of a linear whose arrays may be in device memory
- * (a model moved to a GPU before its adapters were made): host copies of
- * w, scales and biases first. */
+ * (a model moved to a GPU before its adapters were made). */
 static lmx_status weight_f32_any(const lmx_linear *l, float *out) {
-    const lmx_array *src[3] = {&l->w, &l->scales, &l->biases};
-    bool dev = false;
-    for (int j = 0; j < 3; j++) dev |= src[j]->buf && src[j]->buf->kind == LMX_BUFFER_DEVICE;
-    if (!dev) return lmx_linear_weight_f32(l, out);
-    lmx_array h[3];
-    memset(h, 0, sizeof h);
-    lmx_status st = LMX_OK;
-    for (int j = 0; j < 3 && !st; j++) {
-        if (lmx_array_empty(src[j]) || src[j]->buf->kind != LMX_BUFFER_DEVICE) continue;
-        st = lmx_array_alloc(&h[j], src[j]->dtype, src[j]->ndim, src[j]->shape);
-        if (!st) st = lmx_array_download((lmx_backend *)src[j]->buf->dev_owner, src[j], h[j].data);
-    }
-    if (!st) {
-        lmx_linear hl = *l;
-        lmx_array *dst[3] = {&hl.w, &hl.scales, &hl.biases};
-        for (int j = 0; j < 3; j++)
-            if (!lmx_array_empty(&h[j])) *dst[j] = h[j];
-        st = lmx_linear_weight_f32(&hl, out);
-    }
-    for (int j = 0; j < 3; j++) lmx_array_release(&h[j]);
+    lmx_linear hl = *l; /* its three arrays are replaced (and owned) below */
+    memset(&hl.w, 0, sizeof hl.w);
+    memset(&hl.scales, 0, sizeof hl.scales);
+    memset(&hl.biases, 0, sizeof hl.biases);
+    lmx_status st = lmx_array_to_host(&l->w, &hl.w);
+    if (!st) st = lmx_array_to_host(&l->scales, &hl.scales);
+    if (!st) st = lmx_array_to_host(&l->biases, &hl.biases);
+    if (!st) st = lmx_linear_weight_f32(&hl, out);
+    lmx_array_release(&hl.w);
+    lmx_array_release(&hl.scales);
+    lmx_array_release(&hl.biases);
     return st;
 }
 
@@ -235,11 +225,9 @@ static lmx_status add_lora(lmx_adapters *ad, int *cap, const amod *md, uint64_t 
 /* a's elements as f32 into out; an array in device memory (a model moved
  * to a GPU before its adapters were made) is downloaded first. */
 static lmx_status to_f32_any(const lmx_array *a, float *out) {
-    if (!a->buf || a->buf->kind != LMX_BUFFER_DEVICE) return lmx_array_to_f32(a, out);
     lmx_array h;
-    LMX_TRY(lmx_array_alloc(&h, a->dtype, a->ndim, a->shape));
-    lmx_status st = lmx_array_download((lmx_backend *)a->buf->dev_owner, a, h.data);
-    if (!st) st = lmx_array_to_f32(&h, out);
+    LMX_TRY(lmx_array_to_host(a, &h));
+    lmx_status st = lmx_array_to_f32(&h, out);
     lmx_array_release(&h);
     return st;
 }

@@ -164,16 +164,6 @@ static lmx_status dora_norms(lmx_dora_cache *c, const lmx_linear *l, const lmx_l
     return LMX_OK;
 }
 
-/* A host copy of device array a (same dtype and shape, contiguous). */
-static lmx_status host_copy(lmx_backend *be, const lmx_array *a, lmx_array *h) {
-    memset(h, 0, sizeof *h);
-    if (lmx_array_empty(a)) return LMX_OK;
-    LMX_TRY(lmx_array_alloc(h, a->dtype, a->ndim, a->shape));
-    lmx_status st = lmx_array_download(be, a, h->data);
-    if (st) lmx_array_release(h);
-    return st;
-}
-
 /* inv = 1/‖W + s·b·a‖ per row, all in the device backend's memory: the
  * backend's kernel (lmx_backend.dora_norms, recomputed at a checkpointed
  * re-run: it is deterministic), or else W, a and b downloaded and the
@@ -190,7 +180,7 @@ static lmx_status dora_inv_device(lmx_backend *be, const lmx_linear *l, const lm
     memset(h, 0, sizeof h);
     float *norm = malloc((size_t)(N ? N : 1) * sizeof *norm);
     lmx_status st = norm ? LMX_OK : lmx_err(LMX_ERR_NOMEM, "out of memory");
-    for (int i = 0; i < 5 && !st; i++) st = host_copy(be, src[i], &h[i]);
+    for (int i = 0; i < 5 && !st; i++) st = lmx_array_to_host(src[i], &h[i]);
     if (!st) {
         lmx_linear hl = *l;
         lmx_lora hlo = *lo;

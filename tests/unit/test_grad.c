@@ -161,6 +161,13 @@ static void test_matmul_acc(void) {
     o.out = mk(2, 5, 3, 1, 0);
     lmx_array *ps[] = {&o.a, &o.b, &o.c};
     fd_check("matmul_acc (in place)", f_matmul_acc, &o, ps, 3, 64);
+    /* refused: w's columns do not match x, and an out of the wrong width */
+    lmx_exec ex = {BE, NULL};
+    lmx_array bad = mk(2, 3, 6, 1, 1), wide = mk(2, 5, 4, 1, 0);
+    CHECK(lmx_matmul_acc(&ex, &o.out, &o.a, &bad) == LMX_ERR_SHAPE);
+    CHECK(lmx_matmul_acc(&ex, &wide, &o.a, &o.b) == LMX_ERR_SHAPE);
+    CHECK(strstr(lmx_last_error(), "matmul_acc") != NULL);
+    lmx_array_release(&bad), lmx_array_release(&wide);
     lmx_array_release(&o.a), lmx_array_release(&o.b), lmx_array_release(&o.c), lmx_array_release(&o.out);
 }
 

@@ -34,58 +34,36 @@ struct sample_args {
     double u;
 };
 
-/* lse of x (f32 lanes, then a tree) and the sort pairs; bad = non-finite count. */
+/* The sort pairs (x_i - lse, i), lse from f32 lanes and a tree; *bad: any non-finite x. */
 __global__ void __launch_bounds__(SAMPLE_THREADS) sample_prep_k(const float *__restrict__ x, int V, float *keys,
-                                                                 int *vals, float *lse_out, int *bad) {
-    __shared__ float sh[SAMPLE_THREADS / 32];
-    __shared__ int shb[SAMPLE_THREADS / 32];
-    float m = -INFINITY;
-    int nb = 0;
+                                                                 int *vals, int *bad) {
+    __shared__ float sh[32];
+    float m = -INFINITY, nb = 0.0f;
     for (int i = threadIdx.x; i < V; i += SAMPLE_THREADS) {
         float v = x[i];
-        if (!isfinite(v)) nb++;
+        if (!isfinite(v)) nb += 1.0f;
         else m = fmaxf(m, v);
     }
-    for (int o = 16; o > 0; o >>= 1) {
-        m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
-        nb += __shfl_xor_sync(0xffffffffu, nb, o);
-    }
-    int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
-    if (lane == 0) sh[w] = m, shb[w] = nb;
-    __syncthreads();
-    m = sh[lane];
-    nb = shb[lane];
-    for (int o = 16; o > 0; o >>= 1) {
-        m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
-        nb += __shfl_xor_sync(0xffffffffu, nb, o);
-    }
-    __syncthreads();
+    m = block_max(m, sh);
+    nb = block_sum(nb, sh); /* only whether it is 0 matters */
     float s = 0.0f;
     for (int i = threadIdx.x; i < V; i += SAMPLE_THREADS) s += expf(x[i] - m);
-    for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-    if (lane == 0) sh[w] = s;
-    __syncthreads();
-    s = sh[lane];
-    for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-    float lse = m + logf(s);
+    float lse = m + logf(block_sum(s, sh));
     for (int i = threadIdx.x; i < V; i += SAMPLE_THREADS) {
         keys[i] = __fsub_rn(x[i], lse);
         vals[i] = i;
     }
-    if (threadIdx.x == 0) {
-        *lse_out = lse;
-        *bad = nb;
-    }
+    if (threadIdx.x == 0) *bad = nb > 0.0f;
 }
 
 typedef cub::BlockScan<double, SAMPLE_THREADS> dscan;
 
 /* The first position p in [0, n) whose inclusive running sum of w(i) is
  * >= target (ge) or > target (!ge), walking chunks of SAMPLE_THREADS;
- * n when none. *total: the sum of all n terms when want_total. */
+ * n when none. With total != NULL the walk goes on to the end and *total
+ * gets the sum of all n terms. */
 template <typename W>
-__device__ int scan_find(W w, int n, double target, bool ge, typename dscan::TempStorage &ts, double *total,
-                         bool want_total) {
+__device__ int scan_find(W w, int n, double target, bool ge, typename dscan::TempStorage &ts, double *total) {
     __shared__ int found;
     __shared__ double base;
     if (threadIdx.x == 0) found = n, base = 0.0;
@@ -99,7 +77,7 @@ __device__ int scan_find(W w, int n, double target, bool ge, typename dscan::Tem
         __syncthreads();
         if (threadIdx.x == 0) base += agg;
         __syncthreads();
-        if (found < n && !want_total) break;
+        if (found < n && !total) break;
     }
     int f = found;
     double t = base;
@@ -120,9 +98,9 @@ __global__ void __launch_bounds__(SAMPLE_THREADS) sample_pick_k(const float *__r
     if (a.top_p > 0 && a.top_p < 1) {
         /* keep a token iff the mass of strictly more likely tokens < top_p·total */
         double total = 0;
-        scan_find([&](int i) { return exp((double)v[i]); }, V, INFINITY, true, ts, &total, true);
+        scan_find([&](int i) { return exp((double)v[i]); }, V, INFINITY, true, ts, &total);
         double target = (double)a.top_p * total;
-        int k = scan_find([&](int i) { return exp((double)v[i]); }, V, target, true, ts, NULL, false);
+        int k = scan_find([&](int i) { return exp((double)v[i]); }, V, target, true, ts, NULL);
         k = k < V ? k + 1 : V; /* tokens summed before the mass reached the target */
         float thr = v[k > 0 ? k - 1 : 0];
         while (k < V && v[k] >= thr) k++; /* ties with the threshold stay (uniform over the block) */
@@ -139,8 +117,8 @@ __global__ void __launch_bounds__(SAMPLE_THREADS) sample_pick_k(const float *__r
     float q0 = __fdiv_rn(v[0], a.temp);
     auto wt = [&](int i) { return (double)(float)exp((double)__fdiv_rn(v[i], a.temp) - (double)q0); };
     double sum = 0;
-    scan_find(wt, keep, INFINITY, true, ts, &sum, true);
-    int p = scan_find(wt, keep, a.u * sum, false, ts, NULL, false);
+    scan_find(wt, keep, INFINITY, true, ts, &sum);
+    int p = scan_find(wt, keep, a.u * sum, false, ts, NULL);
     if (p >= keep) p = keep - 1;
     if (threadIdx.x == 0) *out = make_int2(idx[p], __float_as_int(v[p]));
 }
@@ -178,10 +156,9 @@ extern "C" lmx_status lmx_cuda_sample(lmx_backend *b, const lmx_array *logits, f
     int *v_in = (int *)(p + 2 * pairs), *v_out = (int *)(p + 3 * pairs);
     void *tmp = p + 4 * pairs;
     uint8_t *small = p + 4 * pairs + al256(cub_bytes);
-    float *lse = (float *)small;
-    int *bad = (int *)(small + 16);
-    int2 *res = (int2 *)(small + 32);
-    sample_prep_k<<<1, SAMPLE_THREADS, 0, c->stream>>>((const float *)logits->data, V, k_in, v_in, lse, bad);
+    int *bad = (int *)small;
+    int2 *res = (int2 *)(small + 16);
+    sample_prep_k<<<1, SAMPLE_THREADS, 0, c->stream>>>((const float *)logits->data, V, k_in, v_in, bad);
     LMX_TRY(cuda_launched("sample: log-softmax"));
     LMX_TRY(cuda_check(cub::DeviceRadixSort::SortPairsDescending(tmp, cub_bytes, k_in, k_out, v_in, v_out, V, 0, 32,
                                                                  c->stream),
