@@ -62,6 +62,12 @@ typedef struct lmx_backend {
      * and the zeroed dense f32 dsrc[i] it adds into, all device arrays; a
      * NULL entry or LMX_ERR_UNSUPPORTED fails backward (no host fallback). */
     const lmx_vjp_kernel_fn *vjps;
+    /* Optional (with vjps): the sources whose dsrc the backend's vjp of n
+     * can write whole (bit j for src[j]). When the tape has no running sum
+     * for such a source it hands the vjp uninitialised memory with
+     * n->fresh bit j set instead of a zeroed array to add into: no memset,
+     * and no read of zeros. */
+    uint32_t (*vjp_overwrites)(const struct lmx_backend *b, const lmx_node *n);
     /* Optional (device backends): one optimizer update over flat f32 arrays
      * in the backend's memory (core/optim_step.h); NULL: the trainer
      * downloads gradients and updates on the host. */

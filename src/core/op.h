@@ -66,6 +66,10 @@ typedef struct lmx_node {
     const lmx_array *src[LMX_MAX_SRC];
     int32_t ip[8];
     float fp[4];
+    /* Set by the tape for a backend vjp only, 0 everywhere else: bit j =
+     * dsrc[j] is fresh memory the vjp writes whole instead of adding into
+     * (the backend asked for it: lmx_backend.vjp_overwrites). */
+    uint32_t fresh;
 } lmx_node;
 
 struct lmx_backend;

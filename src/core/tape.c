@@ -321,6 +321,13 @@ static lmx_status alloc_like(lmx_array *g, const lmx_array *a) {
     return a->ndim ? lmx_tape_alloc_on(b, g, a->ndim, a->shape) : lmx_tape_alloc_on(b, g, 1, &one);
 }
 
+/* As alloc_like without the zeroing (a dsrc the vjp writes whole). */
+static lmx_status alloc_fresh_like(lmx_array *g, const lmx_array *a) {
+    int64_t one = 1;
+    lmx_backend *b = dev_of(a);
+    return a->ndim ? lmx_tape_alloc_out_on(b, g, a->ndim, a->shape) : lmx_tape_alloc_out_on(b, g, 1, &one);
+}
+
 /* On a device a gradient array may be shared: an ADD hands its dout to
  * both sources as it is (no zeroed copies and sums). A shared array is
  * never written: an entry that holds one gets a private copy first. */
@@ -668,6 +675,8 @@ lmx_status lmx_tape_backward(lmx_tape *t, const lmx_array *y, const lmx_array *s
         st = LMX_OK;
         bool any = false;
         bool direct[LMX_MAX_SRC] = {false};
+        uint32_t ow = pb && pb->vjp_overwrites && !t->reference ? pb->vjp_overwrites(pb, &r->n) : 0;
+        r->n.fresh = 0;
         for (int j = 0; j < LMX_MAX_SRC && !st; j++) {
             if (!wants_grad(t, r, j)) continue;
             any = true;
@@ -675,6 +684,9 @@ lmx_status lmx_tape_backward(lmx_tape *t, const lmx_array *y, const lmx_array *s
             if (e) { /* the vjp adds into the running sum itself (device memory) */
                 ds[j] = e->grad;
                 direct[j] = true;
+            } else if (ow >> j & 1) { /* the vjp writes it whole: not zeroed */
+                st = alloc_fresh_like(&ds[j], r->n.src[j]);
+                r->n.fresh |= 1u << j;
             } else {
                 st = alloc_like(&ds[j], r->n.src[j]);
             }
@@ -682,6 +694,7 @@ lmx_status lmx_tape_backward(lmx_tape *t, const lmx_array *y, const lmx_array *s
         }
         prof_point(pb, PROF_ALLOC, &last);
         if (!st && any) st = run_vjp(t, r, &dout, dp);
+        r->n.fresh = 0;
         if (r->n.op < LMX_OP_COUNT)
             prof_point(pb, 2 * r->n.op + (r->n.src[1] && r->n.src[1]->dtype != LMX_F32), &last);
         lmx_array_release(&dout);

@@ -543,6 +543,7 @@ extern "C" lmx_status lmx_cuda_backend_create(lmx_backend **out) {
     b->buffers = &cuda_buffer_ops;
     b->destroy = cuda_destroy;
     b->vjps = lmx_cuda_vjp_table(); /* cuda_vjp*.cu */
+    b->vjp_overwrites = lmx_cuda_vjp_overwrites;
     b->optim_step = lmx_cuda_optim_step; /* cuda_optim.cu */
     b->dora_norms = lmx_cuda_dora_norms; /* cuda_dora.cu */
     *out = b;

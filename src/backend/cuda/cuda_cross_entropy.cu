@@ -73,16 +73,20 @@ __global__ void ce_scale_k(float *scale, const float *dout, const float *m, int6
 }
 
 __global__ void ce_vjp_rows_k(float *d, const float *logits, const int32_t *tg, const float *m, const float *scale,
-                              int64_t V) {
+                              int64_t V, bool fresh) {
     __shared__ float sh[32];
     int64_t t = blockIdx.x;
     float w = (m ? m[t] : 1.0f) * scale[0];
-    if (w == 0.0f) return;
-    const float *x = logits + t * V;
     float *dr = d + t * V;
+    if (w == 0.0f) { /* a masked row: nothing to add, zeros to write into a fresh dsrc */
+        for (int64_t v = threadIdx.x; fresh && v < V; v += blockDim.x) dr[v] = 0.0f;
+        return;
+    }
+    const float *x = logits + t * V;
     float lse = ce_row_lse(x, V, sh);
     int64_t target = tg[t];
-    for (int64_t v = threadIdx.x; v < V; v += blockDim.x) dr[v] += w * expf(x[v] - lse) - (v == target ? w : 0.0f);
+    for (int64_t v = threadIdx.x; v < V; v += blockDim.x)
+        vjp_put(dr + v, w * expf(x[v] - lse) - (v == target ? w : 0.0f), fresh);
 }
 
 lmx_status lmx_cuda_cross_entropy(const lmx_node *n, lmx_pool *pool) {
@@ -113,6 +117,6 @@ lmx_status lmx_cuda_vjp_cross_entropy(const lmx_node *n, const lmx_array *dout, 
     ce_scale_k<<<1, 1024, 0, c->stream>>>(scale, (const float *)dout->data, m, T);
     LMX_TRY(cuda_launched("cross_entropy vjp: scale"));
     ce_vjp_rows_k<<<(unsigned)T, 512, 0, c->stream>>>((float *)dsrc[0]->data, (const float *)lg->data,
-                                                      (const int32_t *)n->src[1]->data, m, scale, V);
+                                                      (const int32_t *)n->src[1]->data, m, scale, V, n->fresh & 1);
     return cuda_launched("cross_entropy vjp: rows");
 }

@@ -14,6 +14,8 @@
 
 /* The table indexed by lmx_op (NULL: no CUDA vjp), filled on first use. */
 const lmx_vjp_kernel_fn *lmx_cuda_vjp_table(void);
+/* lmx_backend.vjp_overwrites: the sources whose dsrc these vjps write whole when n->fresh says so. */
+uint32_t lmx_cuda_vjp_overwrites(const lmx_backend *b, const lmx_node *n);
 
 lmx_status lmx_cuda_vjp_get_rows(const lmx_node *n, const lmx_array *dout, lmx_array *dsrc[], lmx_pool *pool);
 lmx_status lmx_cuda_vjp_matmul(const lmx_node *n, const lmx_array *dout, lmx_array *dsrc[], lmx_pool *pool);
@@ -45,6 +47,9 @@ static inline unsigned cuda_vjp_blocks(int64_t n) {
     int64_t b = (n + 255) / 256;
     return (unsigned)(b < 8192 ? (b > 0 ? b : 1) : 8192);
 }
+
+/* *p = v for a fresh dsrc (n->fresh, the tape's uninitialised memory), else *p += v. */
+__device__ __forceinline__ void vjp_put(float *p, float v, bool fresh) { *p = fresh ? v : *p + v; }
 
 #define CUDA_VJP_LOOP(i, n) \
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < (n); i += (int64_t)gridDim.x * blockDim.x)

@@ -57,7 +57,7 @@ static unsigned row_threads(int64_t C) { return C >= 1024 ? 512 : C >= 256 ? 256
 /* One block per row. dx += inv·g·gc − x·inv³·(Σ g·gc·x)/C, gc = w (+1);
  * dwrow[r, c] = g·x·inv (summed over rows afterwards). */
 __global__ void vjp_rms_norm_k(float *dx, float *dwrow, const float *x, const float *g, const void *w, int wdt,
-                               int add_one, int64_t C, int64_t xs, float eps) {
+                               int add_one, int64_t C, int64_t xs, float eps, bool ow) {
     __shared__ float sh[32];
     int64_t r = blockIdx.x;
     const float *xr = x + r * xs, *gr = g + r * C;
@@ -73,14 +73,14 @@ __global__ void vjp_rms_norm_k(float *dx, float *dwrow, const float *x, const fl
     float k3 = inv * inv * inv * dot / (float)C;
     for (int64_t i = threadIdx.x; i < C; i += blockDim.x) {
         float xv = xr[i], gc = (w ? ld_any(w, wdt, i) : 1.0f) + (add_one ? 1.0f : 0.0f);
-        if (dx) dx[r * C + i] += inv * gr[i] * gc - xv * k3;
+        if (dx) vjp_put(dx + r * C + i, inv * gr[i] * gc - xv * k3, ow);
         if (dwrow) dwrow[r * C + i] = gr[i] * xv * inv;
     }
 }
 
 /* dx += inv·(dh − mean(dh) − x̂·mean(dh·x̂)), dh = g·w; dwrow = g·x̂. */
 __global__ void vjp_layer_norm_k(float *dx, float *dwrow, const float *x, const float *g, const void *w, int wdt,
-                                 int64_t C, int64_t xs, float eps) {
+                                 int64_t C, int64_t xs, float eps, bool ow) {
     __shared__ float sh[32];
     int64_t r = blockIdx.x;
     const float *xr = x + r * xs, *gr = g + r * C;
@@ -100,7 +100,7 @@ __global__ void vjp_layer_norm_k(float *dx, float *dwrow, const float *x, const 
     m2 = block_sum(m2, sh) / (float)C;
     for (int64_t i = threadIdx.x; i < C; i += blockDim.x) {
         float dh = gr[i] * (w ? ld_any(w, wdt, i) : 1.0f), xh = (xr[i] - mean) * inv;
-        if (dx) dx[r * C + i] += inv * (dh - m1 - xh * m2);
+        if (dx) vjp_put(dx + r * C + i, inv * (dh - m1 - xh * m2), ow);
         if (dwrow) dwrow[r * C + i] = gr[i] * xh;
     }
 }
@@ -121,11 +121,11 @@ static lmx_status norm_vjp(const lmx_node *n, const lmx_array *dout, lmx_array *
         if (layer)
             vjp_layer_norm_k<<<(unsigned)R, row_threads(C), 0, c->stream>>>(
                 dx, dwrow, (const float *)x->data, (const float *)dout->data, w ? w->data : NULL, w ? w->dtype : 0, C,
-                cu_row_stride(x), n->fp[0]);
+                cu_row_stride(x), n->fp[0], n->fresh & 1);
         else
             vjp_rms_norm_k<<<(unsigned)R, row_threads(C), 0, c->stream>>>(
                 dx, dwrow, (const float *)x->data, (const float *)dout->data, w ? w->data : NULL, w ? w->dtype : 0,
-                n->ip[0], C, cu_row_stride(x), n->fp[0]);
+                n->ip[0], C, cu_row_stride(x), n->fp[0], n->fresh & 1);
         LMX_TRY(cuda_launched(name));
     }
     if (want_w) LMX_TRY(cuda_vjp_colsum_add(c, (float *)dsrc[1]->data, dwrow, R, C, C));
@@ -185,13 +185,13 @@ lmx_status lmx_cuda_vjp_rope(const lmx_node *n, const lmx_array *dout, lmx_array
 /* da += g (·b); db (same shape) += g (·a), or brow[r, c] = g·a for a
  * broadcast b (summed over rows afterwards). */
 __global__ void vjp_binary_k(float *da, float *db, float *brow, const float *g, const float *a, const void *b, int bdt,
-                             int64_t R, int64_t C, int64_t as, int64_t bs, int mul) {
+                             int64_t R, int64_t C, int64_t as, int64_t bs, int mul, unsigned ow) {
     CUDA_VJP_LOOP(i, R * C) {
         int64_t r = i / C, col = i - r * C;
         float gv = g[i];
-        if (da) da[i] += mul ? gv * ld_any(b, bdt, r * bs + col) : gv;
+        if (da) vjp_put(da + i, mul ? gv * ld_any(b, bdt, r * bs + col) : gv, ow & 1);
         float gb = mul ? gv * a[r * as + col] : gv;
-        if (db) db[i] += gb;
+        if (db) vjp_put(db + i, gb, ow & 2);
         if (brow) brow[i] = gb;
     }
 }
@@ -215,7 +215,7 @@ lmx_status lmx_cuda_vjp_binary(const lmx_node *n, const lmx_array *dout, lmx_arr
     if (!da && !db && !brow) return LMX_OK;
     vjp_binary_k<<<cuda_vjp_blocks(R * C), 256, 0, c->stream>>>(da, db, brow, g, (const float *)a->data, b->data,
                                                                  b->dtype, R, C, cu_row_stride(a),
-                                                                 bcast ? 0 : cu_row_stride(b), mul);
+                                                                 bcast ? 0 : cu_row_stride(b), mul, n->fresh);
     LMX_TRY(cuda_launched("binary vjp"));
     if (brow) LMX_TRY(cuda_vjp_colsum_add(c, (float *)dsrc[1]->data, brow, R, C, C));
     return LMX_OK;
@@ -225,7 +225,7 @@ lmx_status lmx_cuda_vjp_binary(const lmx_node *n, const lmx_array *dout, lmx_arr
 
 /* act(x) and act'(x) come from core/act_math.h, shared with the reference. */
 __global__ void vjp_unary_k(float *da, float *db, const float *g, const float *a, const float *b, int64_t R,
-                            int64_t C, int64_t as, int64_t bs, int op, int act, float f) {
+                            int64_t C, int64_t as, int64_t bs, int op, int act, float f, unsigned ow) {
     CUDA_VJP_LOOP(i, R * C) {
         int64_t r = i / C, col = i - r * C;
         float gv = g[i], d;
@@ -237,14 +237,14 @@ __global__ void vjp_unary_k(float *da, float *db, const float *g, const float *a
         } else {
             float x = a[r * as + col], bv = b ? b[r * bs + col] : 1.0f;
             d = gv * lmx_act_deriv(x, act) * bv;
-            if (b && db) db[i] += gv * lmx_act_value(x, act);
+            if (b && db) vjp_put(db + i, gv * lmx_act_value(x, act), ow & 2);
         }
-        if (da) da[i] += d;
+        if (da) vjp_put(da + i, d, ow & 1);
     }
 }
 
-__global__ void vjp_copy_k(float *da, const float *g, int64_t n) {
-    CUDA_VJP_LOOP(i, n) da[i] += g[i];
+__global__ void vjp_copy_k(float *da, const float *g, int64_t n, bool ow) {
+    CUDA_VJP_LOOP(i, n) vjp_put(da + i, g[i], ow);
 }
 
 lmx_status lmx_cuda_vjp_unary(const lmx_node *n, const lmx_array *dout, lmx_array *dsrc[], lmx_pool *pool) {
@@ -254,7 +254,8 @@ lmx_status lmx_cuda_vjp_unary(const lmx_node *n, const lmx_array *dout, lmx_arra
     if (N == 0) return LMX_OK;
     if (n->op == LMX_OP_COPY) { /* straight through: dout and dsrc are both dense, same count */
         if (!dsrc[0]) return LMX_OK;
-        vjp_copy_k<<<cuda_vjp_blocks(N), 256, 0, c->stream>>>((float *)dsrc[0]->data, (const float *)dout->data, N);
+        vjp_copy_k<<<cuda_vjp_blocks(N), 256, 0, c->stream>>>((float *)dsrc[0]->data, (const float *)dout->data, N,
+                                                          n->fresh & 1);
         return cuda_launched("copy vjp");
     }
     if (n->op != LMX_OP_SCALE && (a->dtype != LMX_F32 || (b && b->dtype != LMX_F32)))
@@ -264,13 +265,14 @@ lmx_status lmx_cuda_vjp_unary(const lmx_node *n, const lmx_array *dout, lmx_arra
     int64_t R = cu_rows(a), C = cu_cols(a);
     vjp_unary_k<<<cuda_vjp_blocks(N), 256, 0, c->stream>>>(da, db, (const float *)dout->data, (const float *)a->data,
                                                            b ? (const float *)b->data : NULL, R, C, cu_row_stride(a),
-                                                           b ? cu_row_stride(b) : 0, n->op, n->ip[0], n->fp[0]);
+                                                           b ? cu_row_stride(b) : 0, n->op, n->ip[0], n->fp[0],
+                                                           n->fresh);
     return cuda_launched("unary vjp");
 }
 
 /* ---- softmax: y recomputed per row; da += y·(g − Σ g·y) ---------------- */
 
-__global__ void vjp_softmax_k(float *da, const float *a, const float *g, int64_t C, int64_t as) {
+__global__ void vjp_softmax_k(float *da, const float *a, const float *g, int64_t C, int64_t as, bool ow) {
     __shared__ float sh[32];
     int64_t r = blockIdx.x;
     const float *ar = a + r * as, *gr = g + r * C;
@@ -283,7 +285,7 @@ __global__ void vjp_softmax_k(float *da, const float *a, const float *g, int64_t
     float dot = 0.0f;
     for (int64_t i = threadIdx.x; i < C; i += blockDim.x) dot += gr[i] * (expf(ar[i] - mx) * inv);
     dot = block_sum(dot, sh);
-    for (int64_t i = threadIdx.x; i < C; i += blockDim.x) da[r * C + i] += expf(ar[i] - mx) * inv * (gr[i] - dot);
+    for (int64_t i = threadIdx.x; i < C; i += blockDim.x) vjp_put(da + r * C + i, expf(ar[i] - mx) * inv * (gr[i] - dot), ow);
 }
 
 lmx_status lmx_cuda_vjp_softmax(const lmx_node *n, const lmx_array *dout, lmx_array *dsrc[], lmx_pool *pool) {
@@ -294,11 +296,44 @@ lmx_status lmx_cuda_vjp_softmax(const lmx_node *n, const lmx_array *dout, lmx_ar
     int64_t R = cu_rows(a), C = cu_cols(a);
     if (R * C == 0) return LMX_OK;
     vjp_softmax_k<<<(unsigned)R, row_threads(C), 0, c->stream>>>((float *)dsrc[0]->data, (const float *)a->data,
-                                                                 (const float *)dout->data, C, cu_row_stride(a));
+                                                                 (const float *)dout->data, C, cu_row_stride(a),
+                                                                 n->fresh & 1);
     return cuda_launched("softmax vjp");
 }
 
 /* ---- the table ------------------------------------------------------------ */
+
+/* The sources each vjp above writes whole (lmx_backend.vjp_overwrites): only where every element of dsrc[j] is
+ * stored whatever the data (no early return on an empty side, no atomics, no partial tiles). */
+uint32_t lmx_cuda_vjp_overwrites(const lmx_backend *b, const lmx_node *n) {
+    (void)b;
+    const lmx_array *a = n->src[0], *w = n->src[1];
+    if (!a || lmx_array_numel(a) == 0) return 0;
+    switch (n->op) {
+    case LMX_OP_RMS_NORM:
+    case LMX_OP_LAYER_NORM:
+    case LMX_OP_SOFTMAX:
+    case LMX_OP_SCALE:
+    case LMX_OP_SOFTCAP:
+    case LMX_OP_COPY:
+    case LMX_OP_CROSS_ENTROPY:
+        return 1;
+    case LMX_OP_ACT:
+        return w ? 3 : 1;
+    case LMX_OP_ADD:
+    case LMX_OP_MUL: /* a broadcast row b is a column sum added into dsrc[1] */
+        return lmx_array_numel(w) == lmx_array_numel(a) ? 3 : 1;
+    case LMX_OP_MATMUL: {
+        /* dx through cuBLAS with beta 0; an adapter factor (an f32 side of 8 or 16) takes the LoRA kernels,
+         * which add */
+        int64_t N = w->shape[0], K = w->shape[1];
+        bool factor = w->dtype == LMX_F32 && (N == 8 || N == 16 || K == 8 || K == 16);
+        return !factor && N > 0 && K > 0 ? 1 : 0;
+    }
+    default:
+        return 0;
+    }
+}
 
 const lmx_vjp_kernel_fn *lmx_cuda_vjp_table(void) {
     static lmx_vjp_kernel_fn t[LMX_OP_COUNT];

@@ -12,7 +12,9 @@
  *    tiles of rows converted/dequantized to bf16 hi + lo (exact for f16;
  *    16 bits of the dequantized f32 value), three GEMMs Wh·gh + Wh·gl + Wl·gh
  *    (the dropped Wl·gl is ~2^-16 of the product), as the forward's prefill.
- *    Expected agreement with the f32 reference: ~1e-5 relative.
+ *    Expected agreement with the f32 reference: ~1e-5 relative. A quantized
+ *    W at the default precision (fast_gemm) takes Wh·gh alone, as the
+ *    forward's prefill takes Wh·xh: ~3 digits (QLoRA's bf16 compute).
  * dW[N,K] += doutᵀ·x and db[N] += Σ_rows dout for float W only (SGEMM, f32):
  * no gradient for quantized weights or their scales (LMX_ERR_UNSUPPORTED if
  * asked). GET_ROWS: atomic scatter-add of dout rows into a float table. */
@@ -41,18 +43,19 @@ __global__ void vjp_f16_to_bf16x2_k(__nv_bfloat16 *hi, __nv_bfloat16 *lo, const 
     }
 }
 
+/* beta 0 writes dx (a fresh dsrc's first product), 1 adds into it. */
 static lmx_status gemm_bf16(lmx_cuda_ctx *c, int64_t K, int64_t M, int64_t cur, const __nv_bfloat16 *w,
-                            const __nv_bfloat16 *g, float *dx) {
-    /* column-major: dxᵀ[K, M] += W_tileᵀ (col-major [K, cur]) · gᵀ (col-major [cur, M]) */
+                            const __nv_bfloat16 *g, float *dx, float beta) {
+    /* column-major: dxᵀ[K, M] = beta·dxᵀ + W_tileᵀ (col-major [K, cur]) · gᵀ (col-major [cur, M]) */
     const float one = 1.0f;
     return cuda_blas_check(cublasGemmEx(c->blas, CUBLAS_OP_N, CUBLAS_OP_N, (int)K, (int)M, (int)cur, &one, w,
-                                        CUDA_R_16BF, (int)K, g, CUDA_R_16BF, (int)cur, &one, dx, CUDA_R_32F, (int)K,
+                                        CUDA_R_16BF, (int)K, g, CUDA_R_16BF, (int)cur, &beta, dx, CUDA_R_32F, (int)K,
                                         CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
                            "matmul vjp: dx gemm");
 }
 
 static lmx_status dx_tiled(lmx_cuda_ctx *c, const lmx_node *n, const float *g, float *dx, int64_t M, int64_t N,
-                           int64_t K) {
+                           int64_t K, bool fresh) {
     const lmx_array *w = n->src[1];
     bool quant = lmx_dtype_info(w->dtype)->is_quant, need_wtile = quant || w->dtype == LMX_F16;
     /* rows of W per tile: the dout slice (M·nt·4 bytes) and the weight tile
@@ -69,28 +72,35 @@ static lmx_status dx_tiled(lmx_cuda_ctx *c, const lmx_node *n, const float *g, f
     if (quant) qw = cuda_qw_of(w, n->src[3], n->src[4], n->ip[0]);
     for (int64_t n0 = 0; n0 < N; n0 += nt) {
         int64_t cur = N - n0 < nt ? N - n0 : nt;
-        /* a bf16 W at the default precision reads gh alone: no lo half to write */
-        bool hi_only = w->dtype == LMX_BF16 && c->fast_gemm;
+        float b0 = fresh && n0 == 0 ? 0.0f : 1.0f; /* the first product writes a fresh dx */
+        /* a bf16 or quantized W at the default precision reads gh alone: no lo half to write */
+        bool hi_only = (w->dtype == LMX_BF16 || quant) && c->fast_gemm;
         vjp_split_cols_k<<<cuda_vjp_blocks(M * cur), 256, 0, c->stream>>>(gh, hi_only ? NULL : gl, g, M, N, n0, cur);
         LMX_TRY(cuda_launched("matmul vjp: split dout"));
         if (w->dtype == LMX_BF16) {
             const __nv_bfloat16 *wt = (const __nv_bfloat16 *)w->data + n0 * K;
-            LMX_TRY(gemm_bf16(c, K, M, cur, wt, gh, dx));
+            LMX_TRY(gemm_bf16(c, K, M, cur, wt, gh, dx, b0));
             /* default (not LMX_CUDA_EXACT=1): dout rounded once to bf16, as
              * the forward rounds x (a bf16 frozen base, as PEFT's) */
-            if (!c->fast_gemm) LMX_TRY(gemm_bf16(c, K, M, cur, wt, gl, dx));
+            if (!c->fast_gemm) LMX_TRY(gemm_bf16(c, K, M, cur, wt, gl, dx, 1.0f));
             continue;
         }
         if (quant) {
-            LMX_TRY(cuda_dequant_bf16(c, &qw, n0, cur, wh, wl));
+            /* default precision: Wh·gh alone, as the forward's prefill (gemm_quant) computes Wh·xh */
+            LMX_TRY(cuda_dequant_bf16(c, &qw, n0, cur, wh, hi_only ? NULL : wl));
+            LMX_TRY(gemm_bf16(c, K, M, cur, wh, gh, dx, b0));
+            if (hi_only) continue;
+            LMX_TRY(gemm_bf16(c, K, M, cur, wh, gl, dx, 1.0f));
+            LMX_TRY(gemm_bf16(c, K, M, cur, wl, gh, dx, 1.0f));
+            continue;
         } else {
             vjp_f16_to_bf16x2_k<<<cuda_vjp_blocks(cur * K), 256, 0, c->stream>>>(wh, wl, (const __half *)w->data + n0 * K,
                                                                                cur * K);
             LMX_TRY(cuda_launched("matmul vjp: f16 weight tile"));
         }
-        LMX_TRY(gemm_bf16(c, K, M, cur, wh, gh, dx));
-        LMX_TRY(gemm_bf16(c, K, M, cur, wh, gl, dx));
-        LMX_TRY(gemm_bf16(c, K, M, cur, wl, gh, dx));
+        LMX_TRY(gemm_bf16(c, K, M, cur, wh, gh, dx, b0));
+        LMX_TRY(gemm_bf16(c, K, M, cur, wh, gl, dx, 1.0f));
+        LMX_TRY(gemm_bf16(c, K, M, cur, wl, gh, dx, 1.0f));
     }
     return LMX_OK;
 }
@@ -274,12 +284,14 @@ lmx_status lmx_cuda_vjp_matmul(const lmx_node *n, const lmx_array *dout, lmx_arr
     if (done) return LMX_OK;
     if (dsrc[0]) {
         float *dx = (float *)dsrc[0]->data;
+        bool fresh = n->fresh & 1; /* lmx_cuda_vjp_overwrites: write dx, don't add */
+        const float beta = fresh ? 0.0f : 1.0f;
         if (w->dtype == LMX_F32)
             LMX_TRY(cuda_blas_check(cublasSgemm(c->blas, CUBLAS_OP_N, CUBLAS_OP_N, (int)K, (int)M, (int)N, &one,
-                                                (const float *)w->data, (int)K, g, (int)N, &one, dx, (int)K),
+                                                (const float *)w->data, (int)K, g, (int)N, &beta, dx, (int)K),
                                     "matmul vjp: dx sgemm"));
         else
-            LMX_TRY(dx_tiled(c, n, g, dx, M, N, K));
+            LMX_TRY(dx_tiled(c, n, g, dx, M, N, K, fresh));
     }
     if (dsrc[1]) /* column-major: dWᵀ[K, N] += xᵀ (col-major [K, M]) · dout (as [M, N]) */
         LMX_TRY(cuda_blas_check(cublasSgemm(c->blas, CUBLAS_OP_N, CUBLAS_OP_T, (int)K, (int)N, (int)M, &one,
