@@ -10,7 +10,7 @@
 #
 # Parts (PARTS, default "tests bf16 q4"):
 #   tests  test_gpu_train (CUDA vs CPU gradients), test_cuda_vjps, the CPU
-#          training tests, and LMX_VJP_BENCH=1 test_cuda_vjps (vjp timings)
+#          training tests, and LMX_CUDA_EXACT=1 bench_cuda_vjps (vjp timings)
 #   bf16   synthetic llama-1b (bench/make_synthetic_model.py), bf16 base:
 #          PEFT, then lmx (default exact GEMMs), then lmx with LMX_CUDA_FAST_GEMM=1,
 #          then lmx with the host optimizer (LMX_TRAIN_HOST_OPTIM=1)
@@ -60,7 +60,7 @@ if has tests; then
   done
   grep -E "^FAIL" "$T" | head -20 | tee -a "$S"
   grep -E "optimizer .* on the device|SGD steps" "$T" | tee -a "$S"
-  [ -x "$B/test_cuda_vjps" ] && LMX_VJP_BENCH=1 timeout 100 "$B/test_cuda_vjps" 2>&1 | grep '^bench' | tee -a "$S"
+  [ -x "$B/bench_cuda_vjps" ] && LMX_CUDA_EXACT=1 timeout 100 "$B/bench_cuda_vjps" 2>&1 | grep '^bench' | tee -a "$S"
 fi
 
 has bf16 || has q4 || has prof || exit 0

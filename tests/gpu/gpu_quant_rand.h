@@ -97,6 +97,6 @@ static int gq_make(uint64_t *r, const gq_spec *q, int64_t N, int64_t K, lmx_arra
     return 0;
 }
 
-static const lmx_array *gq_opt(const lmx_array *a) { return lmx_array_empty(a) ? NULL : a; }
+static inline const lmx_array *gq_opt(const lmx_array *a) { return lmx_array_empty(a) ? NULL : a; }
 
 #endif
