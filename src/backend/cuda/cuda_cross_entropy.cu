@@ -1,10 +1,11 @@
 /* cuda_cross_entropy.cu - LMX_OP_CROSS_ENTROPY on the device: the forward
  * kernel (the op table's entry) and its vjp.
  *
- * One block per row of logits [T, V] (V = 128256 for llama-3): the row's max,
- * then Σ exp(x − max) in f32 (per-thread partials of ~V/512 terms, then a
- * block sum; terms are <= 1, so the relative error stays ~1e-6 against the
- * reference's f64 sum), lse = max + log(sum). The forward writes the row's
+ * One block per row of logits [T, V] (V = 128256 for llama-3), read once:
+ * each thread keeps a running max and Σ exp(x − max) over its ~V/512 terms
+ * (online softmax), the block merges them (max, then the partials rescaled
+ * to it and summed; terms are <= 1, so the relative error stays ~1e-6
+ * against the reference's f64 sum), lse = max + log(sum). The forward writes the row's
  * m·(lse − x[target]) to scratch; one block then sums the rows in f64 in a
  * fixed order (deterministic) and divides by Σ m. The vjp recomputes lse per
  * row and adds dout·m/Σm·(softmax − onehot) into d logits; Σ m is computed
@@ -12,13 +13,33 @@
  * were range-checked on the host by lmx_cross_entropy. */
 #include "backend/cuda/cuda_vjp.cuh"
 
+/* (m, s) += v: s = Σ exp(x - m) over the values seen, m their running max (one pass over the row: the logits
+ * are read once, not once for the max and once for the sum). */
+__device__ __forceinline__ void ce_online(float &m, float &s, float v) {
+    if (v > m) {
+        s = s * expf(m - v) + 1.0f; /* m = -inf at the start: 0 · 0 + 1 */
+        m = v;
+    } else if (v != -INFINITY) {
+        s += expf(v - m);
+    }
+}
+
 __device__ float ce_row_lse(const float *x, int64_t V, float *sh) {
-    float mx = -INFINITY;
-    for (int64_t v = threadIdx.x; v < V; v += blockDim.x) mx = fmaxf(mx, x[v]);
-    mx = block_max(mx, sh);
-    float s = 0.0f;
-    for (int64_t v = threadIdx.x; v < V; v += blockDim.x) s += expf(x[v] - mx);
-    s = block_sum(s, sh);
+    float m = -INFINITY, s = 0.0f;
+    if ((V & 3) == 0 && ((uintptr_t)x & 15) == 0) {
+        const float4 *x4 = reinterpret_cast<const float4 *>(x);
+        for (int64_t v = threadIdx.x; v < V / 4; v += blockDim.x) {
+            float4 q = x4[v];
+            ce_online(m, s, q.x);
+            ce_online(m, s, q.y);
+            ce_online(m, s, q.z);
+            ce_online(m, s, q.w);
+        }
+    } else {
+        for (int64_t v = threadIdx.x; v < V; v += blockDim.x) ce_online(m, s, x[v]);
+    }
+    float mx = block_max(m, sh);
+    s = block_sum(m == -INFINITY ? 0.0f : s * expf(m - mx), sh);
     return mx + logf(s);
 }
 
