@@ -62,10 +62,12 @@ struct lmx_trainer {
     bool host_stale;      /* dev_opt: the adapter set's host arrays lag P */
     /* LMX_TRAIN_PROFILE=1: seconds per phase (forward+loss, backward, gradient
      * collection, checkpointed step, update), the backend synchronised at
-     * each boundary; printed to stderr by lmx_trainer_free */
+     * each boundary; printed to stderr by lmx_trainer_free. On a device also
+     * the host's time to issue the forward and the backward (before the
+     * synchronisation): near the phase's time, the host is the bottleneck */
     bool prof;
-    double pt[5];
-    int64_t pn[5];
+    double pt[7];
+    int64_t pn[7];
 };
 
 static double stamp(lmx_trainer *t) {
@@ -306,9 +308,10 @@ void lmx_trainer_free(lmx_trainer *t) {
     if (t->host_stale && lmx_trainer_sync(t) != LMX_OK)
         fprintf(stderr, "lmx: train: the trained parameters could not be copied back: %s\n", lmx_last_error());
     if (t->prof && (t->pn[0] || t->pn[3])) {
-        static const char *names[5] = {"forward+loss", "backward", "collect grads", "checkpointed step", "update"};
+        static const char *names[7] = {"forward+loss", "backward",      "collect grads", "checkpointed step",
+                                       "update",       "forward issue", "backward issue"};
         fprintf(stderr, "[profile] %s:", t->backend->name);
-        for (int k = 0; k < 5; k++)
+        for (int k = 0; k < 7; k++)
             if (t->pn[k]) fprintf(stderr, " %s %.1f ms", names[k], 1e3 * t->pt[k] / (double)t->pn[k]);
         fprintf(stderr, " (means over %lld micro-batches, %lld updates)\n", (long long)(t->pn[0] + t->pn[3]),
                 (long long)t->pn[4]);
@@ -406,10 +409,12 @@ static lmx_status step_plain(lmx_trainer *t, const lmx_train_batch *b, double *l
     double t0 = stamp(t);
     lmx_status st = lmx_train_forward(&ex, b, &logits);
     if (!st) st = lmx_train_loss(&ex, b, &logits, &l);
+    double t0i = t->prof ? lmx_time_s() : 0;
     if (!st) st = read_loss(t, &l, loss);
     double t1 = stamp(t);
     if (lmx_tape_size(t->tape) > t->peak_nodes) t->peak_nodes = lmx_tape_size(t->tape);
     if (!st) st = lmx_tape_backward(t->tape, &l, NULL);
+    double t1i = t->prof ? lmx_time_s() : 0;
     double t2 = stamp(t);
     if (!st) st = collect(t, t->tape);
     if (t->prof) {
@@ -417,6 +422,10 @@ static lmx_status step_plain(lmx_trainer *t, const lmx_train_batch *b, double *l
         prof_add(t, 0, t0, t1);
         prof_add(t, 1, t1, t2);
         prof_add(t, 2, t2, t3);
+        if (t->device) {
+            prof_add(t, 5, t0, t0i);
+            prof_add(t, 6, t1, t1i);
+        }
     }
     lmx_array_release(&logits);
     lmx_array_release(&l);
