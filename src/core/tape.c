@@ -58,6 +58,11 @@ static int64_t prof_n[PROF_N], fwd_n[2 * LMX_OP_COUNT];
  * timeline, gaps where it waited for the host included), resolved when a
  * backward starts (the forward's) and ends (its own). */
 static bool env_events;
+/* LMX_TAPE_PROFILE=host: the same laps on the host's clock without any
+ * synchronisation: where the host spends its time issuing a step (a step
+ * whose issue time matches its device time is host-bound when this shows
+ * the time in the host's own work, not in launches that wait for room). */
+static bool env_host;
 #define PROF_MARKS 8192 /* the backend's ring */
 #define PROF_PENDING 4000
 typedef struct {
@@ -72,6 +77,7 @@ static void read_env(void) {
     const char *p = getenv("LMX_TAPE_PROFILE");
     env_profile = p && *p && strcmp(p, "0");
     env_events = p && !strcmp(p, "events");
+    env_host = p && !strcmp(p, "host");
 }
 
 static bool can_mark(const lmx_backend *b) {
@@ -159,7 +165,7 @@ static void prof_print(void) {
 /* Seconds since the last call (0 when not profiling), after b's queued work. */
 static double prof_lap(lmx_backend *b, double *last) {
     if (!env_profile) return 0;
-    if (b) (void)lmx_backend_sync(b);
+    if (b && !env_host) (void)lmx_backend_sync(b);
     double now = lmx_time_s(), d = now - *last;
     *last = now;
     return d;
@@ -220,7 +226,7 @@ lmx_status lmx_tape_record_on(lmx_tape *t, lmx_backend *b, const lmx_node *n) {
     if (env_profile && n->op < LMX_OP_COUNT && can_mark(b)) {
         mark_point(b, fwd_m, &n_fwd_m, 2 * n->op + (n->src[1] && n->src[1]->dtype != LMX_F32));
     } else if (env_profile && n->op < LMX_OP_COUNT) { /* the node just ran: the time since the last record */
-        if (!lmx_backend_is_host(b)) (void)lmx_backend_sync(b);
+        if (!lmx_backend_is_host(b) && !env_host) (void)lmx_backend_sync(b);
         double now = lmx_time_s();
         if (fwd_last > 0 && now - fwd_last < 1.0) {
             int k = 2 * n->op + (n->src[1] && n->src[1]->dtype != LMX_F32);
