@@ -26,5 +26,6 @@ lmx_run() { # label model iters [env...]
 }
 lmx_run bf16 $M/llama-1b 15
 lmx_run bf16_events $M/llama-1b 10 LMX_TAPE_PROFILE=events
+[ -n "${HOST_PROF:-}" ] && lmx_run bf16_host $M/llama-1b 10 LMX_TAPE_PROFILE=host
 [ "${SKIP_Q4:-0}" = 1 ] || { lmx_run q4 $M/llama-1b-mlx4 15; lmx_run q4_events $M/llama-1b-mlx4 10 LMX_TAPE_PROFILE=events; }
 date -u

@@ -539,17 +539,23 @@ static void t_elementwise(void) {
                 free_all();
             }
     for (int act = 0; act < 4; act++)
-        for (int gated = 0; gated < 2; gated++) {
+        for (int gated = 0; gated < 4; gated++) { /* 2, 3: separate contiguous gate and up (the flat kernel) */
             int64_t R = 40, C = 384;
             lmx_array *gu = HR(LMX_F32, 2, R, 2 * C, 0, 3), a, b; /* a fused gate|up output */
             lmx_array_cols(&a, gu, 0, C);
             lmx_array_cols(&b, gu, C, C);
+            if (gated >= 2) {
+                a = *HR(LMX_F32, 2, R, C, 0, 3);
+                b = *HR(LMX_F32, 2, R, C, 0, 3);
+            }
             lmx_array o = outf(2, R, C, 0);
             lmx_node n = node(LMX_OP_ACT, &o, &a, gated ? &b : NULL, NULL);
             n.ip[0] = act;
             static const char *names[] = {"silu", "gelu erf", "gelu tanh", "relu"};
-            snprintf(s, sizeof s, "act %s%s (column views)", names[act], gated ? " gated" : "");
-            vjp_case(s, &n, gated ? 3 : 1, TOL_EW);
+            snprintf(s, sizeof s, "act %s%s (%s)", names[act], gated & 1 ? " gated" : "",
+                     gated >= 2 ? "contiguous" : "column views");
+            if (!(gated & 1)) n.src[1] = NULL;
+            vjp_case(s, &n, gated & 1 ? 3 : 1, TOL_EW);
             lmx_array_release(&o);
             free_all();
         }

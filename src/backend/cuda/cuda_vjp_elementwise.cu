@@ -243,6 +243,40 @@ __global__ void vjp_unary_k(float *da, float *db, const float *g, const float *a
     }
 }
 
+/* vjp_unary_k over contiguous 16-byte aligned a (and b) of n4 float4s: no per-element row/column division. */
+__global__ void vjp_unary_flat_k(float4 *da, float4 *db, const float4 *g, const float4 *a, const float4 *b, int64_t n4,
+                                 int op, int act, float f, unsigned ow) {
+    CUDA_VJP_LOOP(i, n4) {
+        float4 gv4 = g[i], a4 = a[i], b4 = b ? b[i] : make_float4(1.0f, 1.0f, 1.0f, 1.0f);
+        float gv[4] = {gv4.x, gv4.y, gv4.z, gv4.w}, x[4] = {a4.x, a4.y, a4.z, a4.w}, bv[4] = {b4.x, b4.y, b4.z, b4.w};
+        float d[4], e[4];
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            if (op == LMX_OP_SCALE) {
+                d[j] = gv[j] * f;
+            } else if (op == LMX_OP_SOFTCAP) {
+                float t = tanhf(x[j] / f);
+                d[j] = gv[j] * (1.0f - t * t);
+            } else {
+                d[j] = gv[j] * lmx_act_deriv(x[j], act) * bv[j];
+                e[j] = gv[j] * lmx_act_value(x[j], act);
+            }
+        }
+        if (da) {
+            float4 o = ow & 1 ? make_float4(0.0f, 0.0f, 0.0f, 0.0f) : da[i];
+            da[i] = make_float4(o.x + d[0], o.y + d[1], o.z + d[2], o.w + d[3]);
+        }
+        if (b && db) {
+            float4 o = ow & 2 ? make_float4(0.0f, 0.0f, 0.0f, 0.0f) : db[i];
+            db[i] = make_float4(o.x + e[0], o.y + e[1], o.z + e[2], o.w + e[3]);
+        }
+    }
+}
+
+static bool dense4(const lmx_array *a) {
+    return !a || (lmx_array_is_contiguous(a) && ((uintptr_t)a->data & 15) == 0);
+}
+
 __global__ void vjp_copy_k(float *da, const float *g, int64_t n, bool ow) {
     CUDA_VJP_LOOP(i, n) vjp_put(da + i, g[i], ow);
 }
@@ -263,6 +297,12 @@ lmx_status lmx_cuda_vjp_unary(const lmx_node *n, const lmx_array *dout, lmx_arra
     float *da = dsrc[0] ? (float *)dsrc[0]->data : NULL, *db = b && dsrc[1] ? (float *)dsrc[1]->data : NULL;
     if (!da && !db) return LMX_OK;
     int64_t R = cu_rows(a), C = cu_cols(a);
+    if (N % 4 == 0 && a->dtype == LMX_F32 && (!b || b->dtype == LMX_F32) && dense4(a) && dense4(b) && dense4(dsrc[0]) && dense4(b ? dsrc[1] : NULL) && dense4(dout)) {
+        vjp_unary_flat_k<<<cuda_vjp_blocks(N / 4), 256, 0, c->stream>>>(
+            (float4 *)da, (float4 *)db, (const float4 *)dout->data, (const float4 *)a->data,
+            b ? (const float4 *)b->data : NULL, N / 4, n->op, n->ip[0], n->fp[0], n->fresh);
+        return cuda_launched("unary vjp");
+    }
     vjp_unary_k<<<cuda_vjp_blocks(N), 256, 0, c->stream>>>(da, db, (const float *)dout->data, (const float *)a->data,
                                                            b ? (const float *)b->data : NULL, R, C, cu_row_stride(a),
                                                            b ? cu_row_stride(b) : 0, n->op, n->ip[0], n->fp[0],
