@@ -177,8 +177,8 @@ __global__ void split_x4_k(__nv_bfloat16 *hi, __nv_bfloat16 *lo, const float *x,
         }
 }
 
-/* x -> bf16 hi (+ lo), rows packed K apart. */
-static lmx_status split_x_bf16(lmx_cuda_ctx *c, __nv_bfloat16 *hi, __nv_bfloat16 *lo, const float *x, int64_t M, int64_t K,
+/* x -> bf16 hi (+ lo), rows packed K apart (cuda_quant.cuh). */
+lmx_status cuda_split_x_bf16(lmx_cuda_ctx *c, __nv_bfloat16 *hi, __nv_bfloat16 *lo, const float *x, int64_t M, int64_t K,
                                int64_t xs) {
     if (K % 4 == 0 && xs % 4 == 0 && ((uintptr_t)x & 15) == 0 && K / 4 <= 0x7fffffff) {
         int K4 = (int)(K / 4);
@@ -231,7 +231,7 @@ static lmx_status gemm(lmx_cuda_ctx *c, const lmx_node *n, int64_t M, int64_t N,
     uint8_t *xl = split ? xh + (size_t)(M * K) * 2 : NULL;
     cudaDataType_t dt = w->dtype == LMX_BF16 ? CUDA_R_16BF : CUDA_R_16F;
     if (w->dtype == LMX_BF16) {
-        LMX_TRY(split_x_bf16(c, (__nv_bfloat16 *)xh, (__nv_bfloat16 *)xl, (const float *)x->data, M, K, xs));
+        LMX_TRY(cuda_split_x_bf16(c, (__nv_bfloat16 *)xh, (__nv_bfloat16 *)xl, (const float *)x->data, M, K, xs));
     } else {
         split_x_k<<<blocks_for(M * K), 256, 0, c->stream>>>((__half *)xh, (__half *)xl, (const float *)x->data, M, K,
                                                             xs);
@@ -276,7 +276,7 @@ static lmx_status gemm_quant(lmx_cuda_ctx *c, const lmx_node *n, const cuda_qw *
     LMX_TRY(cuda_scratch(c, xbytes + wbytes, (void **)&scr));
     __nv_bfloat16 *xh = (__nv_bfloat16 *)scr, *xl = split ? xh + M * K : NULL;
     __nv_bfloat16 *wh = (__nv_bfloat16 *)(scr + xbytes), *wl = split ? wh + nt * K : NULL;
-    LMX_TRY(split_x_bf16(c, xh, xl, (const float *)x->data, M, K, xs));
+    LMX_TRY(cuda_split_x_bf16(c, xh, xl, (const float *)x->data, M, K, xs));
     for (int64_t n0 = 0; n0 < N; n0 += nt) {
         int64_t cur = N - n0 < nt ? N - n0 : nt;
         LMX_TRY(cuda_dequant_bf16(c, qw, n0, cur, wh, wl));

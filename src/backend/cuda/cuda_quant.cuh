@@ -504,6 +504,10 @@ cuda_qw cuda_qw_of(const lmx_array *w, const lmx_array *sc, const lmx_array *bi,
 /* Rows [n0, n0+nt) of qw dequantized into hi[nt, K] (bf16) and, when lo is not
  * NULL, the bf16 rounding of the remainder: hi + lo carries 16 bits of each
  * exactly dequantized weight. */
+/* hi (+ lo, when not NULL) [M, K] packed bf16 = x [M, K] f32 rows xs apart, x = hi + lo to ~16 bits
+ * (cuda_matmul.cu; 16-byte accesses when K and xs are multiples of 4 and x is aligned). */
+lmx_status cuda_split_x_bf16(lmx_cuda_ctx *c, __nv_bfloat16 *hi, __nv_bfloat16 *lo, const float *x, int64_t M, int64_t K,
+                             int64_t xs);
 lmx_status cuda_dequant_bf16(lmx_cuda_ctx *c, const cuda_qw *qw, int64_t n0, int64_t nt, __nv_bfloat16 *hi,
                              __nv_bfloat16 *lo);
 /* out[M,N] = x[M,K] · Wᵀ (+ bias) for M <= 8 (cuda_quant_gemv.cu). */

@@ -21,18 +21,6 @@
 #include "backend/cuda/cuda_quant.cuh"
 #include "backend/cuda/cuda_vjp.cuh"
 
-/* g[M, cur] (dense, bf16 hi/lo; lo NULL: hi alone) = dout[:, n0:n0+cur] (dout dense [M, N]). */
-__global__ void vjp_split_cols_k(__nv_bfloat16 *hi, __nv_bfloat16 *lo, const float *g, int64_t M, int64_t N,
-                                 int64_t n0, int64_t cur) {
-    CUDA_VJP_LOOP(i, M * cur) {
-        int64_t m = i / cur, j = i - m * cur;
-        float v = g[m * N + n0 + j];
-        __nv_bfloat16 h = __float2bfloat16_rn(v);
-        hi[i] = h;
-        if (lo) lo[i] = __float2bfloat16_rn(v - __bfloat162float(h));
-    }
-}
-
 /* f16 rows -> bf16 hi + lo (exact: 11 significant bits fit in 2 x 8). */
 __global__ void vjp_f16_to_bf16x2_k(__nv_bfloat16 *hi, __nv_bfloat16 *lo, const __half *w, int64_t n) {
     CUDA_VJP_LOOP(i, n) {
@@ -75,8 +63,8 @@ static lmx_status dx_tiled(lmx_cuda_ctx *c, const lmx_node *n, const float *g, f
         float b0 = fresh && n0 == 0 ? 0.0f : 1.0f; /* the first product writes a fresh dx */
         /* a bf16 or quantized W at the default precision reads gh alone: no lo half to write */
         bool hi_only = (w->dtype == LMX_BF16 || quant) && c->fast_gemm;
-        vjp_split_cols_k<<<cuda_vjp_blocks(M * cur), 256, 0, c->stream>>>(gh, hi_only ? NULL : gl, g, M, N, n0, cur);
-        LMX_TRY(cuda_launched("matmul vjp: split dout"));
+        /* g[M, cur] (bf16 hi/lo) = dout[:, n0:n0+cur] */
+        LMX_TRY(cuda_split_x_bf16(c, gh, hi_only ? NULL : gl, g + n0, M, cur, N));
         if (w->dtype == LMX_BF16) {
             const __nv_bfloat16 *wt = (const __nv_bfloat16 *)w->data + n0 * K;
             LMX_TRY(gemm_bf16(c, K, M, cur, wt, gh, dx, b0));
