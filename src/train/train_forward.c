@@ -53,8 +53,8 @@ static lmx_array *keep(fwd *f) {
 
 /* A fresh f32 array [r, c] (c == 0: 1-D [r]) in the backend's memory for
  * an op to write whole: not zeroed on a device (recycled blocks; every
- * caller below fills all of it - the attention output by its B row
- * blocks). */
+ * caller below fills all of it - the attention output by one node over
+ * its B rows). */
 static lmx_array *fresh(fwd *f, int64_t r, int64_t c) {
     lmx_array *a = keep(f);
     int64_t sh[2] = {r, c};
