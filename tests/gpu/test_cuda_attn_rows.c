@@ -8,9 +8,10 @@
  * vjp take all rows in one launch) - against the CPU forward and the
  * reference vjp (core/vjp_attention.c) on the same inputs. Gradients are
  * pre-filled with 0.5 on both sides (the vjps add into dsrc; a vjp that
- * overwrote would be off by 0.5 everywhere). Also: the batched forward on
- * CUDA equals a loop of single-row nodes bit for bit (same kernels, same
- * per-row arithmetic). Fresh seed per run (printed; LMX_TEST_SEED=n repeats).
+ * overwrote would be off by 0.5 everywhere); the rope vjp runs again on a
+ * NaN-filled dsrc with n->fresh set (it declares itself in vjp_overwrites).
+ * Also: the batched forward on CUDA equals a loop of single-row nodes bit
+ * for bit (same kernels, same per-row arithmetic). Fresh seed per run (printed; LMX_TEST_SEED=n repeats).
  *
  * Tolerances, as test_cuda_vjps.c states them for these paths:
  *  - exact: forward rel 2e-5 / max 2e-4 (the hi + lo products drop lo·lo,
@@ -215,6 +216,31 @@ static void rope_case(lmx_backend *g, int R, int64_t P, int64_t H, int64_t hd, i
         snprintf(s, sizeof s, "vjp %s", w);
         compare(s, o, hgx.data, lmx_array_numel(&x), 0.5, 1e-5, 1e-4);
         free(o);
+    }
+    /* a fresh dsrc (lmx_backend.vjp_overwrites, as the tape hands it out): NaN-filled, written whole */
+    if (g->vjp_overwrites && (g->vjp_overwrites(g, &dn) & 1)) {
+        int64_t n = lmx_array_numel(&x);
+        float *ref = malloc((size_t)n * sizeof *ref);
+        if (!ref) die("alloc");
+        for (int64_t j = 0; j < n; j++) {
+            ref[j] = ((float *)hgx.data)[j] - 0.5f;
+            ((float *)hgx.data)[j] = NAN;
+        }
+        lmx_array dfx = up(g, &hgx);
+        lmx_array *fp[LMX_MAX_SRC] = {&dfx};
+        dn.fresh = 1;
+        if (g->vjps[LMX_OP_ROPE](&dn, &gd, fp, g->pool)) {
+            printf("FAIL %s: vjp (fresh dsrc): %s\n", w, lmx_last_error());
+            n_bad++;
+        } else {
+            float *o = down(g, &dfx);
+            char s[200];
+            snprintf(s, sizeof s, "vjp fresh %s", w);
+            compare(s, o, ref, n, 0, 1e-5, 1e-4);
+            free(o);
+        }
+        free(ref);
+        lmx_array_release(&dfx);
     }
     lmx_array *all[] = {&x, &oh, &dout, &f, &xd, &fd, &gd, &od, &hgx, &dgx};
     for (size_t i = 0; i < sizeof all / sizeof *all; i++) lmx_array_release(all[i]);

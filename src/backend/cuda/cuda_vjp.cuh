@@ -43,18 +43,6 @@ lmx_status lmx_cuda_dora_norms(lmx_backend *b, const struct lmx_dora_norm_args *
  * reduction of a one-row broadcast (bias, norm weights). */
 lmx_status cuda_vjp_colsum_add(lmx_cuda_ctx *c, float *dst, const float *src, int64_t R, int64_t C, int64_t srs);
 
-/* 1 when dsrc[j] is fresh (uninitialised) memory the vjp must write whole
- * instead of adding into: the tape's lmx_node.fresh bit j, set only for
- * sources the backend's vjp_overwrites hook names. Until that field exists
- * every dsrc is zeroed or accumulating (the add-into contract): 0. Vjps that
- * write each element once (rope) take it as a store-instead-of-add switch;
- * the tape's commit wires it: return (int)((n->fresh >> j) & 1). */
-static inline int cuda_vjp_fresh(const lmx_node *n, int j) {
-    (void)n;
-    (void)j;
-    return 0;
-}
-
 static inline unsigned cuda_vjp_blocks(int64_t n) {
     int64_t b = (n + 255) / 256;
     return (unsigned)(b < 8192 ? (b > 0 ? b : 1) : 8192);

@@ -459,12 +459,6 @@ lmx_status cuda_vjp_attention_mma(const lmx_node *n, const lmx_array *dout, lmx_
         return LMX_OK;
     float *scr;
     LMX_TRY(cuda_scratch(c, (size_t)(2 * R * H * T) * sizeof(float), (void **)&scr));
-    /* the kernels add with atomics: a fresh dsrc (tape's fresh bit) is zeroed here */
-    for (int i = 0; i < 3; i++)
-        if (dsrc[i] && cuda_vjp_fresh(n, i))
-            LMX_TRY(cuda_check(cudaMemsetAsync(dsrc[i]->data, 0, (size_t)lmx_array_numel(dsrc[i]) * sizeof(float),
-                                               c->stream),
-                               "attention vjp: zero a fresh gradient"));
     av_args a = {(const float *)q->data,
                  (const float *)k->data,
                  (const float *)v->data,
