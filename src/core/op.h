@@ -22,8 +22,11 @@ typedef enum lmx_op {
     LMX_OP_MATMUL,       /* out[M,N] f32 = x[M,K] · w[N,K]ᵀ (+ b[N])   src: x, w, b?, scales?, biases?; i: group */
     LMX_OP_RMS_NORM,     /* out = x·rsqrt(mean(x²)+eps)·(w or 1+w)   src: x, w?; f: eps; i: add_one */
     LMX_OP_LAYER_NORM,   /* out = (x-μ)/σ·w + b                       src: x, w?, b?; f: eps */
-    LMX_OP_ROPE,         /* in place ok: x[T,H,hd]; src: x, inv_freq[dims/2]; i: pos0, dims, traditional; f: mscale */
-    LMX_OP_ATTENTION,    /* out[T,H,hd]; src: q[T,H,hd], k[S,Hkv,hd], v[S,Hkv,hd]; i: pos0, window; f: scale, softcap */
+    LMX_OP_ROPE,         /* in place ok: x[T,H,hd]; src: x, inv_freq[dims/2]; i: pos0, dims, traditional,
+                            period (0: row t at pos0 + t; P > 0: at pos0 + t mod P); f: mscale */
+    LMX_OP_ATTENTION,    /* out[R·T,H·hd]; src: q[R·T,H,hd], k[R·S,Hkv,hd], v[R·S,Hkv,hd]; i: pos0, window,
+                            rows R (0/1: one sequence; batch row r sees only its own keys, core/op_rows.h);
+                            f: scale, softcap */
     LMX_OP_ADD,          /* out = a + b (b same shape, or one row broadcast) */
     LMX_OP_MUL,          /* out = a * b (same shape, or one row broadcast) */
     LMX_OP_SCALE,        /* out = a * s; f: s */

@@ -127,17 +127,23 @@ lmx_status lmx_layer_norm(lmx_exec *ex, lmx_array *out, const lmx_array *x, cons
     return lmx_exec_node(ex, &n);
 }
 
-lmx_status lmx_rope(lmx_exec *ex, lmx_array *out, const lmx_array *x, const lmx_array *inv_freq,
-                    int64_t pos0, int dims, bool traditional, float mscale) {
-    if (x->ndim != 3 || dims <= 0 || dims > x->shape[2] || dims % 2 ||
+lmx_status lmx_rope_rows(lmx_exec *ex, lmx_array *out, const lmx_array *x, const lmx_array *inv_freq,
+                         int64_t pos0, int64_t period, int dims, bool traditional, float mscale) {
+    if (x->ndim != 3 || dims <= 0 || dims > x->shape[2] || dims % 2 || period < 0 || period > INT32_MAX ||
         lmx_array_numel(inv_freq) != dims / 2 || lmx_array_numel(out) != lmx_array_numel(x))
         return shape_err("rope", "x vs inv_freq", x, inv_freq);
     lmx_node n = node(LMX_OP_ROPE, out, x, inv_freq, NULL);
     n.ip[0] = (int32_t)pos0;
     n.ip[1] = dims;
     n.ip[2] = traditional;
+    n.ip[3] = (int32_t)period;
     n.fp[0] = mscale;
     return lmx_exec_node(ex, &n);
+}
+
+lmx_status lmx_rope(lmx_exec *ex, lmx_array *out, const lmx_array *x, const lmx_array *inv_freq,
+                    int64_t pos0, int dims, bool traditional, float mscale) {
+    return lmx_rope_rows(ex, out, x, inv_freq, pos0, 0, dims, traditional, mscale);
 }
 
 lmx_status lmx_add_rms_norm(lmx_exec *ex, lmx_array *out, lmx_array *x, const lmx_array *d, const lmx_array *w,
@@ -170,19 +176,25 @@ lmx_status lmx_rope_kv(lmx_exec *ex, lmx_array *q, lmx_array *k, const lmx_array
     return lmx_exec_node(ex, &n);
 }
 
-lmx_status lmx_attention(lmx_exec *ex, lmx_array *out, const lmx_array *q, const lmx_array *k,
-                         const lmx_array *v, int64_t pos0, float scale, float softcap, int window) {
-    if (q->ndim != 3 || k->ndim != 3 || v->ndim != 3 || k->shape[2] != q->shape[2] ||
-        k->shape[1] == 0 || q->shape[1] % k->shape[1] || v->shape[1] != k->shape[1] ||
-        pos0 + q->shape[0] > k->shape[0] || v->shape[0] != k->shape[0] ||
+lmx_status lmx_attention_rows(lmx_exec *ex, lmx_array *out, const lmx_array *q, const lmx_array *k,
+                              const lmx_array *v, int rows, int64_t pos0, float scale, float softcap, int window) {
+    if (rows < 1 || q->ndim != 3 || k->ndim != 3 || v->ndim != 3 || q->shape[0] % rows || k->shape[0] % rows ||
+        k->shape[2] != q->shape[2] || k->shape[1] == 0 || q->shape[1] % k->shape[1] || v->shape[1] != k->shape[1] ||
+        pos0 + q->shape[0] / rows > k->shape[0] / rows || v->shape[0] != k->shape[0] ||
         rows_of(out) != q->shape[0] || cols_of(out) != q->shape[1] * v->shape[2])
-        return shape_err("attention", "q vs k cache", q, k);
+        return shape_err("attention", "q vs k cache (per row)", q, k);
     lmx_node n = node(LMX_OP_ATTENTION, out, q, k, v);
     n.ip[0] = (int32_t)pos0;
     n.ip[1] = window;
+    n.ip[2] = rows > 1 ? rows : 0;
     n.fp[0] = scale;
     n.fp[1] = softcap;
     return lmx_exec_node(ex, &n);
+}
+
+lmx_status lmx_attention(lmx_exec *ex, lmx_array *out, const lmx_array *q, const lmx_array *k,
+                         const lmx_array *v, int64_t pos0, float scale, float softcap, int window) {
+    return lmx_attention_rows(ex, out, q, k, v, 1, pos0, scale, softcap, window);
 }
 
 static lmx_status binary(lmx_exec *ex, lmx_op op, const char *name, lmx_array *out,

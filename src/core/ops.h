@@ -35,11 +35,22 @@ lmx_status lmx_layer_norm(lmx_exec *ex, lmx_array *out, const lmx_array *x, cons
  * Position of row t is pos0 + t; theta_i = pos·inv_freq[i]. */
 lmx_status lmx_rope(lmx_exec *ex, lmx_array *out, const lmx_array *x, const lmx_array *inv_freq,
                     int64_t pos0, int dims, bool traditional, float mscale);
+/* lmx_rope over batch rows of `period` tokens laid end to end: row t of x is
+ * at position pos0 + (t mod period) (period 0: lmx_rope). One node for all
+ * rows of a training batch instead of one per row. */
+lmx_status lmx_rope_rows(lmx_exec *ex, lmx_array *out, const lmx_array *x, const lmx_array *inv_freq,
+                         int64_t pos0, int64_t period, int dims, bool traditional, float mscale);
 /* Causal attention of q rows at positions pos0.. against cache rows [0, pos0+T).
  * window > 0: key j visible from position p only if p - j < window.
  * softcap > 0: scores = softcap·tanh(scores/softcap). */
 lmx_status lmx_attention(lmx_exec *ex, lmx_array *out, const lmx_array *q, const lmx_array *k,
                          const lmx_array *v, int64_t pos0, float scale, float softcap, int window);
+/* lmx_attention over `rows` sequences laid end to end: q [rows·T, H, hd],
+ * k, v [rows·S, Hkv, hd|vd], out [rows·T, H·vd]; row r's queries see only
+ * row r's keys, each row with the same pos0, window, scale and softcap
+ * (pos0 + T <= S). rows 1 is lmx_attention. */
+lmx_status lmx_attention_rows(lmx_exec *ex, lmx_array *out, const lmx_array *q, const lmx_array *k,
+                              const lmx_array *v, int rows, int64_t pos0, float scale, float softcap, int window);
 /* Fused decode-step ops (op.h): each equals the plain ops in sequence and
  * writes into a source. add_rms_norm: x += d, then out = rms_norm(x, w).
  * rope_kv: rope(q) and rope(k) in place at positions pos0.., then k → kc and

@@ -7,6 +7,7 @@
  * mirroring the reference kernels in src/backend/cpu. Attention lives in
  * vjp_attention.c. */
 #include "core/act_math.h"
+#include "core/op_rows.h"
 #include "core/tape.h"
 
 #include <math.h>
@@ -188,14 +189,14 @@ lmx_status lmx_vjp_rope(const lmx_node *n, const lmx_array *dout, lmx_array *dsr
     const lmx_array *x = n->src[0];
     float *inv_freq = NULL;
     LMX_TRY(lmx_vjp_dense(n->src[1], &inv_freq));
-    int64_t T = x->shape[0], H = x->shape[1], hd = x->shape[2], pos0 = n->ip[0];
+    int64_t T = x->shape[0], H = x->shape[1], hd = x->shape[2];
     int dims = n->ip[1], half = dims / 2;
     bool trad = n->ip[2];
     float ms = n->fp[0];
     for (int64_t r = 0; r < T * H; r++) {
         const float *g = (const float *)dout->data + r * hd;
         float *dx = (float *)dsrc[0]->data + r * hd;
-        float pos = (float)(pos0 + r / H);
+        float pos = (float)lmx_rope_pos(n, r / H);
         for (int i = 0; i < half; i++) {
             float th = pos * inv_freq[i];
             float c = cosf(th) * ms, s = sinf(th) * ms;

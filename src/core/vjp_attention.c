@@ -3,12 +3,24 @@
  *   s_j = cap·tanh(u_j/cap) (or u_j), u_j = scale·q·k_j;  p = softmax(s);
  *   dv_j += p_j·dO;  ds_j = p_j (dO·v_j - Σ p·(dO·v));  du = ds·(1 - (s/cap)²);
  *   dq += scale·du·k_j;  dk_j += scale·du·q. */
+#include "core/op_rows.h"
 #include "core/tape.h"
 
 #include <math.h>
 #include <stdlib.h>
 
 lmx_status lmx_vjp_attention(const lmx_node *n, const lmx_array *dout, lmx_array *dsrc[]) {
+    if (lmx_attn_rows(n) > 1) { /* batch rows one after another (core/op_rows.h) */
+        for (int r = 0; r < lmx_attn_rows(n); r++) {
+            lmx_node one;
+            lmx_array v[4], g[4], *dr[LMX_MAX_SRC];
+            const lmx_array *gr;
+            lmx_attn_row_node(n, r, &one, v);
+            lmx_attn_row_grads(n, r, dout, dsrc, &gr, dr, g);
+            LMX_TRY(lmx_vjp_attention(&one, gr, dr));
+        }
+        return LMX_OK;
+    }
     const lmx_array *q = n->src[0], *k = n->src[1], *v = n->src[2];
     int64_t T = q->shape[0], H = q->shape[1], hd = q->shape[2], Hkv = k->shape[1], vd = v->shape[2];
     int64_t pos0 = n->ip[0], S = pos0 + T, group = H / Hkv;

@@ -53,8 +53,8 @@ static lmx_array *keep(fwd *f) {
 
 /* A fresh f32 array [r, c] (c == 0: 1-D [r]) in the backend's memory for
  * an op to write whole: not zeroed on a device (recycled blocks; every
- * caller below fills all of it - the attention output by its B row
- * blocks). */
+ * caller below fills all of it - the attention output by one node over
+ * its B rows). */
 static lmx_array *fresh(fwd *f, int64_t r, int64_t c) {
     lmx_array *a = keep(f);
     int64_t sh[2] = {r, c};
@@ -305,16 +305,17 @@ static lmx_array *attention(fwd *f, int li, const lmx_array *h) {
     }
     int ri = hp->rope_idx[li];
     const lmx_rope_cfg *r = &hp->rope[ri];
+    /* All B rows in three nodes: RoPE with period Ti (each row restarts at
+     * position 0) and attention over B rows (a row sees only its own keys):
+     * the same per-row arithmetic as one node per row, without per-row
+     * views whose gradients the tape would gather (core/op_rows.h). */
     lmx_array *qr = fresh(f, M, H * hd), *kr = fresh(f, M, Hkv * hd), *attn = fresh(f, M, H * hd);
-    for (int row = 0; row < b->B && !f->st; row++) {
-        int64_t oq = row * Ti * H * hd, ok = row * Ti * Hkv * hd;
-        lmx_array *q3 = view(f, q, oq, 3, Ti, H, hd), *k3 = view(f, k, ok, 3, Ti, Hkv, hd);
-        lmx_array *qo = view(f, qr, oq, 3, Ti, H, hd), *ko = view(f, kr, ok, 3, Ti, Hkv, hd);
-        RUN(f, lmx_rope(f->ex, qo, q3, &b->inv_freq[ri], 0, r->dims, r->traditional, b->mscale[ri]));
-        RUN(f, lmx_rope(f->ex, ko, k3, &b->inv_freq[ri], 0, r->dims, r->traditional, b->mscale[ri]));
-        lmx_array *v3 = view(f, v, ok, 3, Ti, Hkv, hd), *ao = view(f, attn, oq, 2, Ti, H * hd, 0);
-        RUN(f, lmx_attention(f->ex, ao, qo, ko, v3, 0, hp->attn_scale, hp->attn_softcap, hp->window[li]));
-    }
+    lmx_array *q3 = view(f, q, 0, 3, M, H, hd), *k3 = view(f, k, 0, 3, M, Hkv, hd);
+    lmx_array *qo = view(f, qr, 0, 3, M, H, hd), *ko = view(f, kr, 0, 3, M, Hkv, hd);
+    RUN(f, lmx_rope_rows(f->ex, qo, q3, &b->inv_freq[ri], 0, Ti, r->dims, r->traditional, b->mscale[ri]));
+    RUN(f, lmx_rope_rows(f->ex, ko, k3, &b->inv_freq[ri], 0, Ti, r->dims, r->traditional, b->mscale[ri]));
+    lmx_array *v3 = view(f, v, 0, 3, M, Hkv, hd);
+    RUN(f, lmx_attention_rows(f->ex, attn, qo, ko, v3, b->B, 0, hp->attn_scale, hp->attn_softcap, hp->window[li]));
     return tlinear(f, li, slot_of(L, &L->wo), attn, &L->wo);
 }
 

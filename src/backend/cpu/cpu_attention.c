@@ -5,6 +5,7 @@
  * h / (H / Hkv). Softmax in f32 with the max subtracted. Threads split the
  * (t, h) pairs. */
 #include "backend/cpu/cpu.h"
+#include "core/op_rows.h"
 
 #include <math.h>
 
@@ -67,6 +68,15 @@ static void attn_task(int ith, int nth, void *arg) {
 }
 
 lmx_status lmx_cpu_attention(const lmx_node *n, lmx_pool *pool) {
+    if (lmx_attn_rows(n) > 1) { /* batch rows one after another (core/op_rows.h) */
+        for (int r = 0; r < lmx_attn_rows(n); r++) {
+            lmx_node one;
+            lmx_array v[4];
+            lmx_attn_row_node(n, r, &one, v);
+            LMX_TRY(lmx_cpu_attention(&one, pool));
+        }
+        return LMX_OK;
+    }
     if (n->src[0]->dtype != LMX_F32 || !lmx_array_is_contiguous(n->out))
         return lmx_err(LMX_ERR_UNSUPPORTED, "attention: q must be f32");
     attn_job job = {n, false};

@@ -9,6 +9,7 @@
  * reference does. Anything else (f16/bf16 caches, strided q) goes to the
  * reference kernel. */
 #include "backend/cpu/cpu_simd.h"
+#include "core/op_rows.h"
 
 #include <math.h>
 
@@ -81,6 +82,15 @@ static void attn_task(int ith, int nth, void *arg) {
 }
 
 lmx_status lmx_fast_attention_with(const lmx_simd_kernels *k, const lmx_node *n, lmx_pool *pool) {
+    if (lmx_attn_rows(n) > 1) { /* batch rows one after another (core/op_rows.h) */
+        for (int r = 0; r < lmx_attn_rows(n); r++) {
+            lmx_node one;
+            lmx_array v[4];
+            lmx_attn_row_node(n, r, &one, v);
+            LMX_TRY(lmx_fast_attention_with(k, &one, pool));
+        }
+        return LMX_OK;
+    }
     if (!k || !handled(n)) return lmx_cpu_attention(n, pool);
     fa_job job = {k, n, false};
     lmx_pool_run(pool, attn_task, &job);

@@ -6,6 +6,7 @@
  * Same formulas, same float operations per element: results are bitwise
  * equal to the reference. */
 #include "backend/cpu/cpu_simd.h"
+#include "core/op_rows.h"
 
 #include <math.h>
 
@@ -20,7 +21,6 @@ static void rope_task(int ith, int nth, void *arg) {
     const lmx_array *x = n->src[0];
     const float *inv_freq = n->src[1]->data;
     int64_t T = x->shape[0], H = x->shape[1], hd = x->shape[2];
-    int64_t pos0 = n->ip[0];
     int dims = n->ip[1], half = dims / 2;
     bool trad = n->ip[2];
     float ms = n->fp[0];
@@ -35,7 +35,7 @@ static void rope_task(int ith, int nth, void *arg) {
     for (int64_t r = lo; r < hi; r++) {
         int64_t t = r / H;
         if (t != cur_t) {
-            float pos = (float)(pos0 + t);
+            float pos = (float)lmx_rope_pos(n, t);
             for (int i = 0; i < half; i++) {
                 float th = pos * inv_freq[i];
                 cs[i] = cosf(th) * ms;

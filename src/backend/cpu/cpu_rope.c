@@ -2,8 +2,10 @@
  *
  * Non-traditional (HF rotate_half / llama.cpp NEOX): pairs (i, i + dims/2).
  * Traditional (Meta original / llama.cpp NORM): pairs (2i, 2i+1).
- * Features past `dims` pass through (partial rotary). */
+ * Features past `dims` pass through (partial rotary). Row t sits at
+ * lmx_rope_pos (pos0 + t, or pos0 + t mod the period of batch rows). */
 #include "backend/cpu/cpu.h"
+#include "core/op_rows.h"
 
 #include <math.h>
 
@@ -16,7 +18,6 @@ static void rope_task(int ith, int nth, void *arg) {
     const lmx_array *x = n->src[0];
     const float *inv_freq = n->src[1]->data;
     int64_t T = x->shape[0], H = x->shape[1], hd = x->shape[2];
-    int64_t pos0 = n->ip[0];
     int dims = n->ip[1], half = dims / 2;
     bool trad = n->ip[2];
     float ms = n->fp[0];
@@ -26,7 +27,7 @@ static void rope_task(int ith, int nth, void *arg) {
         int64_t t = r / H;
         const float *xi = (const float *)x->data + r * hd;
         float *o = (float *)n->out->data + r * hd;
-        float pos = (float)(pos0 + t);
+        float pos = (float)lmx_rope_pos(n, t);
         for (int i = 0; i < half; i++) {
             float th = pos * inv_freq[i];
             float c = cosf(th) * ms, s = sinf(th) * ms;

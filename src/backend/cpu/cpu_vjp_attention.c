@@ -12,6 +12,7 @@
  * query heads and its dK/dV rows are done by one thread), so results do
  * not depend on the thread count. Memory: two TB x S f32 blocks per thread. */
 #include "backend/cpu/cpu_vjp.h"
+#include "core/op_rows.h"
 
 #include <math.h>
 #include <string.h>
@@ -167,6 +168,17 @@ static bool handled(const lmx_node *n) {
 
 lmx_status lmx_fast_vjp_attention_with(const lmx_simd_kernels *k, const lmx_node *n, const lmx_array *dout,
                                        lmx_array *dsrc[], lmx_pool *pool) {
+    if (lmx_attn_rows(n) > 1) { /* batch rows one after another (core/op_rows.h) */
+        for (int r = 0; r < lmx_attn_rows(n); r++) {
+            lmx_node one;
+            lmx_array v[4], g[4], *dr[LMX_MAX_SRC];
+            const lmx_array *gr;
+            lmx_attn_row_node(n, r, &one, v);
+            lmx_attn_row_grads(n, r, dout, dsrc, &gr, dr, g);
+            LMX_TRY(lmx_fast_vjp_attention_with(k, &one, gr, dr, pool));
+        }
+        return LMX_OK;
+    }
     if (!k || !handled(n)) return lmx_vjp_attention(n, dout, dsrc);
     av_job job = {k, n, dout->data, dsrc[0] ? dsrc[0]->data : NULL, dsrc[1] ? dsrc[1]->data : NULL,
                   dsrc[2] ? dsrc[2]->data : NULL, false, {0}};

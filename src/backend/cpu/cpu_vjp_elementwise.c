@@ -9,6 +9,7 @@
  * expf per element are one, and RoPE's cos/sin are computed once per
  * position instead of once per head. Other dtypes go to the reference. */
 #include "backend/cpu/cpu_vjp.h"
+#include "core/op_rows.h"
 
 #include <math.h>
 #include <stdatomic.h>
@@ -210,7 +211,7 @@ typedef struct {
 static void rope_rows(int ith, int nth, void *arg) {
     rope_job *j = arg;
     const lmx_node *n = j->n;
-    int64_t lo, hi, H = j->H, hd = j->hd, pos0 = n->ip[0];
+    int64_t lo, hi, H = j->H, hd = j->hd;
     int dims = n->ip[1], half = dims / 2;
     bool trad = n->ip[2];
     float ms = n->fp[0];
@@ -222,7 +223,7 @@ static void rope_rows(int ith, int nth, void *arg) {
     (void)ith, (void)nth;
     while (lmx_vjp_chunks_next(&j->ch, &lo, &hi))
     for (int64_t t = lo; t < hi; t++) {
-        float pos = (float)(pos0 + t);
+        float pos = (float)lmx_rope_pos(n, t);
         for (int i = 0; i < half; i++) {
             float th = pos * j->inv_freq[i];
             cs[2 * i] = cosf(th) * ms;

@@ -11,8 +11,13 @@
  *
  * Prefill (T >= 16 rows, hd = vd = 64 or 128, outside a decode graph) runs
  * on tensor cores (cuda_attention_mma.cu); the CUDA-core tile kernel below
- * stays for cards before sm_80, unaligned views and LMX_CUDA_ATTN=tiles. */
+ * stays for cards before sm_80, unaligned views and LMX_CUDA_ATTN=tiles.
+ *
+ * Batch rows (lmx_attention_rows: R sequences end to end): the tensor-core
+ * kernel takes them all in one launch (grid z); every other path runs the
+ * node row by row (core/op_rows.h). */
 #include "backend/cuda/cuda_attention.cuh"
+#include "core/op_rows.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -268,7 +273,10 @@ lmx_status lmx_cuda_attention(const lmx_node *n, lmx_pool *pool) {
     const lmx_array *q = n->src[0], *k = n->src[1], *v = n->src[2];
     attn_args a;
     memset(&a, 0, sizeof a);
-    int64_t T = q->shape[0];
+    int R = lmx_attn_rows(n);
+    int64_t T = q->shape[0] / R;
+    a.rows = R;
+    a.rs = k->shape[0] / R;
     a.H = (int)q->shape[1];
     a.Hkv = (int)k->shape[1];
     a.hd = (int)q->shape[2];
@@ -301,6 +309,15 @@ lmx_status lmx_cuda_attention(const lmx_node *n, lmx_pool *pool) {
     }
     if (!a.dpos && T >= FA_MIN_T && !tiles_only && cuda_attn_prefill_mma(c, a, T, k->dtype, !c->fast_gemm))
         return cuda_launched("attention (tensor cores)");
+    if (R > 1) { /* the other kernels take one sequence: row by row */
+        for (int r = 0; r < R; r++) {
+            lmx_node one;
+            lmx_array v4[4];
+            lmx_attn_row_node(n, r, &one, v4);
+            LMX_TRY(lmx_cuda_attention(&one, pool));
+        }
+        return LMX_OK;
+    }
     if (!a.dpos && T >= FA_MIN_T && ((a.hd == 64 && a.vd == 64) || (a.hd == 128 && a.vd == 128)) &&
         ((uintptr_t)a.q & 15) == 0 && a.qs1 % 4 == 0 && a.qs0 % 4 == 0) {
         bool ok = k->dtype == LMX_F32    ? launch_tile<float>(a, T, c->stream)

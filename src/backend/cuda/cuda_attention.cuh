@@ -14,9 +14,13 @@ struct attn_args {
     int H, Hkv, hd, vd, window, nsplit;
     int64_t qs0, qs1, ks0, ks1, vs0, vs1, pos0, chunk;
     float scale, cap;
+    /* batch rows (ATTENTION ip[2], core/op_rows.h): rows > 1 only on the
+     * tensor-core prefill path (grid z = row); rs = key rows per batch row */
+    int rows;
+    int64_t rs;
 };
 
-/* Prefill (T query rows) on tensor cores, flash style; false when the shape,
+/* Prefill (T query rows, a.rows batch rows of them) on tensor cores, flash style; false when the shape,
  * cache dtype or card is not one it takes (the caller falls back). exact:
  * q, k, p, v each split into bf16 hi + lo and three products summed (~1e-5
  * of the f32 reference); otherwise one product of the rounded operands. */

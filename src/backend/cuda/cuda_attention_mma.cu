@@ -18,7 +18,9 @@
  * after f32-weight projections (ctx attn_exact). exact = false (the default
  * for 16-bit and quantized weights) does one product of the rounded
  * operands, as frameworks computing attention in bf16 do. Keys beyond the block's range are staged as zeros
- * (a masked key then contributes exp(-inf)·0, never NaN). */
+ * (a masked key then contributes exp(-inf)·0, never NaN). Batch rows (a.rows
+ * sequences end to end, lmx_attention_rows) are the grid's z: block z reads
+ * q/out rows z·T.. and key rows z·rs.. and is otherwise a single sequence. */
 #include "backend/cuda/cuda_attention.cuh"
 
 #define FM_BQ 64
@@ -61,7 +63,10 @@ __global__ void __launch_bounds__(FM_WARPS * 32) attn_mma_k(attn_args a, int64_t
     constexpr int NL = EXACT ? 2 : 1;
     constexpr int NC = FM_BK / 8, KC = HD / 16, DN = HD / 8;
     __shared__ __align__(16) __nv_bfloat16 Ks[NL][FM_BK * KS], Vt[NL][HD * VS];
-    const T *K = (const T *)a.k, *V = (const T *)a.v;
+    const int64_t z = blockIdx.z; /* batch row */
+    const T *K = (const T *)a.k + z * a.rs * a.ks0, *V = (const T *)a.v + z * a.rs * a.vs0;
+    const float *Q = a.q + z * Tq * a.qs0;
+    float *Out = a.out + z * Tq * a.H * HD;
     int h = blockIdx.y, kh = h / (a.H / a.Hkv);
     int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, tg = lane & 3;
     /* the longest (last) query tiles first: causal work grows with the tile */
@@ -78,7 +83,7 @@ __global__ void __launch_bounds__(FM_WARPS * 32) attn_mma_k(attn_args a, int64_t
 
     /* q·scale as A fragments: a0 (row g, cols 2tg..), a1 (row g+8), a2 (row g, cols 2tg+8..), a3 (row g+8, +8) */
     uint32_t qh[KC][4], ql[EXACT ? KC : 1][4];
-    const float *qa = a.q + tca * a.qs0 + h * a.qs1, *qb = a.q + tcb * a.qs0 + h * a.qs1;
+    const float *qa = Q + tca * a.qs0 + h * a.qs1, *qb = Q + tcb * a.qs0 + h * a.qs1;
 #pragma unroll
     for (int kk = 0; kk < KC; kk++) {
         int c = kk * 16 + tg * 2;
@@ -223,15 +228,15 @@ __global__ void __launch_bounds__(FM_WARPS * 32) attn_mma_k(attn_args a, int64_t
     for (int d = 0; d < DN; d++) {
         int col = d * 8 + tg * 2;
         if (ta < Tq)
-            *reinterpret_cast<float2 *>(a.out + (ta * a.H + h) * HD + col) = make_float2(o[d][0] * ia, o[d][1] * ia);
+            *reinterpret_cast<float2 *>(Out + (ta * a.H + h) * HD + col) = make_float2(o[d][0] * ia, o[d][1] * ia);
         if (tb < Tq)
-            *reinterpret_cast<float2 *>(a.out + (tb * a.H + h) * HD + col) = make_float2(o[d][2] * ib, o[d][3] * ib);
+            *reinterpret_cast<float2 *>(Out + (tb * a.H + h) * HD + col) = make_float2(o[d][2] * ib, o[d][3] * ib);
     }
 }
 
 template <typename T, bool EXACT>
 static bool launch_mma(const attn_args &a, int64_t T_, cudaStream_t st) {
-    dim3 grid((unsigned)((T_ + FM_BQ - 1) / FM_BQ), (unsigned)a.H);
+    dim3 grid((unsigned)((T_ + FM_BQ - 1) / FM_BQ), (unsigned)a.H, (unsigned)(a.rows > 1 ? a.rows : 1));
     if (a.hd == 64 && a.vd == 64)
         attn_mma_k<T, 64, EXACT><<<grid, FM_WARPS * 32, 0, st>>>(a, T_);
     else if (a.hd == 128 && a.vd == 128)
@@ -247,7 +252,7 @@ bool cuda_attn_prefill_mma(const lmx_cuda_ctx *c, const attn_args &a, int64_t T,
         (void)cudaGetLastError();
         major = 0;
     }
-    if (major < 8 || a.dpos || a.H % a.Hkv) return false;
+    if (major < 8 || a.dpos || a.H % a.Hkv || a.rows > 65535) return false;
     exact = exact || c->attn_exact;
     /* q rows are read as float2 at even features; out rows are [T, H, hd] */
     if (((uintptr_t)a.q & 7) || a.qs0 % 2 || a.qs1 % 2) return false;

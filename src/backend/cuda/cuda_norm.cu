@@ -64,9 +64,10 @@ lmx_status lmx_cuda_layer_norm(const lmx_node *n, lmx_pool *pool) {
 }
 
 /* Non-traditional (rotate_half): pairs (i, i + dims/2); traditional: (2i, 2i+1).
- * Features past dims pass through (copied when out != x). */
+ * Features past dims pass through (copied when out != x). period > 0: token
+ * t sits at pos0 + t mod period (batch rows end to end, core/op_rows.h). */
 __global__ void rope_k(float *o, const float *x, const float *inv_freq, int64_t rows, int64_t H, int64_t hd,
-                       int64_t pos0, const int64_t *dpos, int dims, int trad, float ms) {
+                       int64_t pos0, const int64_t *dpos, int dims, int trad, float ms, int64_t period) {
     if (dpos) pos0 = *dpos; /* a static decode graph: the step's position (cuda_step.cu) */
     int half = dims / 2;
     int64_t n = rows * half;
@@ -75,7 +76,8 @@ __global__ void rope_k(float *o, const float *x, const float *inv_freq, int64_t 
         int k = (int)(i - r * half);
         int64_t a = r * hd + (trad ? 2 * k : k), b = r * hd + (trad ? 2 * k + 1 : k + half);
         float y0, y1;
-        rope_pair((float)(pos0 + r / H), inv_freq[k], ms, x[a], x[b], &y0, &y1);
+        int64_t t = r / H;
+        rope_pair((float)(pos0 + (period > 0 ? t % period : t)), inv_freq[k], ms, x[a], x[b], &y0, &y1);
         o[a] = y0;
         o[b] = y1;
     }
@@ -98,6 +100,6 @@ lmx_status lmx_cuda_rope(const lmx_node *n, lmx_pool *pool) {
     int64_t blocks = (work + 255) / 256;
     rope_k<<<(unsigned)(blocks < 4096 ? blocks : 4096), 256, 0, c->stream>>>(
         (float *)n->out->data, (const float *)x->data, (const float *)n->src[1]->data, T * H, H, hd, n->ip[0], c->dyn_pos, dims,
-        n->ip[2], n->fp[0]);
+        n->ip[2], n->fp[0], (int64_t)n->ip[3]);
     return cuda_launched("rope");
 }

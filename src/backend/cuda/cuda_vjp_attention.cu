@@ -11,8 +11,11 @@
  * kv heads (head h = kh·group + g), in chunks of kv heads that keep the two
  * [T, S] score buffers within ~512 MB. SGEMM (no TF32) and f32 row sums:
  * ~1e-6 relative to the reference. This is the exact path (LMX_CUDA_EXACT=1)
- * and the fallback of the tensor-core vjp (cuda_vjp_attention_mma.cu). */
+ * and the fallback of the tensor-core vjp (cuda_vjp_attention_mma.cu).
+ * Batch rows (lmx_attention_rows): the tensor-core vjp takes them in one
+ * launch; this path runs them row by row (core/op_rows.h). */
 #include "backend/cuda/cuda_vjp.cuh"
+#include "core/op_rows.h"
 
 /* dst dense [R, Hn, D] f32 = src (strides s0, s1, 1) of dtype T. */
 template <typename T>
@@ -103,6 +106,21 @@ static lmx_status run_bgemm(lmx_cuda_ctx *c, const bgemm &g, float alpha, int ba
 lmx_status lmx_cuda_vjp_attention(const lmx_node *n, const lmx_array *dout, lmx_array *dsrc[], lmx_pool *pool) {
     lmx_cuda_ctx *c = cuda_ctx(pool);
     const lmx_array *q = n->src[0], *k = n->src[1], *v = n->src[2];
+    if (lmx_attn_rows(n) > 1) {
+        if (!dsrc[0] && !dsrc[1] && !dsrc[2]) return LMX_OK;
+        bool done;
+        LMX_TRY(cuda_vjp_attention_mma(n, dout, dsrc, pool, &done));
+        if (done) return LMX_OK;
+        for (int r = 0; r < lmx_attn_rows(n); r++) {
+            lmx_node one;
+            lmx_array v4[4], g4[4], *dr[LMX_MAX_SRC];
+            const lmx_array *gr;
+            lmx_attn_row_node(n, r, &one, v4);
+            lmx_attn_row_grads(n, r, dout, dsrc, &gr, dr, g4);
+            LMX_TRY(lmx_cuda_vjp_attention(&one, gr, dr, pool));
+        }
+        return LMX_OK;
+    }
     int64_t T = q->shape[0], H = q->shape[1], hd = q->shape[2], Hkv = k->shape[1], vd = v->shape[2];
     int64_t pos0 = n->ip[0], S = pos0 + T;
     int window = n->ip[1];

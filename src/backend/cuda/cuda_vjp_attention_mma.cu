@@ -23,8 +23,14 @@
  * relative to max|ref| (bf16 tolerances). Tiles are staged row-major in
  * shared memory (row strides of 4 mod 32 words: fragment loads hit distinct
  * banks); A fragments are 32-bit loads, B fragments that need the transpose
- * (V, dO, q, K as [key|query][feature]) come from ldmatrix.trans. */
+ * (V, dO, q, K as [key|query][feature]) come from ldmatrix.trans.
+ *
+ * Batch rows (lmx_attention_rows: R sequences end to end) run in the same two
+ * launches: the stats grid's z and the backward grid's z / nz are the row;
+ * each block moves its pointers to its row (av_row) and is then a single
+ * sequence. */
 #include "backend/cuda/cuda_vjp.cuh"
+#include "core/op_rows.h"
 
 #define AV_BC 64 /* keys per backward block, 16 per warp */
 #define AV_BQ 64 /* query rows per stats block, 16 per warp */
@@ -41,7 +47,25 @@ struct av_args {
     int64_t T, pos0;
     int H, Hkv, window;
     float scale;
+    int64_t rs; /* key rows per batch row (k, v, dk, dv) */
+    int nz;     /* backward grid: query chunks per batch row (grid z = row · nz + chunk) */
 };
+
+/* a's pointers moved to batch row z: q, dout, dq by z·T rows, k, v, dk, dv by z·rs rows, lse and dd by z·H·T. */
+__device__ __forceinline__ av_args av_row(const av_args &a0, int64_t z, int hd) {
+    av_args a = a0;
+    if (z == 0) return a;
+    a.q += z * a.T * a.qs0;
+    a.k += z * a.rs * a.ks0;
+    a.v += z * a.rs * a.vs0;
+    a.dout += z * a.T * a.H * hd;
+    if (a.dq) a.dq += z * a.T * a.H * hd;
+    if (a.dk) a.dk += z * a.rs * a.Hkv * hd;
+    if (a.dv) a.dv += z * a.rs * a.Hkv * hd;
+    a.lse += z * a.H * a.T;
+    a.dd += z * a.H * a.T;
+    return a;
+}
 
 __device__ __forceinline__ void av_mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
@@ -113,8 +137,9 @@ __device__ __forceinline__ bool av_allowed(const av_args &a, int64_t t, int64_t 
 /* ---- 1. L and D per (t, h): grid (T / 64, H) --------------------------- */
 
 template <int HD>
-__global__ void __launch_bounds__(AV_WARPS * 32) attn_vjp_stats_k(av_args a) {
+__global__ void __launch_bounds__(AV_WARPS * 32) attn_vjp_stats_k(av_args a0) {
     constexpr int BK = 64, KS = HD + 8, NC = BK / 8, KC = HD / 16, DN = HD / 8;
+    const av_args a = av_row(a0, blockIdx.z, HD);
     static_assert(BK == AV_BQ, "q is staged in the key tile's place");
     __shared__ __align__(16) bf16 Ks[BK * KS], Vs[BK * KS];
     bf16 *Qs = Ks; /* q·scale, read into registers before the first key tile */
@@ -242,8 +267,10 @@ struct av_smem {
 };
 
 template <int HD, int BR>
-__global__ void __launch_bounds__(AV_WARPS * 32) attn_vjp_bwd_k(av_args a) {
+__global__ void __launch_bounds__(AV_WARPS * 32) attn_vjp_bwd_k(av_args a0) {
     using SM = av_smem<HD, BR>;
+    const av_args a = av_row(a0, blockIdx.z / a0.nz, HD);
+    const int64_t zc = blockIdx.z % a0.nz; /* query chunk */
     constexpr int KS = SM::KS, CS = SM::CS, KC = HD / 16, DN = HD / 8, NR = BR / 8;
     constexpr int RB = BR / 16, WPR = AV_WARPS / RB, DPW = DN / WPR; /* dQ: row blocks, warps per block */
     extern __shared__ __align__(16) unsigned char av_sm[];
@@ -257,7 +284,7 @@ __global__ void __launch_bounds__(AV_WARPS * 32) attn_vjp_bwd_k(av_args a) {
      * takes AV_QCHUNK of them (the first key blocks see the most tiles: chunks keep the longest block short) */
     int64_t tbeg = j0 - a.pos0 > 0 ? (j0 - a.pos0) / BR * BR : 0, tend = a.T;
     if (a.window > 0 && j0 + AV_BC - 1 + a.window - a.pos0 < tend) tend = j0 + AV_BC - 1 + a.window - a.pos0;
-    tbeg += (int64_t)blockIdx.z * AV_QCHUNK * BR;
+    tbeg += zc * AV_QCHUNK * BR;
     if (tbeg + AV_QCHUNK * BR < tend) tend = tbeg + AV_QCHUNK * BR;
     if (tbeg >= tend) return; /* block-uniform, before any barrier */
     av_stage_rows<AV_BC, HD, KS>(Ks, a.k + kh * a.ks1, a.ks0, j0, S, 1.0f);
@@ -384,7 +411,7 @@ __global__ void __launch_bounds__(AV_WARPS * 32) attn_vjp_bwd_k(av_args a) {
 }
 
 template <int HD, int BR>
-static lmx_status launch_bwd(const av_args &a, int64_t S, cudaStream_t st) {
+static lmx_status launch_bwd(av_args a, int64_t S, int R, cudaStream_t st) {
     static bool sized; /* opt in to the dynamic shared memory once per instantiation */
     size_t bytes = av_smem<HD, BR>::bytes;
     if (!sized) {
@@ -394,8 +421,9 @@ static lmx_status launch_bwd(const av_args &a, int64_t S, cudaStream_t st) {
         sized = true;
     }
     int64_t nq = (a.T + BR - 1) / BR;
-    dim3 sg((unsigned)((a.T + AV_BQ - 1) / AV_BQ), (unsigned)a.H);
-    dim3 bg((unsigned)((S + AV_BC - 1) / AV_BC), (unsigned)a.H, (unsigned)((nq + AV_QCHUNK - 1) / AV_QCHUNK));
+    a.nz = (int)((nq + AV_QCHUNK - 1) / AV_QCHUNK);
+    dim3 sg((unsigned)((a.T + AV_BQ - 1) / AV_BQ), (unsigned)a.H, (unsigned)R);
+    dim3 bg((unsigned)((S + AV_BC - 1) / AV_BC), (unsigned)a.H, (unsigned)(R * a.nz));
     attn_vjp_stats_k<HD><<<sg, AV_WARPS * 32, 0, st>>>(a);
     LMX_TRY(cuda_launched("attention vjp: softmax statistics"));
     attn_vjp_bwd_k<HD, BR><<<bg, AV_WARPS * 32, bytes, st>>>(a);
@@ -418,17 +446,19 @@ lmx_status cuda_vjp_attention_mma(const lmx_node *n, const lmx_array *dout, lmx_
         const char *e = getenv("LMX_CUDA_ATTN_VJP");
         sgemm = e && !strcmp(e, "sgemm");
     }
-    int64_t T = q->shape[0], H = q->shape[1], hd = q->shape[2], Hkv = k->shape[1];
+    int R = lmx_attn_rows(n);
+    int64_t T = q->shape[0] / R, H = q->shape[1], hd = q->shape[2], Hkv = k->shape[1];
+    int64_t nq = (T + (hd == 64 ? 64 : 32) - 1) / (hd == 64 ? 64 : 32);
     if (sgemm || !c->fast_gemm || major < 8 || n->fp[1] > 0 || q->dtype != LMX_F32 || k->dtype != LMX_F32 ||
         v->dtype != LMX_F32 || v->shape[2] != hd || (hd != 64 && hd != 128) || Hkv == 0 || H % Hkv ||
-        T * H * hd > 0x7fffffff || q->strides[2] != 1 || k->strides[2] != 1 || v->strides[2] != 1)
+        R * T * H * hd > 0x7fffffff || (int64_t)R * ((nq + AV_QCHUNK - 1) / AV_QCHUNK) > 65535 || q->strides[2] != 1 || k->strides[2] != 1 || v->strides[2] != 1)
         return LMX_OK;
     /* rows are read as float2 at even features */
     if (((uintptr_t)q->data & 7) || ((uintptr_t)k->data & 7) || ((uintptr_t)v->data & 7) || q->strides[0] % 2 ||
         q->strides[1] % 2 || k->strides[0] % 2 || k->strides[1] % 2 || v->strides[0] % 2 || v->strides[1] % 2)
         return LMX_OK;
     float *scr;
-    LMX_TRY(cuda_scratch(c, (size_t)(2 * H * T) * sizeof(float), (void **)&scr));
+    LMX_TRY(cuda_scratch(c, (size_t)(2 * R * H * T) * sizeof(float), (void **)&scr));
     av_args a = {(const float *)q->data,
                  (const float *)k->data,
                  (const float *)v->data,
@@ -437,8 +467,8 @@ lmx_status cuda_vjp_attention_mma(const lmx_node *n, const lmx_array *dout, lmx_
                  dsrc[0] ? (float *)dsrc[0]->data : NULL,
                  dsrc[1] ? (float *)dsrc[1]->data : NULL,
                  dsrc[2] ? (float *)dsrc[2]->data : NULL,
-                 scr, scr + H * T, T, n->ip[0], (int)H, (int)Hkv, n->ip[1], n->fp[0]};
+                 scr, scr + R * H * T, T, n->ip[0], (int)H, (int)Hkv, n->ip[1], n->fp[0], k->shape[0] / R, 1};
     *done = true;
     int64_t S = n->ip[0] + T;
-    return hd == 64 ? launch_bwd<64, 64>(a, S, c->stream) : launch_bwd<128, 32>(a, S, c->stream);
+    return hd == 64 ? launch_bwd<64, 64>(a, S, R, c->stream) : launch_bwd<128, 32>(a, S, R, c->stream);
 }

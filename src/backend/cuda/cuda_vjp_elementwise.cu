@@ -141,27 +141,30 @@ lmx_status lmx_cuda_vjp_layer_norm(const lmx_node *n, const lmx_array *dout, lmx
     return norm_vjp(n, dout, dsrc, pool, true);
 }
 
-/* ---- rope: rotate back by -θ (same mscale); features past dims pass ---- */
+/* ---- rope: rotate back by -θ (same mscale); features past dims pass ----
+ * period > 0: token t at pos0 + t mod period. Every element of dx is
+ * written once, so a fresh dsrc (n->fresh) is stored instead of added. */
 
 __global__ void vjp_rope_k(float *dx, const float *g, const float *inv_freq, int64_t rows, int64_t H, int64_t hd,
-                           int64_t pos0, int dims, int trad, float ms) {
+                           int64_t pos0, int dims, int trad, float ms, int64_t period, bool fresh) {
     int half = dims / 2;
     int64_t per = half + (hd - dims);
     CUDA_VJP_LOOP(i, rows * per) {
         int64_t r = i / per, k = i - r * per;
         if (k >= half) {
             int64_t d = dims + (k - half);
-            dx[r * hd + d] += g[r * hd + d];
+            vjp_put(dx + r * hd + d, g[r * hd + d], fresh);
             continue;
         }
-        float pos = (float)(pos0 + r / H), sn, cs;
+        int64_t t = r / H;
+        float pos = (float)(pos0 + (period > 0 ? t % period : t)), sn, cs;
         sincosf(pos * inv_freq[k], &sn, &cs);
         cs *= ms;
         sn *= ms;
         int64_t a = r * hd + (trad ? 2 * k : k), b = r * hd + (trad ? 2 * k + 1 : k + half);
         float ga = g[a], gb = g[b];
-        dx[a] += ga * cs + gb * sn;
-        dx[b] += gb * cs - ga * sn;
+        vjp_put(dx + a, ga * cs + gb * sn, fresh);
+        vjp_put(dx + b, gb * cs - ga * sn, fresh);
     }
 }
 
@@ -176,7 +179,8 @@ lmx_status lmx_cuda_vjp_rope(const lmx_node *n, const lmx_array *dout, lmx_array
     if (work == 0) return LMX_OK;
     vjp_rope_k<<<cuda_vjp_blocks(work), 256, 0, c->stream>>>((float *)dsrc[0]->data, (const float *)dout->data,
                                                              (const float *)n->src[1]->data, T * H, H, hd, n->ip[0],
-                                                             dims, n->ip[2], n->fp[0]);
+                                                             dims, n->ip[2], n->fp[0], (int64_t)n->ip[3],
+                                                             n->fresh & 1);
     return cuda_launched("rope vjp");
 }
 
@@ -357,6 +361,7 @@ uint32_t lmx_cuda_vjp_overwrites(const lmx_backend *b, const lmx_node *n) {
     case LMX_OP_SOFTCAP:
     case LMX_OP_COPY:
     case LMX_OP_CROSS_ENTROPY:
+    case LMX_OP_ROPE: /* every pair and every pass-through feature of dx, once */
         return 1;
     case LMX_OP_ACT:
         return w ? 3 : 1;
