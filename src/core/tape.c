@@ -524,8 +524,16 @@ static lmx_status gather(lmx_tape *t, const lmx_array *out, lmx_array *dout) {
             nhit++;
             hit = i;
         }
-        if (nhit == 1 && same_layout(&t->g[hit].view, out) && t->g[hit].left == lmx_array_numel(out)) {
+        const lmx_array *v = nhit == 1 ? &t->g[hit].view : NULL;
+        /* out itself, or a contiguous reshape of all of it (q [T, H·hd] read as [T, H, hd]): the same elements
+         * in the same order, so its gradient is out's as it lies */
+        bool whole = v && t->g[hit].left == lmx_array_numel(out) &&
+                     (same_layout(v, out) || (v->data == out->data && v->dtype == out->dtype &&
+                                              lmx_array_numel(v) == lmx_array_numel(out) &&
+                                              lmx_array_is_contiguous(v)));
+        if (whole) {
             *dout = t->g[hit].grad;
+            if (!same_layout(v, out)) lmx_array_set_contiguous(dout, LMX_F32, out->ndim, out->shape);
             t->g[hit] = t->g[--t->ng];
             return LMX_OK;
         }
