@@ -46,9 +46,10 @@ typedef enum lmx_op {
                             out = k cache rows [T, Hkv·hd] (float dtype), src: q[T,H,hd], k[T,Hkv,hd],
                             v[T, Hkv·hd] (f32), inv_freq[dims/2], v cache rows (written);
                             i: pos0, dims, traditional; f: mscale */
-    LMX_OP_MATMUL_ACC,   /* out[M,N] f32 += x[M,K] · w[N,K]ᵀ, w a dense f32 matrix (an adapter factor):
-                            src: x, w. The addend is out's previous contents, so out is read and
-                            written; the tape passes out's gradient to that previous value */
+    LMX_OP_MATMUL_ACC,   /* out[M,N] f32 += s · (x[M,K] · w[N,K]ᵀ), w a dense f32 matrix (an adapter
+                            factor): src: x, w; f: s (LoRA's scale). The addend is out's previous
+                            contents, so out is read and written; the tape passes out's gradient to
+                            that previous value; dx and dw carry the factor s */
     LMX_OP_COUNT
 } lmx_op;
 

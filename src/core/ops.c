@@ -98,12 +98,13 @@ lmx_status lmx_matmul(lmx_exec *ex, lmx_array *out, const lmx_array *x, const lm
     return lmx_matmul_q(ex, out, x, w, bias, NULL, NULL, 0);
 }
 
-lmx_status lmx_matmul_acc(lmx_exec *ex, lmx_array *out, const lmx_array *x, const lmx_array *w) {
+lmx_status lmx_matmul_acc(lmx_exec *ex, lmx_array *out, const lmx_array *x, const lmx_array *w, float scale) {
     if (w->ndim != 2 || w->dtype != LMX_F32 || cols_of(x) != w->shape[1] || rows_of(out) != rows_of(x) ||
         cols_of(out) != w->shape[0] || x->dtype != LMX_F32 || out->dtype != LMX_F32 ||
         !lmx_array_is_contiguous(out))
         return shape_err("matmul_acc", "x vs w (f32, out contiguous)", x, w);
     lmx_node n = node(LMX_OP_MATMUL_ACC, out, x, w, NULL);
+    n.fp[0] = scale;
     return lmx_exec_node(ex, &n);
 }
 

@@ -22,9 +22,10 @@ lmx_status lmx_matmul(lmx_exec *ex, lmx_array *out, const lmx_array *x, const lm
 lmx_status lmx_matmul_q(lmx_exec *ex, lmx_array *out, const lmx_array *x, const lmx_array *w,
                         const lmx_array *bias, const lmx_array *scales, const lmx_array *biases,
                         int group_size);
-/* out += x · wᵀ in place (w a dense f32 matrix: LoRA's B factor written
- * straight onto the base projection's output; see LMX_OP_MATMUL_ACC). */
-lmx_status lmx_matmul_acc(lmx_exec *ex, lmx_array *out, const lmx_array *x, const lmx_array *w);
+/* out += scale · (x · wᵀ) in place (w a dense f32 matrix: LoRA's B factor
+ * and its scale written straight onto the base projection's output; see
+ * LMX_OP_MATMUL_ACC). */
+lmx_status lmx_matmul_acc(lmx_exec *ex, lmx_array *out, const lmx_array *x, const lmx_array *w, float scale);
 lmx_status lmx_get_rows_q(lmx_exec *ex, lmx_array *out, const lmx_array *table, const lmx_array *ids,
                           const lmx_array *scales, const lmx_array *biases, int group_size);
 lmx_status lmx_rms_norm(lmx_exec *ex, lmx_array *out, const lmx_array *x, const lmx_array *w,

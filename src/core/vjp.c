@@ -82,6 +82,8 @@ lmx_status lmx_vjp_matmul(const lmx_node *n, const lmx_array *dout, lmx_array *d
     const lmx_array *x = n->src[0], *w = n->src[1];
     int64_t M = rows(x), K = w->shape[1], N = w->shape[0];
     const float *g = dout->data;
+    /* MATMUL_ACC: out += s·x·wᵀ, so dx and dw take s (applied to dout first, as the unfused scale node's vjp) */
+    float s = n->op == LMX_OP_MATMUL_ACC ? n->fp[0] : 1.0f;
     float *X = NULL, *W = NULL;
     lmx_status st = LMX_OK;
     if (dsrc[1]) st = lmx_vjp_dense(x, &X);
@@ -90,7 +92,7 @@ lmx_status lmx_vjp_matmul(const lmx_node *n, const lmx_array *dout, lmx_array *d
         float *dx = dsrc[0]->data;
         for (int64_t m = 0; m < M; m++)
             for (int64_t j = 0; j < N; j++) {
-                float gj = g[m * N + j];
+                float gj = g[m * N + j] * s;
                 const float *wr = W + j * K;
                 for (int64_t k = 0; k < K; k++) dx[m * K + k] += gj * wr[k];
             }
@@ -99,7 +101,7 @@ lmx_status lmx_vjp_matmul(const lmx_node *n, const lmx_array *dout, lmx_array *d
         float *dw = dsrc[1]->data;
         for (int64_t m = 0; m < M; m++)
             for (int64_t j = 0; j < N; j++) {
-                float gj = g[m * N + j];
+                float gj = g[m * N + j] * s;
                 const float *xr = X + m * K;
                 for (int64_t k = 0; k < K; k++) dw[j * K + k] += gj * xr[k];
             }

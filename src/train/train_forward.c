@@ -228,15 +228,12 @@ static lmx_array *tlinear(fwd *f, int li, int slot, const lmx_array *x, const lm
     lmx_array *t = fresh(f, M, R);
     RUN(f, lmx_matmul(f->ex, t, xd, &lo->a, NULL));
     if (on_device(f) && !dora) {
-        /* y = base + (scale·t)·bᵀ: the scale on the [M, rank] side, not on
-         * [M, N], and the product accumulated straight onto base by one
-         * GEMM (LMX_OP_MATMUL_ACC) instead of a [M, N] product array and an
-         * add (not mlx-lm's rounding order, so the host keeps scale·(t·bᵀ));
-         * base may be written over: no vjp reads it (the matmul's needs x
-         * and W), and the tape passes y's gradient on to it */
-        lmx_array *ts = fresh(f, M, R);
-        RUN(f, lmx_scale(f->ex, ts, t, lo->scale));
-        RUN(f, lmx_matmul_acc(f->ex, base, ts, &lo->b));
+        /* y = base + scale·(t·bᵀ) accumulated straight onto base by one
+         * node (LMX_OP_MATMUL_ACC, the scale inside it) instead of a [M, N]
+         * product array, a scale and an add; base may be written over: no
+         * vjp reads it (the matmul's needs x and W), and the tape passes
+         * y's gradient on to it */
+        RUN(f, lmx_matmul_acc(f->ex, base, t, &lo->b, lo->scale));
         return base;
     }
     lmx_array *y = fresh(f, M, N), *u = fresh(f, M, N), *us = fresh(f, M, N);

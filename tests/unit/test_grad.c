@@ -153,19 +153,23 @@ static lmx_status f_matmul_acc(lmx_exec *ex, void *c, lmx_array **y) {
     op_ctx *o = c;
     *y = &o->out;
     LMX_TRY(lmx_scale(ex, &o->out, &o->c, 1.0f));
-    return lmx_matmul_acc(ex, &o->out, &o->a, &o->b);
+    return lmx_matmul_acc(ex, &o->out, &o->a, &o->b, o->f);
 }
 
+/* s = 1 and a LoRA-like scale (dx, dw carry s; out's earlier value does not) */
 static void test_matmul_acc(void) {
     op_ctx o = {.a = mk(2, 5, 7, 1, 1), .b = mk(2, 3, 7, 1, 1), .c = mk(2, 5, 3, 1, 1)};
     o.out = mk(2, 5, 3, 1, 0);
     lmx_array *ps[] = {&o.a, &o.b, &o.c};
+    o.f = 1.0f;
     fd_check("matmul_acc (in place)", f_matmul_acc, &o, ps, 3, 64);
+    o.f = -2.5f;
+    fd_check("matmul_acc (in place, s -2.5)", f_matmul_acc, &o, ps, 3, 64);
     /* refused: w's columns do not match x, and an out of the wrong width */
     lmx_exec ex = {BE, NULL};
     lmx_array bad = mk(2, 3, 6, 1, 1), wide = mk(2, 5, 4, 1, 0);
-    CHECK(lmx_matmul_acc(&ex, &o.out, &o.a, &bad) == LMX_ERR_SHAPE);
-    CHECK(lmx_matmul_acc(&ex, &wide, &o.a, &o.b) == LMX_ERR_SHAPE);
+    CHECK(lmx_matmul_acc(&ex, &o.out, &o.a, &bad, 1.0f) == LMX_ERR_SHAPE);
+    CHECK(lmx_matmul_acc(&ex, &wide, &o.a, &o.b, 1.0f) == LMX_ERR_SHAPE);
     CHECK(strstr(lmx_last_error(), "matmul_acc") != NULL);
     lmx_array_release(&bad), lmx_array_release(&wide);
     lmx_array_release(&o.a), lmx_array_release(&o.b), lmx_array_release(&o.c), lmx_array_release(&o.out);

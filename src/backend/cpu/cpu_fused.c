@@ -6,6 +6,7 @@
  * tested against (tests/gpu/test_cuda_ops.c). */
 #include "backend/cpu/cpu.h"
 #include "backend/cpu/cpu_simd.h"
+#include "backend/cpu/cpu_vjp.h"
 
 #include <string.h>
 
@@ -51,18 +52,44 @@ lmx_status lmx_cpu_rope_kv(const lmx_node *n, lmx_pool *pool) {
     return lmx_cpu_copy(&cv, pool);
 }
 
-/* out += x·wᵀ: the product into a scratch array, then the same f32 adds as
- * lmx_cpu_add (the sequence matmul + add it replaces, bit for bit). */
+/* out += s·(x·wᵀ): the product into a scratch array, scaled (s != 1) with
+ * lmx_cpu_scale's f32 multiply, then the same f32 adds as lmx_cpu_add: the
+ * sequence matmul + scale + add it replaces, bit for bit (training's host
+ * path, scale·(t·bᵀ) + base; s == 1 skips the scale). */
 lmx_status lmx_cpu_matmul_acc(const lmx_node *n, lmx_pool *pool) {
     lmx_array tmp;
     int64_t sh[2] = {lmx_array_numel(n->out) / n->src[1]->shape[0], n->src[1]->shape[0]};
     LMX_TRY(lmx_array_alloc(&tmp, LMX_F32, 2, sh));
     lmx_node mm = sub(LMX_OP_MATMUL, &tmp, n->src[0], n->src[1]);
     lmx_status st = lmx_fast_matmul(&mm, pool);
+    if (!st && n->fp[0] != 1.0f) {
+        lmx_node sc = sub(LMX_OP_SCALE, &tmp, &tmp, NULL);
+        sc.fp[0] = n->fp[0];
+        st = lmx_cpu_scale(&sc, pool);
+    }
     if (!st) {
         lmx_node add = sub(LMX_OP_ADD, n->out, n->out, &tmp);
         st = lmx_cpu_add(&add, pool);
     }
     lmx_array_release(&tmp);
+    return st;
+}
+
+/* MATMUL_ACC's fast vjp: the matmul's with dout·s (s·g rounded once, as the
+ * scale node's vjp of the unfused sequence rounds it), so dx and dw equal
+ * the host path's bit for bit; s == 1 passes dout as is. */
+lmx_status lmx_fast_vjp_matmul_acc(const lmx_node *n, const lmx_array *dout, lmx_array *dsrc[], lmx_pool *pool) {
+    float s = n->fp[0];
+    lmx_node m = *n; /* a plain MATMUL: its reference fallback must not apply s a second time */
+    m.op = LMX_OP_MATMUL;
+    if (s == 1.0f) return lmx_fast_vjp_matmul(&m, dout, dsrc, pool);
+    lmx_array gs;
+    LMX_TRY(lmx_array_alloc(&gs, LMX_F32, dout->ndim, dout->shape));
+    const float *g = dout->data;
+    float *o = gs.data;
+    int64_t ne = lmx_array_numel(dout);
+    for (int64_t i = 0; i < ne; i++) o[i] = g[i] * s;
+    lmx_status st = lmx_fast_vjp_matmul(&m, &gs, dsrc, pool);
+    lmx_array_release(&gs);
     return st;
 }

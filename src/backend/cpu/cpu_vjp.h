@@ -30,6 +30,8 @@ lmx_status lmx_fast_vjp_matmul_with(const lmx_simd_kernels *k, const lmx_node *n
 lmx_status lmx_fast_vjp_attention_with(const lmx_simd_kernels *k, const lmx_node *n, const lmx_array *dout,
                                        lmx_array *dsrc[], lmx_pool *pool);
 lmx_status lmx_fast_vjp_matmul(const lmx_node *n, const lmx_array *dout, lmx_array *dsrc[], lmx_pool *pool);
+/* MATMUL_ACC: the matmul's with dout scaled by fp[0] (cpu_fused.c) */
+lmx_status lmx_fast_vjp_matmul_acc(const lmx_node *n, const lmx_array *dout, lmx_array *dsrc[], lmx_pool *pool);
 lmx_status lmx_fast_vjp_attention(const lmx_node *n, const lmx_array *dout, lmx_array *dsrc[], lmx_pool *pool);
 /* Plain C, threaded (no SIMD table needed). */
 lmx_status lmx_fast_vjp_rms_norm(const lmx_node *n, const lmx_array *dout, lmx_array *dsrc[], lmx_pool *pool);

@@ -303,7 +303,7 @@ lmx_status lmx_fast_vjp_softmax(const lmx_node *n, const lmx_array *dout, lmx_ar
 /* GET_ROWS keeps the reference (the embedding is frozen in fine-tuning). */
 static const lmx_vjp_kernel_fn cpu_vjps[LMX_OP_COUNT] = {
     [LMX_OP_MATMUL] = lmx_fast_vjp_matmul,
-    [LMX_OP_MATMUL_ACC] = lmx_fast_vjp_matmul,
+    [LMX_OP_MATMUL_ACC] = lmx_fast_vjp_matmul_acc,
     [LMX_OP_RMS_NORM] = lmx_fast_vjp_rms_norm,
     [LMX_OP_LAYER_NORM] = lmx_fast_vjp_layer_norm,
     [LMX_OP_ROPE] = lmx_fast_vjp_rope,

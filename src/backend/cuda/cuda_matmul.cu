@@ -3,7 +3,8 @@
  * Decode (M <= GEMV_MAX_M): a warp per output row streams the weight row
  * with 16-byte loads (4 in flight per lane), multiplies up to 8 x rows per
  * weight load and reduces with shuffles; x stays f32 (exact products).
- * Prefill: cuBLAS. f32 weights: SGEMM (no TF32). bf16/f16 weights: tensor-core
+ * Prefill: cuBLAS. f32 weights: SGEMM (no TF32; LoRA's rank-8/16 factors: cuda_lora.cu).
+ * bf16/f16 weights: tensor-core
  * GEMMs with f32 accumulation on x split in two halves of the weight dtype,
  * x = hi + lo (hi = round(x), lo = round(x - hi)): out = W·hi + W·lo carries
  * ~16 (bf16) / 22 (f16) bits of x, so results agree with the f32 reference
@@ -28,6 +29,7 @@
  * weights), and kept: tiles
  * of 1/64 of it (8..128 MB: a 1B 4-bit model's 8192 x 2048 weights in 3
  * tiles, an 8B's 14336 x 4096 in 2), a workspace of 1/128 (4..32 MB). */
+#include "backend/cuda/cuda_lora.cuh"
 #include "backend/cuda/cuda_quant.cuh"
 
 #define GEMV_MAX_M 8
@@ -292,8 +294,8 @@ static lmx_status gemm_quant(lmx_cuda_ctx *c, const lmx_node *n, const cuda_qw *
     return LMX_OK;
 }
 
-/* out += x·wᵀ (LMX_OP_MATMUL_ACC: LoRA's B factor onto the base output): one
- * SGEMM with beta = 1 instead of a product array and an add over [M, N]. */
+/* out += s·(x·wᵀ) (LMX_OP_MATMUL_ACC, s = fp[0]: LoRA's B factor and scale onto the base output): the rank-8/16
+ * kernel of cuda_lora.cu, else one SGEMM with alpha = s, beta = 1 instead of a product array and an add. */
 lmx_status lmx_cuda_matmul_acc(const lmx_node *n, lmx_pool *pool) {
     lmx_cuda_ctx *c = cuda_ctx(pool);
     const lmx_array *x = n->src[0], *w = n->src[1];
@@ -302,9 +304,12 @@ lmx_status lmx_cuda_matmul_acc(const lmx_node *n, lmx_pool *pool) {
     if (M == 0 || N == 0) return LMX_OK;
     if (M > 0x7fffffff || N > 0x7fffffff || K > 0x7fffffff || xs > 0x7fffffff || os > 0x7fffffff)
         return lmx_err(LMX_ERR_UNSUPPORTED, "cuda matmul_acc: dimensions beyond 2^31");
+    bool done;
+    LMX_TRY(cuda_lora_fwd_acc(c, n, M, N, K, xs, os, &done));
+    if (done) return LMX_OK;
     LMX_TRY(fit_workspace(c));
-    const float one = 1.0f;
-    return cuda_blas_check(cublasSgemm(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)N, (int)M, (int)K, &one,
+    const float one = 1.0f, s = n->fp[0];
+    return cuda_blas_check(cublasSgemm(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)N, (int)M, (int)K, &s,
                                        (const float *)w->data, (int)K, (const float *)x->data, (int)xs, &one,
                                        (float *)n->out->data, (int)os),
                            "sgemm (accumulate)");
@@ -340,7 +345,9 @@ lmx_status lmx_cuda_matmul(const lmx_node *n, lmx_pool *pool) {
         }
         return cuda_launched("matmul (gemv)");
     } else {
-        LMX_TRY(gemm(c, n, M, N, K, xs, os));
+        bool done = false; /* LoRA's x·Aᵀ (f32 A of 8 or 16 rows): one pass over x (cuda_lora.cu) */
+        if (w->dtype == LMX_F32 && !bias) LMX_TRY(cuda_lora_fwd_a(c, n, M, N, K, xs, os, &done));
+        if (!done) LMX_TRY(gemm(c, n, M, N, K, xs, os));
     }
     if (bias) {
         add_bias_k<<<blocks_for(M * N), 256, 0, c->stream>>>(out, bias, bdt, M, N, os);

@@ -384,7 +384,7 @@ const lmx_vjp_kernel_fn *lmx_cuda_vjp_table(void) {
     static lmx_vjp_kernel_fn t[LMX_OP_COUNT];
     t[LMX_OP_GET_ROWS] = lmx_cuda_vjp_get_rows;
     t[LMX_OP_MATMUL] = lmx_cuda_vjp_matmul;
-    t[LMX_OP_MATMUL_ACC] = lmx_cuda_vjp_matmul; /* dx, dw; the tape passes dout to out's previous value */
+    t[LMX_OP_MATMUL_ACC] = lmx_cuda_vjp_matmul; /* dx, dw (times fp[0]); the tape passes dout to out's previous value */
     t[LMX_OP_RMS_NORM] = lmx_cuda_vjp_rms_norm;
     t[LMX_OP_LAYER_NORM] = lmx_cuda_vjp_layer_norm;
     t[LMX_OP_ROPE] = lmx_cuda_vjp_rope;
