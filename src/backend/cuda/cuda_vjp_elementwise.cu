@@ -368,13 +368,9 @@ uint32_t lmx_cuda_vjp_overwrites(const lmx_backend *b, const lmx_node *n) {
     case LMX_OP_ADD:
     case LMX_OP_MUL: /* a broadcast row b is a column sum added into dsrc[1] */
         return lmx_array_numel(w) == lmx_array_numel(a) ? 3 : 1;
-    case LMX_OP_MATMUL: {
-        /* dx through cuBLAS with beta 0; an adapter factor (an f32 side of 8 or 16) takes the LoRA kernels,
-         * which add */
-        int64_t N = w->shape[0], K = w->shape[1];
-        bool factor = w->dtype == LMX_F32 && (N == 8 || N == 16 || K == 8 || K == 16);
-        return !factor && N > 0 && K > 0 ? 1 : 0;
-    }
+    case LMX_OP_MATMUL:
+    case LMX_OP_MATMUL_ACC: /* dx (dts of a LoRA B factor): cuBLAS with beta 0, or cuda_lora.cu's overwrite mode */
+        return w->shape[0] > 0 && w->shape[1] > 0 ? 1 : 0;
     default:
         return 0;
     }
