@@ -20,7 +20,7 @@ static const command commands[] = {
     {"chat-template", cmd_chat_template, "render a model's chat template over a messages file"},
     {"convert", cmd_convert, "convert/quantize a model folder to MLX format (mlx_lm.convert)"},
     {"fuse", cmd_fuse, "fuse LoRA/DoRA/full adapters into a model folder (mlx_lm.fuse)"},
-    {"lora", cmd_lora, "LoRA/DoRA/full fine-tuning on jsonl data (mlx_lm.lora; CPU)"},
+    {"lora", cmd_lora, "LoRA/DoRA/full fine-tuning on jsonl data (mlx_lm.lora; CPU or CUDA)"},
     {"perplexity", cmd_perplexity, "perplexity of a model on a text or jsonl file (mlx_lm.perplexity)"},
     {"bench", cmd_bench, "benchmark prompt and generation speed (mlx_lm.benchmark's output)"},
 };
