@@ -55,6 +55,24 @@ static inline void lmx_attn_row_grads(const lmx_node *n, int r, const lmx_array 
     for (int i = 3; i < LMX_MAX_SRC; i++) dsrc_r[i] = NULL;
 }
 
+/* A per-row vjp (ctx: what the caller passes through). */
+typedef lmx_status (*lmx_attn_row_vjp_fn)(const lmx_node *n, const lmx_array *dout, lmx_array *dsrc[], void *ctx);
+
+/* The vjp of a batched ATTENTION node as fn over its rows, one after another. */
+static inline lmx_status lmx_attn_rows_vjp(const lmx_node *n, const lmx_array *dout, lmx_array *const dsrc[],
+                                           lmx_attn_row_vjp_fn fn, void *ctx) {
+    for (int r = 0; r < lmx_attn_rows(n); r++) {
+        lmx_node one;
+        lmx_array v[4], g[4], *dr[LMX_MAX_SRC];
+        const lmx_array *gr;
+        lmx_attn_row_node(n, r, &one, v);
+        lmx_attn_row_grads(n, r, dout, dsrc, &gr, dr, g);
+        lmx_status st = fn(&one, gr, dr, ctx);
+        if (st) return st;
+    }
+    return LMX_OK;
+}
+
 /* Position of row t of a ROPE node: pos0 + t, or pos0 + t mod P with a
  * period P = ip[3] > 0 (batch rows of P tokens each, laid end to end). */
 static inline int64_t lmx_rope_pos(const lmx_node *n, int64_t t) {

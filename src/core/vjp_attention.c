@@ -9,18 +9,13 @@
 #include <math.h>
 #include <stdlib.h>
 
+static lmx_status row_vjp(const lmx_node *n, const lmx_array *dout, lmx_array *dsrc[], void *ctx) {
+    (void)ctx;
+    return lmx_vjp_attention(n, dout, dsrc);
+}
+
 lmx_status lmx_vjp_attention(const lmx_node *n, const lmx_array *dout, lmx_array *dsrc[]) {
-    if (lmx_attn_rows(n) > 1) { /* batch rows one after another (core/op_rows.h) */
-        for (int r = 0; r < lmx_attn_rows(n); r++) {
-            lmx_node one;
-            lmx_array v[4], g[4], *dr[LMX_MAX_SRC];
-            const lmx_array *gr;
-            lmx_attn_row_node(n, r, &one, v);
-            lmx_attn_row_grads(n, r, dout, dsrc, &gr, dr, g);
-            LMX_TRY(lmx_vjp_attention(&one, gr, dr));
-        }
-        return LMX_OK;
-    }
+    if (lmx_attn_rows(n) > 1) return lmx_attn_rows_vjp(n, dout, dsrc, row_vjp, NULL); /* core/op_rows.h */
     const lmx_array *q = n->src[0], *k = n->src[1], *v = n->src[2];
     int64_t T = q->shape[0], H = q->shape[1], hd = q->shape[2], Hkv = k->shape[1], vd = v->shape[2];
     int64_t pos0 = n->ip[0], S = pos0 + T, group = H / Hkv;

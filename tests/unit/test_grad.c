@@ -28,19 +28,10 @@
 static lmx_backend *BE;
 static uint64_t rng = 0x9E3779B97F4A7C15ull;
 
-static float frand(void) { /* uniform in [-1, 1) */
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (float)((rng >> 40) / (double)(1ull << 24)) * 2.0f - 1.0f;
-}
+static float frand(void) { return t_frand(&rng); } /* uniform in [-1, 1) */
 
 static lmx_array mk(int ndim, int64_t d0, int64_t d1, int64_t d2, float amp) {
-    int64_t sh[3] = {d0, d1, d2};
-    lmx_array a = {0};
-    CHECK_OK(lmx_array_alloc(&a, LMX_F32, ndim, sh));
-    for (int64_t i = 0; i < lmx_array_numel(&a); i++) ((float *)a.data)[i] = frand() * amp;
-    return a;
+    return t_rand_f32(&rng, ndim, d0, d1, d2, amp);
 }
 
 static lmx_array mk_i32(int n, const int32_t *v) {

@@ -1,6 +1,8 @@
 /* testing.c - the harness main(): runs run_tests() and prints the summary. */
 #include "testing.h"
 
+#include "core/array.h"
+
 #include <stdarg.h>
 #include <stdlib.h>
 #include <sys/wait.h>
@@ -51,4 +53,19 @@ int main(void) {
     run_tests();
     printf("%d passed, %d failed, %d skipped\n", n_pass, n_fail, n_skip);
     return n_fail ? 1 : 0;
+}
+
+float t_frand(uint64_t *s) {
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return (float)((*s >> 40) / (double)(1ull << 24)) * 2.0f - 1.0f;
+}
+
+lmx_array t_rand_f32(uint64_t *s, int ndim, int64_t d0, int64_t d1, int64_t d2, float amp) {
+    int64_t sh[3] = {d0, d1, d2};
+    lmx_array a = {0};
+    CHECK_OK(lmx_array_alloc(&a, LMX_F32, ndim, sh));
+    for (int64_t i = 0; i < lmx_array_numel(&a); i++) ((float *)a.data)[i] = t_frand(s) * amp;
+    return a;
 }

@@ -10,6 +10,7 @@
 #define LMX_TESTING_H
 
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -70,5 +71,12 @@ void run_tests(void);
 
 /* Runs a shell command, returns its exit status; output captured into buf. */
 int t_sh(char *buf, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* Reproducible random data (xorshift64 state *s): uniform in [-1, 1), and a
+ * contiguous f32 array of shape [d0], [d0, d1] or [d0, d1, d2] (ndim) filled
+ * with t_frand(s)·amp (the allocation is CHECKed; release it). */
+struct lmx_array;
+float t_frand(uint64_t *s);
+struct lmx_array t_rand_f32(uint64_t *s, int ndim, int64_t d0, int64_t d1, int64_t d2, float amp);
 
 #endif

@@ -166,18 +166,21 @@ static bool handled(const lmx_node *n) {
     return k->shape[0] >= n->ip[0] + q->shape[0] && v->shape[0] >= n->ip[0] + q->shape[0];
 }
 
+typedef struct {
+    const lmx_simd_kernels *k;
+    lmx_pool *pool;
+} row_ctx;
+
+static lmx_status row_vjp(const lmx_node *n, const lmx_array *dout, lmx_array *dsrc[], void *ctx) {
+    const row_ctx *c = ctx;
+    return lmx_fast_vjp_attention_with(c->k, n, dout, dsrc, c->pool);
+}
+
 lmx_status lmx_fast_vjp_attention_with(const lmx_simd_kernels *k, const lmx_node *n, const lmx_array *dout,
                                        lmx_array *dsrc[], lmx_pool *pool) {
     if (lmx_attn_rows(n) > 1) { /* batch rows one after another (core/op_rows.h) */
-        for (int r = 0; r < lmx_attn_rows(n); r++) {
-            lmx_node one;
-            lmx_array v[4], g[4], *dr[LMX_MAX_SRC];
-            const lmx_array *gr;
-            lmx_attn_row_node(n, r, &one, v);
-            lmx_attn_row_grads(n, r, dout, dsrc, &gr, dr, g);
-            LMX_TRY(lmx_fast_vjp_attention_with(k, &one, gr, dr, pool));
-        }
-        return LMX_OK;
+        row_ctx c = {k, pool};
+        return lmx_attn_rows_vjp(n, dout, dsrc, row_vjp, &c);
     }
     if (!k || !handled(n)) return lmx_vjp_attention(n, dout, dsrc);
     av_job job = {k, n, dout->data, dsrc[0] ? dsrc[0]->data : NULL, dsrc[1] ? dsrc[1]->data : NULL,

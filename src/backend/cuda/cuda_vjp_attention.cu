@@ -103,6 +103,10 @@ static lmx_status run_bgemm(lmx_cuda_ctx *c, const bgemm &g, float alpha, int ba
                            what);
 }
 
+static lmx_status row_vjp(const lmx_node *n, const lmx_array *dout, lmx_array *dsrc[], void *pool) {
+    return lmx_cuda_vjp_attention(n, dout, dsrc, (lmx_pool *)pool);
+}
+
 lmx_status lmx_cuda_vjp_attention(const lmx_node *n, const lmx_array *dout, lmx_array *dsrc[], lmx_pool *pool) {
     lmx_cuda_ctx *c = cuda_ctx(pool);
     const lmx_array *q = n->src[0], *k = n->src[1], *v = n->src[2];
@@ -111,15 +115,7 @@ lmx_status lmx_cuda_vjp_attention(const lmx_node *n, const lmx_array *dout, lmx_
         bool done;
         LMX_TRY(cuda_vjp_attention_mma(n, dout, dsrc, pool, &done));
         if (done) return LMX_OK;
-        for (int r = 0; r < lmx_attn_rows(n); r++) {
-            lmx_node one;
-            lmx_array v4[4], g4[4], *dr[LMX_MAX_SRC];
-            const lmx_array *gr;
-            lmx_attn_row_node(n, r, &one, v4);
-            lmx_attn_row_grads(n, r, dout, dsrc, &gr, dr, g4);
-            LMX_TRY(lmx_cuda_vjp_attention(&one, gr, dr, pool));
-        }
-        return LMX_OK;
+        return lmx_attn_rows_vjp(n, dout, dsrc, row_vjp, pool); /* the SGEMM vjp row by row */
     }
     int64_t T = q->shape[0], H = q->shape[1], hd = q->shape[2], Hkv = k->shape[1], vd = v->shape[2];
     int64_t pos0 = n->ip[0], S = pos0 + T;
