@@ -19,14 +19,6 @@ static lmx_array mk(int ndim, int64_t d0, int64_t d1, int64_t d2, float amp) {
     return t_rand_f32(&rng, ndim, d0, d1, d2, amp);
 }
 
-static lmx_array mk_i32(int n, const int32_t *v) {
-    int64_t sh[1] = {n};
-    lmx_array a = {0};
-    CHECK_OK(lmx_array_alloc(&a, LMX_I32, 1, sh));
-    memcpy(a.data, v, (size_t)n * 4);
-    return a;
-}
-
 /* ---- fast vjps (src/backend/cpu/cpu_vjp*.c) vs the reference ------------
  *
  * Each node's vjp is run by the reference (the oracle above) and by the fast
@@ -314,7 +306,7 @@ static void test_fast_elementwise(void) {
 /* The loss and its vjp on the backend's pool equal the one-thread run. */
 static void test_fast_cross_entropy(void) {
     int32_t tg[9] = {5, 999, 0, 17, 400, 3, 3, 800, 1};
-    lmx_array lg = mk(2, 9, 1000, 1, 4), ids = mk_i32(9, tg), m = mk(1, 9, 1, 1, 0);
+    lmx_array lg = mk(2, 9, 1000, 1, 4), ids = t_i32(9, tg), m = mk(1, 9, 1, 1, 0);
     lmx_array l1 = mk(1, 1, 1, 1, 0), l2 = mk(1, 1, 1, 1, 0);
     for (int i = 0; i < 9; i++) ((float *)m.data)[i] = i % 4 == 1 ? 0.0f : 1.0f;
     CHECK_OK(lmx_cross_entropy(NULL, &l1, &lg, &ids, &m));

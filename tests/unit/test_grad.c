@@ -34,14 +34,6 @@ static lmx_array mk(int ndim, int64_t d0, int64_t d1, int64_t d2, float amp) {
     return t_rand_f32(&rng, ndim, d0, d1, d2, amp);
 }
 
-static lmx_array mk_i32(int n, const int32_t *v) {
-    int64_t sh[1] = {n};
-    lmx_array a = {0};
-    CHECK_OK(lmx_array_alloc(&a, LMX_I32, 1, sh));
-    memcpy(a.data, v, (size_t)n * 4);
-    return a;
-}
-
 typedef lmx_status (*fwd_fn)(lmx_exec *ex, void *ctx, lmx_array **y);
 
 static double objective(const lmx_array *y, const float *R) {
@@ -205,7 +197,7 @@ static lmx_status f_get_rows(lmx_exec *ex, void *c, lmx_array **y) {
 
 static void test_get_rows(void) {
     int32_t ids[4] = {1, 3, 1, 5};
-    op_ctx o = {.a = mk(2, 6, 5, 1, 1), .ids = mk_i32(4, ids)};
+    op_ctx o = {.a = mk(2, 6, 5, 1, 1), .ids = t_i32(4, ids)};
     o.out = mk(2, 4, 5, 1, 0);
     lmx_array *ps[] = {&o.a};
     fd_check("get_rows (scatter-add)", f_get_rows, &o, ps, 1, 64);
@@ -339,7 +331,7 @@ static lmx_status f_ce(lmx_exec *ex, void *c, lmx_array **y) {
 static void test_cross_entropy(void) {
     int32_t tg[4] = {2, 0, 6, 3};
     for (int masked = 0; masked < 2; masked++) {
-        op_ctx o = {.a = mk(2, 4, 7, 1, 2), .ids = mk_i32(4, tg), .b = mk(1, 4, 1, 1, 0), .flag = masked};
+        op_ctx o = {.a = mk(2, 4, 7, 1, 2), .ids = t_i32(4, tg), .b = mk(1, 4, 1, 1, 0), .flag = masked};
         float m[4] = {1, 0, 1, 1};
         memcpy(o.b.data, m, sizeof m);
         o.out = mk(1, 1, 1, 1, 0);
@@ -349,7 +341,7 @@ static void test_cross_entropy(void) {
     }
     /* an out-of-range target is refused */
     int32_t bad[4] = {2, 0, 7, 3};
-    lmx_array lg = mk(2, 4, 7, 1, 1), ids = mk_i32(4, bad), loss = mk(1, 1, 1, 1, 0);
+    lmx_array lg = mk(2, 4, 7, 1, 1), ids = t_i32(4, bad), loss = mk(1, 1, 1, 1, 0);
     lmx_exec ex = {BE, NULL};
     CHECK(lmx_cross_entropy(&ex, &loss, &lg, &ids, NULL) == LMX_ERR_INVALID_ARG);
     lmx_array_release(&lg), lmx_array_release(&ids), lmx_array_release(&loss);
@@ -404,7 +396,7 @@ static void test_mini_transformer(void) {
               .wv = mk(2, HKV * HD, D, 1, 0.5f), .wo = mk(2, D, H * HD, 1, 0.3f), .lnw = mk(1, D, 1, 1, 1),
               .lnb = mk(1, D, 1, 1, 0.3f), .wgu = mk(2, 2 * F, D, 1, 0.5f), .wd = mk(2, D, F, 1, 0.4f),
               .wnf = mk(1, D, 1, 1, 0.3f), .wlm = mk(2, V, D, 1, 0.6f), .inv_freq = mk(1, 2, 1, 1, 0),
-              .ids = mk_i32(T, ids), .tg = mk_i32(T, tg), .mask = mk(1, T, 1, 1, 0)};
+              .ids = t_i32(T, ids), .tg = t_i32(T, tg), .mask = mk(1, T, 1, 1, 0)};
     float mask[T] = {0, 1, 1, 0, 1};
     memcpy(m.mask.data, mask, sizeof mask);
     ((float *)m.inv_freq.data)[0] = 1.0f;

@@ -69,3 +69,11 @@ lmx_array t_rand_f32(uint64_t *s, int ndim, int64_t d0, int64_t d1, int64_t d2, 
     for (int64_t i = 0; i < lmx_array_numel(&a); i++) ((float *)a.data)[i] = t_frand(s) * amp;
     return a;
 }
+
+lmx_array t_i32(int n, const int32_t *v) {
+    int64_t sh[1] = {n};
+    lmx_array a = {0};
+    CHECK_OK(lmx_array_alloc(&a, LMX_I32, 1, sh));
+    if (a.data) memcpy(a.data, v, (size_t)n * 4);
+    return a;
+}

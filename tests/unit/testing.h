@@ -78,5 +78,7 @@ int t_sh(char *buf, size_t cap, const char *fmt, ...) __attribute__((format(prin
 struct lmx_array;
 float t_frand(uint64_t *s);
 struct lmx_array t_rand_f32(uint64_t *s, int ndim, int64_t d0, int64_t d1, int64_t d2, float amp);
+/* A 1-D i32 array holding v[0..n). */
+struct lmx_array t_i32(int n, const int32_t *v);
 
 #endif
