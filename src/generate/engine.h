@@ -5,6 +5,7 @@
 #ifndef LMX_GENERATE_ENGINE_H
 #define LMX_GENERATE_ENGINE_H
 
+#include "core/logit_op.h"
 #include "models/arch.h"
 #include "models/decode_graph.h"
 #include "tokenizer/tokenizer.h"
@@ -93,6 +94,8 @@ typedef struct lmx_sampler {
     const int32_t *xtc_special;
     size_t n_xtc_special;
     uint8_t *seen; /* V flags, scratch for the penalties */
+    lmx_logit_op *ops; /* the processors' edits of one step (lmx_sampler_edits) */
+    size_t ops_cap;
     lmx_rng rng;
     float *work;   /* V floats */
     lmx_scored *sorted; /* V pairs */
@@ -104,6 +107,10 @@ void lmx_sampler_free(lmx_sampler *s);
 /* Applies the logits processors in mlx-lm's order to logits (in place),
  * given the recent tokens (last prompt token + generated). */
 void lmx_sampler_process(lmx_sampler *s, float *logits, const int32_t *recent, size_t n_recent);
+/* The same processors as a list of edits in s->ops (core/logit_op.h), in the
+ * order lmx_sampler_process applies them; returns their number (at most
+ * s->ops_cap, which lmx_sampler_init sizes for the options). */
+size_t lmx_sampler_edits(lmx_sampler *s, const int32_t *recent, size_t n_recent);
 /* logits -> logprobs in place (logits - logsumexp). */
 void lmx_log_softmax(float *x, int n);
 /* Picks the next token from logprobs (temp 0 = argmax). */
@@ -112,8 +119,8 @@ int32_t lmx_sampler_sample(lmx_sampler *s, const float *logprobs);
 /* sampler_device.c: greedy decoding with the logits left on the device. */
 
 /* True when m runs on CUDA, LMX_DEVICE_SAMPLER is not "0", and nothing
- * needs the whole distribution on the host: temperature 0, no logit bias or
- * penalties, no top_logprobs, no draft model. */
+ * needs the whole distribution on the host: temperature 0, no top_logprobs,
+ * no draft model (logit bias and penalties edit the device's row). */
 bool lmx_device_greedy_usable(const lmx_model *m, const lmx_generate_options *o, const lmx_sampler *s);
 /* True when the host pipeline (log-softmax, then the first index of the
  * largest logprob) must pick the logit max's index too: finite row and the
@@ -121,19 +128,26 @@ bool lmx_device_greedy_usable(const lmx_model *m, const lmx_generate_options *o,
  * f32 rounding of x - logsumexp can close; lse is log sum exp of the row,
  * within 1e-4. */
 bool lmx_greedy_pick_exact(float max, float second, float lse, int n_nonfinite);
-/* After a step run with logits == NULL: the device's greedy pick from the
- * model's step scratch into *tok and logprobs[*tok] (*decided = true), or,
- * when lmx_greedy_pick_exact says no, the whole row downloaded into
- * logprobs (V floats, still logits) for the host pipeline (*decided = false). */
-lmx_status lmx_device_greedy(lmx_model *m, int32_t *tok, float *logprobs, bool *decided);
+/* After a step run with logits == NULL: s's logits processors over recent
+ * applied to the model's step scratch row (s NULL: none; *processed says
+ * whether any were), then the device's greedy pick into *tok and
+ * logprobs[*tok] (*decided = true), or, when lmx_greedy_pick_exact says no,
+ * the whole row downloaded into logprobs (V floats, logits - processed
+ * already when *processed) for the host pipeline (*decided = false). */
+lmx_status lmx_device_greedy(lmx_model *m, lmx_sampler *s, const int32_t *recent, size_t n_recent, int32_t *tok,
+                             float *logprobs, bool *decided, bool *processed);
+/* Whether s has logits processors (bias, penalties) to apply. */
+bool lmx_sampler_has_edits(const lmx_sampler *s);
 /* Sampled decoding on the device (temperature > 0, top-p / min-p / top-k,
  * no XTC, same conditions otherwise; LMX_DEVICE_SAMPLER=host: off), after a
- * step run with logits == NULL: one uniform from s's generator, the token
+ * step run with logits == NULL: s's logits processors (as
+ * lmx_device_greedy), one uniform from s's generator, the token
  * and logprobs[*tok] (*decided = true); a row the device declines
  * (non-finite values) comes back into logprobs with the generator as it
  * was (*decided = false). */
 bool lmx_device_sample_usable(const lmx_model *m, const lmx_generate_options *o, const lmx_sampler *s);
-lmx_status lmx_device_sample(lmx_model *m, lmx_sampler *s, int32_t *tok, float *logprobs, bool *decided);
+lmx_status lmx_device_sample(lmx_model *m, lmx_sampler *s, const int32_t *recent, size_t n_recent, int32_t *tok,
+                             float *logprobs, bool *decided, bool *processed);
 /* The second half of lmx_device_greedy for a pick already read back (a
  * decode graph's): the token, or the logits row downloaded into logprobs. */
 lmx_status lmx_device_greedy_finish(lmx_model *m, const lmx_cuda_pick *p, int32_t *tok, float *logprobs,

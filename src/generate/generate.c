@@ -156,34 +156,44 @@ static lmx_status validate(const lmx_model *m, const int32_t *prompt, size_t n_p
 /* One plain step: the target on its last token, processors, sampler. With
  * device_greedy the logits stay on the device and only the pick comes back,
  * unless it cannot be proven to be the host pipeline's (sampler_device.c). */
-static lmx_status pick_token(lmx_gen_src *g, bool decided, int32_t *toks, bool *from_draft, int *count);
+static lmx_status pick_token(lmx_gen_src *g, bool decided, bool processed, int32_t *toks, bool *from_draft,
+                             int *count);
+
+/* The device's pick of the row in the step scratch (greedy or sampled, the
+ * logits processors applied there first). */
+static lmx_status device_pick(lmx_gen_src *g, int32_t *toks, bool *decided, bool *processed) {
+    if (g->device_greedy)
+        return lmx_device_greedy(g->m, g->smp, g->recent, g->n_recent, &toks[0], g->lp, decided, processed);
+    return lmx_device_sample(g->m, g->smp, g->recent, g->n_recent, &toks[0], g->lp, decided, processed);
+}
 
 static lmx_status plain_produce(lmx_gen_src *g, int32_t *toks, bool *from_draft, int *count) {
     lmx_model *m = g->m;
-    bool decided = false;
+    bool decided = false, processed = false;
     bool dev = g->device_greedy || g->device_sample;
     if (dev && lmx_decode_graph_usable(&m->tf, m->backend, &g->cache->kv)) {
         lmx_cuda_pick p; /* one graph launch + 20 bytes back (models/decode_graph.c) */
         LMX_TRY(lmx_decode_graph_step(&m->ex, &m->tf, &g->cache->kv, &m->scratch, &m->dgraph, g->tok, &p));
-        if (g->device_greedy)
+        if (g->device_greedy && !lmx_sampler_has_edits(g->smp))
             LMX_TRY(lmx_device_greedy_finish(m, &p, &toks[0], g->lp, &decided));
-        else /* the graph's greedy pick is not used; the logits stay in the step scratch */
-            LMX_TRY(lmx_device_sample(m, g->smp, &toks[0], g->lp, &decided));
+        else /* the graph's pick is of the unprocessed row, or not used; the logits stay in the step scratch */
+            LMX_TRY(device_pick(g, toks, &decided, &processed));
     } else {
         LMX_TRY(lmx_transformer_forward(&m->ex, &m->tf, &g->cache->kv, &m->scratch, &g->tok, 1, false,
                                         dev ? NULL : g->lp));
-        if (g->device_greedy) LMX_TRY(lmx_device_greedy(m, &toks[0], g->lp, &decided));
-        if (g->device_sample) LMX_TRY(lmx_device_sample(m, g->smp, &toks[0], g->lp, &decided));
+        if (dev) LMX_TRY(device_pick(g, toks, &decided, &processed));
     }
-    return pick_token(g, decided, toks, from_draft, count);
+    return pick_token(g, decided, processed, toks, from_draft, count);
 }
 
 /* The sampler's part of a plain step over logits in g->lp (unless the
- * device already decided toks[0]). */
-static lmx_status pick_token(lmx_gen_src *g, bool decided, int32_t *toks, bool *from_draft, int *count) {
+ * device already decided toks[0]; processed: the device applied the logits
+ * processors to the row it sent back). */
+static lmx_status pick_token(lmx_gen_src *g, bool decided, bool processed, int32_t *toks, bool *from_draft,
+                             int *count) {
     lmx_model *m = g->m;
     if (!decided) {
-        lmx_sampler_process(g->smp, g->lp, g->recent, g->n_recent);
+        if (!processed) lmx_sampler_process(g->smp, g->lp, g->recent, g->n_recent);
         lmx_log_softmax(g->lp, m->tf.hp.n_vocab);
         toks[0] = lmx_sampler_sample(g->smp, g->lp);
     }
@@ -222,10 +232,9 @@ static lmx_status prefill_first(lmx_gen_src *g, const int32_t *prompt, size_t n,
     lmx_model *m = g->m;
     LMX_TRY(lmx_cache_run(m, g->cache, prompt, n, o->prefill_step_size, o->progress, o->progress_user, false,
                           g->device_greedy || g->device_sample ? NULL : g->lp));
-    bool decided = false;
-    if (g->device_greedy) LMX_TRY(lmx_device_greedy(m, &toks[0], g->lp, &decided));
-    if (g->device_sample) LMX_TRY(lmx_device_sample(m, g->smp, &toks[0], g->lp, &decided));
-    return pick_token(g, decided, toks, from_draft, count);
+    bool decided = false, processed = false;
+    if (g->device_greedy || g->device_sample) LMX_TRY(device_pick(g, toks, &decided, &processed));
+    return pick_token(g, decided, processed, toks, from_draft, count);
 }
 
 /* Caches, samplers and buffers of one lmx_generate_stream call. */

@@ -69,7 +69,11 @@ lmx_status lmx_sampler_init(lmx_sampler *s, const lmx_generate_options *o, int v
     s->work = malloc((size_t)vocab * sizeof *s->work);
     s->sorted = malloc((size_t)vocab * sizeof *s->sorted);
     s->seen = calloc((size_t)vocab, 1);
-    if (!s->work || !s->sorted || !s->seen) {
+    /* the most edits one step can make (lmx_sampler_edits): each bias, and one per token of each window */
+    s->ops_cap = s->n_bias + (size_t)s->repetition_context_size + (size_t)s->presence_context_size +
+                 (size_t)s->frequency_context_size;
+    s->ops = malloc((s->ops_cap ? s->ops_cap : 1) * sizeof *s->ops);
+    if (!s->work || !s->sorted || !s->seen || !s->ops) {
         lmx_sampler_free(s);
         return lmx_err(LMX_ERR_NOMEM, "out of memory");
     }
@@ -80,15 +84,23 @@ void lmx_sampler_free(lmx_sampler *s) {
     free(s->work);
     free(s->sorted);
     free(s->seen);
+    free(s->ops);
     s->work = NULL;
     s->sorted = NULL;
     s->seen = NULL;
+    s->ops = NULL;
 }
 
 static size_t window_start(size_t n, int ctx) { return n > (size_t)ctx ? n - (size_t)ctx : 0; }
 
-void lmx_sampler_process(lmx_sampler *s, float *logits, const int32_t *recent, size_t n_recent) {
-    for (size_t i = 0; i < s->n_bias; i++) logits[s->bias_ids[i]] += s->bias_values[i];
+static void put(lmx_sampler *s, size_t *n, int32_t kind, int32_t id, float v) {
+    if (*n < s->ops_cap) s->ops[*n] = (lmx_logit_op){kind, id, v};
+    (*n)++;
+}
+
+size_t lmx_sampler_edits(lmx_sampler *s, const int32_t *recent, size_t n_recent) {
+    size_t n = 0;
+    for (size_t i = 0; i < s->n_bias; i++) put(s, &n, LMX_LOGIT_ADD, s->bias_ids[i], s->bias_values[i]);
     /* Repetition and presence act once per distinct id (MLX's scatter
      * assignment), frequency once per occurrence (scatter-add). */
     if (s->repetition_penalty > 0 && s->repetition_penalty != 1.0f) {
@@ -97,7 +109,7 @@ void lmx_sampler_process(lmx_sampler *s, float *logits, const int32_t *recent, s
             int32_t t = recent[i];
             if (t < 0 || t >= s->vocab || s->seen[t]) continue;
             s->seen[t] = 1;
-            logits[t] = logits[t] < 0 ? logits[t] * s->repetition_penalty : logits[t] / s->repetition_penalty;
+            put(s, &n, LMX_LOGIT_REPEAT, t, s->repetition_penalty);
         }
         for (size_t i = from; i < n_recent; i++)
             if (recent[i] >= 0 && recent[i] < s->vocab) s->seen[recent[i]] = 0;
@@ -108,15 +120,21 @@ void lmx_sampler_process(lmx_sampler *s, float *logits, const int32_t *recent, s
             int32_t t = recent[i];
             if (t < 0 || t >= s->vocab || s->seen[t]) continue;
             s->seen[t] = 1;
-            logits[t] -= s->presence_penalty;
+            put(s, &n, LMX_LOGIT_SUB, t, s->presence_penalty);
         }
         for (size_t i = from; i < n_recent; i++)
             if (recent[i] >= 0 && recent[i] < s->vocab) s->seen[recent[i]] = 0;
     }
     if (s->frequency_penalty != 0) {
         for (size_t i = window_start(n_recent, s->frequency_context_size); i < n_recent; i++)
-            if (recent[i] >= 0 && recent[i] < s->vocab) logits[recent[i]] -= s->frequency_penalty;
+            if (recent[i] >= 0 && recent[i] < s->vocab) put(s, &n, LMX_LOGIT_SUB, recent[i], s->frequency_penalty);
     }
+    return n;
+}
+
+void lmx_sampler_process(lmx_sampler *s, float *logits, const int32_t *recent, size_t n_recent) {
+    size_t n = lmx_sampler_edits(s, recent, n_recent);
+    for (size_t i = 0; i < n && i < s->ops_cap; i++) logits[s->ops[i].id] = lmx_logit_op_apply(logits[s->ops[i].id], &s->ops[i]);
 }
 
 /* exp for x <= 0 (x - max), vectorisable: 2^(x·log2 e) split into an

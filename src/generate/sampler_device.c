@@ -7,6 +7,11 @@
  * only when lmx_greedy_pick_exact proves it; otherwise (a near tie, a
  * non-finite logit) the row comes back and the host pipeline runs as usual.
  *
+ * The logits processors (logit bias, repetition / presence / frequency
+ * penalties) edit the device's row first: lmx_sampler_edits lists the
+ * host's operations and lmx_cuda_logits_edit applies them in order with the
+ * same f32 rounding, so the row is the host's bit for bit.
+ *
  * Sampled decoding (temperature > 0 with top-p / min-p / top-k, no XTC)
  * runs the same pipeline on the device (cuda_sample_topp.cu) with the
  * uniform the host's generator draws, so the random stream advances as on
@@ -27,9 +32,26 @@ static bool device_pick_usable(const lmx_model *m, const lmx_generate_options *o
     if (lmx_backend_is_host(m->backend) || !m->backend->name || strcmp(m->backend->name, "cuda")) return false;
     const char *env = getenv("LMX_DEVICE_SAMPLER"); /* "0": the host pipeline (A/B timing, a safety switch) */
     if (env && !strcmp(env, "0")) return false;
-    if (o->top_logprobs > 0 || o->draft_model) return false;
+    (void)s; /* logit bias and penalties are edits of the device's row (lmx_cuda_logits_edit) */
+    return o->top_logprobs <= 0 && !o->draft_model;
+}
+
+bool lmx_sampler_has_edits(const lmx_sampler *s) {
     bool repetition = s->repetition_penalty > 0 && s->repetition_penalty != 1.0f;
-    return !s->n_bias && !repetition && s->presence_penalty == 0 && s->frequency_penalty == 0;
+    return s->n_bias || repetition || s->presence_penalty != 0 || s->frequency_penalty != 0;
+}
+
+/* The step's logits processors applied to the device's row (the host's
+ * edits, the host's bits); *processed: the row is no longer raw logits. */
+static lmx_status device_edits(lmx_model *m, lmx_sampler *s, const int32_t *recent, size_t n_recent,
+                               const lmx_array *lg, bool *processed) {
+    *processed = false;
+    if (!lmx_sampler_has_edits(s)) return LMX_OK;
+    size_t n = lmx_sampler_edits(s, recent, n_recent);
+    if (n > s->ops_cap) return lmx_err(LMX_ERR_INTERNAL, "sampler: %zu edits for room of %zu", n, s->ops_cap);
+    if (n) LMX_TRY(lmx_cuda_logits_edit(m->backend, lg, s->ops, n));
+    *processed = true;
+    return LMX_OK;
 }
 
 bool lmx_device_greedy_usable(const lmx_model *m, const lmx_generate_options *o, const lmx_sampler *s) {
@@ -42,10 +64,12 @@ bool lmx_device_sample_usable(const lmx_model *m, const lmx_generate_options *o,
     return s->temp > 0 && isfinite(s->temp) && s->xtc_probability <= 0 && device_pick_usable(m, o, s);
 }
 
-lmx_status lmx_device_sample(lmx_model *m, lmx_sampler *s, int32_t *tok, float *logprobs, bool *decided) {
+lmx_status lmx_device_sample(lmx_model *m, lmx_sampler *s, const int32_t *recent, size_t n_recent, int32_t *tok,
+                             float *logprobs, bool *decided, bool *processed) {
     *decided = false;
     lmx_array lg;
     LMX_TRY(lmx_scratch_logits(m->scratch, 1, &lg));
+    LMX_TRY(device_edits(m, s, recent, n_recent, &lg, processed));
     lmx_rng before = s->rng; /* the host pipeline draws again if the device declines */
     double u = lmx_rng_uniform(&s->rng);
     int32_t id = -1;
@@ -94,10 +118,13 @@ lmx_status lmx_device_greedy_finish(lmx_model *m, const lmx_cuda_pick *p, int32_
     return lmx_array_download(m->backend, &lg, logprobs);
 }
 
-lmx_status lmx_device_greedy(lmx_model *m, int32_t *tok, float *logprobs, bool *decided) {
+lmx_status lmx_device_greedy(lmx_model *m, lmx_sampler *s, const int32_t *recent, size_t n_recent, int32_t *tok,
+                             float *logprobs, bool *decided, bool *processed) {
     *decided = false;
     lmx_array lg;
     LMX_TRY(lmx_scratch_logits(m->scratch, 1, &lg));
+    *processed = false;
+    if (s) LMX_TRY(device_edits(m, s, recent, n_recent, &lg, processed));
     lmx_cuda_pick p;
     LMX_TRY(lmx_cuda_greedy(m->backend, &lg, &p));
     return lmx_device_greedy_finish(m, &p, tok, logprobs, decided);

@@ -26,6 +26,9 @@
  * 4. lmx_generate_stream sampled (temp 0.8, top-p 0.9, seed 7), 256 tokens:
  *    the device twice gives the same tokens (a seed repeats its stream), and
  *    the host pipeline (LMX_DEVICE_SAMPLER=host) gives the same tokens too.
+ * 5. The logits processors (bias, penalties) edit the device's row with the
+ *    host's bits (lmx_cuda_logits_edit vs lmx_logit_op_apply), and generation
+ *    with them, greedy and sampled, gives the host pipeline's tokens.
  *
  *   test_device_sampler [MODEL]
  * Exit 77 (skipped) when no CUDA device answers.
@@ -186,6 +189,68 @@ static void sampled_generate(lmx_model *m) {
            ok ? "ok  " : "FAIL", rep, STEPS, same);
 }
 
+/* 5. The logits processors on the device: lmx_cuda_logits_edit on a random row against the host's edits bit
+ * for bit (biases, a repeated id, both signs), then generation with logit bias and repetition, presence and
+ * frequency penalties, greedy and sampled, against the host pipeline: the same tokens. */
+static void processors(lmx_model *m) {
+    int V = m->tf.hp.n_vocab;
+    lmx_array lg;
+    float *row = malloc((size_t)V * sizeof *row), *back = malloc((size_t)V * sizeof *back);
+    lmx_status s = row && back ? lmx_scratch_logits(m->scratch, 1, &lg) : LMX_ERR_NOMEM;
+    for (int i = 0; i < V && row; i++) row[i] = (float)(8 * tunif() - 4);
+    lmx_logit_op ops[300];
+    for (int i = 0; i < 300; i++) {
+        int32_t id = i % 7 == 0 ? 5 : (int32_t)(tunif() * V); /* id 5 edited many times over */
+        ops[i] = (lmx_logit_op){i % 3, id, i % 3 == 1 ? (float)(1 + tunif()) : (float)(2 * tunif() - 1)};
+    }
+    if (!s) s = lmx_backend_upload(m->backend, lg.data, row, (size_t)V * sizeof *row);
+    if (!s) s = lmx_cuda_logits_edit(m->backend, &lg, ops, 300);
+    if (!s) s = lmx_array_download(m->backend, &lg, back);
+    int diff = 0;
+    for (int i = 0; i < 300 && !s; i++) row[ops[i].id] = lmx_logit_op_apply(row[ops[i].id], &ops[i]);
+    for (int i = 0; i < V && !s; i++) diff += memcmp(&row[i], &back[i], sizeof *row) != 0;
+    EXPECT(!s && diff == 0, "logits edit: %s, %d of %d logits differ from the host's", s ? lmx_last_error() : "ok",
+           diff, V);
+    printf("%s logits edit: 300 edits (3 chunks) on the device, %d of %d logits differ from the host's\n",
+           !s && !diff ? "ok  " : "FAIL", diff, V);
+    free(row);
+    free(back);
+    static const int32_t bias_ids[3] = {403, 261, 17};
+    static const float bias_v[3] = {2.5f, -1.0f, 4.0f};
+    for (int sampled = 0; sampled < 2; sampled++) {
+        lmx_generate_options o;
+        lmx_generate_options_init(&o);
+        o.max_tokens = STEPS;
+        o.ignore_eos = true;
+        o.logit_bias_ids = bias_ids;
+        o.logit_bias_values = bias_v;
+        o.n_logit_bias = 3;
+        o.repetition_penalty = 1.3f;
+        o.presence_penalty = 0.4f;
+        o.frequency_penalty = 0.2f;
+        o.frequency_context_size = 64;
+        if (sampled) {
+            o.temp = 0.8f;
+            o.top_p = 0.9f;
+            o.has_seed = true;
+            o.seed = 11;
+        }
+        run_acc dev = {{0}, {0}, 0}, host = {{0}, {0}, 0};
+        lmx_status s1 = lmx_generate_stream(m, prompt, 6, &o, on_tok, &dev);
+        setenv("LMX_DEVICE_SAMPLER", sampled ? "host" : "0", 1);
+        lmx_status s2 = lmx_generate_stream(m, prompt, 6, &o, on_tok, &host);
+        unsetenv("LMX_DEVICE_SAMPLER");
+        int same = 0;
+        while (same < dev.n && same < host.n && dev.ids[same] == host.ids[same]) same++;
+        bool ok = !s1 && !s2 && dev.n == STEPS && same == STEPS;
+        EXPECT(ok, "processors %s: %s; device and host agree on %d of %d tokens", sampled ? "sampled" : "greedy",
+               s1 || s2 ? lmx_last_error() : "ok", same, STEPS);
+        printf("%s generate %s with logit bias, repetition 1.3, presence 0.4, frequency 0.2: device and host agree on "
+               "%d of %d tokens\n",
+               ok ? "ok  " : "FAIL", sampled ? "sampled (temp 0.8, top-p 0.9)" : "greedy", same, STEPS);
+    }
+}
+
 static void step_by_step(lmx_model *m) {
     int V = m->tf.hp.n_vocab;
     float *lp = malloc((size_t)V * sizeof *lp), *row = malloc((size_t)V * sizeof *row);
@@ -207,7 +272,8 @@ static void step_by_step(lmx_model *m) {
         s = lmx_transformer_forward(&m->ex, &m->tf, &c->kv, &m->scratch, &tok, 1, false, NULL);
         int32_t dev_tok = -1;
         bool decided = false;
-        if (!s) s = lmx_device_greedy(m, &dev_tok, lp, &decided);
+        bool processed = false;
+        if (!s) s = lmx_device_greedy(m, NULL, NULL, 0, &dev_tok, lp, &decided, &processed);
         lmx_array lg;
         if (!s) s = lmx_scratch_logits(m->scratch, 1, &lg);
         if (!s) s = lmx_array_download(m->backend, &lg, row);
@@ -250,6 +316,7 @@ int main(int argc, char **argv) {
     step_by_step(m);
     rows_vs_host(m);
     sampled_generate(m);
+    processors(m);
     lmx_model_free(m);
     printf("%s\n", fails ? "FAILED" : "passed");
     return fails ? 1 : 0;

@@ -8,6 +8,7 @@
 #define LMX_BACKEND_CUDA_H
 
 #include "core/backend.h"
+#include "core/logit_op.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -41,6 +42,12 @@ typedef struct lmx_cuda_pick {
     float max, second, lse;
 } lmx_cuda_pick;
 lmx_status lmx_cuda_greedy(lmx_backend *b, const lmx_array *logits, lmx_cuda_pick *out);
+
+/* The logits processors' edits (core/logit_op.h) applied to ONE row of f32
+ * logits on the device, in list order by one thread with the host's f32
+ * operations (the same bits as lmx_sampler_process on the host). Queued;
+ * nothing comes back. */
+lmx_status lmx_cuda_logits_edit(lmx_backend *b, const lmx_array *logits, const lmx_logit_op *ops, size_t n);
 
 /* Sampled decoding of ONE row of f32 logits on the device
  * (cuda_sample_topp.cu): the host sampler's log-softmax, sort, top-p /

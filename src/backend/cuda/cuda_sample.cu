@@ -178,3 +178,47 @@ extern "C" lmx_status lmx_cuda_greedy_read(lmx_backend *b, lmx_cuda_pick *out) {
     if (!c->pick_dev) return lmx_err(LMX_ERR_INTERNAL, "cuda greedy read: no pick was launched");
     return lmx_backend_download(b, out, c->pick_dev, sizeof *out);
 }
+
+/* ---- the logits processors' edits --------------------------------------- */
+
+#define EDIT_CHUNK 128 /* edits per launch, passed by value (1.5 KB of the 4 KB of kernel parameters) */
+
+struct edit_chunk {
+    lmx_logit_op op[EDIT_CHUNK];
+    int n;
+};
+
+/* One thread, list order, the host's operations with explicit round-to-nearest (never contracted): the host's
+ * bits (lmx_logit_op_apply). */
+__global__ void logits_edit_k(float *x, const edit_chunk e, int64_t V) {
+    for (int i = 0; i < e.n; i++) {
+        lmx_logit_op o = e.op[i];
+        if (o.id < 0 || o.id >= V) continue; /* the sampler only emits ids in the vocabulary */
+        float v = x[o.id];
+        if (o.kind == LMX_LOGIT_ADD)
+            v = __fadd_rn(v, o.v);
+        else if (o.kind == LMX_LOGIT_REPEAT)
+            v = v < 0 ? __fmul_rn(v, o.v) : __fdiv_rn(v, o.v);
+        else
+            v = __fsub_rn(v, o.v);
+        x[o.id] = v;
+    }
+}
+
+extern "C" lmx_status lmx_cuda_logits_edit(lmx_backend *b, const lmx_array *logits, const lmx_logit_op *ops,
+                                           size_t n) {
+    int64_t R = 0, V = 0;
+    LMX_TRY(check_logits(b, logits, &R, &V));
+    if (R != 1) return lmx_err(LMX_ERR_INVALID_ARG, "cuda logits edit: %lld rows (one expected)", (long long)R);
+    lmx_cuda_ctx *c = (lmx_cuda_ctx *)b->ctx;
+    if (c->capturing) return lmx_err(LMX_ERR_INTERNAL, "cuda logits edit: called during a graph capture");
+    LMX_TRY(cuda_flush(c));
+    for (size_t i = 0; i < n; i += EDIT_CHUNK) {
+        edit_chunk e;
+        e.n = (int)(n - i < EDIT_CHUNK ? n - i : EDIT_CHUNK);
+        memcpy(e.op, ops + i, (size_t)e.n * sizeof *ops);
+        logits_edit_k<<<1, 1, 0, c->stream>>>((float *)logits->data, e, V);
+        LMX_TRY(cuda_launched("logits edit"));
+    }
+    return LMX_OK;
+}

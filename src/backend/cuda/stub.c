@@ -54,6 +54,11 @@ lmx_status lmx_cuda_greedy(lmx_backend *b, const lmx_array *logits, lmx_cuda_pic
     return no_cuda();
 }
 
+lmx_status lmx_cuda_logits_edit(lmx_backend *b, const lmx_array *logits, const lmx_logit_op *ops, size_t n) {
+    (void)b, (void)logits, (void)ops, (void)n;
+    return no_cuda();
+}
+
 lmx_status lmx_cuda_sample(lmx_backend *b, const lmx_array *logits, float temp, float top_p, int top_k, float min_p,
                            int min_keep, double u, int32_t *id, float *lp) {
     (void)b, (void)logits, (void)temp, (void)top_p, (void)top_k, (void)min_p, (void)min_keep, (void)u, (void)id,
