@@ -107,10 +107,11 @@ void lmx_sampler_free(lmx_sampler *s);
 /* Applies the logits processors in mlx-lm's order to logits (in place),
  * given the recent tokens (last prompt token + generated). */
 void lmx_sampler_process(lmx_sampler *s, float *logits, const int32_t *recent, size_t n_recent);
-/* The same processors as a list of edits in s->ops (core/logit_op.h), in the
- * order lmx_sampler_process applies them; returns their number (at most
- * s->ops_cap, which lmx_sampler_init sizes for the options). */
-size_t lmx_sampler_edits(lmx_sampler *s, const int32_t *recent, size_t n_recent);
+/* The same processors as a list of edits (core/logit_op.h) in the order
+ * lmx_sampler_process applies them: edits [from, from + s->ops_cap) go into
+ * s->ops; returns how many edits the step makes in all (a caller walks the
+ * chunks from 0 in steps of ops_cap). */
+size_t lmx_sampler_edits(lmx_sampler *s, const int32_t *recent, size_t n_recent, size_t from);
 /* logits -> logprobs in place (logits - logsumexp). */
 void lmx_log_softmax(float *x, int n);
 /* Picks the next token from logprobs (temp 0 = argmax). */

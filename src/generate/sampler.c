@@ -69,10 +69,10 @@ lmx_status lmx_sampler_init(lmx_sampler *s, const lmx_generate_options *o, int v
     s->work = malloc((size_t)vocab * sizeof *s->work);
     s->sorted = malloc((size_t)vocab * sizeof *s->sorted);
     s->seen = calloc((size_t)vocab, 1);
-    /* the most edits one step can make (lmx_sampler_edits): each bias, and one per token of each window */
-    s->ops_cap = s->n_bias + (size_t)s->repetition_context_size + (size_t)s->presence_context_size +
-                 (size_t)s->frequency_context_size;
-    s->ops = malloc((s->ops_cap ? s->ops_cap : 1) * sizeof *s->ops);
+    /* room for one chunk of edits: a step with more (long windows, many biases) is listed chunk by chunk
+     * (lmx_sampler_edits' from), so no context size makes this allocation large */
+    s->ops_cap = 256;
+    s->ops = malloc(s->ops_cap * sizeof *s->ops);
     if (!s->work || !s->sorted || !s->seen || !s->ops) {
         lmx_sampler_free(s);
         return lmx_err(LMX_ERR_NOMEM, "out of memory");
@@ -93,48 +93,53 @@ void lmx_sampler_free(lmx_sampler *s) {
 
 static size_t window_start(size_t n, int ctx) { return n > (size_t)ctx ? n - (size_t)ctx : 0; }
 
-static void put(lmx_sampler *s, size_t *n, int32_t kind, int32_t id, float v) {
-    if (*n < s->ops_cap) s->ops[*n] = (lmx_logit_op){kind, id, v};
+/* Edit number *n goes into s->ops when it lies in the chunk [from, from + ops_cap). */
+static void put(lmx_sampler *s, size_t *n, size_t from, int32_t kind, int32_t id, float v) {
+    if (*n >= from && *n - from < s->ops_cap) s->ops[*n - from] = (lmx_logit_op){kind, id, v};
     (*n)++;
 }
 
-size_t lmx_sampler_edits(lmx_sampler *s, const int32_t *recent, size_t n_recent) {
+size_t lmx_sampler_edits(lmx_sampler *s, const int32_t *recent, size_t n_recent, size_t from) {
     size_t n = 0;
-    for (size_t i = 0; i < s->n_bias; i++) put(s, &n, LMX_LOGIT_ADD, s->bias_ids[i], s->bias_values[i]);
+    for (size_t i = 0; i < s->n_bias; i++) put(s, &n, from, LMX_LOGIT_ADD, s->bias_ids[i], s->bias_values[i]);
     /* Repetition and presence act once per distinct id (MLX's scatter
      * assignment), frequency once per occurrence (scatter-add). */
     if (s->repetition_penalty > 0 && s->repetition_penalty != 1.0f) {
-        size_t from = window_start(n_recent, s->repetition_context_size);
-        for (size_t i = from; i < n_recent; i++) {
+        size_t w0 = window_start(n_recent, s->repetition_context_size);
+        for (size_t i = w0; i < n_recent; i++) {
             int32_t t = recent[i];
             if (t < 0 || t >= s->vocab || s->seen[t]) continue;
             s->seen[t] = 1;
-            put(s, &n, LMX_LOGIT_REPEAT, t, s->repetition_penalty);
+            put(s, &n, from, LMX_LOGIT_REPEAT, t, s->repetition_penalty);
         }
-        for (size_t i = from; i < n_recent; i++)
+        for (size_t i = w0; i < n_recent; i++)
             if (recent[i] >= 0 && recent[i] < s->vocab) s->seen[recent[i]] = 0;
     }
     if (s->presence_penalty != 0) {
-        size_t from = window_start(n_recent, s->presence_context_size);
-        for (size_t i = from; i < n_recent; i++) {
+        size_t w0 = window_start(n_recent, s->presence_context_size);
+        for (size_t i = w0; i < n_recent; i++) {
             int32_t t = recent[i];
             if (t < 0 || t >= s->vocab || s->seen[t]) continue;
             s->seen[t] = 1;
-            put(s, &n, LMX_LOGIT_SUB, t, s->presence_penalty);
+            put(s, &n, from, LMX_LOGIT_SUB, t, s->presence_penalty);
         }
-        for (size_t i = from; i < n_recent; i++)
+        for (size_t i = w0; i < n_recent; i++)
             if (recent[i] >= 0 && recent[i] < s->vocab) s->seen[recent[i]] = 0;
     }
     if (s->frequency_penalty != 0) {
         for (size_t i = window_start(n_recent, s->frequency_context_size); i < n_recent; i++)
-            if (recent[i] >= 0 && recent[i] < s->vocab) put(s, &n, LMX_LOGIT_SUB, recent[i], s->frequency_penalty);
+            if (recent[i] >= 0 && recent[i] < s->vocab) put(s, &n, from, LMX_LOGIT_SUB, recent[i], s->frequency_penalty);
     }
     return n;
 }
 
 void lmx_sampler_process(lmx_sampler *s, float *logits, const int32_t *recent, size_t n_recent) {
-    size_t n = lmx_sampler_edits(s, recent, n_recent);
-    for (size_t i = 0; i < n && i < s->ops_cap; i++) logits[s->ops[i].id] = lmx_logit_op_apply(logits[s->ops[i].id], &s->ops[i]);
+    for (size_t from = 0;; from += s->ops_cap) {
+        size_t total = lmx_sampler_edits(s, recent, n_recent, from);
+        for (size_t i = 0; from + i < total && i < s->ops_cap; i++)
+            logits[s->ops[i].id] = lmx_logit_op_apply(logits[s->ops[i].id], &s->ops[i]);
+        if (total <= from || total - from <= s->ops_cap) break;
+    }
 }
 
 /* exp for x <= 0 (x - max), vectorisable: 2^(x·log2 e) split into an

@@ -47,9 +47,12 @@ static lmx_status device_edits(lmx_model *m, lmx_sampler *s, const int32_t *rece
                                const lmx_array *lg, bool *processed) {
     *processed = false;
     if (!lmx_sampler_has_edits(s)) return LMX_OK;
-    size_t n = lmx_sampler_edits(s, recent, n_recent);
-    if (n > s->ops_cap) return lmx_err(LMX_ERR_INTERNAL, "sampler: %zu edits for room of %zu", n, s->ops_cap);
-    if (n) LMX_TRY(lmx_cuda_logits_edit(m->backend, lg, s->ops, n));
+    for (size_t from = 0;; from += s->ops_cap) { /* chunk by chunk, in order (lmx_sampler_edits) */
+        size_t total = lmx_sampler_edits(s, recent, n_recent, from);
+        if (total > from)
+            LMX_TRY(lmx_cuda_logits_edit(m->backend, lg, s->ops, total - from < s->ops_cap ? total - from : s->ops_cap));
+        if (total <= from || total - from <= s->ops_cap) break;
+    }
     *processed = true;
     return LMX_OK;
 }

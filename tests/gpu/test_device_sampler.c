@@ -228,7 +228,7 @@ static void processors(lmx_model *m) {
         o.repetition_penalty = 1.3f;
         o.presence_penalty = 0.4f;
         o.frequency_penalty = 0.2f;
-        o.frequency_context_size = 64;
+        o.frequency_context_size = 300; /* up to ~260 edits a step late in the run: two chunks */
         if (sampled) {
             o.temp = 0.8f;
             o.top_p = 0.9f;

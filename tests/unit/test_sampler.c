@@ -54,6 +54,61 @@ static void context_window(void) {
     lmx_sampler_free(&s);
 }
 
+/* More edits than one chunk (300 biases, a repeated id, long windows; a huge repetition window): processed
+ * chunk by chunk they give the bits of a direct loop in mlx-lm's order (bias, repetition and presence once per
+ * distinct id, frequency once per occurrence), with ops_cap 256 and with 7. */
+static void many_edits(void) {
+    enum { V = 50, NB = 300, NR = 400 };
+    int32_t bias_ids[NB], recent[NR];
+    float bias_vals[NB], base[V];
+    uint64_t rs = 12345;
+    for (int i = 0; i < NB; i++) {
+        bias_ids[i] = i % 5 == 0 ? 3 : (int32_t)((t_frand(&rs) + 1) * 0.5f * (V - 1));
+        bias_vals[i] = t_frand(&rs);
+    }
+    for (int i = 0; i < NR; i++) recent[i] = (int32_t)((t_frand(&rs) + 1) * 0.5f * (V - 1));
+    for (int i = 0; i < V; i++) base[i] = 4 * t_frand(&rs);
+    lmx_generate_options o;
+    lmx_generate_options_init(&o);
+    o.logit_bias_ids = bias_ids;
+    o.logit_bias_values = bias_vals;
+    o.n_logit_bias = NB;
+    o.repetition_penalty = 1.3f;
+    o.repetition_context_size = 1000000000; /* the whole history; no allocation grows with it */
+    o.presence_penalty = 0.4f;
+    o.presence_context_size = 150;
+    o.frequency_penalty = 0.2f;
+    o.frequency_context_size = 300;
+    float want[V];
+    memcpy(want, base, sizeof want);
+    for (int i = 0; i < NB; i++) want[bias_ids[i]] += bias_vals[i];
+    bool seen[V] = {false};
+    for (int i = 0; i < NR; i++)
+        if (!seen[recent[i]]) {
+            seen[recent[i]] = true;
+            float x = want[recent[i]];
+            want[recent[i]] = x < 0 ? x * 1.3f : x / 1.3f;
+        }
+    memset(seen, 0, sizeof seen);
+    for (int i = NR - 150; i < NR; i++)
+        if (!seen[recent[i]]) {
+            seen[recent[i]] = true;
+            want[recent[i]] -= 0.4f;
+        }
+    for (int i = NR - 300; i < NR; i++) want[recent[i]] -= 0.2f;
+    for (int cap = 0; cap < 2; cap++) {
+        lmx_sampler s;
+        init(&s, &o, V);
+        if (cap) s.ops_cap = 7; /* smaller chunks than the allocation: the walk over chunks */
+        float lg[V];
+        memcpy(lg, base, sizeof lg);
+        lmx_sampler_process(&s, lg, recent, NR);
+        CHECK(!memcmp(lg, want, sizeof lg));
+        CHECK(lmx_sampler_edits(&s, recent, NR, 0) > 256);
+        lmx_sampler_free(&s);
+    }
+}
+
 /* logprobs of probabilities p */
 static void lp_of(const float *p, float *lp, int n) {
     for (int i = 0; i < n; i++) lp[i] = logf(p[i]);
@@ -163,6 +218,7 @@ static void bad_options(void) {
 void run_tests(void) {
     TEST(penalties);
     TEST(context_window);
+    TEST(many_edits);
     TEST(greedy);
     TEST(top_p);
     TEST(min_p_and_top_k);
