@@ -320,19 +320,17 @@ static bool same_layout(const lmx_array *a, const lmx_array *b) {
     return true;
 }
 
-/* A zeroed f32 array of a's logical shape in the memory a lives in. */
-static lmx_status alloc_like(lmx_array *g, const lmx_array *a) {
+/* An f32 array of a's logical shape in the memory a lives in: zeroed, or
+ * (zeroed false) as the cache hands it out, for a dsrc the vjp writes whole. */
+static lmx_status alloc_shaped(lmx_array *g, const lmx_array *a, bool zeroed) {
     int64_t one = 1;
     lmx_backend *b = dev_of(a);
-    return a->ndim ? lmx_tape_alloc_on(b, g, a->ndim, a->shape) : lmx_tape_alloc_on(b, g, 1, &one);
+    lmx_status (*alloc)(lmx_backend *, lmx_array *, int, const int64_t *) =
+        zeroed ? lmx_tape_alloc_on : lmx_tape_alloc_out_on;
+    return a->ndim ? alloc(b, g, a->ndim, a->shape) : alloc(b, g, 1, &one);
 }
 
-/* As alloc_like without the zeroing (a dsrc the vjp writes whole). */
-static lmx_status alloc_fresh_like(lmx_array *g, const lmx_array *a) {
-    int64_t one = 1;
-    lmx_backend *b = dev_of(a);
-    return a->ndim ? lmx_tape_alloc_out_on(b, g, a->ndim, a->shape) : lmx_tape_alloc_out_on(b, g, 1, &one);
-}
+static lmx_status alloc_like(lmx_array *g, const lmx_array *a) { return alloc_shaped(g, a, true); }
 
 /* On a device a gradient array may be shared: an ADD hands its dout to
  * both sources as it is (no zeroed copies and sums). A shared array is
@@ -699,7 +697,7 @@ lmx_status lmx_tape_backward(lmx_tape *t, const lmx_array *y, const lmx_array *s
                 ds[j] = e->grad;
                 direct[j] = true;
             } else if (ow >> j & 1) { /* the vjp writes it whole: not zeroed */
-                st = alloc_fresh_like(&ds[j], r->n.src[j]);
+                st = alloc_shaped(&ds[j], r->n.src[j], false);
                 r->n.fresh |= 1u << j;
             } else {
                 st = alloc_like(&ds[j], r->n.src[j]);

@@ -28,11 +28,11 @@
 #include <string.h>
 
 /* CUDA, the switch not "0", and no processor or output that needs the row. */
-static bool device_pick_usable(const lmx_model *m, const lmx_generate_options *o, const lmx_sampler *s) {
+static bool device_pick_usable(const lmx_model *m, const lmx_generate_options *o) {
     if (lmx_backend_is_host(m->backend) || !m->backend->name || strcmp(m->backend->name, "cuda")) return false;
     const char *env = getenv("LMX_DEVICE_SAMPLER"); /* "0": the host pipeline (A/B timing, a safety switch) */
     if (env && !strcmp(env, "0")) return false;
-    (void)s; /* logit bias and penalties are edits of the device's row (lmx_cuda_logits_edit) */
+    /* logit bias and penalties are edits of the device's row (lmx_cuda_logits_edit) */
     return o->top_logprobs <= 0 && !o->draft_model;
 }
 
@@ -58,13 +58,13 @@ static lmx_status device_edits(lmx_model *m, lmx_sampler *s, const int32_t *rece
 }
 
 bool lmx_device_greedy_usable(const lmx_model *m, const lmx_generate_options *o, const lmx_sampler *s) {
-    return s->temp == 0 && device_pick_usable(m, o, s);
+    return s->temp == 0 && device_pick_usable(m, o);
 }
 
 bool lmx_device_sample_usable(const lmx_model *m, const lmx_generate_options *o, const lmx_sampler *s) {
     const char *env = getenv("LMX_DEVICE_SAMPLER");
     if (env && !strcmp(env, "host")) return false;
-    return s->temp > 0 && isfinite(s->temp) && s->xtc_probability <= 0 && device_pick_usable(m, o, s);
+    return s->temp > 0 && isfinite(s->temp) && s->xtc_probability <= 0 && device_pick_usable(m, o);
 }
 
 lmx_status lmx_device_sample(lmx_model *m, lmx_sampler *s, const int32_t *recent, size_t n_recent, int32_t *tok,
